@@ -1,0 +1,119 @@
+"""The ``Backend`` seam: the only place that talks to a language model.
+
+A backend implements a handful of primitive operations on *rendered text prompts*
+(chat template already applied by :meth:`Backend.chat_prompt`). Scorers are written
+against these primitives only, so a scripted fake at this seam is enough to test
+everything above it.
+
+Capabilities are class flags; a scorer that needs a missing capability gets a
+:class:`~llm_recommender.errors.CapabilityError` rather than a silent wrong score.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import CapabilityError
+
+
+@dataclass
+class Generation:
+    """One generated completion."""
+
+    text: str
+    finish_reason: str = "stop"  # "stop" | "length"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class BackendStats:
+    """Counters a backend keeps so responses can report usage."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    forward_passes: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def snapshot(self) -> tuple[int, int, int]:
+        return (self.prompt_tokens, self.completion_tokens, self.forward_passes)
+
+
+class Backend(abc.ABC):
+    """A language model that can score next tokens and generate (optionally JSON-constrained) text."""
+
+    name: ClassVar[str] = "base"
+    supports_logprobs: ClassVar[bool] = True
+    supports_json_schema: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self.stats = BackendStats()
+
+    # ---- description ------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def model_name(self) -> str:
+        """Name reported in responses (model id, folder name or alias)."""
+
+    @property
+    @abc.abstractmethod
+    def context_length(self) -> int:
+        """Maximum tokens (prompt + completion) the model accepts."""
+
+    # ---- tokenization -------------------------------------------------------------
+    @abc.abstractmethod
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """Apply the model's chat template with the generation prompt appended."""
+
+    @abc.abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens of ``text`` (no special tokens added)."""
+
+    @abc.abstractmethod
+    def single_token_id(self, text: str) -> int | None:
+        """The token id if ``text`` encodes to exactly one token, else ``None``."""
+
+    # ---- scoring ------------------------------------------------------------------
+    @abc.abstractmethod
+    def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
+        """Log-probabilities (full-vocabulary log-softmax) of ``token_ids`` as the next token.
+
+        Returns an array of shape ``(len(prompts), len(token_ids))``.
+        """
+
+    def prefix_next_token_logprobs(
+        self, prefix: str, suffixes: Sequence[str], token_ids: Sequence[int]
+    ) -> np.ndarray:
+        """Like :meth:`next_token_logprobs` for prompts ``prefix + suffix``.
+
+        Backends that can reuse the prefix computation (KV cache, prefix caching) override
+        this; the default simply concatenates.
+        """
+        return self.next_token_logprobs([prefix + s for s in suffixes], token_ids)
+
+    # ---- generation ---------------------------------------------------------------
+    @abc.abstractmethod
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_tokens: int,
+        json_schema: dict[str, Any] | None = None,
+    ) -> list[Generation]:
+        """Greedy generation; with ``json_schema`` the output is constrained to it."""
+
+    # ---- helpers shared by all backends ---------------------------------------------
+    def require(self, capability: str) -> None:
+        if not getattr(self, f"supports_{capability}", False):
+            raise CapabilityError(
+                f"backend {self.name!r} cannot provide {capability}; choose another strategy or backend",
+                param="backend",
+            )
+
+    def close(self) -> None:  # pragma: no cover - trivial
+        """Release resources (processes, sessions)."""

@@ -1,0 +1,240 @@
+"""The in-process transformers backend (CPU, or GPUs placed by ``accelerate``).
+
+* ``next_token_logprobs`` batches prompts with left padding and explicit position ids.
+* ``prefix_next_token_logprobs`` runs the shared prefix once, keeps its KV cache, and
+  scores all suffixes as one batch on top of it (prefix reuse for the pointwise strategy).
+* ``generate`` is greedy; a JSON schema is enforced with xgrammar's logits processor
+  when xgrammar is installed (otherwise output is parsed and validated afterwards).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelLoadError
+from ..model_store import resolve_model
+from ..settings import Settings
+from .base import Backend, Generation
+
+log = logging.getLogger(__name__)
+
+
+def cpu_supports_bf16_fast() -> bool:
+    """AMX or AVX512-BF16 make bf16 matmuls much faster than fp32 on CPU."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+class TransformersBackend(Backend):
+    name = "transformers"
+    supports_logprobs = True
+    supports_json_schema = True
+
+    def __init__(self, settings: Settings | None = None, model: Any = None, tokenizer: Any = None) -> None:
+        super().__init__()
+        import torch
+
+        self.settings = settings or Settings()
+        self._torch = torch
+        if self.settings.threads:
+            torch.set_num_threads(self.settings.threads)
+        self._name = self.settings.model
+        if model is None:
+            model, tokenizer = self._load(self.settings)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.device = next(self.model.parameters()).device
+        self._xgr_tokenizer_info = None
+
+    # ---- loading ----------------------------------------------------------------
+    def _dtype(self, settings: Settings, cuda: bool) -> Any:
+        torch = self._torch
+        if settings.dtype != "auto":
+            return getattr(torch, settings.dtype)
+        if cuda:
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_supports_bf16_fast() else torch.float32
+
+    def _load(self, settings: Settings) -> tuple[Any, Any]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch = self._torch
+        path = resolve_model(settings.model)
+        cuda = torch.cuda.is_available() and settings.device in ("auto", "cuda")
+        kwargs: dict[str, Any] = {"dtype": self._dtype(settings, cuda)}
+        if cuda:
+            kwargs["device_map"] = "auto"  # accelerate places layers over the GPUs
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"could not load model {settings.model!r} ({path}): {exc}. Use a local folder, "
+                "the default alias, or a Hugging Face id on a machine that reaches the hub.",
+                param="model",
+            ) from exc
+        if not cuda and settings.device not in ("auto", "cpu"):
+            model = model.to(settings.device)
+        return model, tokenizer
+
+    # ---- description --------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    @property
+    def context_length(self) -> int:
+        cfg = self.model.config
+        n = getattr(cfg, "max_position_embeddings", None) or getattr(self.tokenizer, "model_max_length", 2048)
+        return int(min(n, 1_000_000))
+
+    @property
+    def dtype_name(self) -> str:
+        return str(next(self.model.parameters()).dtype).replace("torch.", "")
+
+    # ---- tokenization -------------------------------------------------------------
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # Base models without a chat template: a plain transcript.
+        return "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in messages) + "Assistant:"
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._encode(text))
+
+    def single_token_id(self, text: str) -> int | None:
+        ids = self._encode(text)
+        return ids[0] if len(ids) == 1 else None
+
+    # ---- scoring ------------------------------------------------------------------
+    def _last_logprobs(self, logits: Any, token_ids: Sequence[int]) -> np.ndarray:
+        torch = self._torch
+        lp = torch.log_softmax(logits.float(), dim=-1)
+        return lp[:, list(token_ids)].cpu().numpy().astype(np.float64)
+
+    def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
+        torch = self._torch
+        out = []
+        bs = self.settings.batch_size
+        for start in range(0, len(prompts), bs):
+            chunk = [self._encode(p) for p in prompts[start : start + bs]]
+            width = max(len(c) for c in chunk)
+            pad = self.tokenizer.pad_token_id
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, c in enumerate(chunk):  # left padding: the last column is every row's last token
+                ids[r, width - len(c) :] = torch.tensor(c)
+                mask[r, width - len(c) :] = 1
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            with torch.inference_mode():
+                logits = self.model(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    position_ids=pos.to(self.device),
+                    use_cache=False,
+                    logits_to_keep=1,
+                ).logits[:, -1, :]
+            out.append(self._last_logprobs(logits, token_ids))
+            self.stats.forward_passes += 1
+            self.stats.prompt_tokens += sum(len(c) for c in chunk)
+        return np.concatenate(out, axis=0)
+
+    def prefix_next_token_logprobs(self, prefix: str, suffixes: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
+        torch = self._torch
+        prefix_ids = self._encode(prefix)
+        if not prefix_ids:
+            return self.next_token_logprobs(list(suffixes), token_ids)
+        with torch.inference_mode():
+            prefix_out = self.model(input_ids=torch.tensor([prefix_ids], device=self.device), use_cache=True, logits_to_keep=1)
+        self.stats.forward_passes += 1
+        self.stats.prompt_tokens += len(prefix_ids)
+        cache = prefix_out.past_key_values
+        p = len(prefix_ids)
+        out = []
+        bs = self.settings.batch_size
+        for start in range(0, len(suffixes), bs):
+            chunk = [self._encode(s) for s in suffixes[start : start + bs]]
+            lens = [len(c) for c in chunk]
+            width = max(lens)
+            ids = torch.full((len(chunk), width), self.tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), p + width), dtype=torch.long)
+            mask[:, :p] = 1
+            for r, c in enumerate(chunk):  # right padding: each row's prefix stays aligned with the cache
+                ids[r, : len(c)] = torch.tensor(c)
+                mask[r, p : p + len(c)] = 1
+            batch_cache = copy.deepcopy(cache)
+            batch_cache.batch_repeat_interleave(len(chunk))
+            positions = torch.arange(p, p + width).unsqueeze(0).expand(len(chunk), -1)
+            with torch.inference_mode():
+                logits = self.model(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    position_ids=positions.to(self.device),
+                    past_key_values=batch_cache,
+                    use_cache=True,
+                ).logits
+            last = logits[torch.arange(len(chunk)), torch.tensor(lens) - 1, :]
+            out.append(self._last_logprobs(last, token_ids))
+            self.stats.forward_passes += 1
+            self.stats.prompt_tokens += sum(lens)
+        return np.concatenate(out, axis=0)
+
+    # ---- generation ---------------------------------------------------------------
+    def _json_processor(self, json_schema: dict[str, Any]) -> Any | None:
+        try:
+            import xgrammar as xgr
+        except ImportError:
+            return None
+        import json as _json
+
+        if self._xgr_tokenizer_info is None:
+            vocab_size = self.model.get_output_embeddings().weight.shape[0]
+            self._xgr_tokenizer_info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab_size)
+            self._xgr_compiler = xgr.GrammarCompiler(self._xgr_tokenizer_info)
+        compiled = self._xgr_compiler.compile_json_schema(_json.dumps(json_schema), any_whitespace=False)
+        return xgr.contrib.hf.LogitsProcessor(compiled)
+
+    def generate(self, prompts: Sequence[str], *, max_tokens: int, json_schema: dict[str, Any] | None = None) -> list[Generation]:
+        torch = self._torch
+        from transformers import LogitsProcessorList
+
+        results = []
+        for prompt in prompts:  # one at a time: grammar state is per sequence
+            ids = torch.tensor([self._encode(prompt)], device=self.device)
+            processors = LogitsProcessorList()
+            if json_schema is not None:
+                proc = self._json_processor(json_schema)
+                if proc is not None:
+                    processors.append(proc)
+            with torch.inference_mode():
+                out = self.model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=max_tokens,
+                    do_sample=False,
+                    logits_processor=processors,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
+            new = out[0, ids.shape[1] :].tolist()
+            eos = self.tokenizer.eos_token_id
+            finish = "stop" if (new and new[-1] == eos) or len(new) < max_tokens else "length"
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            self.stats.forward_passes += len(new)
+            self.stats.prompt_tokens += ids.shape[1]
+            self.stats.completion_tokens += len(new)
+            results.append(Generation(text=text, finish_reason=finish, prompt_tokens=ids.shape[1], completion_tokens=len(new)))
+        return results

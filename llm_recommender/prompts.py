@@ -1,0 +1,210 @@
+"""Prompt rendering: sandboxed Jinja templates, untrusted-text escaping, history budget.
+
+Templates live in ``prompts/*.j2`` (or a user folder given as ``template_dir``; files there
+override the built-in ones of the same name). They are rendered with a
+:class:`~jinja2.sandbox.SandboxedEnvironment` and :class:`~jinja2.StrictUndefined`, so a
+template cannot reach Python internals and a missing variable is an error.
+
+Item text is *data*, never instructions: before it reaches a template every string is
+whitespace-normalised, stripped of control characters, length-capped, and JSON-quoted
+with angle brackets escaped, so it cannot close the ``<history>``/``<candidates>``
+delimiters or pass for part of the prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from .backends.base import Backend
+from .errors import InvalidRequestError
+from .protocol import HistoryEntry, Item
+from .settings import Settings
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SPLIT_MARKER = "\x00<<SPLIT>>\x00"
+
+
+def builtin_template_dir() -> Path:
+    """``prompts/`` at the repository root (editable install) or inside the wheel."""
+    for candidate in (PACKAGE_DIR.parent / "prompts", PACKAGE_DIR / "_prompts"):
+        if (candidate / "system.j2").is_file():
+            return candidate
+    raise FileNotFoundError("built-in prompt templates not found (expected prompts/*.j2)")
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SPACE_RE = re.compile(r"\s+")
+
+
+def quote_untrusted(text: str, max_chars: int) -> tuple[str, bool]:
+    """Normalise, cap and quote untrusted text. Returns ``(quoted, was_truncated)``."""
+    text = unicodedata.normalize("NFC", text)
+    text = _CONTROL_RE.sub(" ", text)
+    text = _SPACE_RE.sub(" ", text).strip()
+    truncated = len(text) > max_chars
+    if truncated:
+        text = text[: max_chars - 1].rstrip() + "…"
+    quoted = json.dumps(text, ensure_ascii=False)
+    return quoted.replace("<", "\\u003c").replace(">", "\\u003e"), truncated
+
+
+@dataclass
+class ItemView:
+    """What a template sees of an item: every string already quoted."""
+
+    id: str
+    title: str
+    description: str | None = None
+    attributes: str | None = None
+    rating: str | None = None
+    label: str | None = None
+
+
+@dataclass
+class TextStats:
+    truncated: int = 0
+
+
+@dataclass
+class RenderedPrompt:
+    text: str
+    history_used: int
+    notes: list[str] = field(default_factory=list)
+
+
+class PromptRenderer:
+    """Turns protocol objects into chat prompts for a backend, within its token budget."""
+
+    def __init__(self, backend: Backend, settings: Settings) -> None:
+        self.backend = backend
+        self.settings = settings
+        loaders: list[jinja2.BaseLoader] = []
+        if settings.template_dir is not None:
+            if not Path(settings.template_dir).is_dir():
+                raise InvalidRequestError(f"template folder {settings.template_dir} does not exist", param="template_dir")
+            loaders.append(jinja2.FileSystemLoader(str(settings.template_dir)))
+        loaders.append(jinja2.FileSystemLoader(str(builtin_template_dir())))
+        self.env = SandboxedEnvironment(
+            loader=jinja2.ChoiceLoader(loaders),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,  # not HTML: untrusted text is quoted before rendering
+            keep_trailing_newline=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.text_stats = TextStats()
+
+    # ---- views ------------------------------------------------------------------
+    def _quote(self, text: str, max_chars: int) -> str:
+        quoted, truncated = quote_untrusted(text, max_chars)
+        self.text_stats.truncated += int(truncated)
+        return quoted
+
+    def item_view(self, item: Item, label: str | None = None) -> ItemView:
+        s = self.settings
+        attrs = None
+        if item.attributes:
+            flat = "; ".join(
+                f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in item.attributes.items()
+            )
+            attrs = self._quote(flat, s.max_description_chars)
+        desc = None
+        if item.description and s.max_description_chars > 0:
+            desc = self._quote(item.description, s.max_description_chars)
+        rating = None
+        if isinstance(item, HistoryEntry) and item.rating is not None:
+            rating = f"{item.rating:g}"
+        return ItemView(
+            id=self._quote(item.id, 256),
+            title=self._quote(item.title, s.max_title_chars),
+            description=desc,
+            attributes=attrs,
+            rating=rating,
+            label=label,
+        )
+
+    def history_views(self, history: Sequence[HistoryEntry]) -> list[ItemView]:
+        """Chronological (oldest first), capped at ``max_history`` most recent items."""
+        entries = list(history)
+        if entries and all(isinstance(h.timestamp, (int, float)) for h in entries):
+            entries.sort(key=lambda h: h.timestamp)  # type: ignore[arg-type, return-value]
+        if self.settings.max_history == 0:
+            return []
+        return [self.item_view(h) for h in entries[-self.settings.max_history :]]
+
+    # ---- rendering --------------------------------------------------------------
+    def render(self, template: str, **context: Any) -> str:
+        try:
+            return self.env.get_template(template).render(**context)
+        except jinja2.TemplateNotFound as exc:
+            raise InvalidRequestError(f"prompt template {exc.name!r} not found", param="template_dir") from None
+        except jinja2.UndefinedError as exc:
+            raise InvalidRequestError(f"prompt template {template!r}: {exc.message}", param="template_dir") from None
+
+    def messages(self, template: str, **context: Any) -> list[dict[str, str]]:
+        return [
+            {"role": "system", "content": self.render("system.j2", **context).strip()},
+            {"role": "user", "content": self.render(template, **context).strip()},
+        ]
+
+    def chat(self, template: str, **context: Any) -> str:
+        return self.backend.chat_prompt(self.messages(template, **context))
+
+    @property
+    def budget(self) -> int:
+        s = self.settings
+        if s.max_prompt_tokens is not None:
+            return s.max_prompt_tokens
+        return max(64, self.backend.context_length - s.output_reserve_tokens)
+
+    def fit(
+        self,
+        template: str,
+        history: list[ItemView],
+        extra_tokens: int = 0,
+        **context: Any,
+    ) -> RenderedPrompt:
+        """Render with as much recent history as fits the token budget.
+
+        ``extra_tokens`` reserves room for text appended later (e.g. pointwise suffixes).
+        Tries the full history first (the common case), then binary-searches the count.
+        """
+        budget = self.budget - extra_tokens
+
+        def render_n(n: int) -> str:
+            return self.chat(template, history=history[len(history) - n :] if n else [], **context)
+
+        def fits(text: str) -> bool:
+            return self.backend.count_tokens(text.replace(SPLIT_MARKER, "")) <= budget
+
+        full = render_n(len(history))
+        if fits(full):
+            return RenderedPrompt(full, len(history))
+        empty = render_n(0)
+        if not fits(empty):
+            raise InvalidRequestError(
+                f"the candidates alone need more than the prompt budget of {self.budget} tokens; "
+                "send fewer or shorter candidates",
+                param="candidates",
+            )
+        lo, hi, best = 0, len(history) - 1, empty
+        while lo < hi:  # invariant: n=lo fits, n=hi+1 does not
+            mid = (lo + hi + 1) // 2
+            text = render_n(mid)
+            if fits(text):
+                lo, best = mid, text
+            else:
+                hi = mid - 1
+        if lo > 0 and best is empty:
+            best = render_n(lo)
+        note = f"history truncated to the {lo} most recent of {len(history)} items to fit {budget} prompt tokens"
+        return RenderedPrompt(best, lo, [note])

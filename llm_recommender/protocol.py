@@ -1,0 +1,173 @@
+"""Protocol models shared by the Python API, the CLI, the server and the eval harness.
+
+Requests are validated here (types, sizes, UTF-8) and by :func:`parse_request`
+(cross-field checks such as duplicate candidate ids), which turns every problem into an
+:class:`~llm_recommender.errors.InvalidRequestError` naming the offending field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import InvalidRequestError, from_validation_error
+
+# Hard limits: beyond these a request is rejected (softer prompt-side truncation is in prompts.py).
+MAX_ID_CHARS = 256
+MAX_TITLE_CHARS = 2_000
+MAX_DESCRIPTION_CHARS = 20_000
+MAX_CANDIDATES = 200
+MAX_HISTORY = 2_000
+
+
+def _coerce_id(value: Any) -> Any:
+    # Dataset ids are often ints; the protocol keeps them as strings.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _check_utf8(value: Any) -> Any:
+    # Lone surrogates (e.g. from bytes decoded with surrogateescape) are not valid text.
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"text is not valid UTF-8 (bad character at position {exc.start})") from None
+    return value
+
+
+ItemId = Annotated[str, BeforeValidator(_coerce_id), Field(min_length=1, max_length=MAX_ID_CHARS)]
+AttributeValue = str | int | float | bool | list[str]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class Item(_Model):
+    """A thing that can be recommended."""
+
+    id: ItemId
+    title: str = Field(min_length=1, max_length=MAX_TITLE_CHARS)
+    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_CHARS)
+    attributes: dict[str, AttributeValue] | None = None
+
+    @field_validator("title", "description", mode="after")
+    @classmethod
+    def _utf8(cls, v: str | None) -> str | None:
+        _check_utf8(v)
+        if v is not None and not v.strip():
+            raise ValueError("must not be blank")
+        return v
+
+    @field_validator("attributes", mode="after")
+    @classmethod
+    def _utf8_attrs(cls, v: dict[str, AttributeValue] | None) -> dict[str, AttributeValue] | None:
+        for key, val in (v or {}).items():
+            _check_utf8(key)
+            for s in val if isinstance(val, list) else [val]:
+                _check_utf8(s)
+        return v
+
+
+class HistoryEntry(Item):
+    """An item the user interacted with, plus optional rating and timestamp."""
+
+    rating: float | None = None
+    timestamp: int | float | str | None = None
+
+
+class RankRequest(_Model):
+    history: list[HistoryEntry] = Field(default_factory=list, max_length=MAX_HISTORY)
+    candidates: list[Item] = Field(min_length=1, max_length=MAX_CANDIDATES)
+    top_k: int = Field(default=10, ge=1, le=MAX_CANDIDATES)
+    reasons: bool = False
+    strategy: str | None = None
+
+
+class Fallback(_Model):
+    """Something did not go as planned and a fallback was used instead."""
+
+    stage: Literal["listwise", "reason"]
+    reason: str
+    attempts: int = 0
+    used: str = Field(description="what was used instead, e.g. 'verbalizer' or 'none'")
+
+
+class Usage(_Model):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    forward_passes: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class RankedItem(_Model):
+    id: str
+    title: str
+    rank: int = Field(ge=1, description="1-based rank")
+    score: float = Field(description="strategy-specific raw score; higher is better")
+    probability: float = Field(ge=0.0, le=1.0, description="P(user likes item), after the calibrator")
+    reason: str | None = None
+
+
+class RankResponse(_Model):
+    items: list[RankedItem]
+    strategy: str
+    model: str
+    backend: str
+    calibrator: str = "identity"
+    fallback_used: bool = False
+    fallbacks: list[Fallback] = Field(default_factory=list)
+    history_used: int = Field(description="history items that fit the prompt budget (most recent kept)")
+    history_total: int
+    notes: list[str] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+
+
+def parse_request(data: RankRequest | dict[str, Any]) -> RankRequest:
+    """Validate a request from a dict (or re-check a model) and apply cross-field rules."""
+    if isinstance(data, RankRequest):
+        request = data
+    else:
+        if not isinstance(data, dict):
+            raise InvalidRequestError(
+                f"request must be a JSON object, got {type(data).__name__}", param=None
+            )
+        try:
+            request = RankRequest.model_validate(data)
+        except ValidationError as exc:
+            raise from_validation_error(exc) from None
+    seen: dict[str, int] = {}
+    for i, cand in enumerate(request.candidates):
+        if cand.id in seen:
+            raise InvalidRequestError(
+                f"duplicate candidate id {cand.id!r} (also at candidates[{seen[cand.id]}])",
+                param=f"candidates[{i}].id",
+            )
+        seen[cand.id] = i
+    return request
+
+
+def coerce_items(values: Any, model: type[Item], field: str) -> list[Any]:
+    """Accept plain dicts or models for the Python API; errors name ``field[i]``."""
+    if values is None:
+        return []
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
+        raise InvalidRequestError(f"{field} must be a list of items", param=field)
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, model):
+            out.append(v)
+            continue
+        if isinstance(v, Item) and model is HistoryEntry:
+            v = v.model_dump()
+        try:
+            out.append(model.model_validate(v))
+        except ValidationError as exc:
+            raise from_validation_error(exc, prefix=f"{field}[{i}]") from None
+    return out

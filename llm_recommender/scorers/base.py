@@ -1,0 +1,65 @@
+"""The ``Scorer`` seam: turns validated requests into one score and probability per candidate.
+
+Scorers work on many requests at once (``score_many``) so that backends can batch
+prompts across users; ``score`` is the one-request convenience.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..backends.base import Backend
+from ..prompts import PromptRenderer
+from ..protocol import Fallback, RankRequest
+from ..settings import Settings
+
+
+@dataclass
+class ScoreResult:
+    """Scores for one request, aligned with ``request.candidates``."""
+
+    scores: np.ndarray
+    probabilities: np.ndarray
+    history_used: int
+    order: list[int] | None = None  # explicit ranking (listwise); default: by score
+    fallbacks: list[Fallback] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def ranking(self) -> list[int]:
+        """Candidate indices, best first (stable on ties: earlier candidate first)."""
+        if self.order is not None:
+            return list(self.order)
+        return sorted(range(len(self.scores)), key=lambda i: (-float(self.scores[i]), i))
+
+
+class Scorer(abc.ABC):
+    """Anything that scores candidates for a user."""
+
+    name: ClassVar[str] = "base"
+
+    @abc.abstractmethod
+    def score_many(self, requests: list[RankRequest]) -> list[ScoreResult]: ...
+
+    def score(self, request: RankRequest) -> ScoreResult:
+        return self.score_many([request])[0]
+
+
+class LLMScorer(Scorer):
+    """A scorer that prompts a language model through the ``Backend`` seam."""
+
+    def __init__(self, backend: Backend, renderer: PromptRenderer, settings: Settings) -> None:
+        self.backend = backend
+        self.renderer = renderer
+        self.settings = settings
+
+
+def softmax_logprobs(logprobs: np.ndarray) -> np.ndarray:
+    """Renormalise label log-probabilities into a distribution over the labels."""
+    z = logprobs - logprobs.max(axis=-1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=-1, keepdims=True)

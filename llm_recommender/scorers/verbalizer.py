@@ -1,0 +1,110 @@
+"""Verbalizer (LlamaRec-style): candidates get single-token labels; one forward pass.
+
+The next-token log-probabilities of the label tokens, renormalised over the labels in
+use, are a distribution over candidates. With ``permutations > 1`` the candidates are
+also shown in seeded shuffled orders (one pass each, batched) and the per-candidate
+probabilities averaged, which reduces the model's position bias.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import string
+
+import numpy as np
+
+from ..backends.base import Backend
+from ..errors import CapabilityError, TooManyCandidatesError
+from ..protocol import RankRequest
+from .base import LLMScorer, ScoreResult, softmax_logprobs
+
+LABEL_ALPHABET = string.ascii_uppercase
+
+
+def label_tokens(backend: Backend) -> tuple[list[str], list[int]]:
+    """The leading labels of ``A..Z`` that are single, distinct tokens for this backend."""
+    labels, ids = [], []
+    for label in LABEL_ALPHABET:
+        tid = backend.single_token_id(label)
+        if tid is None or tid in ids:
+            break
+        labels.append(label)
+        ids.append(tid)
+    if len(labels) < 2:
+        raise CapabilityError(f"model {backend.model_name!r} has no single-token labels A, B, ...", param="model")
+    return labels, ids
+
+
+def permutation_orders(request: RankRequest, k: int, seed: int) -> list[list[int]]:
+    """Identity first, then ``k-1`` shuffles seeded by ``seed`` and the candidate ids."""
+    n = len(request.candidates)
+    digest = hashlib.sha256("\x1f".join(c.id for c in request.candidates).encode()).digest()
+    rng = np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
+    orders = [list(range(n))]
+    for _ in range(k - 1):
+        orders.append([int(i) for i in rng.permutation(n)])
+    return orders
+
+
+class VerbalizerScorer(LLMScorer):
+    name = "verbalizer"
+
+    def _labels(self, n: int) -> tuple[list[str], list[int]]:
+        labels, ids = label_tokens(self.backend)
+        if n > len(labels):
+            raise TooManyCandidatesError(
+                f"{n} candidates but the verbalizer has only {len(labels)} single-token labels "
+                f"({labels[0]}..{labels[-1]}); send at most {len(labels)} candidates",
+                param="candidates",
+            )
+        return labels[:n], ids[:n]
+
+    def score_many(self, requests: list[RankRequest], orders: list[list[list[int]]] | None = None) -> list[ScoreResult]:
+        """``orders`` overrides the presentation orders (used by the position-bias sweep)."""
+        self.backend.require("logprobs")
+        prompts: list[str] = []
+        plan: list[tuple[list[list[int]], list[int], int, list[str]]] = []
+        for r_idx, request in enumerate(requests):
+            n = len(request.candidates)
+            labels, ids = self._labels(n)
+            req_orders = orders[r_idx] if orders is not None else permutation_orders(
+                request, self.settings.permutations, self.settings.permutation_seed
+            )
+            history = self.renderer.history_views(request.history)
+            used, notes = len(history), []
+            for order in req_orders:
+                views = [self.renderer.item_view(request.candidates[c], label=labels[pos]) for pos, c in enumerate(order)]
+                rendered = self.renderer.fit("verbalizer.j2", history, candidates=views, labels=labels)
+                prompts.append(rendered.text)
+                used = min(used, rendered.history_used)
+                notes = notes or rendered.notes
+            plan.append((req_orders, ids, used, notes))
+
+        all_ids = sorted({t for _, ids, _, _ in plan for t in ids})
+        column = {t: j for j, t in enumerate(all_ids)}
+        logprobs = self.backend.next_token_logprobs(prompts, all_ids)
+
+        results, row = [], 0
+        for (req_orders, ids, used, notes), request in zip(plan, requests):
+            n = len(request.candidates)
+            cols = [column[t] for t in ids]
+            probs = np.zeros(n)
+            label_mass = []
+            for order in req_orders:
+                lp = logprobs[row, cols]
+                row += 1
+                label_mass.append(float(np.exp(lp).sum()))
+                p = softmax_logprobs(lp)
+                for pos, cand in enumerate(order):
+                    probs[cand] += p[pos]
+            probs /= len(req_orders)
+            results.append(
+                ScoreResult(
+                    scores=np.log(np.clip(probs, 1e-12, None)),
+                    probabilities=probs,
+                    history_used=used,
+                    notes=list(notes),
+                    details={"label_mass": float(np.mean(label_mass)), "permutations": len(req_orders)},
+                )
+            )
+        return results

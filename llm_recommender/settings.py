@@ -1,0 +1,45 @@
+"""One pydantic settings object for the whole pipeline; round-trips to JSON.
+
+Environment variables (``LLM_REC_*``) override defaults, e.g. ``LLM_REC_THREADS=2``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLM_REC_", extra="forbid")
+
+    model: str = Field(DEFAULT_MODEL, description="model alias, local folder, or Hugging Face id")
+    backend: str = "transformers"
+    strategy: str = "verbalizer"
+    # Measured in eval/bench_latency.py on these 2-core machines: 1 thread beats 2 (see README).
+    threads: int | None = Field(1, ge=1, description="torch intra-op threads (None: torch default)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' ... (auto: accelerate device_map on GPUs)")
+    template_dir: Path | None = Field(None, description="folder with your own *.j2 templates")
+    calibrator: Path | None = Field(None, description="JSON file of a fitted calibrator")
+
+    # prompt budget
+    max_history: int = Field(50, ge=0, description="most recent history items considered")
+    max_prompt_tokens: int | None = Field(None, description="default: the model's context length minus output reserve")
+    output_reserve_tokens: int = Field(256, ge=1)
+    max_title_chars: int = Field(160, ge=8, description="longer titles are truncated in prompts (noted)")
+    max_description_chars: int = Field(300, ge=0)
+
+    # strategies
+    permutations: int = Field(1, ge=1, le=16, description="verbalizer: shuffles averaged to reduce position bias")
+    permutation_seed: int = 0
+    listwise_retries: int = Field(2, ge=0, le=5, description="re-asks after invalid listwise output")
+    listwise_max_tokens: int = Field(400, ge=16)
+    reason_max_chars: int = Field(200, ge=20)
+    reason_max_tokens: int = Field(60, ge=8)
+    pointwise_prefix_reuse: bool = True
+    batch_size: int = Field(16, ge=1, description="prompts per forward pass")

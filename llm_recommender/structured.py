@@ -1,0 +1,117 @@
+"""Structured-output contracts with the LLM: JSON schemas from pydantic models, and parsers.
+
+The pydantic model is the contract: its JSON schema constrains decoding where the
+backend supports it, and the same model validates the output afterwards (a backend
+without constrained decoding, a truncated generation, or a model that ignores the
+schema all end up here). Validation errors are worded so they can be sent back to the
+model in a re-ask.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class RankingOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ranking: list[str]
+
+
+class ReasonOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str
+
+
+class ParseFailure(Exception):
+    """Invalid model output. ``kind`` is one of: not_json, schema, unknown_id, duplicate_id, missing_id."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def ranking_schema(candidate_ids: list[str]) -> dict[str, Any]:
+    """JSON schema for a ranking of exactly these ids (enum + fixed length)."""
+    n = len(candidate_ids)
+    ids_literal = Literal[tuple(candidate_ids)]  # type: ignore[valid-type]
+
+    class Ranking(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        ranking: list[ids_literal] = Field(min_length=n, max_length=n)  # type: ignore[valid-type]
+
+    return Ranking.model_json_schema()
+
+
+def reason_schema(max_chars: int) -> dict[str, Any]:
+    class Reason(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        reason: str = Field(min_length=1, max_length=max_chars)
+
+    return Reason.model_json_schema()
+
+
+def extract_json_object(text: str) -> Any:
+    """Parse ``text`` as JSON, tolerating prose or code fences around one JSON object."""
+    text = text.strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    start = text.find("{")
+    while start != -1:
+        try:
+            obj, _ = json.JSONDecoder().raw_decode(text[start:])
+            return obj
+        except json.JSONDecodeError:
+            start = text.find("{", start + 1)
+    raise ParseFailure("not_json", "the reply is not a JSON object")
+
+
+def parse_ranking(text: str, candidate_ids: list[str]) -> list[str]:
+    """Validate that ``text`` holds ``{"ranking": [...]}``, a permutation of ``candidate_ids``."""
+    obj = extract_json_object(text)
+    try:
+        ranking = RankingOutput.model_validate(obj).ranking
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "reply"
+        raise ParseFailure("schema", f'expected {{"ranking": [ids]}}: {where}: {first["msg"]}') from None
+    valid = set(candidate_ids)
+    unknown = [r for r in ranking if r not in valid]
+    if unknown:
+        raise ParseFailure("unknown_id", f"unknown ids {unknown[:5]}; use only the candidate ids")
+    dupes = [r for r, k in Counter(ranking).items() if k > 1]
+    if dupes:
+        raise ParseFailure("duplicate_id", f"ids listed more than once: {dupes[:5]}")
+    missing = [c for c in candidate_ids if c not in set(ranking)]
+    if missing:
+        raise ParseFailure("missing_id", f"ids missing from the ranking: {missing[:5]}")
+    return ranking
+
+
+def parse_reason(text: str, max_chars: int) -> str:
+    """The reason string; a generation cut off by the token cap is salvaged if possible."""
+    try:
+        reason = ReasonOutput.model_validate(extract_json_object(text)).reason
+    except (ParseFailure, ValidationError):
+        # Truncated JSON such as '{"reason": "Because you liked Heat and' -> keep the text.
+        marker = '"reason"'
+        at = text.find(marker)
+        if at == -1:
+            raise ParseFailure("not_json", "no reason in the reply") from None
+        rest = text[at + len(marker) :].lstrip().lstrip(":").lstrip()
+        if not rest.startswith('"'):
+            raise ParseFailure("schema", "reason is not a string") from None
+        reason = rest[1:].rstrip('"} \n')
+        reason = reason.encode("utf-8", "ignore").decode("utf-8")
+    reason = " ".join(reason.split())
+    if not reason:
+        raise ParseFailure("schema", "empty reason")
+    if len(reason) > max_chars:
+        reason = reason[: max_chars - 1].rstrip() + "…"
+    return reason
