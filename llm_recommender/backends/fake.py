@@ -12,6 +12,7 @@ token, and answers with whatever the test scripted:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,6 +22,20 @@ import numpy as np
 from .base import Backend, Generation
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+
+
+def default_generation(prompt: str, json_schema: dict[str, Any] | None) -> str:
+    """A well-formed answer for any schema the project uses (ranking in given order, or a reason)."""
+    props = (json_schema or {}).get("properties", {})
+    if "ranking" in props:
+        items = props["ranking"].get("items", {})
+        ids = items.get("enum")
+        if ids is None and "$ref" in items:  # pydantic puts Literal enums in $defs sometimes
+            ids = next(iter(json_schema.get("$defs", {}).values()), {}).get("enum", [])
+        return json.dumps({"ranking": ids or []})
+    if "reason" in props:
+        return json.dumps({"reason": "fake reason: similar to your history"})
+    return "ok"
 
 
 class FakeBackend(Backend):
@@ -39,7 +54,9 @@ class FakeBackend(Backend):
     ) -> None:
         super().__init__()
         self.score_fn = score_fn or (lambda prompt, token: 0.0)
-        self._generations = generations if callable(generations) else list(generations or [])
+        if generations is None:
+            generations = default_generation
+        self._generations = generations if callable(generations) else list(generations)
         self._context_length = context_length
         self._leftover = leftover_mass
         self._model_name = model_name

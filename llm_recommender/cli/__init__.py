@@ -1,0 +1,39 @@
+"""``llm-rec``: the command-line door into the pipeline. One module per command."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import RecommenderError
+
+app = typer.Typer(
+    name="llm-rec",
+    help="Rank candidate items for a user with a locally hosted LLM; evaluate and serve it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Each module registers its command(s) on `app` when imported.
+from . import demo, rank  # noqa: E402,F401
+
+for _optional in ("eval", "serve", "serve_model"):
+    try:
+        __import__(f"{__name__}.{_optional}")
+    except ModuleNotFoundError as exc:  # command module not written yet
+        if exc.name != f"{__name__}.{_optional}":
+            raise
+
+
+def main() -> None:
+    """Entry point: typed errors become one readable line and exit code 2, never a traceback."""
+    try:
+        app()
+    except RecommenderError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True)
+        sys.exit(130)

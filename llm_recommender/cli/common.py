@@ -1,0 +1,20 @@
+"""Options shared by several commands, so every command spells them the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model alias, local folder or Hugging Face id [default: embedded SmolLM2-135M-Instruct].")]
+BackendOpt = Annotated[Optional[str], typer.Option("--backend", "-b", help="Backend name (transformers, ...).")]
+StrategyOpt = Annotated[Optional[str], typer.Option("--strategy", "-s", help="verbalizer | pointwise | listwise.")]
+CalibratorOpt = Annotated[Optional[Path], typer.Option("--calibrator", help="JSON file of a fitted calibrator.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch threads [default: 1, measured fastest here].")]
+TemplateDirOpt = Annotated[Optional[Path], typer.Option("--template-dir", help="Folder of your own *.j2 prompt templates.")]
+
+
+def recommender_kwargs(**opts: Any) -> dict[str, Any]:
+    """Drop unset options so Settings defaults (and LLM_REC_* env vars) apply."""
+    return {k: v for k, v in opts.items() if v is not None}

@@ -1,0 +1,56 @@
+"""``llm-rec rank REQUEST.json``: rank one request and print the response JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import InputDecodeError, InvalidRequestError
+from . import app
+from .common import BackendOpt, CalibratorOpt, ModelOpt, StrategyOpt, TemplateDirOpt, ThreadsOpt, recommender_kwargs
+
+
+def read_request(source: str) -> dict:
+    """Read a JSON request from a file or '-' (stdin); errors name the file and position."""
+    name = "<stdin>" if source == "-" else source
+    try:
+        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except FileNotFoundError:
+        raise InvalidRequestError(f"request file {name} does not exist", param="request") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputDecodeError(f"{name} is not valid UTF-8 (byte {exc.start})", param="request") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputDecodeError(f"{name} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", param="request") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError(f"{name}: the request must be a JSON object", param="request")
+    return data
+
+
+@app.command()
+def rank(
+    request: Annotated[str, typer.Argument(help="Request JSON file ({history, candidates, top_k, reasons, strategy}), or - for stdin.")],
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
+    strategy: StrategyOpt = None,
+    calibrator: CalibratorOpt = None,
+    threads: ThreadsOpt = None,
+    template_dir: TemplateDirOpt = None,
+    indent: Annotated[int, typer.Option(help="JSON indentation of the output.")] = 2,
+) -> None:
+    """Rank the candidates of REQUEST for its user and print the response as JSON."""
+    from ..protocol import parse_request
+    from ..recommender import Recommender
+
+    parsed = parse_request(read_request(request))  # validate before loading the model
+    rec = Recommender(**recommender_kwargs(model=model, backend=backend, strategy=strategy, calibrator=calibrator,
+                                           threads=threads, template_dir=template_dir))
+    response = rec.rank_request(parsed)
+    typer.echo(response.model_dump_json(indent=indent or None))
