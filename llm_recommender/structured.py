@@ -55,19 +55,29 @@ def reason_schema(max_chars: int) -> dict[str, Any]:
     return Reason.model_json_schema()
 
 
+MAX_OUTPUT_CHARS = 50_000
+_MAX_OBJECT_STARTS = 20
+
+
 def extract_json_object(text: str) -> Any:
-    """Parse ``text`` as JSON, tolerating prose or code fences around one JSON object."""
-    text = text.strip()
+    """Parse ``text`` as JSON, tolerating prose or code fences around one JSON object.
+
+    Bounded work on adversarial output: the text is capped, at most a few ``{`` starts
+    are tried, and pathological nesting (RecursionError) counts as not JSON.
+    """
+    text = text.strip()[:MAX_OUTPUT_CHARS]
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         pass
+    decoder = json.JSONDecoder()
     start = text.find("{")
-    while start != -1:
+    for _ in range(_MAX_OBJECT_STARTS):
+        if start == -1:
+            break
         try:
-            obj, _ = json.JSONDecoder().raw_decode(text[start:])
-            return obj
-        except json.JSONDecodeError:
+            return decoder.raw_decode(text, start)[0]
+        except (json.JSONDecodeError, RecursionError):
             start = text.find("{", start + 1)
     raise ParseFailure("not_json", "the reply is not a JSON object")
 

@@ -92,6 +92,9 @@ class FakeBackend(Backend):
     def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
         self.require("logprobs")
         self.calls.append(("next_token_logprobs", list(prompts)))
+        return self._logprobs(prompts, token_ids)
+
+    def _logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
         out = np.empty((len(prompts), len(token_ids)))
         for r, prompt in enumerate(prompts):
             self.stats.forward_passes += 1
@@ -104,8 +107,9 @@ class FakeBackend(Backend):
         return out
 
     def prefix_next_token_logprobs(self, prefix: str, suffixes: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
+        self.require("logprobs")
         self.calls.append(("prefix_next_token_logprobs", (prefix, list(suffixes))))
-        return self.next_token_logprobs([prefix + s for s in suffixes], token_ids)
+        return self._logprobs([prefix + s for s in suffixes], token_ids)
 
     def generate(self, prompts: Sequence[str], *, max_tokens: int, json_schema: dict[str, Any] | None = None) -> list[Generation]:
         if json_schema is not None:
