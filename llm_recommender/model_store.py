@@ -73,6 +73,7 @@ def ensure_converted(name: str = DEFAULT_MODEL_ALIAS) -> Path:
     log.warning("converting %s to a safetensors folder in %s (once, about 30 s)", gguf.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the folder is shared with vLLM servers
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
@@ -105,3 +106,20 @@ def resolve_model(name: str) -> str:
             raise ModelLoadError(f"{path} is not a model folder (no config.json)", param="model")
         return str(path)
     return name
+
+
+def _main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Manage the embedded default model.")
+    parser.add_argument("--prepare", action="store_true", help="convert the embedded GGUF once and print the folder")
+    args = parser.parse_args()
+    if args.prepare:
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        print(ensure_converted())
+    else:
+        parser.print_help()
+
+
+if __name__ == "__main__":
+    _main()
