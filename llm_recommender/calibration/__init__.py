@@ -1,5 +1,20 @@
-"""Calibration layer: maps raw strategy outputs to interest probabilities P(user, item)."""
+"""Calibration layer: maps raw strategy outputs to interest probabilities P(user, item).
 
-from .base import CALIBRATORS, Calibrator, IdentityCalibrator, PlattCalibrator, calibrator_from_dict, load_calibrator, register_calibrator
+Calibrators (registered by name, JSON round-trip through ``save``/``load_calibrator``):
+``identity``, ``platt``, ``temperature``, ``isotonic`` and ``logistic`` (the feature
+model, which doubles as the hybrid scorer: see :mod:`.hybrid`).
+"""
 
-__all__ = ["CALIBRATORS", "Calibrator", "IdentityCalibrator", "PlattCalibrator", "calibrator_from_dict", "load_calibrator", "register_calibrator"]
+from .base import CALIBRATORS, Calibrator, IdentityCalibrator, calibrator_from_dict, load_calibrator, register_calibrator
+from .features import FeatureSet
+from .fitting import fit_calibrator, flatten_results
+from .isotonic import IsotonicCalibrator
+from .logistic import FeatureLogisticCalibrator
+from .platt import PlattCalibrator
+from .temperature import TemperatureCalibrator
+
+__all__ = [
+    "CALIBRATORS", "Calibrator", "FeatureLogisticCalibrator", "FeatureSet", "IdentityCalibrator", "IsotonicCalibrator",
+    "PlattCalibrator", "TemperatureCalibrator", "calibrator_from_dict", "fit_calibrator", "flatten_results",
+    "load_calibrator", "register_calibrator",
+]

@@ -4,6 +4,12 @@ A calibrator sees, per request, the strategy's raw ``scores`` and its uncalibrat
 ``probabilities`` (the model's own distribution) and returns probabilities in [0, 1].
 Fitted calibrators are saved to and loaded from a small JSON file
 (``{"type": "<name>", ...parameters}``).
+
+Fitting (``Calibrator.fit``) takes flat arrays, one row per (request, candidate), built
+from *validation* cases only; :func:`~llm_recommender.calibration.fitting.fit_calibrator`
+builds them from ``ScoreResult`` lists. The feature model (``logistic``) reads named
+feature columns instead of one score: ``transform_features(FeatureSet)``. Single-score
+calibrators accept a ``FeatureSet`` too, reading its ``score``/``probability`` columns.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import InvalidRequestError, UnknownNameError
+from .features import FeatureSet
 
 CALIBRATORS: dict[str, type["Calibrator"]] = {}
 
@@ -31,6 +38,27 @@ class Calibrator(abc.ABC):
     @abc.abstractmethod
     def transform(self, scores: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
         """Calibrated probabilities for one request's candidates."""
+
+    def transform_features(self, features: FeatureSet) -> np.ndarray:
+        """Calibrated probabilities from named feature columns (one row per candidate).
+
+        Single-score calibrators read the ``score`` and ``probability`` columns; the
+        feature model overrides this.
+        """
+        return self.transform(features.column("score"), features.column("probability"))
+
+    @classmethod
+    def fit(
+        cls,
+        scores: np.ndarray,
+        labels: np.ndarray,
+        *,
+        probabilities: np.ndarray | None = None,
+        groups: np.ndarray | None = None,
+        **options: Any,
+    ) -> "Calibrator":
+        """Fit on flat validation arrays (``groups``: request index per row); returns a new calibrator."""
+        raise NotImplementedError(f"calibrator {cls.name!r} cannot be fitted")
 
     def params(self) -> dict[str, Any]:
         return {}
@@ -55,22 +83,9 @@ class IdentityCalibrator(Calibrator):
     def transform(self, scores: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
         return np.clip(np.asarray(probabilities, dtype=float), 0.0, 1.0)
 
-
-@register_calibrator
-class PlattCalibrator(Calibrator):
-    """Platt scaling on the raw score: sigmoid(a * score + b)."""
-
-    name = "platt"
-
-    def __init__(self, a: float = 1.0, b: float = 0.0) -> None:
-        self.a, self.b = float(a), float(b)
-
-    def transform(self, scores: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-        z = self.a * np.asarray(scores, dtype=float) + self.b
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
-
-    def params(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b}
+    @classmethod
+    def fit(cls, scores: np.ndarray, labels: np.ndarray, **_: Any) -> "IdentityCalibrator":
+        return cls()
 
 
 def calibrator_from_dict(data: dict[str, Any], *, source: str = "calibrator") -> Calibrator:
@@ -78,7 +93,7 @@ def calibrator_from_dict(data: dict[str, Any], *, source: str = "calibrator") ->
         raise InvalidRequestError(f"{source}: expected a JSON object with a 'type' field", param="calibrator")
     params = dict(data)
     kind = params.pop("type")
-    if kind not in CALIBRATORS:
+    if not isinstance(kind, str) or kind not in CALIBRATORS:
         raise UnknownNameError("calibrator", str(kind), CALIBRATORS, param="calibrator")
     try:
         return CALIBRATORS[kind].from_params(params)
@@ -92,6 +107,8 @@ def load_calibrator(path: str | Path) -> Calibrator:
         data = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InvalidRequestError(f"calibrator file {p} does not exist", param="calibrator") from None
+    except OSError as exc:  # a directory, no permission, ...
+        raise InvalidRequestError(f"calibrator file {p} cannot be read: {exc}", param="calibrator") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRequestError(f"calibrator file {p} is not valid JSON: {exc}", param="calibrator") from None
     return calibrator_from_dict(data, source=str(p))

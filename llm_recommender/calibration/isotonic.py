@@ -1,0 +1,92 @@
+"""Isotonic regression: a non-decreasing step function of one score, interpolated.
+
+Fitted by pool-adjacent-violators on (score, label); the JSON stores the breakpoints
+``x`` (increasing) and values ``y`` (non-decreasing). Between breakpoints the output is
+linearly interpolated, outside them it is clamped to the end values. Outputs are kept
+in [eps, 1 - eps] so that one confidently wrong block cannot make the log loss infinite.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ._math import calibrator_input, check_finite, check_labels, check_source
+from .base import Calibrator, register_calibrator
+
+
+def pool_adjacent_violators(y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Blocks of the isotonic fit: (start index, end index inclusive, value) per block."""
+    starts: list[int] = []
+    ends: list[int] = []
+    values: list[float] = []
+    weights: list[float] = []
+    for i, (yi, wi) in enumerate(zip(y, w)):
+        starts.append(i)
+        ends.append(i)
+        values.append(float(yi))
+        weights.append(float(wi))
+        while len(values) > 1 and values[-2] > values[-1]:
+            wsum = weights[-2] + weights[-1]
+            merged = (values[-2] * weights[-2] + values[-1] * weights[-1]) / wsum
+            ends[-2] = ends[-1]
+            values[-2], weights[-2] = merged, wsum
+            del starts[-1], ends[-1], values[-1], weights[-1]
+    return np.array(starts), np.array(ends), np.array(values)
+
+
+@register_calibrator
+class IsotonicCalibrator(Calibrator):
+    name = "isotonic"
+
+    def __init__(self, x: list[float], y: list[float], source: str = "score", eps: float = 1e-4) -> None:
+        self.x = np.asarray(x, dtype=float).reshape(-1)
+        self.y = np.asarray(y, dtype=float).reshape(-1)
+        if self.x.shape != self.y.shape or self.x.size == 0:
+            raise ValueError("x and y must be non-empty lists of the same length")
+        if not (np.all(np.isfinite(self.x)) and np.all(np.isfinite(self.y))):
+            raise ValueError("x and y must be finite")
+        if np.any(np.diff(self.x) < 0) or np.any(np.diff(self.y) < 0):
+            raise ValueError("x must be increasing and y non-decreasing")
+        if np.any((self.y < 0) | (self.y > 1)):
+            raise ValueError("y must lie in [0, 1]")
+        self.eps = float(eps)
+        if not (math.isfinite(self.eps) and 0 <= self.eps < 0.5):
+            raise ValueError("eps must lie in [0, 0.5)")
+        self.source = check_source(source)
+
+    def transform(self, scores: np.ndarray, probabilities: np.ndarray | None = None) -> np.ndarray:
+        s = calibrator_input(self.source, scores, probabilities)
+        return np.clip(np.interp(s, self.x, self.y), self.eps, 1.0 - self.eps)
+
+    @classmethod
+    def fit(
+        cls,
+        scores: np.ndarray,
+        labels: np.ndarray,
+        *,
+        probabilities: np.ndarray | None = None,
+        groups: np.ndarray | None = None,
+        source: str = "score",
+        eps: float = 1e-4,
+        **_: Any,
+    ) -> "IsotonicCalibrator":
+        s = check_finite(calibrator_input(check_source(source), scores, probabilities), "scores")
+        y = check_labels(labels, s.shape[0])
+        ux, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)  # ties share one value
+        mean_y = np.bincount(inverse, weights=y) / counts
+        starts, ends, values = pool_adjacent_violators(mean_y, counts.astype(float))
+        xs: list[float] = []
+        ys: list[float] = []
+        for a, b, v in zip(starts, ends, values):
+            xs.append(float(ux[a]))
+            ys.append(float(v))
+            if b != a:
+                xs.append(float(ux[b]))
+                ys.append(float(v))
+        return cls(xs, ys, source=source, eps=eps)
+
+    def params(self) -> dict[str, Any]:
+        return {"x": [float(v) for v in self.x], "y": [float(v) for v in self.y], "source": self.source, "eps": self.eps}
