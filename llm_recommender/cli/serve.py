@@ -1,0 +1,55 @@
+"""``llm-rec serve``: the recommender as an OpenAI-compatible HTTP server."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Optional
+
+import typer
+
+from . import app
+from .common import BackendOpt, CalibratorOpt, ModelOpt, StrategyOpt, TemplateDirOpt, ThreadsOpt, recommender_kwargs
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Interface to bind (default: 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="TCP port (default: 8000).")] = None,
+    api_key: Annotated[Optional[str], typer.Option(
+        "--api-key", help="Require 'Authorization: Bearer KEY' on /v1/* (default: env LLM_REC_API_KEY, else none).",
+        show_default=False)] = None,
+    served_model_name: Annotated[Optional[str], typer.Option(help="Model id clients send (default: the model's name).")] = None,
+    max_concurrency: Annotated[Optional[int], typer.Option(help="Rankings running at once (default: 1).")] = None,
+    max_queue: Annotated[Optional[int], typer.Option(help="Requests waiting beyond those; more get 429 (default: 64).")] = None,
+    max_body_bytes: Annotated[Optional[int], typer.Option(help="Larger bodies get 413 (default: 1048576).")] = None,
+    max_candidates: Annotated[Optional[int], typer.Option(help="More candidates get 400 (default: 100).")] = None,
+    graceful_timeout: Annotated[Optional[float], typer.Option(help="SIGTERM: seconds to finish in-flight requests (default: 30).")] = None,
+    log_level: Annotated[Optional[str], typer.Option(help="debug | info | warning | error (default: info).")] = None,
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
+    strategy: StrategyOpt = None,
+    calibrator: CalibratorOpt = None,
+    threads: ThreadsOpt = None,
+    template_dir: TemplateDirOpt = None,
+) -> None:
+    """Serve /v1/models, /v1/chat/completions, /v1/recommendations, /health and /metrics."""
+    from ..backends import backend_class
+    from ..recommender import Recommender
+    from ..scorers import strategy_class
+    from ..server import ServerSettings, run_server
+    from ..settings import Settings
+
+    settings = ServerSettings(**recommender_kwargs(
+        host=host, port=port, api_key=api_key, served_model_name=served_model_name, max_concurrency=max_concurrency,
+        max_queue=max_queue, max_body_bytes=max_body_bytes, max_candidates=max_candidates,
+        graceful_timeout_s=graceful_timeout, log_level=log_level))
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    kwargs = recommender_kwargs(model=model, backend=backend, strategy=strategy, calibrator=calibrator,
+                                threads=threads, template_dir=template_dir)
+    # Fail fast on typos before the (slow) model load starts in the background.
+    core = Settings(**{k: v for k, v in kwargs.items() if k != "calibrator"})
+    backend_class(core.backend)
+    strategy_class(core.strategy)
+    if calibrator is not None and not calibrator.is_file():
+        raise typer.BadParameter(f"{calibrator} does not exist", param_hint="--calibrator")
+    run_server(lambda: Recommender(**kwargs), settings)

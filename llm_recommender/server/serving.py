@@ -1,0 +1,277 @@
+"""The logic behind the routes: validation, model lookup, ranking through the gate, and
+shaping answers as chat completions. Routes stay thin; errors are raised as typed errors
+and mapped to responses in one place (:mod:`.errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from ..errors import InputDecodeError, InvalidRequestError, RecommenderError, TooManyCandidatesError
+from ..protocol import RankRequest, RankResponse, parse_request
+from ..recommender import Recommender
+from ..scorers import strategy_class
+from .config import ServerSettings
+from .errors import ModelNotFoundError, NotReadyError
+from .gate import InferenceGate
+from .metrics import Metrics
+from .protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChunkChoice,
+    DeltaMessage,
+    HealthResponse,
+    ModelCard,
+    ModelList,
+    ResponseFormat,
+    UsageInfo,
+    completion_id,
+)
+
+log = logging.getLogger(__name__)
+
+Disconnected = Callable[[], Awaitable[None]]
+
+
+def _prefixed(exc: RecommenderError, prefix: str) -> RecommenderError:
+    """Point an error's ``param`` inside the field the request came in (``messages[2].content``)."""
+    exc.param = f"{prefix}.{exc.param}" if exc.param else prefix
+    return exc
+
+
+def content_pieces(response: RankResponse) -> list[str]:
+    """The answer JSON in pieces (one per ranked item) whose concatenation is the whole JSON.
+
+    Streaming sends the pieces as chunks; the non-streaming answer is their join, so both
+    carry byte-identical content.
+    """
+    data = response.model_dump(mode="json")
+    items = data.pop("items")
+    rest = json.dumps(data, ensure_ascii=False)
+    pieces = ['{"items": [']
+    pieces += [(", " if k else "") + json.dumps(item, ensure_ascii=False) for k, item in enumerate(items)]
+    pieces.append("], " + rest[1:])
+    return pieces
+
+
+def usage_of(response: RankResponse) -> UsageInfo:
+    u = response.usage
+    return UsageInfo(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, total_tokens=u.total_tokens)
+
+
+class RecommenderServing:
+    """Owns the recommender (loaded in the background), the gate and the metrics."""
+
+    def __init__(self, settings: ServerSettings, metrics: Metrics,
+                 load: Callable[[], Recommender] | Recommender,
+                 on_load_failure: Callable[[BaseException], None] | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._load = load
+        self._on_load_failure = on_load_failure
+        self.recommender: Recommender | None = load if isinstance(load, Recommender) else None
+        self.load_error: str | None = None
+        self.gate: InferenceGate | None = None
+        self.created = int(time.time())
+        self._load_task: asyncio.Future[Any] | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        """Create the gate on the serving loop and start loading the model in the background."""
+        self.gate = InferenceGate(self.settings.max_concurrency, self.settings.max_queue,
+                                  self.settings.retry_after_s, on_change=self._gate_changed)
+        if self.recommender is not None:
+            self.metrics.model_ready.set(1)
+            return
+        self._load_task = asyncio.ensure_future(asyncio.to_thread(self._load_model))
+
+    def _load_model(self) -> None:
+        start = time.perf_counter()
+        try:
+            rec = self._load()  # type: ignore[operator]
+        except BaseException as exc:  # noqa: BLE001 - reported through /health and the callback
+            self.load_error = str(exc) or type(exc).__name__
+            log.error("model failed to load: %s", self.load_error)
+            if self._on_load_failure:
+                self._on_load_failure(exc)
+            return
+        self.recommender = rec
+        self.metrics.model_ready.set(1)
+        log.info("model %s ready (%s backend) in %.1f s", rec.model_name, rec.backend.name, time.perf_counter() - start)
+
+    async def stop(self) -> None:
+        if self._load_task is not None and not self._load_task.done():
+            await asyncio.wait({self._load_task}, timeout=60)
+        if self.gate is not None:
+            await asyncio.to_thread(self.gate.close)
+
+    def _gate_changed(self, gate: InferenceGate) -> None:
+        self.metrics.queue_depth.set(gate.waiting)
+        self.metrics.running.set(gate.running)
+
+    # ---- state ----------------------------------------------------------------------
+    def health(self) -> tuple[int, HealthResponse]:
+        if self.recommender is not None:
+            return 200, HealthResponse(status="ok", model=self.model_id)
+        if self.load_error is not None:
+            return 503, HealthResponse(status="failed", detail=self.load_error)
+        return 503, HealthResponse(status="loading")
+
+    def _ready(self) -> Recommender:
+        if self.recommender is None:
+            if self.load_error is not None:
+                raise NotReadyError(f"the model failed to load: {self.load_error}", retry_after=None)
+            raise NotReadyError("the model is still loading; retry shortly (GET /health says when it is ready)")
+        return self.recommender
+
+    @property
+    def model_id(self) -> str:
+        if self.settings.served_model_name:
+            return self.settings.served_model_name
+        return self._ready().model_name
+
+    def check_model(self, name: str) -> None:
+        if name != self.model_id:
+            raise ModelNotFoundError(
+                f"model {name!r} does not exist on this server; it serves {self.model_id!r} (GET /v1/models)", param="model"
+            )
+
+    def list_models(self) -> ModelList:
+        return ModelList(data=[ModelCard(id=self.model_id, created=self.created)])
+
+    def get_model(self, name: str) -> ModelCard:
+        self.check_model(name)
+        return ModelCard(id=self.model_id, created=self.created)
+
+    # ---- ranking ----------------------------------------------------------------------
+    def validate(self, request: RankRequest | dict[str, Any], prefix: str = "") -> RankRequest:
+        """Cross-field and server-limit checks, before the request takes a queue slot."""
+        try:
+            parsed = parse_request(request)
+            if len(parsed.candidates) > self.settings.max_candidates:
+                raise TooManyCandidatesError(
+                    f"{len(parsed.candidates)} candidates; this server accepts at most {self.settings.max_candidates} "
+                    "(max_candidates)", param="candidates")
+            if parsed.strategy is not None:
+                strategy_class(parsed.strategy)
+        except RecommenderError as exc:
+            if prefix:
+                raise _prefixed(exc, prefix.rstrip(".")) from None
+            raise
+        return parsed
+
+    async def recommend(self, request: RankRequest | dict[str, Any], disconnected: Disconnected | None = None,
+                        prefix: str = "") -> RankResponse:
+        rec = self._ready()
+        parsed = self.validate(request, prefix)
+        assert self.gate is not None
+        return await self.gate.run(self._rank, rec, parsed, disconnected=disconnected)
+
+    def _rank(self, rec: Recommender, request: RankRequest) -> RankResponse:
+        start = time.perf_counter()
+        try:
+            return rec.rank_request(request)
+        finally:
+            self.metrics.inference.observe(time.perf_counter() - start)
+
+    # ---- chat completions -------------------------------------------------------------
+    def extract(self, chat: ChatCompletionRequest) -> tuple[RankRequest | dict[str, Any], str]:
+        """The recommendation request: the ``recommendation`` field, else the last user message's JSON."""
+        if chat.recommendation is not None:
+            return chat.recommendation, "recommendation."
+        for i in range(len(chat.messages) - 1, -1, -1):
+            if chat.messages[i].role == "user":
+                break
+        else:
+            raise InvalidRequestError(
+                "no user message: send the recommendation request as JSON in the last user message, "
+                "or in the 'recommendation' field", param="messages")
+        param = f"messages[{i}].content"
+        text = chat.messages[i].text()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputDecodeError(
+                f"the last user message must be a JSON recommendation request "
+                f"({{history, candidates, top_k, reasons, strategy}}): {exc.msg} at line {exc.lineno} column {exc.colno}",
+                param=param) from None
+        if not isinstance(data, dict):
+            raise InvalidRequestError("the last user message must be a JSON object", param=param)
+        return data, param + "."
+
+    @staticmethod
+    def _response_schema(fmt: ResponseFormat | None) -> dict[str, Any] | None:
+        """The JSON schema the client asked the content to follow (checked before ranking)."""
+        if fmt is None or fmt.type != "json_schema":
+            return None
+        if fmt.json_schema is None:
+            raise InvalidRequestError("response_format.type 'json_schema' needs a json_schema", param="response_format.json_schema")
+        schema = fmt.json_schema.schema_
+        if schema is None:
+            return None
+        import jsonschema
+
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise InvalidRequestError(f"not a valid JSON schema: {exc.message}", param="response_format.json_schema.schema") from None
+        return schema
+
+    @staticmethod
+    def _check_content(schema: dict[str, Any], content: str) -> None:
+        import jsonschema
+
+        try:
+            jsonschema.validate(json.loads(content), schema)
+        except jsonschema.ValidationError as exc:
+            raise InvalidRequestError(
+                "the ranking cannot follow response_format.json_schema: the content is a RankResponse "
+                f"(see /openapi.json); {exc.message}", param="response_format.json_schema.schema") from None
+
+    async def chat(self, chat: ChatCompletionRequest, disconnected: Disconnected | None = None
+                   ) -> ChatCompletionResponse | AsyncIterator[str]:
+        self._ready()
+        self.check_model(chat.model)
+        schema = self._response_schema(chat.response_format)
+        request, prefix = self.extract(chat)
+        response = await self.recommend(request, disconnected, prefix=prefix)
+        pieces = content_pieces(response)
+        if schema is not None:
+            self._check_content(schema, "".join(pieces))
+        usage = usage_of(response)
+        if chat.stream:
+            include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+            return self._stream(pieces, usage, include_usage)
+        return ChatCompletionResponse(
+            model=self.model_id,
+            choices=[ChatChoice(message=AssistantMessage(content="".join(pieces)))],
+            usage=usage,
+        )
+
+    async def _stream(self, pieces: list[str], usage: UsageInfo, include_usage: bool) -> AsyncIterator[str]:
+        base = ChatCompletionChunk(id=completion_id(), created=int(time.time()), model=self.model_id, choices=[])
+
+        def event(choices: list[ChunkChoice], with_usage: UsageInfo | None = None) -> str:
+            chunk = base.model_copy(update={"choices": choices, "usage": with_usage})
+            data = chunk.model_dump(mode="json")
+            for c in data["choices"]:
+                c["delta"] = {k: v for k, v in c["delta"].items() if v is not None}
+            if not include_usage:
+                data.pop("usage")
+            return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+        yield event([ChunkChoice(delta=DeltaMessage(role="assistant", content=""))])
+        for piece in pieces:
+            yield event([ChunkChoice(delta=DeltaMessage(content=piece))])
+        yield event([ChunkChoice(delta=DeltaMessage(), finish_reason="stop")])
+        if include_usage:
+            yield event([], usage)
+        yield "data: [DONE]\n\n"
