@@ -8,13 +8,14 @@ model, which doubles as the hybrid scorer: see :mod:`.hybrid`).
 from .base import CALIBRATORS, Calibrator, IdentityCalibrator, calibrator_from_dict, load_calibrator, register_calibrator
 from .features import FeatureSet
 from .fitting import fit_calibrator, flatten_results
+from .hybrid import HybridScorer, hybrid_features
 from .isotonic import IsotonicCalibrator
 from .logistic import FeatureLogisticCalibrator
 from .platt import PlattCalibrator
 from .temperature import TemperatureCalibrator
 
 __all__ = [
-    "CALIBRATORS", "Calibrator", "FeatureLogisticCalibrator", "FeatureSet", "IdentityCalibrator", "IsotonicCalibrator",
+    "CALIBRATORS", "Calibrator", "FeatureLogisticCalibrator", "FeatureSet", "HybridScorer", "IdentityCalibrator", "IsotonicCalibrator",
     "PlattCalibrator", "TemperatureCalibrator", "calibrator_from_dict", "fit_calibrator", "flatten_results",
-    "load_calibrator", "register_calibrator",
+    "hybrid_features", "load_calibrator", "register_calibrator",
 ]
