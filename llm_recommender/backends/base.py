@@ -107,6 +107,23 @@ class Backend(abc.ABC):
     ) -> list[Generation]:
         """Greedy generation; with ``json_schema`` the output is constrained to it."""
 
+    def generate_batch(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_tokens: int,
+        json_schemas: Sequence[dict[str, Any] | None],
+    ) -> list[Generation]:
+        """One greedy generation per prompt, each under its own schema (or none).
+
+        The default generates prompt by prompt; engines that batch requests with
+        different schemas (vLLM, HTTP servers) override it with one call.
+        """
+        out: list[Generation] = []
+        for prompt, schema in zip(prompts, json_schemas):
+            out.extend(self.generate([prompt], max_tokens=max_tokens, json_schema=schema))
+        return out
+
     # ---- helpers shared by all backends ---------------------------------------------
     def require(self, capability: str) -> None:
         if not getattr(self, f"supports_{capability}", False):

@@ -43,9 +43,8 @@ class ListwiseScorer(LLMScorer):
                 break
             prompts = [self.backend.chat_prompt(s["messages"]) for s in pending]
             schemas = [ranking_schema(s["ids"]) if use_schema else None for s in pending]
-            gens = []
-            for prompt, schema in zip(prompts, schemas):  # schemas differ per request
-                gens.extend(self.backend.generate([prompt], max_tokens=self.settings.listwise_max_tokens, json_schema=schema))
+            # Schemas differ per request; backends that can batch them do so.
+            gens = self.backend.generate_batch(prompts, max_tokens=self.settings.listwise_max_tokens, json_schemas=schemas)
             for state, gen in zip(pending, gens):
                 try:
                     state["ranking"] = parse_ranking(gen.text, state["ids"])
