@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -43,3 +43,20 @@ class Settings(BaseSettings):
     reason_max_tokens: int = Field(60, ge=8)
     pointwise_prefix_reuse: bool = True
     batch_size: int = Field(16, ge=1, description="prompts per forward pass")
+
+    # vLLM engine (backend "vllm") and the server `llm-rec serve-model` starts
+    vllm_kv_cache_gib: float = Field(1.0, gt=0, description="CPU build: VLLM_CPU_KVCACHE_SPACE (GiB of KV cache)")
+    vllm_max_model_len: int | None = Field(4096, ge=128, description="context the engine reserves (None: the model's)")
+    vllm_gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="GPU build: share of GPU memory")
+    vllm_enforce_eager: bool | None = Field(None, description="None: eager on CPU (skips ~60 s of torch.compile), graphs on GPU")
+    vllm_max_logprobs: int = Field(32, ge=1, description="most label log-probs per request (>= candidates)")
+
+    # OpenAI-compatible server (backend "openai")
+    base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8000/v1 (env LLM_REC_BASE_URL)")
+    api_key: SecretStr | None = Field(None, description="sent as Bearer token; default: OPENAI_API_KEY or 'EMPTY'")
+    served_model: str | None = Field(None, description="model name on the server (default: the only one it serves)")
+    tokenizer: str | None = Field(None, description="tokenizer folder/id for the chat template (default: model)")
+    request_timeout: float = Field(120.0, gt=0, description="seconds per HTTP request")
+    max_retries: int = Field(3, ge=0, le=10, description="retries on 429/5xx/connection errors/invalid JSON")
+    retry_backoff: float = Field(0.5, ge=0, description="first retry delay in seconds, doubled each retry")
+    top_logprobs: int = Field(20, ge=1, description="servers without exact label log-probs: top-k asked for")

@@ -3,31 +3,51 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable
 
 from ..errors import UnknownNameError
 from ..settings import Settings
 from .base import Backend, Generation
 
+log = logging.getLogger(__name__)
+
 # name -> "module:Class"; each class takes (settings) in its constructor.
 BACKENDS: dict[str, str] = {
     "transformers": "llm_recommender.backends.transformers_backend:TransformersBackend",
     "fake": "llm_recommender.backends.fake:FakeBackend",
+    "vllm": "llm_recommender.backends.vllm_backend:VLLMBackend",
+    "openai": "llm_recommender.backends.openai_backend:OpenAIBackend",
 }
+# "auto" is not a class: the vLLM engine where it is installed and starts, else transformers.
+AUTO = "auto"
 
 
 def backend_class(name: str) -> Callable[..., Backend]:
     if name not in BACKENDS:
-        raise UnknownNameError("backend", name, BACKENDS, param="backend")
+        raise UnknownNameError("backend", name, [*BACKENDS, AUTO], param="backend")
     module, cls = BACKENDS[name].split(":")
     return getattr(importlib.import_module(module), cls)
 
 
 def make_backend(name: str, settings: Settings) -> Backend:
+    if name == AUTO:
+        return _auto_backend(settings)
     cls = backend_class(name)
     if name == "fake":
         return cls()
     return cls(settings)
 
 
-__all__ = ["BACKENDS", "Backend", "Generation", "backend_class", "make_backend"]
+def _auto_backend(settings: Settings) -> Backend:
+    from .vllm_backend import vllm_installed
+
+    if vllm_installed():
+        try:
+            return backend_class("vllm")(settings)
+        except Exception as exc:  # installed but unusable here (no GPU for the CUDA build, ...)
+            log.warning("backend 'auto': vLLM is installed but could not start (%s); using transformers", exc)
+    return backend_class("transformers")(settings)
+
+
+__all__ = ["AUTO", "BACKENDS", "Backend", "Generation", "backend_class", "make_backend"]

@@ -1,0 +1,48 @@
+"""Tokenization shared by the vLLM and OpenAI-compatible backends.
+
+Both apply the chat template and tokenize *locally*, exactly as the transformers backend
+does, and send token ids to the engine/server. So the three backends see the same
+token sequence for the same rendered prompt, and the agreement between them measures
+the numerics only, never a tokenization difference (BOS added or not, a space merged
+across the prefix/suffix boundary of the pointwise prompt...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ModelLoadError
+
+
+def load_tokenizer(name_or_path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"could not load the tokenizer {name_or_path!r}: {exc}. The chat template is applied locally: "
+            "set `tokenizer` to a local folder or a Hugging Face id this machine can reach.",
+            param="tokenizer",
+        ) from exc
+
+
+class TokenizerMixin:
+    """``chat_prompt``/``count_tokens``/``single_token_id`` over a Hugging Face tokenizer."""
+
+    tokenizer: Any
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in messages) + "Assistant:"
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def single_token_id(self, text: str) -> int | None:
+        ids = self.encode(text)
+        return ids[0] if len(ids) == 1 else None

