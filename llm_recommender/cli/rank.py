@@ -11,7 +11,7 @@ import typer
 
 from ..errors import InputDecodeError, InvalidRequestError
 from . import app
-from .common import BackendOpt, CalibratorOpt, ModelOpt, StrategyOpt, TemplateDirOpt, ThreadsOpt, recommender_kwargs
+from .common import BackendOpt, BaseUrlOpt, CalibratorOpt, ModelOpt, StrategyOpt, TemplateDirOpt, ThreadsOpt, recommender_kwargs
 
 
 def read_request(source: str) -> dict:
@@ -39,6 +39,7 @@ def rank(
     request: Annotated[str, typer.Argument(help="Request JSON file ({history, candidates, top_k, reasons, strategy}), or - for stdin.")],
     model: ModelOpt = None,
     backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
     strategy: StrategyOpt = None,
     calibrator: CalibratorOpt = None,
     threads: ThreadsOpt = None,
@@ -50,7 +51,7 @@ def rank(
     from ..recommender import Recommender
 
     parsed = parse_request(read_request(request))  # validate before loading the model
-    rec = Recommender(**recommender_kwargs(model=model, backend=backend, strategy=strategy, calibrator=calibrator,
+    rec = Recommender(**recommender_kwargs(model=model, backend=backend, base_url=base_url, strategy=strategy, calibrator=calibrator,
                                            threads=threads, template_dir=template_dir))
     response = rec.rank_request(parsed)
     typer.echo(response.model_dump_json(indent=indent or None))

@@ -1,0 +1,77 @@
+"""``llm-rec serve-model``: run vLLM's OpenAI-compatible server for a model on this machine.
+
+Then, from a second terminal or process:
+``Recommender(backend="openai", base_url="http://127.0.0.1:8000/v1")``.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from . import app
+from .common import ModelOpt
+
+
+@app.command("serve-model")
+def serve_model(
+    model: ModelOpt = None,
+    host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless you add an API key and a firewall.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0: a free one).")] = 8000,
+    served_model_name: Annotated[Optional[str], typer.Option(help="Name clients ask for (default: the --model value).")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="auto | float32 | bfloat16 | float16 (default: bf16 on AMX CPUs, like the transformers backend).")] = None,
+    max_model_len: Annotated[Optional[int], typer.Option(help="Context length to reserve (default: 4096, capped at the model's).")] = None,
+    kv_cache_gib: Annotated[Optional[float], typer.Option(help="CPU build: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE) (default: 1).")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="Require this bearer token from clients.", envvar="LLM_REC_SERVE_API_KEY")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for /health.")] = 600.0,
+    vllm_arg: Annotated[Optional[list[str]], typer.Option("--vllm-arg", help="Extra argument passed to vLLM as is (repeatable), e.g. --vllm-arg=--max-num-seqs=64.")] = None,
+) -> None:
+    """Start vLLM's OpenAI-compatible server for the model (default: the embedded SmolLM2), wait until it is healthy, print its URL; Ctrl-C or SIGTERM stops it."""
+    from ..backends.vllm_server import VLLMServer
+    from ..settings import Settings
+
+    overrides = {k: v for k, v in {"model": model, "dtype": dtype, "vllm_max_model_len": max_model_len,
+                                   "vllm_kv_cache_gib": kv_cache_gib}.items() if v is not None}
+    settings = Settings(**overrides)
+    extra = list(vllm_arg or [])
+    if api_key:
+        extra += ["--api-key", api_key]
+    server = VLLMServer(settings, host=host, port=port or None, served_model_name=served_model_name, extra_args=extra)
+
+    stopping = {"signal": None}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping["signal"] = signum
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    typer.secho(f"starting vLLM for {settings.model} ({server.model_path}) on {host}:{server.port}; "
+                f"log: see below once started", err=True)
+    try:
+        server.start(wait=False)
+        typer.secho(f"log: {server.log_path}", err=True)
+        server.wait_ready(timeout)
+        name = served_model_name or settings.model
+        typer.echo(server.url)
+        typer.secho(
+            f"ready: model {name!r} at {server.url}\n"
+            f"  from Python: Recommender(backend=\"openai\", base_url=\"{server.url}\", model=\"{settings.model}\")\n"
+            f"  from the CLI: llm-rec rank REQUEST.json --backend openai --base-url {server.url}\n"
+            "Ctrl-C stops the server.",
+            err=True,
+        )
+        while server.process is not None and server.process.poll() is None:
+            time.sleep(1.0)
+        typer.secho(f"the vLLM server exited on its own; log: {server.log_path}\n{server.log_tail(2000)}", err=True, fg="red")
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        code = server.stop()
+        signal.signal(signal.SIGTERM, previous)
+        if code is not None:
+            typer.secho(f"vLLM server stopped (exit code {code})", err=True)
+
