@@ -17,7 +17,7 @@ from ..protocol import RankRequest, RankResponse, parse_request
 from ..recommender import Recommender
 from ..scorers import strategy_class
 from .config import ServerSettings
-from .errors import ModelNotFoundError, NotReadyError
+from .errors import ClientDisconnectedError, ModelNotFoundError, NotReadyError
 from .gate import InferenceGate
 from .metrics import Metrics
 from .protocol import (
@@ -173,7 +173,11 @@ class RecommenderServing:
         rec = self._ready()
         parsed = self.validate(request, prefix)
         assert self.gate is not None
-        return await self.gate.run(self._rank, rec, parsed, disconnected=disconnected)
+        try:
+            return await self.gate.run(self._rank, rec, parsed, disconnected=disconnected)
+        except ClientDisconnectedError:
+            self.metrics.cancelled.inc()
+            raise
 
     def _rank(self, rec: Recommender, request: RankRequest) -> RankResponse:
         start = time.perf_counter()
