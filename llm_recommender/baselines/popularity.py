@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -29,12 +30,21 @@ from ..scorers.base import ScoreResult
 from .base import BaselineScorer
 
 
-def _as_time(value: Any, what: str) -> float:
+def _as_time(value: Any, what: str, param: str = "cutoffs") -> float:
+    """A number (epoch seconds or an order index) or an ISO 8601 date/time string."""
     try:
         t = float(value)
     except (TypeError, ValueError):
-        raise InvalidRequestError(f"{what} must be a number (epoch seconds or an order index), got {value!r}",
-                                  param="cutoffs") from None
+        try:
+            stamp = datetime.fromisoformat(str(value))
+        except ValueError:
+            raise InvalidRequestError(
+                f"{what} must be a number (epoch seconds or an order index) or an ISO 8601 time, got {value!r}",
+                param=param,
+            ) from None
+        if stamp.tzinfo is None:  # naive times are read as UTC, so results do not depend on the machine
+            stamp = stamp.replace(tzinfo=timezone.utc)
+        t = stamp.timestamp()
     if math.isnan(t):
         raise InvalidRequestError(f"{what} is NaN", param="cutoffs")
     return t
@@ -65,7 +75,10 @@ class PopularityScorer(BaselineScorer):
             uniq, counts = np.unique(ids.astype(str), return_counts=True)
             self._static, self._index, self._times = dict(zip(uniq.tolist(), counts.tolist())), None, None
             return self
-        times = np.asarray(timestamps, dtype=float)
+        try:
+            times = np.asarray(timestamps, dtype=float)
+        except (TypeError, ValueError):
+            times = np.array([_as_time(t, f"timestamps[{j}]", "timestamps") for j, t in enumerate(timestamps)])
         if times.shape != ids.shape:
             raise InvalidRequestError(f"{times.shape[0]} timestamps for {ids.shape[0]} items", param="timestamps")
         if np.isnan(times).any():

@@ -91,6 +91,14 @@ def test_popularity_matches_brute_force_on_random_logs():
         assert got == brute
 
 
+def test_popularity_reads_iso_timestamps():
+    pop = PopularityScorer(["a", "a", "b"], ["2020-01-01", "2020-01-03T00:00:00", "2019-05-05"])
+    req = request([{"id": "h", "title": "h", "timestamp": "2020-01-02"}], ["a", "b"])
+    assert pop.score(req).details["counts"] == [1, 1]
+    with pytest.raises(InvalidRequestError):
+        pop.score(req, cutoff="yesterday")
+
+
 def test_popularity_static_counts_refuse_cutoffs():
     pop = PopularityScorer(["a", "a", "b"])
     assert pop.score(request(["h"], ["a", "b", "c"])).details["counts"] == [2, 1, 0]
