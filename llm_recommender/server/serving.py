@@ -98,7 +98,7 @@ class RecommenderServing:
         try:
             rec = self._load()  # type: ignore[operator]
         except BaseException as exc:  # noqa: BLE001 - reported through /health and the callback
-            self.load_error = str(exc) or type(exc).__name__
+            self.load_error = getattr(exc, "message", None) or str(exc) or type(exc).__name__
             log.error("model failed to load: %s", self.load_error)
             if self._on_load_failure:
                 self._on_load_failure(exc)
