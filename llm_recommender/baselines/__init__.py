@@ -29,6 +29,13 @@ def make_baseline(name: str, **options: Any) -> BaselineScorer:
 
 
 __all__ = [
-    "BASELINES", "BaselineScorer", "CooccurrenceScorer", "EmbeddingScorer", "PopularityScorer", "RandomScorer",
-    "baseline_class", "item_text", "make_baseline",
+    "BASELINES",
+    "BaselineScorer",
+    "CooccurrenceScorer",
+    "EmbeddingScorer",
+    "PopularityScorer",
+    "RandomScorer",
+    "baseline_class",
+    "item_text",
+    "make_baseline",
 ]

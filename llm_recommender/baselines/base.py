@@ -63,5 +63,7 @@ def item_text(item: Item, fields: Sequence[str] = DEFAULT_TEXT_FIELDS) -> str:
                 if shown:
                     parts.append(f"{key}: {shown}")
         elif field not in TEXT_FIELDS:
-            raise InvalidRequestError(f"unknown item text field {field!r}; valid: {', '.join(TEXT_FIELDS)}", param="text_fields")
+            raise InvalidRequestError(
+                f"unknown item text field {field!r}; valid: {', '.join(TEXT_FIELDS)}", param="text_fields"
+            )
     return ". ".join(p for p in parts if p)

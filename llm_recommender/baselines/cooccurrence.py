@@ -35,8 +35,9 @@ class CooccurrenceScorer(BaselineScorer):
     name = "cooccurrence"
     requires_fit = True
 
-    def __init__(self, users: Sequence[Any] | None = None, items: Sequence[Any] | None = None,
-                 normalization: str = "cosine") -> None:
+    def __init__(
+        self, users: Sequence[Any] | None = None, items: Sequence[Any] | None = None, normalization: str = "cosine"
+    ) -> None:
         if normalization not in NORMALIZATIONS:
             raise InvalidRequestError(
                 f"unknown normalization {normalization!r}; valid: {', '.join(NORMALIZATIONS)}", param="normalization"
@@ -51,7 +52,7 @@ class CooccurrenceScorer(BaselineScorer):
     def is_fitted(self) -> bool:
         return self._item_index is not None
 
-    def fit(self, users: Sequence[Any], items: Sequence[Any]) -> "CooccurrenceScorer":
+    def fit(self, users: Sequence[Any], items: Sequence[Any]) -> CooccurrenceScorer:
         """One row per training interaction: ``users[j]`` interacted with ``items[j]``."""
         from scipy import sparse
 

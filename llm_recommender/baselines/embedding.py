@@ -50,11 +50,12 @@ def load_sentence_transformer(model: str | None = None, device: str = "cpu") -> 
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
-        raise ModelLoadError("the embedding baseline needs sentence-transformers (pip install 'llm-recommender[eval]')",
-                             param="model") from None
+        raise ModelLoadError(
+            "the embedding baseline needs sentence-transformers (pip install 'llm-recommender[eval]')", param="model"
+        ) from None
     try:
         return SentenceTransformer(path, device=device)
-    except Exception as exc:  # noqa: BLE001 - any load failure is reported with the model named
+    except Exception as exc:
         raise ModelLoadError(f"could not load embedding model {path!r}: {exc}", param="model") from exc
 
 
@@ -91,8 +92,13 @@ class EmbeddingScorer(BaselineScorer):
     def _encode(self, texts: list[str]) -> np.ndarray:
         if self._encoder is None:
             st = load_sentence_transformer(self.model, self.device)
-            self._encoder = lambda batch: st.encode(batch, batch_size=self.batch_size, convert_to_numpy=True,
-                                                    normalize_embeddings=True, show_progress_bar=False)
+            self._encoder = lambda batch: st.encode(
+                batch,
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
         return np.asarray(self._encoder(texts), dtype=np.float32)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -141,8 +147,13 @@ class EmbeddingScorer(BaselineScorer):
             used = len(self._recent(request.history))
             details: dict[str, Any] = {}
             if self.return_vectors:
-                details = {"user_vector": (np.zeros(C.shape[1], dtype=np.float32) if u is None else u),
-                           "item_vectors": C}
-            out.append(ScoreResult(scores=sims, probabilities=(1.0 + sims) / 2.0, history_used=used,
-                                   notes=notes, details=details))
+                details = {
+                    "user_vector": (np.zeros(C.shape[1], dtype=np.float32) if u is None else u),
+                    "item_vectors": C,
+                }
+            out.append(
+                ScoreResult(
+                    scores=sims, probabilities=(1.0 + sims) / 2.0, history_used=used, notes=notes, details=details
+                )
+            )
         return out

@@ -68,7 +68,7 @@ class PopularityScorer(BaselineScorer):
     def time_aware(self) -> bool:
         return self._index is not None
 
-    def fit(self, items: Sequence[Any], timestamps: Sequence[Any] | None = None) -> "PopularityScorer":
+    def fit(self, items: Sequence[Any], timestamps: Sequence[Any] | None = None) -> PopularityScorer:
         """``items[j]`` was interacted with at ``timestamps[j]`` (one row per interaction)."""
         ids = np.asarray([str(i) for i in items], dtype=object)
         if timestamps is None:
@@ -130,6 +130,12 @@ class PopularityScorer(BaselineScorer):
             cutoff = self._cutoff(request, given, k)
             c = self.counts([cand.id for cand in request.candidates], cutoff)
             share = (c + 1.0) / (c + 1.0).sum()
-            out.append(ScoreResult(scores=np.log1p(c), probabilities=share, history_used=len(request.history),
-                                   details={"counts": c.tolist(), "cutoff": cutoff}))
+            out.append(
+                ScoreResult(
+                    scores=np.log1p(c),
+                    probabilities=share,
+                    history_used=len(request.history),
+                    details={"counts": c.tolist(), "cutoff": cutoff},
+                )
+            )
         return out

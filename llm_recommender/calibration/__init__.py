@@ -5,7 +5,14 @@ Calibrators (registered by name, JSON round-trip through ``save``/``load_calibra
 model, which doubles as the hybrid scorer: see :mod:`.hybrid`).
 """
 
-from .base import CALIBRATORS, Calibrator, IdentityCalibrator, calibrator_from_dict, load_calibrator, register_calibrator
+from .base import (
+    CALIBRATORS,
+    Calibrator,
+    IdentityCalibrator,
+    calibrator_from_dict,
+    load_calibrator,
+    register_calibrator,
+)
 from .features import FeatureSet
 from .fitting import fit_calibrator, flatten_results
 from .hybrid import HybridScorer, hybrid_features
@@ -15,7 +22,19 @@ from .platt import PlattCalibrator
 from .temperature import TemperatureCalibrator
 
 __all__ = [
-    "CALIBRATORS", "Calibrator", "FeatureLogisticCalibrator", "FeatureSet", "HybridScorer", "IdentityCalibrator", "IsotonicCalibrator",
-    "PlattCalibrator", "TemperatureCalibrator", "calibrator_from_dict", "fit_calibrator", "flatten_results",
-    "hybrid_features", "load_calibrator", "register_calibrator",
+    "CALIBRATORS",
+    "Calibrator",
+    "FeatureLogisticCalibrator",
+    "FeatureSet",
+    "HybridScorer",
+    "IdentityCalibrator",
+    "IsotonicCalibrator",
+    "PlattCalibrator",
+    "TemperatureCalibrator",
+    "calibrator_from_dict",
+    "fit_calibrator",
+    "flatten_results",
+    "hybrid_features",
+    "load_calibrator",
+    "register_calibrator",
 ]

@@ -62,8 +62,13 @@ def log_loss(p: np.ndarray, y: np.ndarray) -> float:
 
 
 def fit_logistic(
-    X: np.ndarray, y: np.ndarray, *, l2: float = 0.0, sample_weight: np.ndarray | None = None,
-    max_iter: int = 100, tol: float = 1e-10,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    l2: float = 0.0,
+    sample_weight: np.ndarray | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-10,
 ) -> tuple[np.ndarray, float]:
     """L2-penalised logistic regression by Newton's method (the bias is not penalised).
 

@@ -26,17 +26,21 @@ class FeatureSet:
         for name, values in (columns or {}).items():
             self.add(name, values)
 
-    def add(self, name: str, values: Any) -> "FeatureSet":
+    def add(self, name: str, values: Any) -> FeatureSet:
         """Add (or replace) a column; all columns must have the same number of rows."""
         if not isinstance(name, str) or not name:
             raise InvalidRequestError("feature names must be non-empty strings", param="features")
         arr = np.asarray(values, dtype=float)
         if arr.ndim == 0:
             if self._n is None:
-                raise InvalidRequestError(f"feature {name!r}: a scalar needs a known row count", param=f"features.{name}")
+                raise InvalidRequestError(
+                    f"feature {name!r}: a scalar needs a known row count", param=f"features.{name}"
+                )
             arr = np.full(self._n, float(arr))
         if arr.ndim not in (1, 2):
-            raise InvalidRequestError(f"feature {name!r} must be 1-D or 2-D, got shape {arr.shape}", param=f"features.{name}")
+            raise InvalidRequestError(
+                f"feature {name!r} must be 1-D or 2-D, got shape {arr.shape}", param=f"features.{name}"
+            )
         if self._n is None:
             self._n = arr.shape[0]
         elif arr.shape[0] != self._n:
@@ -95,7 +99,7 @@ class FeatureSet:
         return np.concatenate(parts, axis=1)
 
     @classmethod
-    def concat(cls, sets: Iterable["FeatureSet"]) -> "FeatureSet":
+    def concat(cls, sets: Iterable[FeatureSet]) -> FeatureSet:
         """Join row-wise (e.g. all validation requests); every set must have the same columns."""
         sets = list(sets)
         if not sets:
@@ -103,9 +107,7 @@ class FeatureSet:
         names = sets[0].names
         for i, fs in enumerate(sets[1:], start=1):
             if fs.names != names:
-                raise InvalidRequestError(
-                    f"feature set {i} has columns {fs.names}, expected {names}", param="features"
-                )
+                raise InvalidRequestError(f"feature set {i} has columns {fs.names}, expected {names}", param="features")
         return cls({n: np.concatenate([fs._cols[n] for fs in sets], axis=0) for n in names})
 
     def __repr__(self) -> str:

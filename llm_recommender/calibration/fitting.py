@@ -37,11 +37,17 @@ def flatten_results(results: Sequence[Any], labels: Sequence[Any]) -> dict[str, 
         groups.append(np.full(s.shape[0], k))
     if not scores:
         raise InvalidRequestError("no validation results to fit on", param="labels")
-    return {"scores": np.concatenate(scores), "probabilities": np.concatenate(probs),
-            "labels": np.concatenate(ys), "groups": np.concatenate(groups)}
+    return {
+        "scores": np.concatenate(scores),
+        "probabilities": np.concatenate(probs),
+        "labels": np.concatenate(ys),
+        "groups": np.concatenate(groups),
+    }
 
 
-def fit_calibrator(name: str | type[Calibrator], results: Sequence[Any], labels: Sequence[Any], **options: Any) -> Calibrator:
+def fit_calibrator(
+    name: str | type[Calibrator], results: Sequence[Any], labels: Sequence[Any], **options: Any
+) -> Calibrator:
     """Fit calibrator ``name`` on validation ``ScoreResult``s and their per-candidate labels."""
     if isinstance(name, str):
         if name not in CALIBRATORS:
@@ -50,4 +56,6 @@ def fit_calibrator(name: str | type[Calibrator], results: Sequence[Any], labels:
     else:
         cls = name
     flat = flatten_results(results, labels)
-    return cls.fit(flat["scores"], flat["labels"], probabilities=flat["probabilities"], groups=flat["groups"], **options)
+    return cls.fit(
+        flat["scores"], flat["labels"], probabilities=flat["probabilities"], groups=flat["groups"], **options
+    )

@@ -40,7 +40,9 @@ from .logistic import FeatureLogisticCalibrator
 VECTOR_MODES = (None, "concat", "product", "both")
 
 
-def hybrid_features(results: Mapping[str, ScoreResult], *, probabilities: bool = False, vectors: str | None = None) -> FeatureSet:
+def hybrid_features(
+    results: Mapping[str, ScoreResult], *, probabilities: bool = False, vectors: str | None = None
+) -> FeatureSet:
     """One request's features from its component results (all aligned with its candidates)."""
     if vectors not in VECTOR_MODES:
         raise InvalidRequestError(f"vectors must be one of {VECTOR_MODES}, got {vectors!r}", param="vectors")
@@ -77,8 +79,14 @@ class HybridScorer(Scorer):
 
     name = "hybrid"
 
-    def __init__(self, components: Mapping[str, Scorer], calibrator: FeatureLogisticCalibrator, *,
-                 probabilities: bool = False, vectors: str | None = None) -> None:
+    def __init__(
+        self,
+        components: Mapping[str, Scorer],
+        calibrator: FeatureLogisticCalibrator,
+        *,
+        probabilities: bool = False,
+        vectors: str | None = None,
+    ) -> None:
         if not components:
             raise InvalidRequestError("a hybrid needs at least one component scorer", param="components")
         self.components = dict(components)
@@ -86,7 +94,9 @@ class HybridScorer(Scorer):
         self.probabilities = probabilities
         self.vectors = vectors
 
-    def component_results(self, requests: list[RankRequest], cutoffs: Sequence[Any] | None = None) -> dict[str, list[ScoreResult]]:
+    def component_results(
+        self, requests: list[RankRequest], cutoffs: Sequence[Any] | None = None
+    ) -> dict[str, list[ScoreResult]]:
         return {name: _score_component(s, requests, cutoffs) for name, s in self.components.items()}
 
     def features(self, component_results: Mapping[str, list[ScoreResult]]) -> list[FeatureSet]:
@@ -94,8 +104,11 @@ class HybridScorer(Scorer):
         if len(n) != 1:
             raise InvalidRequestError("component results cover different numbers of requests", param="components")
         return [
-            hybrid_features({name: res[k] for name, res in component_results.items()},
-                            probabilities=self.probabilities, vectors=self.vectors)
+            hybrid_features(
+                {name: res[k] for name, res in component_results.items()},
+                probabilities=self.probabilities,
+                vectors=self.vectors,
+            )
             for k in range(n.pop())
         ]
 
@@ -105,28 +118,42 @@ class HybridScorer(Scorer):
         for k, fs in enumerate(self.features(component_results)):
             logit = self.calibrator.decision_function(fs)
             parts = {name: res[k] for name, res in component_results.items()}
-            out.append(ScoreResult(
-                scores=logit,
-                probabilities=1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50))),
-                history_used=max(r.history_used for r in parts.values()),
-                fallbacks=[f for r in parts.values() for f in r.fallbacks],
-                notes=[f"{name}: {note}" for name, r in parts.items() for note in r.notes],
-                details={"components": {name: np.asarray(r.scores).tolist() for name, r in parts.items()}},
-            ))
+            out.append(
+                ScoreResult(
+                    scores=logit,
+                    probabilities=1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50))),
+                    history_used=max(r.history_used for r in parts.values()),
+                    fallbacks=[f for r in parts.values() for f in r.fallbacks],
+                    notes=[f"{name}: {note}" for name, r in parts.items() for note in r.notes],
+                    details={"components": {name: np.asarray(r.scores).tolist() for name, r in parts.items()}},
+                )
+            )
         return out
 
     def score_many(self, requests: list[RankRequest], cutoffs: Sequence[Any] | None = None) -> list[ScoreResult]:
         return self.combine(self.component_results(requests, cutoffs))
 
     @classmethod
-    def fit(cls, components: Mapping[str, Scorer], requests: list[RankRequest], labels: Sequence[Any], *,
-            cutoffs: Sequence[Any] | None = None, probabilities: bool = False, vectors: str | None = None,
-            l2: float = 1.0) -> "HybridScorer":
+    def fit(
+        cls,
+        components: Mapping[str, Scorer],
+        requests: list[RankRequest],
+        labels: Sequence[Any],
+        *,
+        cutoffs: Sequence[Any] | None = None,
+        probabilities: bool = False,
+        vectors: str | None = None,
+        l2: float = 1.0,
+    ) -> HybridScorer:
         """Score the *validation* ``requests`` with every component and fit the feature model on ``labels``."""
         if len(labels) != len(requests):
             raise InvalidRequestError(f"{len(labels)} label lists for {len(requests)} requests", param="labels")
-        shell = cls(components, FeatureLogisticCalibrator([{"name": "_", "theta": [0.0]}]),
-                    probabilities=probabilities, vectors=vectors)
+        shell = cls(
+            components,
+            FeatureLogisticCalibrator([{"name": "_", "theta": [0.0]}]),
+            probabilities=probabilities,
+            vectors=vectors,
+        )
         feats = shell.features(shell.component_results(requests, cutoffs))
         y = np.concatenate([np.asarray(lab, dtype=float).reshape(-1) for lab in labels])
         shell.calibrator = FeatureLogisticCalibrator.fit(FeatureSet.concat(feats), y, l2=l2)

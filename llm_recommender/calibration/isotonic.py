@@ -72,7 +72,7 @@ class IsotonicCalibrator(Calibrator):
         source: str = "score",
         eps: float = 1e-4,
         **_: Any,
-    ) -> "IsotonicCalibrator":
+    ) -> IsotonicCalibrator:
         s = check_finite(calibrator_input(check_source(source), scores, probabilities), "scores")
         y = check_labels(labels, s.shape[0])
         ux, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)  # ties share one value
@@ -89,4 +89,9 @@ class IsotonicCalibrator(Calibrator):
         return cls(xs, ys, source=source, eps=eps)
 
     def params(self) -> dict[str, Any]:
-        return {"x": [float(v) for v in self.x], "y": [float(v) for v in self.y], "source": self.source, "eps": self.eps}
+        return {
+            "x": [float(v) for v in self.x],
+            "y": [float(v) for v in self.y],
+            "source": self.source,
+            "eps": self.eps,
+        }

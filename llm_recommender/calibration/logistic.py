@@ -48,8 +48,10 @@ class FeatureLogisticCalibrator(Calibrator):
             if not isinstance(f, dict) or not isinstance(f.get("name"), str):
                 raise ValueError(f"features[{i}] must be an object with a string 'name'")
             dim = int(f.get("dim", 1))
-            parts = [np.asarray(f.get(k, default), dtype=float).reshape(-1) for k, default in
-                     (("mean", [0.0] * dim), ("scale", [1.0] * dim), ("theta", None))]
+            parts = [
+                np.asarray(f.get(k, default), dtype=float).reshape(-1)
+                for k, default in (("mean", [0.0] * dim), ("scale", [1.0] * dim), ("theta", None))
+            ]
             if any(p.shape != (dim,) for p in parts):
                 raise ValueError(f"feature {f['name']!r}: mean, scale and theta must each have {dim} values")
             if not all(np.all(np.isfinite(p)) for p in parts) or np.any(parts[1] <= 0):
@@ -93,7 +95,7 @@ class FeatureLogisticCalibrator(Calibrator):
         l2: float = 1.0,
         names: list[str] | None = None,
         **_: Any,
-    ) -> "FeatureLogisticCalibrator":
+    ) -> FeatureLogisticCalibrator:
         """Fit on a :class:`FeatureSet` of validation rows (or, via the seam, scores/probabilities).
 
         ``names`` picks and orders the columns to use (default: all of them).
@@ -110,8 +112,15 @@ class FeatureLogisticCalibrator(Calibrator):
         out, start = [], 0
         for name, dim in zip(names, dims):
             sl = slice(start, start + dim)
-            out.append({"name": name, "dim": dim, "mean": mean[sl].tolist(), "scale": scale[sl].tolist(),
-                        "theta": theta[sl].tolist()})
+            out.append(
+                {
+                    "name": name,
+                    "dim": dim,
+                    "mean": mean[sl].tolist(),
+                    "scale": scale[sl].tolist(),
+                    "theta": theta[sl].tolist(),
+                }
+            )
             start += dim
         return cls(out, bias=bias, l2=l2)
 
@@ -127,7 +136,14 @@ class FeatureLogisticCalibrator(Calibrator):
         features, start = [], 0
         for name, dim in zip(self.names, self.dims):
             sl = slice(start, start + dim)
-            features.append({"name": name, "dim": dim, "mean": [float(v) for v in self.mean[sl]],
-                             "scale": [float(v) for v in self.scale[sl]], "theta": [float(v) for v in self.theta[sl]]})
+            features.append(
+                {
+                    "name": name,
+                    "dim": dim,
+                    "mean": [float(v) for v in self.mean[sl]],
+                    "scale": [float(v) for v in self.scale[sl]],
+                    "theta": [float(v) for v in self.theta[sl]],
+                }
+            )
             start += dim
         return {"features": features, "bias": self.bias, "l2": self.l2}

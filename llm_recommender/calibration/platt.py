@@ -41,7 +41,7 @@ class PlattCalibrator(Calibrator):
         source: str = "score",
         smooth_targets: bool = True,
         **_: Any,
-    ) -> "PlattCalibrator":
+    ) -> PlattCalibrator:
         x = check_finite(calibrator_input(check_source(source), scores, probabilities), "scores")
         y = check_labels(labels, x.shape[0])
         if smooth_targets:

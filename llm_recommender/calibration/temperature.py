@@ -70,16 +70,19 @@ class TemperatureCalibrator(Calibrator):
         mode: str = "softmax",
         source: str | None = None,
         **_: Any,
-    ) -> "TemperatureCalibrator":
+    ) -> TemperatureCalibrator:
         proto = cls(1.0, mode, source)  # validates mode/source
         x = check_finite(calibrator_input(proto.source, scores, probabilities), "scores")
         y = check_labels(labels, x.shape[0])
         if mode == "sigmoid":
+
             def loss(log_t: float) -> float:
                 return log_loss(sigmoid(x / math.exp(log_t)), y)
         else:
             if groups is None:
-                raise InvalidRequestError("softmax temperature scaling needs groups (request index per row)", param="groups")
+                raise InvalidRequestError(
+                    "softmax temperature scaling needs groups (request index per row)", param="groups"
+                )
             g = np.asarray(groups).reshape(-1)
             if g.shape[0] != x.shape[0]:
                 raise InvalidRequestError(f"{g.shape[0]} group ids for {x.shape[0]} scores", param="groups")

@@ -51,9 +51,19 @@ def test_random_is_seeded_and_deterministic_per_request():
 
 def pop_log():
     # (item, timestamp). The user's target is T at time 100; later interactions follow.
-    rows = [("T", 10), ("T", 50), ("X", 20), ("X", 30), ("X", 40),   # before the target
-            ("T", 100),                                                  # the target interaction itself
-            ("T", 100), ("T", 150), ("T", 200), ("T", 300), ("X", 500)]  # same second and later
+    rows = [
+        ("T", 10),
+        ("T", 50),
+        ("X", 20),
+        ("X", 30),
+        ("X", 40),  # before the target
+        ("T", 100),  # the target interaction itself
+        ("T", 100),
+        ("T", 150),
+        ("T", 200),
+        ("T", 300),
+        ("X", 500),
+    ]  # same second and later
     items, times = zip(*rows)
     return list(items), list(times)
 
@@ -112,8 +122,17 @@ def test_popularity_static_counts_refuse_cutoffs():
 
 
 def cooc_log():
-    rows = [("u1", "A"), ("u1", "B"), ("u1", "C"), ("u2", "A"), ("u2", "B"), ("u3", "B"), ("u3", "D"),
-            ("u4", "A"), ("u4", "A")]  # a repeat counts once
+    rows = [
+        ("u1", "A"),
+        ("u1", "B"),
+        ("u1", "C"),
+        ("u2", "A"),
+        ("u2", "B"),
+        ("u3", "B"),
+        ("u3", "D"),
+        ("u4", "A"),
+        ("u4", "A"),
+    ]  # a repeat counts once
     users, items = zip(*rows)
     return list(users), list(items)
 
@@ -151,8 +170,12 @@ def test_cooccurrence_without_known_history_scores_zero_with_a_note():
 
 
 def test_item_text_uses_title_and_attributes():
-    item = Item(id="1", title="Toy Story (1995)", description="A cowboy doll.",
-                attributes={"genres": ["Animation", "Comedy"], "year": 1995})
+    item = Item(
+        id="1",
+        title="Toy Story (1995)",
+        description="A cowboy doll.",
+        attributes={"genres": ["Animation", "Comedy"], "year": 1995},
+    )
     assert item_text(item) == "Toy Story (1995). genres: Animation, Comedy. year: 1995"
     assert item_text(item, ("title", "description")) == "Toy Story (1995). A cowboy doll."
     with pytest.raises(InvalidRequestError):
@@ -215,7 +238,11 @@ def test_embedding_minilm_ranks_the_obviously_similar_item_first():
     ]
     candidates = [
         {"id": "a", "title": "Pride and Prejudice (1995)", "attributes": {"genres": ["Romance", "Drama"]}},
-        {"id": "b", "title": "Star Trek: First Contact (1996)", "attributes": {"genres": ["Action", "Sci-Fi", "Space"]}},
+        {
+            "id": "b",
+            "title": "Star Trek: First Contact (1996)",
+            "attributes": {"genres": ["Action", "Sci-Fi", "Space"]},
+        },
         {"id": "c", "title": "Babe (1995)", "attributes": {"genres": ["Children's", "Comedy"]}},
         {"id": "d", "title": "Sense and Sensibility (1995)", "attributes": {"genres": ["Romance", "Drama"]}},
     ]

@@ -28,7 +28,9 @@ def sigmoid(z):
 
 def ece(p, y, bins: int = 15) -> float:
     idx = np.minimum((p * bins).astype(int), bins - 1)
-    return float(sum((idx == b).mean() * abs(p[idx == b].mean() - y[idx == b].mean()) for b in range(bins) if (idx == b).any()))
+    return float(
+        sum((idx == b).mean() * abs(p[idx == b].mean() - y[idx == b].mean()) for b in range(bins) if (idx == b).any())
+    )
 
 
 def log_loss(p, y) -> float:
@@ -90,7 +92,9 @@ def test_feature_set_checks_rows_and_joins():
         FeatureSet({"a": [1.0, 2.0], "b": [1.0]})
     with pytest.raises(InvalidRequestError):
         FeatureSet({"a": [1.0, float("nan")]})
-    joined = FeatureSet.concat([FeatureSet({"a": [1.0], "v": [[1.0, 2.0]]}), FeatureSet({"a": [3.0], "v": [[3.0, 4.0]]})])
+    joined = FeatureSet.concat(
+        [FeatureSet({"a": [1.0], "v": [[1.0, 2.0]]}), FeatureSet({"a": [3.0], "v": [[3.0, 4.0]]})]
+    )
     assert joined.n_rows == 2 and joined.column("v").shape == (2, 2)
     with pytest.raises(InvalidRequestError):
         FeatureSet.concat([FeatureSet({"a": [1.0]}), FeatureSet({"b": [1.0]})])
@@ -110,12 +114,14 @@ def candidates_request(titles: list[str]) -> dict:
 
 def yes_if_liked(liked: dict[str, float]):
     """Fake model: P(Yes) logit is `liked[title]` for the candidate in the prompt."""
+
     def score_fn(prompt: str, token: str) -> float:
         tail = prompt.rsplit("Toy Story (1995)", 1)[-1]
         for title, logit in liked.items():
             if title in tail:
                 return logit if token == "Yes" else 0.0
         return 0.0
+
     return score_fn
 
 
@@ -170,8 +176,12 @@ class AttributeScorer(Scorer):
             s = np.array([float(c.attributes[self.key]) for c in r.candidates])
             details = {}
             if self.vectors:
-                details = {"user_vector": np.array([1.0, -1.0]),
-                           "item_vectors": np.array([[float(c.attributes["u"]), float(c.attributes["v"])] for c in r.candidates])}
+                details = {
+                    "user_vector": np.array([1.0, -1.0]),
+                    "item_vectors": np.array(
+                        [[float(c.attributes["u"]), float(c.attributes["v"])] for c in r.candidates]
+                    ),
+                }
             out.append(ScoreResult(scores=s, probabilities=sigmoid(s), history_used=0, details=details))
         return out
 
@@ -182,11 +192,15 @@ def hybrid_cases(seed: int, users: int = 150, n: int = 10):
     for _ in range(users):
         a, b, u, v = rng.normal(size=(4, n))
         target = int(np.argmax(a + b + 0.3 * rng.normal(size=n) + (u - v)))
-        reqs.append(RankRequest(
-            history=[{"id": "h", "title": "h"}],
-            candidates=[{"id": str(j), "title": f"item {j}", "attributes": {"a": a[j], "b": b[j], "u": u[j], "v": v[j]}}
-                        for j in range(n)],
-        ))
+        reqs.append(
+            RankRequest(
+                history=[{"id": "h", "title": "h"}],
+                candidates=[
+                    {"id": str(j), "title": f"item {j}", "attributes": {"a": a[j], "b": b[j], "u": u[j], "v": v[j]}}
+                    for j in range(n)
+                ],
+            )
+        )
         labels.append(np.eye(n)[target])
     return reqs, labels
 

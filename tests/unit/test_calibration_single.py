@@ -20,6 +20,7 @@ from llm_recommender.calibration import (
 from llm_recommender.errors import ClientError, InvalidRequestError, UnknownNameError
 from llm_recommender.scorers.base import ScoreResult
 
+
 def ece(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
     """Expected calibration error with equal-width bins (the last bin includes 1.0)."""
     p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=float)
