@@ -9,11 +9,13 @@ across the prefix/suffix boundary of the pointwise prompt...).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from ..errors import ModelLoadError
 
 
+@functools.lru_cache(maxsize=8)  # read-only use; several backends of one model share it
 def load_tokenizer(name_or_path: str) -> Any:
     from transformers import AutoTokenizer
 
