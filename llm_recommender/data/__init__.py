@@ -21,6 +21,15 @@ from .base import (
 from .movielens import natural_title
 
 __all__ = [
-    "LOADERS", "DataFileError", "DatasetDownloadError", "Interaction", "RecDataset", "dataset_names",
-    "load_dataset", "natural_title", "register_loader", "row_to_item", "to_history_entry",
+    "LOADERS",
+    "DataFileError",
+    "DatasetDownloadError",
+    "Interaction",
+    "RecDataset",
+    "dataset_names",
+    "load_dataset",
+    "natural_title",
+    "register_loader",
+    "row_to_item",
+    "to_history_entry",
 ]

@@ -17,7 +17,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .base import DataFileError, RecDataset, Tables, cached_build, parse_float, read_lines, register_loader, require_file
+from .base import (
+    DataFileError,
+    RecDataset,
+    Tables,
+    cached_build,
+    parse_float,
+    read_lines,
+    register_loader,
+    require_file,
+)
 
 SEQUENCES = "sequential_data.txt"
 DATAMAPS = "datamaps.json"

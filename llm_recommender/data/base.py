@@ -163,7 +163,9 @@ def row_to_item(row: dict[str, Any], attribute_columns: tuple[str, ...] = ("genr
 
 
 def to_history_entry(item: Item, interaction: Interaction) -> HistoryEntry:
-    return HistoryEntry(**item.model_dump(), rating=interaction.rating, timestamp=interaction.timestamp)
+    # ``item`` is already validated and ratings/timestamps come from the parsers: skip re-validation.
+    fields = {**dict(item), "rating": interaction.rating, "timestamp": interaction.timestamp}
+    return HistoryEntry.model_construct(**fields)
 
 
 # ---- reading files with line numbers --------------------------------------------------
@@ -256,8 +258,13 @@ def build_dataset(name: str, tables: Tables, source: str) -> RecDataset:
         InMemoryTable(pa.table({c: pa.array(v, type=fixed.get(c)) for c, v in tables.items.items()}))
     )
     return RecDataset(
-        name=name, interactions=inter, items=items, time_kind=tables.time_kind,
-        attribute_columns=tables.attribute_columns, source=source, info=tables.info,
+        name=name,
+        interactions=inter,
+        items=items,
+        time_kind=tables.time_kind,
+        attribute_columns=tables.attribute_columns,
+        source=source,
+        info=tables.info,
     )
 
 
@@ -294,10 +301,12 @@ def cached_build(
                 name=name,
                 interactions=datasets.load_from_disk(str(target / "interactions")),
                 items=datasets.load_from_disk(str(target / "items")),
-                time_kind=meta["time_kind"], attribute_columns=tuple(meta["attribute_columns"]),
-                source=source, info=meta.get("info", {}),
+                time_kind=meta["time_kind"],
+                attribute_columns=tuple(meta["attribute_columns"]),
+                source=source,
+                info=meta.get("info", {}),
             )
-        except Exception:  # a damaged cache entry is rebuilt, never trusted
+        except Exception:  # noqa: BLE001 - a damaged cache entry is rebuilt, never trusted
             shutil.rmtree(target, ignore_errors=True)
     ds = build_dataset(name, parse(), source)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")

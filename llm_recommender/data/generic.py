@@ -71,7 +71,9 @@ def _timestamp(path: Path, n: int, value: Any) -> int:
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise DataFileError(path, f"timestamp must be unix seconds or an ISO-8601 date, got {value!r}", line=n) from None
+        raise DataFileError(
+            path, f"timestamp must be unix seconds or an ISO-8601 date, got {value!r}", line=n
+        ) from None
     return int((dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp())
 
 
@@ -144,13 +146,18 @@ def load_generic(
     """Interactions + items from CSV/JSONL files (paths, or found by name in ``data_dir``)."""
     if data_dir is None and (interactions is None or items is None):
         raise DataFileError(
-            "interactions.csv", "the generic loader needs data_dir (with interactions.csv|jsonl and items.csv|jsonl) "
+            "interactions.csv",
+            "the generic loader needs data_dir (with interactions.csv|jsonl and items.csv|jsonl) "
             "or both interactions= and items= paths",
         )
     root = Path(data_dir).expanduser() if data_dir is not None else Path(".")
     inter_path = Path(interactions).expanduser() if interactions is not None else _find(root, "interactions")
     items_path = Path(items).expanduser() if items is not None else _find(root, "items")
     return cached_build(
-        name, [inter_path, items_path], lambda: _parse_generic(inter_path, items_path),
-        source=str(inter_path.parent), cache=cache, options={},
+        name,
+        [inter_path, items_path],
+        lambda: _parse_generic(inter_path, items_path),
+        source=str(inter_path.parent),
+        cache=cache,
+        options={},
     )

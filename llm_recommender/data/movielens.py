@@ -65,7 +65,9 @@ def _resolve_dir(name: str, data_dir: str | Path | None, marker: str, download: 
             base / name / marker,
             f"no {name} files: pass data_dir=<folder with {marker}> (CLI: --data-dir) or download=True",
         )
-    raise DataFileError(base / marker, f"file not found (expected the official {name} files in {base} or {base / name})")
+    raise DataFileError(
+        base / marker, f"file not found (expected the official {name} files in {base} or {base / name})"
+    )
 
 
 def download_archive(name: str, dest: Path, *, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
@@ -75,7 +77,7 @@ def download_archive(name: str, dest: Path, *, timeout: float = DOWNLOAD_TIMEOUT
     archive = dest / f"{name}.zip"
     part = archive.with_suffix(".zip.part")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(part, "wb") as fh:  # noqa: S310 - fixed URLs
+        with urllib.request.urlopen(url, timeout=timeout) as resp, open(part, "wb") as fh:
             shutil.copyfileobj(resp, fh)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         part.unlink(missing_ok=True)
@@ -85,7 +87,7 @@ def download_archive(name: str, dest: Path, *, timeout: float = DOWNLOAD_TIMEOUT
             f"download {url} yourself, unzip it and pass its folder as data_dir",
             param="data_dir",
         ) from None
-    got = hashlib.md5(part.read_bytes()).hexdigest()  # noqa: S324 - GroupLens publishes MD5
+    got = hashlib.md5(part.read_bytes()).hexdigest()
     if got != md5:
         part.unlink(missing_ok=True)
         raise DatasetDownloadError(
@@ -142,7 +144,9 @@ def _parse_ml100k(root: Path, natural: bool) -> Tables:
     for n, line in read_lines(data_path, "latin-1"):
         parts = line.split("\t")
         if len(parts) != 4:
-            raise DataFileError(data_path, f"expected 4 tab-separated fields (user item rating timestamp), got {len(parts)}", line=n)
+            raise DataFileError(
+                data_path, f"expected 4 tab-separated fields (user item rating timestamp), got {len(parts)}", line=n
+            )
         _append(inter, data_path, n, parts, seen)
     return Tables(inter, items, "unix", ("genres",), {"format": "ml-100k"})
 
@@ -166,8 +170,12 @@ def load_ml100k(
     root = _resolve_dir("ml-100k", data_dir, "u.data", download)
     files = [root / "u.data", root / "u.item", root / "u.genre"]
     return cached_build(
-        "ml-100k", files, lambda: _parse_ml100k(root, natural_titles),
-        source=str(root), cache=cache, options={"natural_titles": natural_titles},
+        "ml-100k",
+        files,
+        lambda: _parse_ml100k(root, natural_titles),
+        source=str(root),
+        cache=cache,
+        options={"natural_titles": natural_titles},
     )
 
 
@@ -181,7 +189,9 @@ def _parse_ml1m(root: Path, natural: bool) -> Tables:
     for n, line in read_lines(movies_path, "latin-1"):
         parts = line.split("::")
         if len(parts) != 3:
-            raise DataFileError(movies_path, f"expected 3 '::'-separated fields (MovieID::Title::Genres), got {len(parts)}", line=n)
+            raise DataFileError(
+                movies_path, f"expected 3 '::'-separated fields (MovieID::Title::Genres), got {len(parts)}", line=n
+            )
         iid = str(parse_int(movies_path, n, "MovieID", parts[0]))
         if iid in seen:
             raise DataFileError(movies_path, f"duplicate MovieID {iid}", line=n)
@@ -198,7 +208,11 @@ def _parse_ml1m(root: Path, natural: bool) -> Tables:
         for n, line in read_lines(users_path, "latin-1"):
             parts = line.split("::")
             if len(parts) != 5:
-                raise DataFileError(users_path, f"expected 5 '::'-separated fields (UserID::Gender::Age::Occupation::Zip-code), got {len(parts)}", line=n)
+                raise DataFileError(
+                    users_path,
+                    f"expected 5 '::'-separated fields (UserID::Gender::Age::Occupation::Zip-code), got {len(parts)}",
+                    line=n,
+                )
             parse_int(users_path, n, "UserID", parts[0])
             n_users += 1
 
@@ -207,7 +221,11 @@ def _parse_ml1m(root: Path, natural: bool) -> Tables:
     for n, line in read_lines(ratings_path, "latin-1"):
         parts = line.split("::")
         if len(parts) != 4:
-            raise DataFileError(ratings_path, f"expected 4 '::'-separated fields (UserID::MovieID::Rating::Timestamp), got {len(parts)}", line=n)
+            raise DataFileError(
+                ratings_path,
+                f"expected 4 '::'-separated fields (UserID::MovieID::Rating::Timestamp), got {len(parts)}",
+                line=n,
+            )
         _append(inter, ratings_path, n, parts, seen)
     return Tables(inter, items, "unix", ("genres",), {"format": "ml-1m", "users_file_rows": n_users})
 
@@ -218,10 +236,16 @@ def load_ml1m(
 ) -> RecDataset:
     """MovieLens 1M from the original files (``ratings.dat``, ``movies.dat``, optional ``users.dat``)."""
     root = _resolve_dir("ml-1m", data_dir, "ratings.dat", download)
-    files = [root / "ratings.dat", root / "movies.dat"] + ([root / "users.dat"] if (root / "users.dat").is_file() else [])
+    files = [root / "ratings.dat", root / "movies.dat"] + (
+        [root / "users.dat"] if (root / "users.dat").is_file() else []
+    )
     return cached_build(
-        "ml-1m", files, lambda: _parse_ml1m(root, natural_titles),
-        source=str(root), cache=cache, options={"natural_titles": natural_titles},
+        "ml-1m",
+        files,
+        lambda: _parse_ml1m(root, natural_titles),
+        source=str(root),
+        cache=cache,
+        options={"natural_titles": natural_titles},
     )
 
 
@@ -240,14 +264,18 @@ def read_csv_rows(path: Path, required: tuple[str, ...], encoding: str = "utf-8"
                 raise DataFileError(path, "empty file (expected a header row)", line=1) from None
             missing = [c for c in required if c not in header]
             if missing:
-                raise DataFileError(path, f"header lacks column(s) {', '.join(missing)}; found {', '.join(header)}", line=1)
+                raise DataFileError(
+                    path, f"header lacks column(s) {', '.join(missing)}; found {', '.join(header)}", line=1
+                )
             start = reader.line_num
             for row in reader:
                 if not row or not any(cell.strip() for cell in row):
                     start = reader.line_num
                     continue
                 if len(row) != len(header):
-                    raise DataFileError(path, f"expected {len(header)} comma-separated fields, got {len(row)}", line=start + 1)
+                    raise DataFileError(
+                        path, f"expected {len(header)} comma-separated fields, got {len(row)}", line=start + 1
+                    )
                 yield start + 1, dict(zip(header, row))
                 start = reader.line_num
     except csv.Error as exc:
@@ -288,6 +316,10 @@ def load_ml_latest_small(
         root = root / "ml-latest-small"
     files = [root / "ratings.csv", root / "movies.csv"]
     return cached_build(
-        "ml-latest-small", files, lambda: _parse_latest(root, natural_titles),
-        source=str(root), cache=cache, options={"natural_titles": natural_titles},
+        "ml-latest-small",
+        files,
+        lambda: _parse_latest(root, natural_titles),
+        source=str(root),
+        cache=cache,
+        options={"natural_titles": natural_titles},
     )

@@ -31,13 +31,20 @@ def test_csv_with_timestamps_and_ratings(tmp_path):
     assert ds.sequences["u1"][0].rating is None and ds.sequences["u1"][1].rating == 4.0
     assert ds.sequences["u2"][0].timestamp == 1704067200
     item = ds.item("a")
-    assert (item.title, item.description, item.attributes) == ("Alpha, the book", "A long story", {"genres": ["Fiction", "Classic"]})
+    assert (item.title, item.description, item.attributes) == (
+        "Alpha, the book",
+        "A long story",
+        {"genres": ["Fiction", "Classic"]},
+    )
     assert ds.item("b").description is None and ds.item("b").attributes is None
 
 
 def test_jsonl_without_timestamps_uses_file_order(tmp_path):
     _jsonl(tmp_path / "items.jsonl", [{"item_id": 1, "title": "One", "genres": ["x"]}, {"item_id": 2, "title": "Two"}])
-    _jsonl(tmp_path / "interactions.jsonl", [{"user_id": 7, "item_id": 2}, {"user_id": 7, "item_id": 1}, {"user_id": 8, "item_id": 1}])
+    _jsonl(
+        tmp_path / "interactions.jsonl",
+        [{"user_id": 7, "item_id": 2}, {"user_id": 7, "item_id": 1}, {"user_id": 8, "item_id": 1}],
+    )
     ds = load_dataset("generic", tmp_path)
     assert ds.time_kind == "order" and not ds.has_ratings
     assert [(x.item_id, x.timestamp) for x in ds.sequences["7"]] == [("2", 0), ("1", 1)]
@@ -54,16 +61,32 @@ def test_explicit_paths(tmp_path):
 @pytest.mark.parametrize(
     ("items", "inter", "pattern"),
     [
-        ([{"item_id": 1, "title": "One"}], [{"user_id": 1, "item_id": 1}, {"user_id": 1, "item_id": 3}],
-         r"interactions.jsonl, line 2: item_id '3' is not in items.jsonl"),
-        ([{"item_id": 1, "title": "One"}, {"item_id": 1, "title": "Again"}], [{"user_id": 1, "item_id": 1}],
-         r"items.jsonl, line 2: duplicate item_id '1'"),
+        (
+            [{"item_id": 1, "title": "One"}],
+            [{"user_id": 1, "item_id": 1}, {"user_id": 1, "item_id": 3}],
+            r"interactions.jsonl, line 2: item_id '3' is not in items.jsonl",
+        ),
+        (
+            [{"item_id": 1, "title": "One"}, {"item_id": 1, "title": "Again"}],
+            [{"user_id": 1, "item_id": 1}],
+            r"items.jsonl, line 2: duplicate item_id '1'",
+        ),
         ([{"item_id": 1}], [{"user_id": 1, "item_id": 1}], r"items.jsonl, line 1: missing field\(s\) title"),
-        ([{"item_id": 1, "title": "One"}], [{"user_id": 1, "item_id": 1, "timestamp": 5}, {"user_id": 1, "item_id": 1}],
-         r"line 2: timestamp must be given on every row or on none"),
-        ([{"item_id": 1, "title": "One"}], [{"user_id": 1, "item_id": 1, "timestamp": "yesterday"}],
-         r"line 1: timestamp must be unix seconds or an ISO-8601 date"),
-        ([{"item_id": 1, "title": "One"}], [{"user_id": 1, "item_id": 1, "rating": "great"}], r"line 1: rating must be a number"),
+        (
+            [{"item_id": 1, "title": "One"}],
+            [{"user_id": 1, "item_id": 1, "timestamp": 5}, {"user_id": 1, "item_id": 1}],
+            r"line 2: timestamp must be given on every row or on none",
+        ),
+        (
+            [{"item_id": 1, "title": "One"}],
+            [{"user_id": 1, "item_id": 1, "timestamp": "yesterday"}],
+            r"line 1: timestamp must be unix seconds or an ISO-8601 date",
+        ),
+        (
+            [{"item_id": 1, "title": "One"}],
+            [{"user_id": 1, "item_id": 1, "rating": "great"}],
+            r"line 1: rating must be a number",
+        ),
     ],
 )
 def test_errors_name_file_and_line(tmp_path, items, inter, pattern):
@@ -81,7 +104,9 @@ def test_invalid_json_line(tmp_path):
 
 
 def test_missing_files(tmp_path):
-    with pytest.raises(DataFileError, match=r"interactions.csv: file not found \(expected interactions.csv or interactions.jsonl"):
+    with pytest.raises(
+        DataFileError, match=r"interactions.csv: file not found \(expected interactions.csv or interactions.jsonl"
+    ):
         load_dataset("generic", tmp_path)
     with pytest.raises(DataFileError, match="needs data_dir"):
         load_dataset("generic")

@@ -4,20 +4,39 @@ the shared ML-100K copy."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from llm_recommender.data import DataFileError, DatasetDownloadError, load_dataset, natural_title
-from llm_recommender.data import movielens
+from llm_recommender.data import DataFileError, DatasetDownloadError, load_dataset, movielens, natural_title
 from llm_recommender.errors import InvalidRequestError, UnknownNameError
 from llm_recommender.protocol import Item
 from tests.shared_data import shared_data_dir
 
-GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-          "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+GENRES = [
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -46,8 +65,11 @@ def write_ml100k(root: Path, *, data_lines: list[str] | None = None) -> Path:
 
 def write_ml1m(root: Path, *, ratings: list[str] | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    movies = ["1::Toy Story (1995)::Animation|Children's|Comedy", "2::Misérables, Les (1995)::Drama|Musical",
-              "3::City of Lost Children, The (1995)::Adventure|Sci-Fi"]
+    movies = [
+        "1::Toy Story (1995)::Animation|Children's|Comedy",
+        "2::Misérables, Les (1995)::Drama|Musical",
+        "3::City of Lost Children, The (1995)::Adventure|Sci-Fi",
+    ]
     (root / "movies.dat").write_bytes(("\n".join(movies) + "\n").encode("latin-1"))
     (root / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n", encoding="latin-1")
     ratings = ratings or ["1::1::5::978300760", "1::2::3::978302109", "2::3::4::978301968", "1::3::4::978300275"]
@@ -194,7 +216,7 @@ def test_bundled_ml_latest_small():
     assert ds.item("1").title == "Toy Story (1995)"
     assert ds.item("1").attributes == {"genres": ["Adventure", "Animation", "Children", "Comedy", "Fantasy"]}
     seq = ds.sequences["1"]
-    assert all(a.timestamp <= b.timestamp for a, b in zip(seq, seq[1:]))
+    assert all(a.timestamp <= b.timestamp for a, b in itertools.pairwise(seq))
 
 
 def test_latest_small_csv_errors(tmp_path):
