@@ -85,11 +85,13 @@ class RecDataset:
 
     def column(self, table: Literal["interactions", "items"], name: str) -> list[Any]:
         ds = self.interactions if table == "interactions" else self.items
+        if ds._indices is not None:  # a filtered/selected view: read the rows it selects
+            ds = ds.flatten_indices()
         return ds.data.column(name).to_pylist()
 
-    @property
+    @cached_property
     def has_ratings(self) -> bool:
-        return self.interactions.data.column("rating").null_count < len(self.interactions)
+        return any(r is not None for r in self.column("interactions", "rating"))
 
     @cached_property
     def n_users(self) -> int:
@@ -131,7 +133,7 @@ class RecDataset:
         """
         users = self.column("interactions", "user_id")
         items = self.column("interactions", "item_id")
-        ts = np.asarray(self.interactions.data.column("timestamp").to_numpy(zero_copy_only=False), dtype=np.int64)
+        ts = np.asarray(self.column("interactions", "timestamp"), dtype=np.int64)
         ratings = self.column("interactions", "rating")
         out: dict[str, list[Interaction]] = {}
         # lexsort: last key is primary. Rows are the final tie-break, so sorting is stable.

@@ -304,9 +304,7 @@ class Timeline:
     @cached_property
     def _by_time(self) -> tuple[np.ndarray, np.ndarray]:
         """Row numbers sorted by ``(timestamp, row)`` and their timestamps."""
-        ts = np.asarray(
-            self.dataset.interactions.data.column("timestamp").to_numpy(zero_copy_only=False), dtype=np.int64
-        )
+        ts = np.asarray(self.dataset.column("interactions", "timestamp"), dtype=np.int64)
         order = np.lexsort((np.arange(len(ts)), ts))
         return order, ts[order]
 

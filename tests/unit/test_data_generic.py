@@ -110,3 +110,13 @@ def test_missing_files(tmp_path):
         load_dataset("generic", tmp_path)
     with pytest.raises(DataFileError, match="needs data_dir"):
         load_dataset("generic")
+
+
+def test_filtered_tables_are_respected(tmp_path):
+    import dataclasses
+
+    _jsonl(tmp_path / "items.jsonl", [{"item_id": 1, "title": "One"}, {"item_id": 2, "title": "Two"}])
+    _jsonl(tmp_path / "interactions.jsonl", [{"user_id": 1, "item_id": 1}, {"user_id": 2, "item_id": 2}])
+    ds = load_dataset("generic", tmp_path)
+    only_two = dataclasses.replace(ds, interactions=ds.interactions.filter(lambda r: r["user_id"] == "2"))
+    assert list(only_two.sequences) == ["2"] and only_two.sequences["2"][0].item_id == "2"
