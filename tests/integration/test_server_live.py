@@ -179,7 +179,7 @@ def test_load_fake_backend(live):
 
 def test_disconnect_drops_queued_work_and_sigterm_finishes_in_flight(sample_request):
     port = free_port()
-    server = LiveServer([sys.executable, str(REPO / "tests" / "integration" / "_server_launcher.py"), str(port), "1.5"], port)
+    server = LiveServer([sys.executable, str(REPO / "tests" / "integration" / "_server_launcher.py"), str(port), "3"], port)
     try:
         assert server.wait_ready(60), server.output()[-3000:]
         url = server.url + "/v1/recommendations"
