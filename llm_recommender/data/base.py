@@ -15,6 +15,7 @@ depend on hashing or on the platform.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -132,15 +133,27 @@ class RecDataset:
         Users appear in order of first appearance in the file.
         """
         users = self.column("interactions", "user_id")
-        items = self.column("interactions", "item_id")
+        if not users:
+            return {}
+        codes: dict[str, int] = {}  # user codes in order of first appearance
+        ucode = np.fromiter((codes.setdefault(u, len(codes)) for u in users), dtype=np.int64, count=len(users))
         ts = np.asarray(self.column("interactions", "timestamp"), dtype=np.int64)
-        ratings = self.column("interactions", "rating")
-        out: dict[str, list[Interaction]] = {}
-        # lexsort: last key is primary. Rows are the final tie-break, so sorting is stable.
-        for r in np.lexsort((np.arange(len(ts)), ts)).tolist():
-            out.setdefault(users[r], []).append(Interaction(items[r], int(ts[r]), ratings[r], r))
-        first_seen = {u: i for i, u in reversed(list(enumerate(users)))}
-        return dict(sorted(out.items(), key=lambda kv: first_seen[kv[0]]))
+        rows = np.arange(len(ts))
+        # lexsort: last key is primary -> by user, then timestamp, then file row (a stable order)
+        order = np.lexsort((rows, ts, ucode))
+        items = np.asarray(self.column("interactions", "item_id"), dtype=object)[order].tolist()
+        ratings = np.asarray(self.column("interactions", "rating"), dtype=object)[order].tolist()
+        gc_was_on = gc.isenabled()
+        gc.disable()  # a million new tuples would trigger many pointless collections
+        try:
+            flat = list(map(Interaction._make, zip(items, ts[order].tolist(), ratings, order.tolist())))
+        finally:
+            if gc_was_on:
+                gc.enable()
+        bounds = np.flatnonzero(np.diff(ucode[order])) + 1
+        starts = [0, *bounds.tolist()]
+        ends = [*bounds.tolist(), len(flat)]
+        return {users[int(order[a])]: flat[a:b] for a, b in zip(starts, ends)}
 
     def history_entries(self, interactions: list[Interaction]) -> list[HistoryEntry]:
         """Protocol history entries (oldest first) for a list of a user's interactions."""
