@@ -2,43 +2,13 @@
 
 from __future__ import annotations
 
-import random
 import time
 from typing import Annotated
 
 import typer
 
-from ..errors import InvalidRequestError
 from . import app
 from .common import BackendOpt, ModelOpt, StrategyOpt, ThreadsOpt, recommender_kwargs
-
-
-def demo_request(user: str, n_candidates: int, history_len: int, seed: int, top_k: int) -> tuple[dict, str]:
-    """Hold out the user's most recent liked movie; candidates = it + random unseen movies."""
-    from ..sample_data import movies, ratings_by_user
-
-    ratings = ratings_by_user().get(user)
-    if not ratings:
-        raise InvalidRequestError(f"user {user!r} is not in the sample data (ids 1..{len(ratings_by_user())})", param="user")
-    liked = [i for i, r in enumerate(ratings) if r.rating >= 4.0 and i > 0]
-    if not liked:
-        raise InvalidRequestError(f"user {user!r} has no liked movie to hold out", param="user")
-    t = liked[-1]
-    target = ratings[t].movie_id
-    catalogue = movies()
-    seen = {r.movie_id for r in ratings}
-    rng = random.Random(seed)
-    negatives = rng.sample(sorted(set(catalogue) - seen, key=int), n_candidates - 1)
-    cands = [target, *negatives]
-    rng.shuffle(cands)
-
-    def item(mid: str) -> dict:
-        m = catalogue[mid]
-        genres = [g for g in m["genres"].split("|") if g != "(no genres listed)"]
-        return {"id": mid, "title": m["title"], **({"attributes": {"genres": genres}} if genres else {})}
-
-    history = [item(r.movie_id) | {"rating": r.rating, "timestamp": r.timestamp} for r in ratings[max(0, t - history_len) : t]]
-    return {"history": history, "candidates": [item(m) for m in cands], "top_k": top_k, "reasons": True}, target
 
 
 @app.command()
@@ -60,7 +30,9 @@ def demo(
     from ..recommender import Recommender
 
     console = Console()
-    request, target = demo_request(user, candidates, history, seed, top_k)
+    from ..sample_data import sample_request
+
+    request, target = sample_request(user, candidates, history, seed, top_k)
     with console.status("loading the model (the first run converts the embedded default once, ~30 s)"):
         rec = Recommender(**recommender_kwargs(model=model, backend=backend, strategy=strategy, threads=threads))
     start = time.perf_counter()
@@ -80,7 +52,6 @@ def demo(
         mark = " [green](held-out)[/green]" if it.id == target else ""
         table.add_row(str(it.rank), it.title + mark, f"{it.probability:.3f}", it.reason or "[dim]-[/dim]")
     console.print(table)
-    ranked_all = rec.scorer(response.strategy)  # noqa: F841 - kept for clarity of the note below
     in_top = any(it.id == target for it in response.items)
     console.print(
         f"held-out movie: {request['candidates'][[c['id'] for c in request['candidates']].index(target)]['title']}"
