@@ -1,0 +1,259 @@
+"""The eval runner and `llm-rec eval`: outputs, resume from the cache, validation-only
+calibration without leakage, and listwise failure shares. Fake backend, tiny generated data."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections import Counter
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from llm_recommender.backends.fake import FakeBackend
+from llm_recommender.cli import app
+from llm_recommender.errors import UnknownNameError
+from llm_recommender.evaluation import Timeline, training_interactions
+from llm_recommender.evaluation import runner as runner_mod
+from llm_recommender.evaluation.cache import ResultCache
+from llm_recommender.evaluation.runner import EvalConfig, EvalRunner, RunStopped, listwise_failure_shares
+from llm_recommender.protocol import RankRequest
+from llm_recommender.recommender import Recommender
+
+N_USERS, N_ITEMS, PER_USER = 24, 40, 12
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_REC_CACHE_DIR", str(tmp_path / "dscache"))
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    """Generic-format data: users drift over item 'genres'; timestamps interleave across users."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    root.mkdir()
+    genres = ["Drama", "Comedy", "Action", "Horror"]
+    items = [{"item_id": f"i{k}", "title": f"Item {k}", "genres": [genres[k % 4]]} for k in range(N_ITEMS)]
+    (root / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
+    rows = []
+    for u in range(N_USERS):
+        taste = u % 4
+        pool = [k for k in range(N_ITEMS) if k % 4 == taste] + list(rng.choice(N_ITEMS, 6, replace=False))
+        picks = rng.choice(pool, PER_USER, replace=False)
+        for j, k in enumerate(picks):
+            rows.append(
+                {
+                    "user_id": f"u{u}",
+                    "item_id": f"i{k}",
+                    "timestamp": 1000 + 7 * j + u,
+                    "rating": int(rng.integers(1, 6)),
+                }
+            )
+    (root / "interactions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def score_fn(prompt: str, token: str) -> float:
+    """Deterministic, prompt-dependent preferences, so scores are not all tied."""
+    return (zlib.crc32((prompt[-300:] + "|" + token).encode()) % 1000) / 250.0
+
+
+def hash_encoder(texts: list[str]) -> np.ndarray:
+    out = np.zeros((len(texts), 16), dtype=np.float32)
+    for r, t in enumerate(texts):
+        for w in t.lower().replace(".", " ").replace(":", " ").split():
+            out[r, zlib.crc32(w.encode()) % 16] += 1.0
+    return out
+
+
+def config(data_dir, out, **kw):
+    base = dict(
+        dataset="generic",
+        data_dir=data_dir,
+        users=10,
+        seed=0,
+        out=out,
+        progress=False,
+        backend="fake",
+        scorers="random,popularity,embedding,cooccurrence,verbalizer,pointwise,listwise,hybrid",
+    )
+    return EvalConfig(**(base | kw))
+
+
+def test_cli_writes_results_report_and_plots(data_dir, tmp_path):
+    out = tmp_path / "out"
+    args = [
+        "eval",
+        "--dataset",
+        "generic",
+        "--data-dir",
+        str(data_dir),
+        "--users",
+        "10",
+        "--backend",
+        "fake",
+        "--scorers",
+        "random,popularity,cooccurrence,verbalizer,pointwise,listwise,hybrid",
+        "--position-bias",
+        "--position-users",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    res = json.loads((out / "results.json").read_text())
+    run = res["run"]
+    assert run["backend"] == "fake" and run["model"] == "fake-model" and run["seed"] == 0
+    assert run["command"].startswith("llm-rec") and run["started"] and "git_commit" in run
+    scorers = res["sets"]["llmrank"]["scorers"]
+    assert set(scorers) == {"random", "popularity", "cooccurrence", "verbalizer", "pointwise", "listwise", "hybrid"}
+    for name, entry in scorers.items():
+        assert entry["users"] == 10
+        assert set(entry["ranking"]) == {"ndcg@1", "ndcg@5", "ndcg@10", "ndcg@20", "hr@1", "hr@5", "hr@10", "mrr"}
+        assert entry["seconds_per_user"] is not None
+        for cal in ("uncalibrated", "platt", "temperature", "isotonic"):
+            assert {"auc", "log_loss", "brier", "ece"} <= set(entry["calibration"][cal]), (name, cal)
+    assert scorers["listwise"]["listwise_failures"]["requests"] == 20  # valid + test
+    assert "likes" in res["sets"] and "verbalizer" not in res["sets"]["likes"]["scorers"]
+    sweep = res["position_bias"]["verbalizer"]
+    assert len(sweep["K=1"]["ndcg@10"]) == 20 and sweep["K=3"]["permutations"] == 3
+    report = (out / "report.md").read_text()
+    assert "| hybrid |" in report and "ECE before" in report and "Listwise outputs" in report
+    for png in ("metrics.png", "reliability_llmrank.png", "reliability_likes.png", "position_bias.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "kind"),
+    [
+        ("--scorers", "random,nope", "scorer"),
+        ("--dataset", "ml-10m", "dataset"),
+        ("--calibrators", "platt,beta", "calibrator"),
+    ],
+)
+def test_bad_names_are_typed_errors_listing_valid_names(tmp_path, option, value, kind):
+    result = CliRunner().invoke(app, ["eval", option, value, "--out", str(tmp_path / "o"), "--no-progress"])
+    assert isinstance(result.exception, UnknownNameError)
+    assert f"valid {kind} names:" in str(result.exception)
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_interrupted_run_resumes_and_rerun_is_instant(data_dir, tmp_path):
+    out = tmp_path / "out"
+    cfg = dict(scorers="popularity,verbalizer", calibration_protocol="llmrank", batch_size=3)
+    first = FakeBackend(score_fn=score_fn)
+    with pytest.raises(RunStopped):
+        EvalRunner(config(data_dir, out, stop_after=7, **cfg), backend=first).run()
+    scored_first = sum(len(p) for kind, p in first.calls if kind == "next_token_logprobs")
+    assert scored_first == 7
+    assert len(ResultCache(out / "cache" / "verbalizer.jsonl")) == 7
+    assert not (out / "results.json").exists()
+
+    second = FakeBackend(score_fn=score_fn)
+    res2 = EvalRunner(config(data_dir, out, **cfg), backend=second).run()
+    prompts = [p for kind, batch in second.calls if kind == "next_token_logprobs" for p in batch]
+    assert len(prompts) == 2 * 10 - 7  # only the cases the interrupted run did not finish
+    assert res2["run"]["new_llm_requests"] == 13
+
+    third = FakeBackend(score_fn=score_fn)
+    res3 = EvalRunner(config(data_dir, out, **cfg), backend=third).run()
+    assert third.calls == [] and res3["run"]["new_llm_requests"] == 0
+    assert res3["sets"]["llmrank"]["scorers"]["verbalizer"] == res2["sets"]["llmrank"]["scorers"]["verbalizer"]
+
+    # a different scorer configuration is a cache miss, not a stale hit
+    fourth = FakeBackend(score_fn=score_fn)
+    EvalRunner(config(data_dir, out, llm_history=3, **cfg), backend=fourth).run()
+    assert sum(len(p) for kind, p in fourth.calls if kind == "next_token_logprobs") == 20
+
+
+def test_calibration_sees_only_validation_targets_and_nothing_leaks(data_dir, tmp_path, monkeypatch):
+    fits: list[tuple[str, list]] = []
+    real_fit = runner_mod.fit_calibrator
+
+    def spy(name, results, labels, **options):
+        fits.append((name, [list(x) for x in labels]))
+        return real_fit(name, results, labels, **options)
+
+    feature_fits: list[int] = []
+    real_feature_fit = runner_mod.FeatureLogisticCalibrator.fit.__func__
+
+    def feature_spy(cls, features, labels, **kw):
+        feature_fits.append(len(labels))
+        return real_feature_fit(cls, features, labels, **kw)
+
+    monkeypatch.setattr(runner_mod, "fit_calibrator", spy)
+    monkeypatch.setattr(runner_mod.FeatureLogisticCalibrator, "fit", classmethod(feature_spy))
+    r = EvalRunner(
+        config(data_dir, tmp_path / "out", scorers="popularity,embedding,cooccurrence,verbalizer,pointwise,hybrid"),
+        backend=FakeBackend(score_fn=score_fn),
+        embedding_encoder=hash_encoder,
+    )
+    r.run()
+
+    # 1. every calibrator and the hybrid's feature model were fitted on validation labels only
+    val_labels = {s: [list(c.labels) for c in r.cases[s]["valid"]] for s in r.cases}
+    test_labels = {s: [list(c.labels) for c in r.cases[s]["test"]] for s in r.cases}
+    assert fits and all(labels in val_labels.values() for _, labels in fits)
+    assert all(labels not in test_labels.values() or labels in val_labels.values() for _, labels in fits)
+    assert sorted(feature_fits) == sorted(sum(map(len, v)) for v in val_labels.values())
+    # and a runner fit equals one refitted by hand from the validation outputs alone
+    val_res = [r.scored["llmrank"]["verbalizer"]["valid"][c.user_id][0] for c in r.cases["llmrank"]["valid"]]
+    by_hand = real_fit("platt", val_res, val_labels["llmrank"])
+    assert by_hand.to_dict() == r.fitted_calibrators["llmrank/verbalizer/platt"].to_dict()
+    with pytest.raises(AssertionError, match="validation targets only"):
+        r.fit_calibrator("platt", val_res, r.cases["llmrank"]["test"])
+
+    # 2. no target or later interaction reaches a case's history
+    timeline = Timeline(r.dataset, r.splits)
+    items = np.asarray(r.dataset.column("interactions", "item_id"))
+    stamps = np.asarray(r.dataset.column("interactions", "timestamp"))
+    for split in ("valid", "test"):
+        for case in r.cases["llmrank"][split]:
+            seq = r.splits[case.user_id].sequence
+            allowed = [(x.item_id, x.timestamp) for x in seq[: case.target_position]]
+            assert [(h.id, h.timestamp) for h in case.request.history] == allowed[-50:]
+            # 3. popularity counts only what happened strictly before the target
+            counts = r.scored["llmrank"]["popularity"][split][case.user_id][0].details["counts"]
+            strictly_before = Counter(items[stamps < case.target_timestamp].tolist())
+            assert counts == [strictly_before.get(i, 0) for i in case.candidate_ids]
+            tl = timeline.item_counts_before(case)
+            assert all(n <= tl[timeline.item_index[i]] for n, i in zip(counts, case.candidate_ids))
+    # 4. co-occurrence learns from the split's training interactions: no target of that split
+    for split in ("valid", "test"):
+        train_rows = {x.row for _, x in training_interactions(r.splits, split)}
+        assert not train_rows & {r.splits[c.user_id].target(split).row for c in r.cases["llmrank"][split]}
+
+
+def test_listwise_failure_shares_from_scripted_outputs():
+    ids = ["a", "b", "c", "d"]
+    ok = json.dumps({"ranking": ids})
+    scripted = [
+        # round 1: one output per request
+        ok,
+        "not json at all",
+        json.dumps({"ranking": ["a", "b", "c", "zz"]}),
+        json.dumps({"ranking": ["a", "a", "b", "c"]}),
+        # round 2: requests 2, 3, 4 re-asked
+        ok,
+        json.dumps({"ranking": ["zz", "b", "c", "d"]}),
+        ok,
+        # round 3: request 3 again; then it falls back to the verbalizer
+        json.dumps({"ranking": ["a", "b", "c"]}),
+    ]
+    backend = FakeBackend(score_fn=score_fn, generations=scripted)
+    rec = Recommender(backend=backend, listwise_retries=2)
+    request = RankRequest(
+        history=[{"id": "h", "title": "Seen"}], candidates=[{"id": i, "title": f"Film {i}"} for i in ids]
+    )
+    results = rec.scorer("listwise").score_many([request] * 4)
+    shares = listwise_failure_shares(results)
+    assert shares["requests"] == 4 and shares["attempts"] == 8 and shares["mean_attempts"] == 2.0
+    assert shares["not_json"] == 0.25 and shares["failed_to_parse"] == 0.25
+    assert shares["unknown_id"] == 0.25 and shares["duplicate_id"] == 0.25 and shares["missing_id"] == 0.25
+    assert shares["first_attempt_failed"] == 0.75 and shares["fallback"] == 0.25
+    assert shares["attempt_shares"]["unknown_id"] == 2 / 8
