@@ -132,11 +132,17 @@ class PromptRenderer:
             label=label,
         )
 
-    def history_views(self, history: Sequence[HistoryEntry]) -> list[ItemView]:
-        """Chronological (oldest first), capped at ``max_history`` most recent items."""
+    @staticmethod
+    def chronological(history: Sequence[HistoryEntry]) -> list[HistoryEntry]:
+        """Oldest first: sorted by timestamp when every entry has a numeric one, else as given."""
         entries = list(history)
         if entries and all(isinstance(h.timestamp, (int, float)) for h in entries):
             entries.sort(key=lambda h: h.timestamp)  # type: ignore[arg-type, return-value]
+        return entries
+
+    def history_views(self, history: Sequence[HistoryEntry]) -> list[ItemView]:
+        """Chronological (oldest first), capped at ``max_history`` most recent items."""
+        entries = self.chronological(history)
         if self.settings.max_history == 0:
             return []
         return [self.item_view(h) for h in entries[-self.settings.max_history :]]

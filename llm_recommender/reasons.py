@@ -20,18 +20,20 @@ def generate_reasons(
     if not items:
         return [], []
     history = renderer.history_views(request.history)
+    # The model names the related history item from the most recent ones (an enum in the schema).
+    recent_titles = [h.title for h in renderer.chronological(request.history)][-settings.reason_history_choices :]
     prompts = []
     for item in items:
         view = renderer.item_view(item)
         rendered = renderer.fit("reason.j2", history, extra_tokens=settings.reason_max_tokens, candidate=view)
         prompts.append(rendered.text)
-    schema = reason_schema(settings.reason_max_chars) if backend.supports_json_schema else None
+    schema = reason_schema(settings.reason_max_chars, recent_titles) if backend.supports_json_schema else None
     generations = backend.generate(prompts, max_tokens=settings.reason_max_tokens, json_schema=schema)
     reasons: list[str | None] = []
     failures: list[str] = []
     for item, gen in zip(items, generations):
         try:
-            reasons.append(parse_reason(gen.text, settings.reason_max_chars))
+            reasons.append(parse_reason(gen.text, settings.reason_max_chars, recent_titles))
         except ParseFailure as exc:
             reasons.append(None)
             failures.append(f"{item.id}: {exc.message}")

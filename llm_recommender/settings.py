@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     listwise_max_tokens: int = Field(400, ge=16)
     reason_max_chars: int = Field(200, ge=20)
     reason_max_tokens: int = Field(60, ge=8)
+    reason_history_choices: int = Field(10, ge=1, description="recent history titles a reason may refer to")
     pointwise_prefix_reuse: bool = True
     batch_size: int = Field(16, ge=1, description="prompts per forward pass")
 

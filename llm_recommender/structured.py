@@ -23,6 +23,7 @@ class RankingOutput(BaseModel):
 
 class ReasonOutput(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    similar_to: str | None = None
     reason: str
 
 
@@ -47,12 +48,27 @@ def ranking_schema(candidate_ids: list[str]) -> dict[str, Any]:
     return Ranking.model_json_schema()
 
 
-def reason_schema(max_chars: int) -> dict[str, Any]:
-    class Reason(BaseModel):
+def reason_schema(max_chars: int, history_titles: list[str] | None = None) -> dict[str, Any]:
+    """``{"similar_to": <one of the history titles>, "reason": <capped text>}``.
+
+    The enum makes the reference to the history a real history item by construction;
+    without history only the reason is asked for.
+    """
+    if not history_titles:
+
+        class Reason(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+            reason: str = Field(min_length=1, max_length=max_chars)
+
+        return Reason.model_json_schema()
+    titles_literal = Literal[tuple(dict.fromkeys(history_titles))]  # type: ignore[valid-type]
+
+    class GroundedReason(BaseModel):
         model_config = ConfigDict(extra="forbid")
+        similar_to: titles_literal  # type: ignore[valid-type]
         reason: str = Field(min_length=1, max_length=max_chars)
 
-    return Reason.model_json_schema()
+    return GroundedReason.model_json_schema()
 
 
 MAX_OUTPUT_CHARS = 50_000
@@ -104,24 +120,54 @@ def parse_ranking(text: str, candidate_ids: list[str]) -> list[str]:
     return ranking
 
 
-def parse_reason(text: str, max_chars: int) -> str:
-    """The reason string; a generation cut off by the token cap is salvaged if possible."""
+def _salvage_string_field(text: str, field: str) -> str | None:
+    """The (possibly unterminated) JSON string value of ``field`` in broken JSON, or None."""
+    at = text.find(f'"{field}"')
+    if at == -1:
+        return None
+    rest = text[at + len(field) + 2 :].lstrip()
+    if not rest.startswith(":"):
+        return None
+    rest = rest[1:].lstrip()
+    if not rest.startswith('"'):
+        return None
+    out, i = [], 1
+    while i < len(rest):
+        ch = rest[i]
+        if ch == "\\" and i + 1 < len(rest):
+            try:
+                out.append(json.loads(f'"{rest[i:i + 2]}"'))
+            except json.JSONDecodeError:
+                pass
+            i += 2
+            continue
+        if ch == '"':
+            break
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def parse_reason(text: str, max_chars: int, history_titles: list[str] | None = None) -> str:
+    """The reason text; a generation cut off by the token cap is salvaged if possible.
+
+    A ``similar_to`` naming one of ``history_titles`` is folded into the text
+    ("Like <title>: <reason>"); an unknown title is dropped rather than shown.
+    """
+    similar: str | None = None
     try:
-        reason = ReasonOutput.model_validate(extract_json_object(text)).reason
+        parsed = ReasonOutput.model_validate(extract_json_object(text))
+        reason, similar = parsed.reason, parsed.similar_to
     except (ParseFailure, ValidationError):
-        # Truncated JSON such as '{"reason": "Because you liked Heat and' -> keep the text.
-        marker = '"reason"'
-        at = text.find(marker)
-        if at == -1:
+        # Truncated JSON such as '{"reason": "Because you liked Heat and' -> keep the string's text.
+        reason = _salvage_string_field(text, "reason")
+        if reason is None:
             raise ParseFailure("not_json", "no reason in the reply") from None
-        rest = text[at + len(marker) :].lstrip().lstrip(":").lstrip()
-        if not rest.startswith('"'):
-            raise ParseFailure("schema", "reason is not a string") from None
-        reason = rest[1:].rstrip('"} \n')
-        reason = reason.encode("utf-8", "ignore").decode("utf-8")
     reason = " ".join(reason.split())
     if not reason:
         raise ParseFailure("schema", "empty reason")
+    if similar and history_titles and similar in history_titles and similar not in reason:
+        reason = f"Like {similar}: {reason}"
     if len(reason) > max_chars:
         reason = reason[: max_chars - 1].rstrip() + "…"
     return reason

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,7 +56,8 @@ class TransformersBackend(Backend):
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.device = next(self.model.parameters()).device
-        self._xgr_tokenizer_info = None
+        self._xgr_compiler: Any = None
+        self._grammars: dict[str, Any] = {}
 
     # ---- loading ----------------------------------------------------------------
     def _dtype(self, settings: Settings, cuda: bool) -> Any:
@@ -194,47 +196,84 @@ class TransformersBackend(Backend):
         return np.concatenate(out, axis=0)
 
     # ---- generation ---------------------------------------------------------------
-    def _json_processor(self, json_schema: dict[str, Any]) -> Any | None:
+    def _compiled_grammar(self, json_schema: dict[str, Any]) -> Any | None:
+        """xgrammar grammar for ``json_schema`` (compiled once per distinct schema), or None."""
         try:
             import xgrammar as xgr
         except ImportError:
             return None
-        import json as _json
-
-        if self._xgr_tokenizer_info is None:
-            vocab_size = self.model.get_output_embeddings().weight.shape[0]
-            self._xgr_tokenizer_info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab_size)
-            self._xgr_compiler = xgr.GrammarCompiler(self._xgr_tokenizer_info)
-        compiled = self._xgr_compiler.compile_json_schema(_json.dumps(json_schema), any_whitespace=False)
-        return xgr.contrib.hf.LogitsProcessor(compiled)
+        key = json.dumps(json_schema, sort_keys=True)
+        if key not in self._grammars:
+            if self._xgr_compiler is None:
+                vocab_size = self.model.get_output_embeddings().weight.shape[0]
+                info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab_size)
+                self._xgr_compiler = xgr.GrammarCompiler(info)
+            if len(self._grammars) > 256:
+                self._grammars.clear()
+            self._grammars[key] = self._xgr_compiler.compile_json_schema(key, any_whitespace=False)
+        return self._grammars[key]
 
     def generate(self, prompts: Sequence[str], *, max_tokens: int, json_schema: dict[str, Any] | None = None) -> list[Generation]:
+        return self.generate_batch(prompts, max_tokens=max_tokens, json_schemas=[json_schema] * len(prompts))
+
+    def generate_batch(
+        self, prompts: Sequence[str], *, max_tokens: int, json_schemas: Sequence[dict[str, Any] | None]
+    ) -> list[Generation]:
+        """Greedy generation, batched; each row constrained by its own grammar (xgrammar)."""
+        results: list[Generation | None] = [None] * len(prompts)
+        grammars = [self._compiled_grammar(s) if s is not None else None for s in json_schemas]
+        # Rows with and without a grammar go in separate batches (a processor constrains every row).
+        for constrained in (True, False):
+            rows = [i for i, g in enumerate(grammars) if (g is not None) == constrained]
+            bs = self.settings.batch_size
+            for start in range(0, len(rows), bs):
+                chunk = rows[start : start + bs]
+                gens = self._generate_rows([prompts[i] for i in chunk], max_tokens,
+                                           [grammars[i] for i in chunk] if constrained else None)
+                for i, gen in zip(chunk, gens):
+                    results[i] = gen
+        return results  # type: ignore[return-value]
+
+    def _generate_rows(self, prompts: list[str], max_tokens: int, grammars: list[Any] | None) -> list[Generation]:
         torch = self._torch
         from transformers import LogitsProcessorList
 
+        encoded = [self._encode(p) for p in prompts]
+        width = max(len(e) for e in encoded)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for r, e in enumerate(encoded):  # left padding, so every row continues at the last column
+            ids[r, width - len(e) :] = torch.tensor(e)
+            mask[r, width - len(e) :] = 1
+        processors = LogitsProcessorList()
+        if grammars:
+            import xgrammar as xgr
+
+            processors.append(xgr.contrib.hf.LogitsProcessor(list(grammars)))
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                max_new_tokens=max_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                logits_processor=processors,
+                pad_token_id=pad,
+            )
+        eos = self.tokenizer.eos_token_id
         results = []
-        for prompt in prompts:  # one at a time: grammar state is per sequence
-            ids = torch.tensor([self._encode(prompt)], device=self.device)
-            processors = LogitsProcessorList()
-            if json_schema is not None:
-                proc = self._json_processor(json_schema)
-                if proc is not None:
-                    processors.append(proc)
-            with torch.inference_mode():
-                out = self.model.generate(
-                    input_ids=ids,
-                    attention_mask=torch.ones_like(ids),
-                    max_new_tokens=max_tokens,
-                    do_sample=False,
-                    logits_processor=processors,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                )
-            new = out[0, ids.shape[1] :].tolist()
-            eos = self.tokenizer.eos_token_id
-            finish = "stop" if (new and new[-1] == eos) or len(new) < max_tokens else "length"
+        self.stats.forward_passes += out.shape[1] - width
+        for r, e in enumerate(encoded):
+            new = out[r, width:].tolist()
+            stopped = eos in new
+            if stopped:
+                new = new[: new.index(eos)]
             text = self.tokenizer.decode(new, skip_special_tokens=True)
-            self.stats.forward_passes += len(new)
-            self.stats.prompt_tokens += ids.shape[1]
+            self.stats.prompt_tokens += len(e)
             self.stats.completion_tokens += len(new)
-            results.append(Generation(text=text, finish_reason=finish, prompt_tokens=ids.shape[1], completion_tokens=len(new)))
+            results.append(Generation(text=text, finish_reason="stop" if stopped or len(new) < max_tokens else "length",
+                                      prompt_tokens=len(e), completion_tokens=len(new)))
         return results

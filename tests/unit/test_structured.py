@@ -78,3 +78,19 @@ def test_reason_parse_and_salvage():
         with pytest.raises(ParseFailure):
             parse_reason(bad, 100)
     assert reason_schema(50)["properties"]["reason"]["maxLength"] == 50
+
+
+def test_grounded_reason_schema_and_parse():
+    titles = ["Heat (1995)", "Casino (1995)"]
+    schema = reason_schema(80, titles)
+    assert schema["required"] == ["similar_to", "reason"]
+    text = '{"similar_to": "Heat (1995)", "reason": "Another tense crime drama."}'
+    assert parse_reason(text, 80, titles) == "Like Heat (1995): Another tense crime drama."
+    # an unknown title is dropped rather than shown; a title already in the text is not repeated
+    assert parse_reason('{"similar_to": "Made Up", "reason": "Fun."}', 80, titles) == "Fun."
+    assert parse_reason('{"similar_to": "Heat (1995)", "reason": "As Heat (1995) did."}', 80, titles) == "As Heat (1995) did."
+
+
+def test_reason_salvage_stops_at_the_string_end():
+    text = '{"reason": "Tense and \\"gritty\\" like Heat.", "similar_to": "Independence Day (a.k.a. ID4) (199'
+    assert parse_reason(text, 200) == 'Tense and "gritty" like Heat.'
