@@ -7,12 +7,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model alias, local folder or Hugging Face id [default: embedded SmolLM2-135M-Instruct].")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model alias, local folder or Hugging Face id (default: the embedded SmolLM2-135M-Instruct).")]
 BackendOpt = Annotated[Optional[str], typer.Option("--backend", "-b", help="transformers | vllm | openai | auto (vLLM if installed and usable, else transformers).")]
 BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server for --backend openai, e.g. http://127.0.0.1:8000/v1 (see serve-model).")]
 StrategyOpt = Annotated[Optional[str], typer.Option("--strategy", "-s", help="verbalizer | pointwise | listwise.")]
 CalibratorOpt = Annotated[Optional[Path], typer.Option("--calibrator", help="JSON file of a fitted calibrator.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch threads [default: 1, measured fastest here].")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch threads (default: 1, measured fastest on 2-core CPUs).")]
 TemplateDirOpt = Annotated[Optional[Path], typer.Option("--template-dir", help="Folder of your own *.j2 prompt templates.")]
 
 

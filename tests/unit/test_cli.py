@@ -1,0 +1,59 @@
+"""The CLI door: help, rank from a file or stdin, and bad input as one clear line (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+CLI = [sys.executable, "-m", "llm_recommender.cli"]
+
+
+def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], input=stdin, capture_output=True, timeout=120)
+
+
+def test_help_lists_commands():
+    out = run("--help").stdout.decode()
+    for cmd in ("rank", "demo", "serve"):
+        assert cmd in out
+
+
+def test_rank_from_file_and_stdin(tmp_path, sample_request):
+    path = tmp_path / "req.json"
+    path.write_text(json.dumps(sample_request))
+    a = run("rank", str(path), "--backend", "fake")
+    assert a.returncode == 0, a.stderr.decode()
+    resp = json.loads(a.stdout)
+    assert resp["backend"] == "fake" and len(resp["items"]) == 3
+    b = run("rank", "-", "--backend", "fake", "--strategy", "pointwise", stdin=json.dumps(sample_request).encode())
+    assert b.returncode == 0 and json.loads(b.stdout)["strategy"] == "pointwise"
+
+
+@pytest.mark.parametrize(
+    "payload, expected",
+    [
+        (b"\xff\xfe{not utf8", "not valid UTF-8"),
+        (b'{"candidates": [', "not valid JSON"),
+        (b'[1, 2]', "must be a JSON object"),
+        (b'{"candidates": []}', "field: candidates"),
+        (b'{"candidates": [{"id": "a", "title": "A"}, {"id": "a", "title": "B"}]}', "field: candidates[1].id"),
+        (b'{"candidates": [{"id": "a", "title": "A"}], "strategy": "magic"}', "valid strategy names"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(payload, expected):
+    proc = run("rank", "-", "--backend", "fake", stdin=payload)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert expected in err and "Traceback" not in err
+
+
+def test_missing_file_and_unknown_backend(tmp_path, sample_request):
+    proc = run("rank", str(tmp_path / "nope.json"))
+    assert proc.returncode == 2 and "does not exist" in proc.stderr.decode()
+    path = tmp_path / "req.json"
+    path.write_text(json.dumps(sample_request))
+    proc = run("rank", str(path), "--backend", "nope")
+    assert proc.returncode == 2 and "valid backend names" in proc.stderr.decode() and "Traceback" not in proc.stderr.decode()
