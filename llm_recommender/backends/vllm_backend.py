@@ -90,6 +90,8 @@ def engine_env(settings: Settings, cpu: bool) -> dict[str, str]:
     env = {}
     if cpu:
         env["VLLM_CPU_KVCACHE_SPACE"] = f"{settings.vllm_kv_cache_gib:g}"
+        if settings.vllm_cpu_threads_bind:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = settings.vllm_cpu_threads_bind
     return {k: v for k, v in env.items() if k not in os.environ}
 
 

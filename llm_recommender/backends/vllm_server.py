@@ -95,6 +95,8 @@ class VLLMServer:
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(engine_env(self.settings, self.cpu))
+        # An in-process engine in this process sets this; the API server wants its own engine process.
+        env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
         return env
 
     # ---- lifecycle ------------------------------------------------------------------
