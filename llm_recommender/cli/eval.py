@@ -67,6 +67,10 @@ def eval_command(
             help="Comma-separated LLM strategies swept for position bias: verbalizer, listwise (pointwise has no candidate position)."
         ),
     ] = "verbalizer,listwise",
+    position_points: Annotated[
+        int | None,
+        typer.Option(help="Sweep only N evenly spaced positions, first and last included [default: every position]."),
+    ] = None,
     position_users: Annotated[int, typer.Option(help="Test users in the position-bias sweep.")] = 10,
     listwise_position_users: Annotated[
         int | None, typer.Option(help="Test users in the listwise sweep [default: --position-users].")
@@ -145,6 +149,7 @@ def eval_command(
             position_bias=position_bias,
             position_strategies=position_strategies,
             position_users=position_users,
+            position_points=position_points,
             listwise_position_users=listwise_position_users,
             sweep_permutations=sweep_permutations,
             permutations=permutations,

@@ -81,7 +81,7 @@ def position_bias(results: dict[str, Any], path: Path) -> bool:
         for key, curve in entry.items():
             if not isinstance(curve, dict):
                 continue
-            xs = list(range(1, len(curve["ndcg@10"]) + 1))
+            xs = entry.get("positions") or list(range(1, len(curve["ndcg@10"]) + 1))
             k = curve["permutations"]
             how = "no averaging" if k == 1 else f"{k} orders averaged"
             label = f"{strategy}, {how} (n={entry['users']})"

@@ -73,6 +73,11 @@ def write_report(results: dict[str, Any], out: Path, plots: list[str]) -> None:
         f"- history: up to {cfg['max_history']} items; candidates: {cfg['n_candidates']}; exclude history from negatives: {cfg['exclude_history']}; "
         f"permutations averaged in the main run: {cfg['permutations']}",
     ]
+    if cfg.get("llm_history") is not None:
+        lines.append(
+            f"- LLM prompts show the most recent {cfg['llm_history']} history items (CPU time); "
+            f"the baselines use all {cfg['max_history']}."
+        )
     if cfg.get("llm_users") or cfg.get("listwise_users"):
         lines.append(
             f"- **LLM strategies on a subset** (CPU time): first {cfg.get('llm_users') or run['users']} sampled users; "
@@ -148,7 +153,7 @@ def write_report(results: dict[str, Any], out: Path, plots: list[str]) -> None:
             lines.append(f"- {key}: {shown}")
     sweep = results.get("position_bias")
     if sweep:
-        lines += ["", "## Position bias (test cases, ground truth moved to each of the 20 positions)", ""]
+        lines += ["", "## Position bias (test cases, the ground truth moved to each swept position)", ""]
         rows = []
         for strategy, entry in sweep.items():
             for key, curve in entry.items():
@@ -176,8 +181,8 @@ def write_report(results: dict[str, Any], out: Path, plots: list[str]) -> None:
                 "max",
                 "min",
                 "max-min",
-                "HR@1 at pos 1",
-                "HR@1 at pos 20",
+                "HR@1 at first position",
+                "HR@1 at last position",
             ],
             rows,
         )
@@ -185,6 +190,11 @@ def write_report(results: dict[str, Any], out: Path, plots: list[str]) -> None:
             "",
             "pointwise is not swept: it scores each candidate in its own prompt, so it has no candidate position.",
         ]
+        skipped = [s for s in ("verbalizer", "listwise") if s in cfg["scorers"] and s not in sweep]
+        if skipped:
+            lines.append(
+                f"Not swept in this run (left out of --position-strategies for CPU time): {', '.join(skipped)}."
+            )
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     (out / "report.md").write_text("\n".join(lines) + "\n")

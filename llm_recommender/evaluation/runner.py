@@ -117,6 +117,7 @@ class EvalConfig(BaseModel):
     listwise_users: int | None = Field(None, ge=1, description="listwise: only the first N sampled users")
     position_bias: bool = False
     position_users: int = Field(10, ge=1)
+    position_points: int | None = Field(None, ge=2, description="sweep only N evenly spaced positions (None: all)")
     position_strategies: list[str] = Field(default_factory=lambda: list(POSITION_STRATEGIES))
     listwise_position_users: int | None = Field(None, ge=1)
     sweep_permutations: int = Field(3, ge=2, le=16, description="the 'with averaging' curve of the sweep")
@@ -619,9 +620,10 @@ class EvalRunner:
                 n = cfg.listwise_position_users
             users = set(self.users_for(strategy)[:n])
             cases = [c for c in self.cases["llmrank"]["test"] if c.user_id in users]
-            variants = [v for c in cases for v in position_variants(c)]
-            n_pos = cfg.n_candidates
-            out[strategy] = {"users": len(cases)}
+            positions = position_grid(cfg.n_candidates, cfg.position_points)
+            variants = [v for c in cases for v in (position_variants(c)[p] for p in positions)]
+            n_pos = len(positions)
+            out[strategy] = {"users": len(cases), "positions": [p + 1 for p in positions]}
             for k in (1, cfg.sweep_permutations):
                 got = self.score_llm(strategy, variants, permutations=k, desc=f"{strategy} position sweep K={k}")
                 ranks = np.array([_rank(r, v) for (r, _), v in zip(got, variants)]).reshape(len(cases), n_pos)
@@ -698,6 +700,13 @@ class EvalRunner:
             **{f"{k}/feature-model": m for k, m in self.hybrid_models.items()},
         }.items():
             model.save(folder / (key.replace("/", "__") + ".json"))
+
+
+def position_grid(n_candidates: int, points: int | None) -> list[int]:
+    """``points`` evenly spaced 0-based positions, first and last included (all when None)."""
+    if points is None or points >= n_candidates:
+        return list(range(n_candidates))
+    return sorted({int(round(x)) for x in np.linspace(0, n_candidates - 1, max(points, 2))})
 
 
 def _assert_validation(cases: Sequence[EvalCase]) -> None:
