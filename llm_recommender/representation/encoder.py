@@ -1,0 +1,210 @@
+"""Item representations h_i: pooled hidden states of a causal LM over each item's rendered text.
+
+An item is rendered with ``prompts/representation_item.j2`` (no chat wrapper) and run
+through the model once; the hidden states of the chosen ``layer`` (default: the middle
+layer, measured best on SmolLM2; negatives count from the top) are pooled over the item's tokens (``mean``)
+or taken at its last token (``last``). Vectors are cached on disk under
+``cache_dir()/representations/<key>/`` where the key hashes the model identity (name,
+config, dtype), the template source, layer and pooling; entries are keyed by the
+rendered text, so an item seen by many users (or in many runs) is encoded once.
+
+Nothing here is fitted: h_i depends only on the item's text and the model, never on
+interactions, so the cache cannot carry a target's label into training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ..model_store import cache_dir
+from ..prompts import PromptRenderer
+from ..protocol import Item
+
+log = logging.getLogger(__name__)
+
+Pooling = Literal["mean", "last"]
+ITEM_TEMPLATE = "representation_item.j2"
+
+
+def _plain_item(item: Item) -> Item:
+    """History entries carry rating/timestamp; h_i must depend on the item alone."""
+    return (
+        item
+        if type(item) is Item
+        else Item(id=item.id, title=item.title, description=item.description, attributes=item.attributes)
+    )
+
+
+class ItemEncoder:
+    """Pooled hidden states of ``model`` over rendered item texts, with an on-disk cache.
+
+    ``model``/``tokenizer`` are a loaded causal LM (e.g. ``TransformersBackend.model``);
+    ``renderer`` renders the item template. ``cache=False`` keeps vectors in memory only.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        renderer: PromptRenderer,
+        *,
+        model_name: str,
+        layer: int | None = None,
+        pooling: Pooling = "mean",
+        batch_size: int = 32,
+        cache: bool | Path = True,
+    ) -> None:
+        if pooling not in ("mean", "last"):
+            raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.renderer = renderer
+        self.model_name = model_name
+        self.layer = resolve_layer(model, layer)
+        self.pooling = pooling
+        self.batch_size = batch_size
+        self._mem: dict[str, np.ndarray] = {}
+        self._dirty = False
+        self.cache_path: Path | None = None
+        if cache:
+            root = Path(cache) if isinstance(cache, Path) else cache_dir() / "representations"
+            self.cache_path = root / self.cache_key() / "vectors.npz"
+            self._load_cache()
+
+    # ---- identity -------------------------------------------------------------------
+    def template_source(self) -> str:
+        env = self.renderer.env
+        return env.loader.get_source(env, ITEM_TEMPLATE)[0]  # type: ignore[union-attr]
+
+    def cache_key(self) -> str:
+        cfg = self.model.config.to_dict()
+        cfg = {
+            k: v for k, v in cfg.items() if k not in ("_name_or_path", "transformers_version", "dtype", "torch_dtype")
+        }
+        dtype = str(next(self.model.parameters()).dtype)
+        ident = json.dumps(
+            {
+                "model": self.model_name,
+                "config": cfg,
+                "dtype": dtype,
+                "template": self.template_source(),
+                "layer": self.layer,
+                "pooling": self.pooling,
+                "weights": self._weights_fingerprint(),
+            },
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(ident.encode()).hexdigest()[:20]
+
+    def _weights_fingerprint(self) -> str:
+        # Two fine-tunes of one architecture share name and config: hash a few weights too.
+        import torch
+
+        h = hashlib.sha256()
+        with torch.no_grad():
+            for i, (name, p) in enumerate(self.model.named_parameters()):
+                if i % 7 == 0:
+                    h.update(name.encode())
+                    h.update(p.detach().float().flatten()[:64].cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    # ---- cache ----------------------------------------------------------------------
+    def _load_cache(self) -> None:
+        assert self.cache_path is not None
+        if self.cache_path.is_file():
+            try:
+                with np.load(self.cache_path, allow_pickle=False) as z:
+                    keys, vecs = z["keys"], z["vectors"]
+                self._mem.update(zip((str(k) for k in keys), vecs))
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # a corrupt cache is recomputed
+                log.warning("ignoring unreadable representation cache %s: %s", self.cache_path, exc)
+
+    def flush(self) -> None:
+        if self.cache_path is None or not self._dirty:
+            return
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        keys = np.array(list(self._mem), dtype=str)
+        vecs = np.stack(list(self._mem.values())).astype(np.float32)
+        fd, tmp = tempfile.mkstemp(dir=self.cache_path.parent, suffix=".npz")
+        os.close(fd)
+        np.savez(tmp, keys=keys, vectors=vecs)
+        os.replace(tmp, self.cache_path)  # atomic: readers see the old or the new file
+        self._dirty = False
+
+    # ---- encoding -------------------------------------------------------------------
+    def item_text(self, item: Item) -> str:
+        return self.renderer.render(ITEM_TEMPLATE, item=self.renderer.item_view(_plain_item(item))).strip()
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._mem))
+        if missing:
+            for start in range(0, len(missing), self.batch_size):
+                chunk = missing[start : start + self.batch_size]
+                self._mem.update(zip(chunk, self._forward(chunk)))
+            self._dirty = True
+            self.flush()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._mem[t] for t in texts])
+
+    def encode_items(self, items: Sequence[Item]) -> np.ndarray:
+        return self.encode_texts([self.item_text(i) for i in items])
+
+    def _forward(self, texts: list[str]) -> np.ndarray:
+        return pooled_hidden_states(self.model, self.tokenizer, texts, layers=[self.layer], pooling=self.pooling)[0]
+
+
+def resolve_layer(model: Any, layer: int | None) -> int:
+    """``None`` -> the middle layer (``n // 2 + 1`` of ``n``); negatives count from the top."""
+    n = int(model.config.num_hidden_layers)
+    if layer is None:
+        return min(n, n // 2 + 1)
+    if not -(n + 1) <= layer <= n:
+        raise ValueError(f"layer {layer} out of range for a model with {n} layers (0..{n}, or negative)")
+    return layer if layer >= 0 else n + 1 + layer
+
+
+def pooled_hidden_states(
+    model: Any, tokenizer: Any, texts: list[str], *, layers: Sequence[int], pooling: Pooling
+) -> list[np.ndarray]:
+    """For each layer in ``layers``, an ``(len(texts), hidden)`` float32 array of pooled states."""
+    import torch
+
+    enc = [tokenizer(t, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id] for t in texts]
+    width = max(len(e) for e in enc)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    ids = torch.full((len(enc), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(enc), width), dtype=torch.long)
+    for r, e in enumerate(enc):  # right padding: positions start at 0 for every row
+        ids[r, : len(e)] = torch.tensor(e)
+        mask[r, : len(e)] = 1
+    body = getattr(model, "base_model", model)  # the decoder without the LM head: its logits are not needed
+    with torch.inference_mode():
+        out = body(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True, use_cache=False)
+    m = mask.to(device).unsqueeze(-1).float()
+    lengths = torch.tensor([len(e) for e in enc], device=device)
+    result = []
+    for layer in layers:
+        h = out.hidden_states[layer].float()
+        if pooling == "mean":
+            v = (h * m).sum(1) / m.sum(1)
+        else:
+            v = h[torch.arange(len(enc), device=device), lengths - 1]
+        result.append(v.cpu().numpy().astype(np.float32))
+    return result

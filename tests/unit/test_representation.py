@@ -1,0 +1,179 @@
+"""Representation head and scorer on a tiny random model and a small synthetic dataset."""
+
+from __future__ import annotations
+
+import csv
+import random
+
+import numpy as np
+import pytest
+
+from llm_recommender.errors import InvalidRequestError, ModelLoadError
+
+
+def write_tiny_dataset(folder, n_users=30, n_items=40, per_user=15, seed=0):
+    """Two taste groups (sci-fi / romance); users mostly pick from their own group."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "items.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["item_id", "title", "genres"])
+        for i in range(n_items):
+            w.writerow([i, f"Space adventure {i}" if i % 2 else f"Love story {i}", "Sci-Fi" if i % 2 else "Romance"])
+    with open(folder / "interactions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["user_id", "item_id", "timestamp", "rating"])
+        t = 1_000_000
+        for u in range(n_users):
+            group = u % 2
+            items = rng.sample([i for i in range(n_items) if i % 2 == group], per_user - 3)
+            items += rng.sample([i for i in range(n_items) if i % 2 != group], 3)
+            rng.shuffle(items)
+            for i in items:
+                t += rng.randint(1, 100)
+                w.writerow([f"u{u}", i, t, 4])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from llm_recommender.data import load_dataset
+
+    return load_dataset("generic", write_tiny_dataset(tmp_path_factory.mktemp("tiny-data")))
+
+
+@pytest.fixture(scope="module")
+def tiny_rec(tiny_model_dir):
+    from llm_recommender.recommender import Recommender
+
+    return Recommender(model=str(tiny_model_dir), dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_rec, tmp_path_factory):
+    from llm_recommender.representation import ItemEncoder
+
+    b = tiny_rec.backend
+    return ItemEncoder(
+        b.model, b.tokenizer, tiny_rec.renderer, model_name=b.model_name, cache=tmp_path_factory.mktemp("repr-cache")
+    )
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_data, encoder):
+    from llm_recommender.representation import HeadConfig, fit_head
+
+    cfg = HeadConfig(model="tiny", epochs=8, batch_size=64, lr=1e-2)
+    return fit_head(tiny_data, encoder, cfg, negatives=4, max_per_user=None)
+
+
+def test_head_trains_loss_decreases(fitted):
+    head, ctx = fitted
+    losses = head.record["epoch_losses"]
+    assert len(losses) == 8
+    assert losses[-1] < losses[0] - 0.05
+    assert head.record["contexts"] == len(ctx.user_ids) > 0
+
+
+def test_item_cache_on_disk_is_reused(encoder, tiny_data, tiny_rec):
+    from llm_recommender.representation import ItemEncoder
+
+    items = [tiny_data.item(i) for i in tiny_data.item_ids[:5]]
+    first = encoder.encode_items(items)
+    assert encoder.cache_path is not None and encoder.cache_path.is_file()
+    b = tiny_rec.backend
+    again = ItemEncoder(
+        b.model, b.tokenizer, tiny_rec.renderer, model_name=b.model_name, cache=encoder.cache_path.parent.parent
+    )
+    assert again.cache_key() == encoder.cache_key()
+    assert {encoder.item_text(i) for i in items} <= set(again._mem)  # loaded, not recomputed
+    np.testing.assert_array_equal(again.encode_items(items), first)
+    # a history entry (rating, timestamp) maps to the same vector as the plain item
+    hist = tiny_data.history_entries(tiny_data.sequences[next(iter(tiny_data.sequences))][:1])
+    item = tiny_data.item(hist[0].id)
+    np.testing.assert_array_equal(encoder.encode_items(hist), encoder.encode_items([item]))
+
+
+def test_scorer_round_trips_save_load(fitted, tiny_rec, tiny_data, tmp_path):
+    from llm_recommender.evaluation.protocols import llmrank_cases
+    from llm_recommender.representation import RepresentationHead
+    from llm_recommender.scorers import RepresentationScorer
+
+    head, _ = fitted
+    head.save(tmp_path / "head")
+    loaded = RepresentationHead.load(tmp_path / "head")
+    assert loaded.config == head.config
+    cases = llmrank_cases(tiny_data, split="test", n_users=6, seed=0)
+    reqs = [c.request for c in cases]
+    a = RepresentationScorer(tiny_rec.backend, tiny_rec.renderer, tiny_rec.settings, head=head, cache=False).score_many(
+        reqs
+    )
+    b = RepresentationScorer(
+        tiny_rec.backend, tiny_rec.renderer, tiny_rec.settings, head=str(tmp_path / "head"), cache=False
+    ).score_many(reqs)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.scores, y.scores)
+        np.testing.assert_allclose(x.probabilities, 1 / (1 + np.exp(-x.scores)))
+        assert x.scores.shape == (20,)
+
+
+def test_recommender_strategy_with_head_path(fitted, tiny_model_dir, tmp_path, sample_request):
+    from llm_recommender.recommender import Recommender
+
+    head, _ = fitted
+    head.save(tmp_path / "head")
+    rec = Recommender(model=str(tiny_model_dir), strategy="representation", representation_head=tmp_path / "head")
+    resp = rec.rank(history=sample_request["history"], candidates=sample_request["candidates"], top_k=2)
+    assert resp.strategy == "representation" and len(resp.items) == 2
+    assert all(0 < it.probability < 1 for it in resp.items)
+
+
+def test_missing_or_bad_head_is_a_clear_error(tiny_rec, tmp_path, sample_request):
+    from llm_recommender.scorers import RepresentationScorer
+
+    with pytest.raises(InvalidRequestError, match="llm-rec tune head"):
+        RepresentationScorer(tiny_rec.backend, tiny_rec.renderer, tiny_rec.settings)
+    with pytest.raises(ModelLoadError, match="not a representation head"):
+        RepresentationScorer(tiny_rec.backend, tiny_rec.renderer, tiny_rec.settings, head=str(tmp_path))
+
+
+def test_no_validation_or_test_target_reaches_training(tiny_data, fitted):
+    """Every training positive and every history item comes strictly before the user's validation target."""
+    from llm_recommender.evaluation.protocols import leave_one_out
+    from llm_recommender.representation import build_contexts
+    from llm_recommender.tuning import TuneConfig, build_examples
+
+    splits = leave_one_out(tiny_data)
+    targets = {s.target(k).row for s in splits.values() for k in ("valid", "test")}
+    index = {iid: k for k, iid in enumerate(tiny_data.item_ids)}
+    ctx = build_contexts(splits, index, negatives=3, max_per_user=None, min_history=1)
+    assert len(ctx.user_ids) == sum(len(s.sequence) - 3 for s in splits.values())
+    assert not set(ctx.positive_rows.tolist()) & targets
+    for uid, hist, row in zip(ctx.user_ids, ctx.histories, ctx.positive_rows):
+        seq = splits[uid].sequence
+        pos = [x.row for x in seq].index(row)
+        assert pos < splits[uid].target_index("valid")
+        assert [index[x.item_id] for x in seq[max(0, pos - 50) : pos]] == hist.tolist()
+    # labels: exactly one positive per context, and it is the context's own next item
+    group = ctx.labels.reshape(len(ctx.user_ids), -1)
+    assert (group[:, 0] == 1).all() and (group[:, 1:] == 0).all()
+    # the fitted head saw only those contexts (its record), and the tuning examples too
+    _head, fctx = fitted
+    assert not set(fctx.positive_rows.tolist()) & targets
+    for objective in ("pointwise", "verbalizer"):
+        ex = build_examples(TuneConfig(out="x", objective=objective, history=3, candidates=5), tiny_data, splits)
+        assert ex and not {e["row"] for e in ex} & targets
+        for e in ex:  # a history never holds the user's validation target or anything after it
+            seq = splits[e["user"]].sequence
+            cut = [x.row for x in seq].index(e["row"])
+            assert cut < splits[e["user"]].target_index("valid")
+            assert e["history"] == [x.item_id for x in seq[max(0, cut - 3) : cut]]
+
+
+def test_item_vectors_do_not_depend_on_interactions(encoder, tiny_data):
+    """The only cached features are item-text vectors: no interaction (hence no target) enters them."""
+    items = [tiny_data.item(i) for i in tiny_data.item_ids[:3]]
+    key = encoder.cache_key()
+    v = encoder.encode_items(items)
+    np.testing.assert_array_equal(v, encoder.encode_items(list(reversed(items)))[::-1])
+    assert encoder.cache_key() == key  # model + template + layer + pooling only
