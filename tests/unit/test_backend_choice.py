@@ -1,0 +1,91 @@
+"""Backend registry (names, ``auto``) and the vLLM launch settings, without starting a model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llm_recommender.backends import BACKENDS, make_backend
+from llm_recommender.errors import UnknownNameError
+from llm_recommender.settings import Settings
+
+
+class Recorded:
+    """Stands in for a real backend class in the registry."""
+
+    made: list[str] = []
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        Recorded.made.append(settings.backend)
+
+
+class Broken:
+    def __init__(self, settings: Settings) -> None:
+        raise RuntimeError("no GPU for the CUDA build")
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    Recorded.made = []
+    monkeypatch.setitem(BACKENDS, "transformers", f"{__name__}:Recorded")
+    return monkeypatch
+
+
+def test_unknown_backend_lists_every_valid_name():
+    with pytest.raises(UnknownNameError) as info:
+        make_backend("tensorrt", Settings())
+    for name in ("transformers", "vllm", "openai", "auto"):
+        assert name in str(info.value)
+    assert info.value.param == "backend"
+
+
+def test_auto_without_vllm_is_transformers(registry):
+    registry.setattr("llm_recommender.backends.vllm_backend.vllm_installed", lambda: False)
+    backend = make_backend("auto", Settings(backend="auto"))
+    assert isinstance(backend, Recorded)
+
+
+def test_auto_with_vllm_that_cannot_start_falls_back_to_transformers(registry, caplog):
+    registry.setattr("llm_recommender.backends.vllm_backend.vllm_installed", lambda: True)
+    registry.setitem(BACKENDS, "vllm", f"{__name__}:Broken")
+    backend = make_backend("auto", Settings(backend="auto"))
+    assert isinstance(backend, Recorded)
+    assert "no GPU for the CUDA build" in caplog.text
+
+
+def test_auto_prefers_vllm_when_it_starts(registry):
+    registry.setattr("llm_recommender.backends.vllm_backend.vllm_installed", lambda: True)
+    registry.setitem(BACKENDS, "vllm", f"{__name__}:Recorded")
+    make_backend("auto", Settings(backend="auto"))
+    assert Recorded.made == ["auto"]  # constructed once, as the vLLM class
+
+
+def test_engine_env_keeps_the_callers_values(monkeypatch):
+    from llm_recommender.backends.vllm_backend import engine_env
+
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    assert engine_env(Settings(vllm_kv_cache_gib=2), cpu=True) == {"VLLM_CPU_KVCACHE_SPACE": "2"}
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "4")
+    assert engine_env(Settings(), cpu=True) == {}
+    assert engine_env(Settings(), cpu=False) == {}
+
+
+def test_server_command_has_what_these_cpus_need(tmp_path, monkeypatch):
+    pytest.importorskip("vllm")
+    from llm_recommender.backends import vllm_server
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "max_position_embeddings": 1024}))
+    monkeypatch.setattr(vllm_server, "is_cpu_build", lambda: True)
+    server = vllm_server.VLLMServer(Settings(model=str(tmp_path), dtype="float32"), port=8123, served_model_name="m")
+    cmd = server.command()
+    assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]  # the console script is broken in vllm-cpu
+    args = dict(zip(cmd, cmd[1:]))
+    assert args["--host"] == "127.0.0.1" and args["--port"] == "8123" and args["--served-model-name"] == "m"
+    assert args["--max-model-len"] == "1024"  # the 4096 default capped at the model's own
+    assert args["--dtype"] == "float32" and int(args["--max-logprobs"]) >= 20
+    assert json.loads(args["--structured-outputs-config"]) == {"backend": "xgrammar", "disable_any_whitespace": True}
+    assert "--enforce-eager" in cmd and "--enable-prefix-caching" in cmd
+    assert server.url == "http://127.0.0.1:8123/v1"
+    assert server.env()["VLLM_CPU_KVCACHE_SPACE"]
