@@ -1,0 +1,357 @@
+"""Fine-tune a generative scorer: pointwise Yes/No (TALLRec-style) or verbalizer (LlamaRec-style).
+
+Examples come from the training split only: contexts ``(user, t)`` sampled from each
+user's interactions strictly before their *validation* target
+(:func:`~llm_recommender.representation.training.build_contexts`), so no validation or
+test target is ever a training label and validation NDCG@10 is measured on unseen
+targets.
+
+* ``pointwise``: the prompt of the pointwise scorer for (history, candidate); the label is
+  ``Yes`` for the item the user chose next and ``No`` for a sampled negative (one each).
+* ``verbalizer``: the verbalizer prompt with the ground truth and ``candidates - 1``
+  sampled negatives in a random order, so the correct label is uniform over positions
+  (shuffled labels: the model cannot learn a favourite letter).
+
+The loss is cross-entropy over the label tokens only (the scorers renormalise over the
+labels too). Training runs through ``accelerate``: a GPU when there is one, bf16
+autocast on CPUs with AMX/AVX512-BF16 (fp32 master weights); full fine-tuning below
+``full_max_params`` parameters, LoRA (``peft``, all linear layers) above, merged into
+the base weights on save. Every ``eval_every`` steps the validation NDCG@10 is measured
+with the real scorer on the LLMRank validation cases; the best model is written to
+``OUT/model`` (a plain transformers folder: ``Recommender(model="OUT/model")``), the
+resumable state to ``OUT/checkpoint``, and one JSON line per validation to ``OUT/log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import InvalidRequestError
+
+TRAINER_STATE = "trainer_state.json"
+
+
+class TuneConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    out: Path
+    objective: Literal["pointwise", "verbalizer"] = "pointwise"
+    dataset: str = "ml-latest-small"
+    data_dir: Path | None = None
+    model: str = "smollm2-135m-instruct"
+    method: Literal["full", "lora", "auto"] = "auto"
+    full_max_params: int = Field(1_000_000_000, description="method auto: full fine-tuning up to this size, else LoRA")
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int | None = None
+    lr: float | None = Field(None, gt=0, description="default: 1e-4 full, 1e-3 LoRA")
+    weight_decay: float = 0.0
+    warmup_steps: int = Field(10, ge=0)
+    steps: int = Field(300, ge=1)
+    batch_size: int = Field(8, ge=1)
+    history: int = Field(10, ge=0, description="history items in training and validation prompts")
+    candidates: int = Field(20, ge=2, description="verbalizer: candidates per training prompt")
+    max_per_user: int = Field(20, ge=1, description="training contexts sampled per user")
+    eval_every: int = Field(50, ge=1)
+    eval_users: int = Field(30, ge=1)
+    patience: int = Field(3, ge=1)
+    max_minutes: float | None = Field(None, gt=0)
+    resume: bool = True
+    threads: int = Field(1, ge=1)
+    seed: int = 0
+    progress: bool = True
+
+
+def build_examples(cfg: TuneConfig, dataset: Any, splits: dict[str, Any]) -> list[dict[str, Any]]:
+    """Training examples (item ids only), from interactions before each user's validation target."""
+    from ..representation.training import build_contexts
+
+    item_ids = list(dataset.item_ids)
+    index = {iid: k for k, iid in enumerate(item_ids)}
+    negatives = 1 if cfg.objective == "pointwise" else cfg.candidates - 1
+    ctx = build_contexts(
+        splits,
+        index,
+        train_split="valid",
+        negatives=negatives,
+        max_per_user=cfg.max_per_user,
+        min_history=1,
+        max_history=max(cfg.history, 1),
+        seed=cfg.seed,
+    )
+    rng = np.random.default_rng(cfg.seed)
+    group = 1 + negatives
+    examples = []
+    for c in range(len(ctx.user_ids)):
+        items = [item_ids[k] for k in ctx.example_item[c * group : (c + 1) * group]]
+        hist = [item_ids[k] for k in ctx.histories[c]][-cfg.history :] if cfg.history else []
+        base = {"user": ctx.user_ids[c], "history": hist, "row": int(ctx.positive_rows[c])}
+        if cfg.objective == "pointwise":
+            examples.append(base | {"candidates": [items[0]], "target": 0})  # Yes
+            examples.append(base | {"candidates": [items[1]], "target": 1})  # No
+        else:
+            order = rng.permutation(group)
+            examples.append(base | {"candidates": [items[i] for i in order], "target": int(np.argmax(order == 0))})
+    order = rng.permutation(len(examples))
+    return [examples[i] for i in order]
+
+
+class _Prompter:
+    """Renders training examples exactly as the scorers render requests."""
+
+    def __init__(self, cfg: TuneConfig, dataset: Any, backend: Any, renderer: Any) -> None:
+        self.cfg, self.dataset, self.backend, self.renderer = cfg, dataset, backend, renderer
+        if cfg.objective == "pointwise":
+            self.label_ids = [backend.single_token_id("Yes"), backend.single_token_id("No")]
+        else:
+            from ..scorers.verbalizer import label_tokens
+
+            labels, ids = label_tokens(backend)
+            if len(labels) < cfg.candidates:
+                raise InvalidRequestError(
+                    f"only {len(labels)} single-token labels for {cfg.candidates} candidates", param="candidates"
+                )
+            self.labels, self.label_ids = labels[: cfg.candidates], ids[: cfg.candidates]
+        if None in self.label_ids:
+            raise InvalidRequestError("the model has no single-token labels for this objective", param="model")
+
+    def prompt(self, ex: dict[str, Any]) -> tuple[str, list[int]]:
+        """``(prompt, label token ids in the order of the targets)``."""
+        r = self.renderer
+        history = [r.item_view(self.dataset.item(i)) for i in ex["history"]]
+        if self.cfg.objective == "pointwise":
+            cand = r.item_view(self.dataset.item(ex["candidates"][0]))
+            return r.chat("pointwise.j2", history=history, candidate=cand, split=""), self.label_ids
+        n = len(ex["candidates"])
+        views = [r.item_view(self.dataset.item(c), label=self.labels[k]) for k, c in enumerate(ex["candidates"])]
+        return r.chat("verbalizer.j2", history=history, candidates=views, labels=self.labels[:n]), self.label_ids[:n]
+
+
+def _batch_loss(
+    model: Any, tokenizer: Any, prompts: list[str], label_ids: list[list[int]], targets: list[int], device: Any
+) -> Any:
+    import torch
+
+    enc = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    width = max(len(e) for e in enc)
+    ids = torch.full((len(enc), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(enc), width), dtype=torch.long)
+    for r, e in enumerate(enc):  # left padding, as the backend scores
+        ids[r, width - len(e) :] = torch.tensor(e)
+        mask[r, width - len(e) :] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = (
+        model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=pos.to(device),
+            use_cache=False,
+            logits_to_keep=1,
+        )
+        .logits[:, -1, :]
+        .float()
+    )
+    losses = []
+    for r, (lab, t) in enumerate(zip(label_ids, targets)):
+        losses.append(torch.nn.functional.cross_entropy(logits[r, lab].unsqueeze(0), torch.tensor([t], device=device)))
+    return torch.stack(losses).mean()
+
+
+def tune(
+    cfg: TuneConfig, log: Callable[[str], None] = print, examples: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Fine-tune; returns ``{best_ndcg10, best_step, model_dir, steps_done, seconds, ...}``."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..backends.transformers_backend import TransformersBackend, cpu_supports_bf16_fast
+    from ..data import load_dataset
+    from ..evaluation.metrics import ranking_metrics, target_rank
+    from ..evaluation.protocols import leave_one_out, llmrank_cases
+    from ..model_store import resolve_model
+    from ..prompts import PromptRenderer
+    from ..scorers import strategy_class
+    from ..settings import Settings
+
+    t_start = time.perf_counter()
+    torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint"
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        mp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    else:
+        mp = "bf16" if cpu_supports_bf16_fast() else "no"
+    accelerator = Accelerator(mixed_precision=mp, cpu=not cuda)
+    device = accelerator.device
+
+    path = resolve_model(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    n_params = sum(p.numel() for p in model.parameters())
+    method = cfg.method if cfg.method != "auto" else ("full" if n_params <= cfg.full_max_params else "lora")
+    if method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r,
+                target_modules="all-linear",
+                lora_dropout=0.0,
+                task_type="CAUSAL_LM",
+            ),
+        )
+    lr = cfg.lr or (1e-4 if method == "full" else 1e-3)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)) * max(0.1, 1 - s / cfg.steps)
+    )
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    ds = load_dataset(cfg.dataset, cfg.data_dir)
+    splits = leave_one_out(ds)
+    if examples is None:
+        examples = build_examples(cfg, ds, splits)
+    settings = Settings(model=str(path), max_history=cfg.history, threads=cfg.threads, batch_size=8)
+    backend = TransformersBackend(settings, model=accelerator.unwrap_model(model), tokenizer=tokenizer)
+    renderer = PromptRenderer(backend, settings)
+    prompter = _Prompter(cfg, ds, backend, renderer)
+    valid = llmrank_cases(
+        ds, split="valid", n_users=cfg.eval_users, seed=cfg.seed, splits=splits, history_len=cfg.history
+    )
+    scorer = strategy_class(cfg.objective)(backend, renderer, settings)
+
+    def validate() -> float:
+        model.eval()
+        with accelerator.autocast():
+            res = scorer.score_many([c.request for c in valid])
+        model.train()
+        return ranking_metrics([target_rank(r.scores, c.ground_truth_index) for r, c in zip(res, valid)])["ndcg@10"]
+
+    def save_model(folder: Path) -> None:
+        unwrapped = accelerator.unwrap_model(model)
+        merged = copy.deepcopy(unwrapped).merge_and_unload() if method == "lora" else unwrapped
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        merged.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "llm_rec_tune.json").write_text(json.dumps(state | {"config": cfg.model_dump(mode="json")}, indent=2))
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+
+    state: dict[str, Any] = {
+        "step": 0,
+        "best_ndcg10": -1.0,
+        "best_step": -1,
+        "bad_evals": 0,
+        "method": method,
+        "mixed_precision": mp,
+        "device": str(device),
+        "lr": lr,
+        "examples": len(examples),
+        "parameters": n_params,
+        "train_seconds": 0.0,
+        "validations": [],
+    }
+    if cfg.resume and (ckpt / TRAINER_STATE).is_file():
+        accelerator.load_state(str(ckpt))
+        state = json.loads((ckpt / TRAINER_STATE).read_text())
+        log(f"resumed from {ckpt} at step {state['step']}")
+    else:
+        (out / "log.jsonl").unlink(missing_ok=True)
+
+    def record_validation(ndcg: float) -> None:
+        entry = {"step": state["step"], "ndcg@10": round(ndcg, 4), "train_seconds": round(state["train_seconds"], 1)}
+        state["validations"].append(entry)
+        with open(out / "log.jsonl", "a") as f:
+            f.write(json.dumps(entry) + "\n")
+        log(f"step {state['step']}: validation NDCG@10 {ndcg:.4f} ({cfg.eval_users} users)")
+        if ndcg > state["best_ndcg10"]:
+            state["best_ndcg10"], state["best_step"], state["bad_evals"] = ndcg, state["step"], 0
+            save_model(out / "model")
+        else:
+            state["bad_evals"] += 1
+
+    def checkpoint() -> None:
+        accelerator.save_state(str(ckpt))
+        (ckpt / TRAINER_STATE).write_text(json.dumps(state, indent=2))
+
+    if state["step"] == 0 and not state["validations"]:
+        record_validation(validate())  # the zero-shot starting point
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"tune {cfg.objective}", unit="step")
+    model.train()
+    stop = None
+    seg_start = time.perf_counter()
+    base_seconds = state["train_seconds"]
+    while state["step"] < cfg.steps:
+        k = state["step"]
+        batch = [examples[(k * cfg.batch_size + j) % len(examples)] for j in range(cfg.batch_size)]
+        rendered = [prompter.prompt(ex) for ex in batch]
+        with accelerator.autocast():
+            loss = _batch_loss(
+                model,
+                tokenizer,
+                [p for p, _ in rendered],
+                [lab for _, lab in rendered],
+                [ex["target"] for ex in batch],
+                device,
+            )
+        accelerator.backward(loss)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        state["step"] += 1
+        state["train_seconds"] = base_seconds + time.perf_counter() - seg_start
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        if not math.isfinite(float(loss.detach())):
+            stop = "non-finite loss"
+        elif state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
+            record_validation(validate())
+            checkpoint()
+            if state["bad_evals"] >= cfg.patience:
+                stop = f"early stop: {cfg.patience} validations without improvement"
+        if stop is None and cfg.max_minutes and (time.perf_counter() - t_start) / 60 > cfg.max_minutes:
+            stop = f"time limit of {cfg.max_minutes} min"
+        if stop:
+            break
+    if bar is not None:
+        bar.close()
+    if stop:
+        log(stop)
+        checkpoint()
+    return {
+        "best_ndcg10": state["best_ndcg10"],
+        "best_step": state["best_step"],
+        "model_dir": str(out / "model"),
+        "steps_done": state["step"],
+        "stopped": stop,
+        "seconds": round(time.perf_counter() - t_start, 1),
+        "method": method,
+        "mixed_precision": mp,
+        "validations": state["validations"],
+    }
