@@ -24,7 +24,6 @@ help:
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip $(QUIET)
 
 # Core: torch (CPU) + the project + the GGUF converter + the embedded default model.
 $(STAMP)-core: $(VENV)/bin/python pyproject.toml
