@@ -76,7 +76,9 @@ CALIBRATION_PROTOCOLS = ("llmrank", "likes", "both")
 # Scorers whose probabilities are a distribution over the request's candidates: temperature
 # scaling keeps them one (softmax mode), and they mean nothing for a single candidate.
 DISTRIBUTION_SCORERS = ("verbalizer", "listwise", "popularity")
-HYBRID_COMPONENTS = ("verbalizer", "pointwise", "listwise", "embedding", "popularity", "cooccurrence")
+HYBRID_COMPONENTS = (
+    "verbalizer", "pointwise", "listwise", "representation", "embedding", "popularity", "cooccurrence",
+)
 POSITION_STRATEGIES = ("verbalizer", "listwise")  # pointwise scores each candidate alone: no position
 LISTWISE_FAILURE_KINDS = ("not_json", "schema", "unknown_id", "duplicate_id", "missing_id")
 
@@ -307,12 +309,17 @@ class EvalRunner:
             "template_dir",
             "dtype",
         ]
-        return {
+        sig = {
             "strategy": strategy,
             "model": rec.model_name,
             "backend": rec.backend.name,
             **{k: str(getattr(s, k)) for k in keep},
         }
+        if strategy == "representation":  # a retrained head must not reuse cached scores
+            from ..representation.head import head_fingerprint
+
+            sig["representation_head"] = head_fingerprint(s.representation_head)
+        return sig
 
     def _cache(self, strategy: str) -> ResultCache:
         if strategy not in self._caches:

@@ -144,6 +144,18 @@ class RepresentationHead:
             raise ModelLoadError(f"could not read representation head {folder}: {exc}", param="head") from exc
 
 
+def head_fingerprint(folder: str | Path | None) -> str | None:
+    """A short hash of a saved head's files (what cached scores of that head depend on)."""
+    if folder is None or not (Path(folder) / HEAD_TENSORS).is_file():
+        return None
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in (HEAD_JSON, HEAD_TENSORS):
+        h.update((Path(folder) / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def build_features(pu: np.ndarray, pi: np.ndarray) -> np.ndarray:
     return np.concatenate([pu, pi, pu * pi], axis=1).astype(np.float32)
 

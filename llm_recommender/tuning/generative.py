@@ -337,6 +337,8 @@ def tune(
                 stop = f"early stop: {cfg.patience} validations without improvement"
         if stop is None and cfg.max_minutes and (time.perf_counter() - t_start) / 60 > cfg.max_minutes:
             stop = f"time limit of {cfg.max_minutes} min"
+            if state["validations"][-1]["step"] != state["step"]:
+                record_validation(validate())  # the last steps count too
         if stop:
             break
     if bar is not None:

@@ -68,3 +68,39 @@ def test_cli_tune_head_and_generative_help():
 
     r = CliRunner().invoke(app, ["tune", "--help"])
     assert r.exit_code == 0 and "head" in r.output and "generative" in r.output
+
+
+def test_cli_tune_head_then_rank_with_it(tiny_model_dir, tmp_path, monkeypatch, sample_request):
+    from typer.testing import CliRunner
+
+    from llm_recommender.cli import app
+
+    monkeypatch.setenv("LLM_REC_CACHE_DIR", str(tmp_path / "cache"))
+    data = write_tiny_dataset(tmp_path / "data")
+    head = tmp_path / "head"
+    r = CliRunner().invoke(
+        app,
+        [
+            "tune",
+            "head",
+            "--out",
+            str(head),
+            "--dataset",
+            "generic",
+            "--data-dir",
+            str(data),
+            "--model",
+            str(tiny_model_dir),
+            "--epochs",
+            "2",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert (head / "head.json").is_file() and (head / "head.safetensors").is_file()
+    assert list((tmp_path / "cache" / "representations").glob("*/vectors.npz"))
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps(sample_request))
+    monkeypatch.setenv("LLM_REC_REPRESENTATION_HEAD", str(head))
+    r = CliRunner().invoke(app, ["rank", str(req), "--model", str(tiny_model_dir), "--strategy", "representation"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["strategy"] == "representation"
