@@ -42,7 +42,7 @@ def tune_head(
     dim: Annotated[int | None, typer.Option(help="PCA dimensions of h [default: all].")] = None,
     negatives: Annotated[int, typer.Option(help="Sampled negatives per positive.")] = 4,
     max_per_user: Annotated[int, typer.Option(help="Training contexts sampled per user.")] = 40,
-    epochs: Annotated[int, typer.Option()] = 4,
+    epochs: Annotated[int, typer.Option(help="Passes over the training examples.")] = 6,
     l2: Annotated[float, typer.Option(help="L2 penalty on the standardised weights.")] = 1e-4,
     seed: SeedOpt = 0,
 ) -> None:
