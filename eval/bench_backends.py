@@ -152,6 +152,9 @@ def worker(args: argparse.Namespace) -> dict:
         rec = Recommender(backend="openai", base_url=server.url, **opts)
         dtype = resolve_dtype(Settings(dtype=args.dtype), is_cpu_build())
     else:
+        if args.worker == "vllm":
+            opts["vllm_in_process"] = args.vllm_in_process
+            tree = TreePeak(os.getpid())  # the engine core may run in a child process
         rec = Recommender(backend=args.worker, **opts)
         dtype = getattr(rec.backend, "dtype_name", args.dtype)
     startup = time.perf_counter() - t0
@@ -206,8 +209,10 @@ def worker(args: argparse.Namespace) -> dict:
     if server is not None:
         server_peak_kib = tree.stop()
         server.stop()
+    elif tree is not None:  # in-process backend with an engine child: the tree's peak
+        client_peak_kib = max(client_peak_kib, tree.stop())
     rec.backend.close()
-    return {"backend": args.worker, "dtype": dtype, "startup_s": round(startup, 1), "runs": runs,
+    return {"backend": args.worker, "engine": "in-process" if args.vllm_in_process else "child process", "dtype": dtype, "startup_s": round(startup, 1), "runs": runs,
             "client_peak_rss_gib": round(client_peak_kib / 2**20, 2),
             "server_peak_rss_gib": round(server_peak_kib / 2**20, 2) if server_peak_kib is not None else None}
 
@@ -216,6 +221,7 @@ def run_worker(backend: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", backend, "--users", str(args.users), "--candidates", str(args.candidates),
            "--history", str(args.history), "--seed", str(args.seed), "--strategy", args.strategy, "--dtype", args.dtype,
            "--threads", str(args.threads), "--data-dir", str(args.data_dir),
+           *(["--vllm-in-process"] if args.vllm_in_process else []),
            "--concurrency", ",".join(str(c) for c in args.concurrency)]
     env = dict(os.environ, PYTHONPATH=str(REPO), VLLM_LOGGING_LEVEL=os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"))
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, timeout=args.timeout)
@@ -231,7 +237,7 @@ def table(results: list[dict]) -> str:
         if "error" in res:
             lines.append(f"| {res['backend']} | - | - | error: {res['error']} | | | | | |")
             continue
-        name = {"transformers": "transformers (in-process)", "vllm": "vLLM engine (in-process)",
+        name = {"transformers": "transformers (in-process)", "vllm": f"vLLM engine ({res.get('engine', 'child process')})",
                 "openai": "vLLM server (openai backend)"}[res["backend"]]
         mem = f"{res['client_peak_rss_gib']}"
         if res["server_peak_rss_gib"] is not None:
@@ -256,6 +262,8 @@ def main() -> None:
     p.add_argument("--dtype", default="auto", help="auto (bf16 on AMX CPUs) | float32 | bfloat16 (default: auto)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the transformers backend (default: 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vllm-in-process", action="store_true",
+                   help="vLLM engine core in the benchmark process (VLLM_ENABLE_V1_MULTIPROCESSING=0) instead of a child")
     p.add_argument("--data-dir", default=str(DEFAULT_DATA), help=f"ML-100K folder (default: {DEFAULT_DATA})")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per backend (default: 3600)")
     p.add_argument("--out", type=Path, default=None, help="also write the results (JSON) and the table (.md beside it)")

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     vllm_gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="GPU build: share of GPU memory")
     vllm_enforce_eager: bool | None = Field(None, description="None: eager on CPU (skips ~60 s of torch.compile), graphs on GPU")
     vllm_max_logprobs: int = Field(32, ge=1, description="most label log-probs per request (>= candidates)")
+    vllm_in_process: bool = Field(False, description="engine in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0): starts faster, less memory, but ran 4-7x slower per request on the 2-core CPU machines (eval/bench_backends.py)")
     vllm_cpu_threads_bind: str | None = Field(None, description="CPU build: VLLM_CPU_OMP_THREADS_BIND, e.g. '0' (one thread on core 0), '0-1', 'nobind' (None: vLLM's 'auto')")
 
     # OpenAI-compatible server (backend "openai")

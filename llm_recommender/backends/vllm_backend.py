@@ -13,9 +13,13 @@
 
 On the CPU build the engine needs ``VLLM_CPU_KVCACHE_SPACE`` (set from
 ``settings.vllm_kv_cache_gib``) and runs eagerly (torch.compile would add ~60 s to the
-start). ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` keeps the engine in this process (faster
-start, less memory); scripts that create it still need an ``if __name__ == "__main__":``
-guard. Both variables are only set when the caller has not set them.
+start). By default the engine core runs in a child process (vLLM's default): measured
+on the 2-core CPU machines, keeping it in this process (``vllm_in_process=True``, i.e.
+``VLLM_ENABLE_V1_MULTIPROCESSING=0``) starts faster and uses less memory but ranked 4-7x
+slower per request (0.24 vs 0.92 users/s over 100 users, eval/bench_backends.py), the Python thread
+competing with the engine's bound OpenMP threads. Scripts that create the engine need an
+``if __name__ == "__main__":`` guard. ``VLLM_CPU_KVCACHE_SPACE`` is only set when the
+caller has not set it.
 """
 
 from __future__ import annotations
@@ -112,7 +116,8 @@ class VLLMBackend(TokenizerMixin, Backend):
         self.cpu = is_cpu_build()
         for key, value in engine_env(self.settings, self.cpu).items():
             os.environ[key] = value
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        # Read when the engine is built; this backend's setting decides, per engine.
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if self.settings.vllm_in_process else "1"
         try:
             import vllm
             from vllm import SamplingParams
