@@ -140,10 +140,9 @@ def worker(args: argparse.Namespace) -> dict:
     server = tree = None
     t0 = time.perf_counter()
     if args.worker == "openai":
+        from llm_recommender.backends.vllm_backend import is_cpu_build, resolve_dtype
         from llm_recommender.backends.vllm_server import VLLMServer
         from llm_recommender.settings import Settings
-
-        from llm_recommender.backends.vllm_backend import is_cpu_build, resolve_dtype
 
         # Dev mode (loopback only) adds POST /reset_prefix_cache, used between the runs below.
         os.environ["VLLM_SERVER_DEV_MODE"] = "1"
@@ -224,7 +223,7 @@ def run_worker(backend: str, args: argparse.Namespace) -> dict:
            *(["--vllm-in-process"] if args.vllm_in_process else []),
            "--concurrency", ",".join(str(c) for c in args.concurrency)]
     env = dict(os.environ, PYTHONPATH=str(REPO), VLLM_LOGGING_LEVEL=os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"))
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, timeout=args.timeout)
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, timeout=args.timeout, check=False)
     if proc.returncode != 0:
         return {"backend": backend, "error": f"worker exited with {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -289,7 +288,7 @@ def main() -> None:
                 same = sum(a == b for a, b in zip(r0["top1"], r1["top1"])) / len(r0["top1"])
                 agreement[f"{other['backend']} vs {ref['backend']} (c={r0['concurrency']})"] = round(same, 3)
     md = table(results)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
     header = (f"command: python eval/bench_backends.py {' '.join(sys.argv[1:])}\ncommit: {commit}; machine: {platform.machine()}, "
               f"{os.cpu_count()} CPUs; model: smollm2-135m-instruct; strategy: {args.strategy}; {args.users} users, "
               f"{args.candidates} candidates, {args.history} history items")

@@ -23,7 +23,14 @@ from pathlib import Path
 from ..errors import BackendError, ModelLoadError
 from ..model_store import resolve_model
 from ..settings import Settings
-from .vllm_backend import STRUCTURED_OUTPUTS_CONFIG, capped_max_model_len, engine_env, is_cpu_build, resolve_dtype, vllm_installed
+from .vllm_backend import (
+    STRUCTURED_OUTPUTS_CONFIG,
+    capped_max_model_len,
+    engine_env,
+    is_cpu_build,
+    resolve_dtype,
+    vllm_installed,
+)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

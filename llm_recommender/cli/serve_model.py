@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -21,13 +21,13 @@ def serve_model(
     model: ModelOpt = None,
     host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless you add an API key and a firewall.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port (0: a free one).")] = 8000,
-    served_model_name: Annotated[Optional[str], typer.Option(help="Name clients ask for (default: the --model value).")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="auto | float32 | bfloat16 | float16 (default: bf16 on AMX CPUs, like the transformers backend).")] = None,
-    max_model_len: Annotated[Optional[int], typer.Option(help="Context length to reserve (default: 4096, capped at the model's).")] = None,
-    kv_cache_gib: Annotated[Optional[float], typer.Option(help="CPU build: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE) (default: 1).")] = None,
-    api_key: Annotated[Optional[str], typer.Option(help="Require this bearer token from clients.", envvar="LLM_REC_SERVE_API_KEY")] = None,
+    served_model_name: Annotated[str | None, typer.Option(help="Name clients ask for (default: the --model value).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto | float32 | bfloat16 | float16 (default: bf16 on AMX CPUs, like the transformers backend).")] = None,
+    max_model_len: Annotated[int | None, typer.Option(help="Context length to reserve (default: 4096, capped at the model's).")] = None,
+    kv_cache_gib: Annotated[float | None, typer.Option(help="CPU build: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE) (default: 1).")] = None,
+    api_key: Annotated[str | None, typer.Option(help="Require this bearer token from clients.", envvar="LLM_REC_SERVE_API_KEY")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for /health.")] = 600.0,
-    vllm_arg: Annotated[Optional[list[str]], typer.Option("--vllm-arg", help="Extra argument passed to vLLM as is (repeatable), e.g. --vllm-arg=--max-num-seqs=64.")] = None,
+    vllm_arg: Annotated[list[str] | None, typer.Option("--vllm-arg", help="Extra argument passed to vLLM as is (repeatable), e.g. --vllm-arg=--max-num-seqs=64.")] = None,
 ) -> None:
     """Start vLLM's OpenAI-compatible server for the model (default: the embedded SmolLM2), wait until it is healthy, print its URL; Ctrl-C or SIGTERM stops it."""
     from ..backends.vllm_server import VLLMServer

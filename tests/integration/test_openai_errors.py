@@ -54,11 +54,11 @@ class ScriptedServer:
                 except BrokenPipeError:  # the client gave up (the timeout test)
                     pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 data = [{"id": m, "object": "model", "max_model_len": 2048} for m in outer.models]
                 self._send(200, json.dumps({"object": "list", "data": data}).encode())
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append(body)
                 action = outer.script.pop(0) if outer.script else outer.default
