@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     reason_max_tokens: int = Field(60, ge=8)
     reason_history_choices: int = Field(10, ge=1, description="recent history titles a reason may refer to")
     pointwise_prefix_reuse: bool = True
-    batch_size: int = Field(16, ge=1, description="prompts per forward pass")
+    batch_size: int = Field(16, ge=1, description="prompts per forward pass (GPU; on CPU full prompts go one by one)")
     representation_head: Path | None = Field(None, description="strategy 'representation': folder of a head trained by `llm-rec tune head`")
 
     # vLLM engine (backend "vllm") and the server `llm-rec serve-model` starts

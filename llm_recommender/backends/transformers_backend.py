@@ -131,7 +131,9 @@ class TransformersBackend(Backend):
     def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
         torch = self._torch
         out = []
-        bs = self.settings.batch_size
+        # On a CPU a prefill pass is compute-bound: batching prompts of different lengths only
+        # adds padding (measured: 4 padded prompts cost 2.75 s each vs 1.7 s one by one).
+        bs = self.settings.batch_size if self.device.type != "cpu" else 1
         for start in range(0, len(prompts), bs):
             chunk = [self._encode(p) for p in prompts[start : start + bs]]
             width = max(len(c) for c in chunk)
