@@ -210,7 +210,5 @@ class PromptRenderer:
                 lo, best = mid, text
             else:
                 hi = mid - 1
-        if lo > 0 and best is empty:
-            best = render_n(lo)
         note = f"history truncated to the {lo} most recent of {len(history)} items to fit {budget} prompt tokens"
         return RenderedPrompt(best, lo, [note])

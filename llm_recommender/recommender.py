@@ -10,9 +10,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from .backends import Backend, make_backend
 from .calibration import Calibrator, IdentityCalibrator, load_calibrator
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, from_validation_error
 from .prompts import PromptRenderer
 from .protocol import HistoryEntry, Item, RankedItem, RankRequest, RankResponse, Usage, coerce_items, parse_request
 from .reasons import generate_reasons
@@ -48,14 +50,8 @@ class Recommender:
             update["backend"] = backend
         try:
             self.settings = Settings.model_validate(base.model_dump() | update)
-        except Exception as exc:  # pydantic.ValidationError
-            from pydantic import ValidationError
-
-            from .errors import from_validation_error
-
-            if isinstance(exc, ValidationError):
-                raise from_validation_error(exc) from None
-            raise
+        except ValidationError as exc:
+            raise from_validation_error(exc) from None
         strategy_class(self.settings.strategy)  # fail fast on an unknown default strategy
         if isinstance(backend, Backend):
             self.backend = backend
