@@ -81,7 +81,8 @@ class HistoryEntry(Item):
 
 class RankRequest(_Model):
     history: list[HistoryEntry] = Field(default_factory=list, max_length=MAX_HISTORY)
-    candidates: list[Item] = Field(min_length=1, max_length=MAX_CANDIDATES)
+    candidates: list[Item] = Field(default_factory=list, max_length=MAX_CANDIDATES,
+                                   description="empty: a bundle retrieves candidates from its catalogue")
     top_k: int = Field(default=10, ge=1, le=MAX_CANDIDATES)
     reasons: bool = False
     strategy: str | None = None

@@ -18,8 +18,11 @@ from .errors import InvalidRequestError, from_validation_error
 from .prompts import PromptRenderer
 from .protocol import HistoryEntry, Item, RankedItem, RankRequest, RankResponse, Usage, coerce_items, parse_request
 from .reasons import generate_reasons
-from .scorers import LLMScorer, ScoreResult, strategy_class
+from .scorers import ScoreResult, strategy_class
+from .scorers.base import Scorer
 from .settings import Settings
+
+FUSED = "fused"
 
 
 class Recommender:
@@ -32,8 +35,15 @@ class Recommender:
 
     ``backend`` is a registered name or a :class:`Backend` instance; ``calibrator`` a
     :class:`Calibrator` or the path of a fitted calibrator JSON file; other keyword
-    arguments are :class:`Settings` fields.
+    arguments are :class:`Settings` fields. ``Recommender.load(BUNDLE)`` serves a bundle
+    fitted by ``llm-rec fit``: its default strategy is the fused ranking, and requests
+    may omit ``candidates`` (the bundle retrieves them from its catalogue).
+
+    The LLM backend is created on first use: ranking with a bundle's fitted components
+    alone never loads the model.
     """
+
+    bundle: Any = None
 
     def __init__(
         self,
@@ -42,6 +52,7 @@ class Recommender:
         strategy: str | None = None,
         calibrator: str | Path | Calibrator | None = None,
         settings: Settings | None = None,
+        bundle: Any = None,
         **overrides: Any,
     ) -> None:
         base = settings or Settings()
@@ -52,28 +63,110 @@ class Recommender:
             self.settings = Settings.model_validate(base.model_dump() | update)
         except ValidationError as exc:
             raise from_validation_error(exc) from None
-        strategy_class(self.settings.strategy)  # fail fast on an unknown default strategy
-        if isinstance(backend, Backend):
-            self.backend = backend
-        else:
-            self.backend = make_backend(self.settings.backend, self.settings)
-        self.renderer = PromptRenderer(self.backend, self.settings)
+        self._backend: Backend | None = backend if isinstance(backend, Backend) else None
+        self._renderer: PromptRenderer | None = None
         if isinstance(calibrator, Calibrator):
             self.calibrator = calibrator
         elif calibrator is not None or self.settings.calibrator is not None:
             self.calibrator = load_calibrator(calibrator or self.settings.calibrator)  # type: ignore[arg-type]
         else:
             self.calibrator = IdentityCalibrator()
-        self._scorers: dict[str, LLMScorer] = {}
+        self._scorers: dict[str, Scorer] = {}
+        if bundle is not None:
+            self._attach_bundle(bundle)
+        self._check_strategy(self.settings.strategy, param="strategy")
+        if self._backend is None and not (self.bundle is not None and self.settings.strategy in self.bundle.strategies):
+            self.backend  # noqa: B018 - an LLM strategy by default: load the model now, fail fast
+
+    @classmethod
+    def load(cls, bundle: str | Path, *, text_encoder: Any = None, **kwargs: Any) -> Recommender:
+        """A recommender serving the bundle at ``bundle`` (see ``llm-rec fit``).
+
+        ``text_encoder`` (texts -> vectors) must be given when the bundle was fitted with a
+        custom one instead of MiniLM, so that items it has never seen can be embedded the same way.
+        """
+        from .bundle import Bundle
+
+        loaded = Bundle.load(bundle, template_dir=kwargs.get("template_dir"))
+        kwargs.setdefault("model", loaded.manifest.model)
+        kwargs.setdefault("strategy", FUSED)
+        rec = cls(bundle=loaded, **kwargs)
+        if "minilm" in loaded.space.vectors and (
+            text_encoder is not None or loaded.manifest.representation.get("text_encoder") != "custom"
+        ):
+            from .bundle.fit import text_vectors
+
+            loaded.space.set_encoder("minilm", lambda: text_vectors(text_encoder))
+        return rec
+
+    def _attach_bundle(self, bundle: Any) -> None:
+        self.bundle = bundle
+        if "llm" in bundle.space.vectors:
+            bundle.space.set_encoder("llm", self._llm_item_encoder)
+
+    def _llm_item_encoder(self) -> Any:
+        """Encodes items the bundle has never seen with this recommender's LLM (checked against the bundle)."""
+        from .bundle.manifest import BundleError
+        from .errors import CapabilityError
+        from .representation.encoder import ItemEncoder
+
+        backend = self.backend
+        if getattr(backend, "model", None) is None:
+            raise CapabilityError(
+                f"items the bundle has not seen are represented with the LLM's hidden states: that needs the "
+                f"transformers backend, not {backend.name!r}", param="backend")
+        rep = self.bundle.manifest.representation
+        enc = ItemEncoder(backend.model, backend.tokenizer, self.renderer, model_name=backend.model_name,  # type: ignore[attr-defined]
+                          layer=rep.get("layer"), pooling=rep.get("pooling", "mean"))
+        if enc.model_fingerprint() != self.bundle.manifest.model_fingerprint:
+            raise BundleError(
+                f"the bundle was fitted with model {self.bundle.manifest.model!r}; the loaded model "
+                f"{backend.model_name!r} is a different one (fingerprint mismatch): its representations would not "
+                "match. Load the bundle's model or fit a new bundle", param="model")
+        return enc.encode_items
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = make_backend(self.settings.backend, self.settings)
+        return self._backend
+
+    @property
+    def renderer(self) -> PromptRenderer:
+        if self._renderer is None:
+            self._renderer = PromptRenderer(self.backend, self.settings)
+        return self._renderer
+
+    def strategy_names(self) -> list[str]:
+        """Every strategy this recommender can rank with: the bundle's (fused, components) and the LLM ones."""
+        from .scorers import LLM_STRATEGIES
+
+        return [*(self.bundle.strategies if self.bundle is not None else []), *LLM_STRATEGIES]
+
+    def _check_strategy(self, name: str, param: str) -> None:
+        if name not in self.strategy_names():
+            from .errors import UnknownNameError
+
+            hint = [] if self.bundle is not None else [FUSED + " (with a bundle)"]
+            raise UnknownNameError("strategy", name, [*self.strategy_names(), *hint], param=param)
 
     @property
     def model_name(self) -> str:
-        return self.backend.model_name
+        return self._backend.model_name if self._backend is not None else self.settings.model
 
-    def scorer(self, strategy: str | None = None) -> LLMScorer:
+    @property
+    def backend_name(self) -> str:
+        return self._backend.name if self._backend is not None else "none"
+
+    def scorer(self, strategy: str | None = None) -> Scorer:
+        """The scorer for ``strategy``: ONE lookup for bundle strategies and LLM strategies."""
         name = strategy or self.settings.strategy
         if name not in self._scorers:
-            self._scorers[name] = strategy_class(name)(self.backend, self.renderer, self.settings)
+            found = self.bundle.scorer(name) if self.bundle is not None else None
+            if found is None:
+                self._check_strategy(name, param="strategy")
+                found = strategy_class(name)(self.backend, self.renderer, self.settings)
+            self._scorers[name] = found
         return self._scorers[name]
 
     # ---- doors ------------------------------------------------------------------
@@ -88,8 +181,6 @@ class Recommender:
         """Rank ``candidates`` for a user with ``history``; plain dicts or models accepted."""
         hist = coerce_items(history, HistoryEntry, "history")
         cands = coerce_items(candidates, Item, "candidates")
-        if not cands:
-            raise InvalidRequestError("candidates must not be empty", param="candidates")
         request = parse_request(
             {"history": [h.model_dump() for h in hist], "candidates": [c.model_dump() for c in cands],
              "top_k": top_k, "reasons": reasons, "strategy": strategy}
@@ -100,8 +191,12 @@ class Recommender:
         return self.rank_many([request])[0]
 
     def rank_many(self, requests: list[RankRequest | dict[str, Any]]) -> list[RankResponse]:
-        """Rank many requests; requests sharing a strategy are scored as one batch."""
-        parsed = [parse_request(r) for r in requests]
+        """Rank many requests; requests sharing a strategy are scored as one batch.
+
+        A request without candidates gets them from the bundle's catalogue (retrieval:
+        the fused ranking over every item not in the history), then ranks them.
+        """
+        parsed = [self._with_candidates(parse_request(r)) for r in requests]
         results: list[ScoreResult | None] = [None] * len(parsed)
         by_strategy: dict[str, list[int]] = {}
         for i, req in enumerate(parsed):
@@ -109,10 +204,10 @@ class Recommender:
         shares: list[tuple[int, ...]] = [(0, 0, 0)] * len(parsed)
         for name, idxs in by_strategy.items():
             scorer = self.scorer(name)
-            before = self.backend.stats.snapshot()
+            before = self._usage_snapshot()
             for i, res in zip(idxs, scorer.score_many([parsed[i] for i in idxs])):
                 results[i] = res
-            spent = [a - b for a, b in zip(self.backend.stats.snapshot(), before)]
+            spent = [a - b for a, b in zip(self._usage_snapshot(), before)]
             for i in idxs:  # a batch's usage is shared evenly by its requests
                 shares[i] = tuple(-(-x // len(idxs)) for x in spent)
         return [
@@ -121,8 +216,23 @@ class Recommender:
         ]
 
     # ---- assembly -----------------------------------------------------------------
+    def _with_candidates(self, request: RankRequest) -> RankRequest:
+        if request.candidates:
+            return request
+        if self.bundle is None:
+            raise InvalidRequestError(
+                "candidates must not be empty (a recommender loaded from a bundle retrieves them from its catalogue)",
+                param="candidates")
+        found = self.bundle.retrieve(request.history, max(request.top_k, self.settings.retrieve_candidates))
+        if not found:
+            raise InvalidRequestError("the catalogue has no item outside the history to recommend", param="candidates")
+        return request.model_copy(update={"candidates": found})
+
+    def _usage_snapshot(self) -> tuple[int, ...]:
+        return self._backend.stats.snapshot() if self._backend is not None else (0, 0, 0)
+
     def _respond(self, request: RankRequest, result: ScoreResult, strategy: str, scoring_usage: tuple[int, ...]) -> RankResponse:
-        before = self.backend.stats.snapshot()
+        before = self._usage_snapshot()
         probs = self.calibrator.transform(result.scores, result.probabilities)
         order = result.ranking()[: min(request.top_k, len(request.candidates))]
         top = [request.candidates[i] for i in order]
@@ -137,16 +247,16 @@ class Recommender:
             for r, (i, c) in enumerate(zip(order, top))
         ]
         notes = list(result.notes)
-        truncated = self.renderer.text_stats.truncated
+        truncated = self._renderer.text_stats.truncated if self._renderer is not None else 0
         if truncated:
             notes.append(f"{truncated} item text(s) were longer than the prompt limits and were truncated")
             self.renderer.text_stats.truncated = 0
-        after = self.backend.stats.snapshot()
+        after = self._usage_snapshot()
         return RankResponse(
             items=items,
             strategy=strategy,
             model=self.model_name,
-            backend=self.backend.name,
+            backend=self.backend_name,
             calibrator=self.calibrator.name,
             fallback_used=bool(fallbacks),
             fallbacks=fallbacks,

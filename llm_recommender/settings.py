@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     reason_history_choices: int = Field(10, ge=1, description="recent history titles a reason may refer to")
     pointwise_prefix_reuse: bool = True
     batch_size: int = Field(16, ge=1, description="prompts per forward pass (GPU; on CPU full prompts go one by one)")
-    representation_head: Path | None = Field(None, description="strategy 'representation': folder of a head trained by `llm-rec tune head`")
+    retrieve_candidates: int = Field(50, ge=1, le=200, description="bundle: candidates retrieved from the catalogue when a request gives none")
 
     # vLLM engine (backend "vllm") and the server `llm-rec serve-model` starts
     vllm_kv_cache_gib: float = Field(1.0, gt=0, description="CPU build: VLLM_CPU_KVCACHE_SPACE (GiB of KV cache)")

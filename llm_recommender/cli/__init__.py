@@ -17,7 +17,7 @@ app = typer.Typer(
 )
 
 # Each module registers its command(s) on `app` when imported.
-from . import demo, rank  # noqa: E402,F401
+from . import demo, fit, rank  # noqa: E402,F401
 
 for _optional in ("eval", "serve", "serve_model", "tune"):
     try:

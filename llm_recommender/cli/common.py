@@ -19,3 +19,12 @@ TemplateDirOpt = Annotated[Optional[Path], typer.Option("--template-dir", help="
 def recommender_kwargs(**opts: Any) -> dict[str, Any]:
     """Drop unset options so Settings defaults (and LLM_REC_* env vars) apply."""
     return {k: v for k, v in opts.items() if v is not None}
+BundleOpt = Annotated[Optional[Path], typer.Option("--bundle", help="Folder of a recommender fitted by `llm-rec fit` (default strategy: its fused ranking; requests may omit candidates).")]
+
+
+def make_recommender(bundle: Path | None = None, **opts: Any) -> Any:
+    """The one way every command builds its Recommender: from a bundle, or from settings alone."""
+    from ..recommender import Recommender
+
+    kwargs = recommender_kwargs(**opts)
+    return Recommender.load(bundle, **kwargs) if bundle is not None else Recommender(**kwargs)

@@ -24,7 +24,7 @@ def eval_command(
     ] = None,
     protocol: Annotated[
         str,
-        typer.Option(help="llmrank: the ground truth + 19 random negatives per user (the published LLMRank protocol)."),
+        typer.Option(help="llmrank: the ground truth + (n-1) random negatives per user (the published LLMRank protocol); cold-start: targets and candidates are items kept out of training."),
     ] = "llmrank",
     users: Annotated[
         int, typer.Option(help="Users sampled with --seed; each gives one validation and one test case.")
@@ -33,9 +33,9 @@ def eval_command(
     scorers: Annotated[
         str,
         typer.Option(
-            help="Comma-separated: random, popularity, embedding, cooccurrence, verbalizer, pointwise, listwise, hybrid."
+            help="Comma-separated strategies of one registry: fused (the bundle), its components (popularity, cooccurrence, itemknn, als, bpr, embedding, representation, sequence), random, and the LLM strategies verbalizer, pointwise, listwise."
         ),
-    ] = "random,popularity,embedding,cooccurrence,verbalizer,pointwise,listwise,hybrid",
+    ] = "random,fused,popularity,cooccurrence,itemknn,als,bpr,embedding,representation,sequence,verbalizer,pointwise,listwise",
     out: Annotated[
         Path, typer.Option(help="Output folder (results.json, report.md, *.png, calibrators/, cache/).")
     ] = Path("eval/runs/latest"),
@@ -105,12 +105,17 @@ def eval_command(
     listwise_users: Annotated[
         int | None, typer.Option(help="Score listwise on the first N sampled users only.")
     ] = None,
-    hybrid_vectors: Annotated[
-        str | None,
-        typer.Option(
-            help="Add embedding vector features to the hybrid: product | concat | both [default: scalar features only]."
-        ),
+    bundle: Annotated[
+        Path | None,
+        typer.Option(help="Evaluate this fitted bundle [default: fit one on the training split into OUT/bundle, reused by reruns]."),
     ] = None,
+    fit_components: Annotated[
+        str | None,
+        typer.Option(help="Components the run's own fit trains [default: all available]; the fit keeps those that help."),
+    ] = None,
+    cold_share: Annotated[
+        float, typer.Option(help="cold-start protocol: share of the items kept out of training (seeded).")
+    ] = 0.1,
     batch_size: Annotated[
         int, typer.Option(help="LLM requests per batch; each finished batch is appended to OUT/cache.")
     ] = 8,
@@ -119,7 +124,7 @@ def eval_command(
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars with ETA.")] = True,
 ) -> None:
-    """Evaluate scorers on a benchmark dataset; calibrators and the hybrid are fitted on validation only.
+    """Fit (or load) a bundle and evaluate it and every scorer through the served pipeline; calibrators are fitted on validation only.
 
     Writes OUT/results.json (every metric per scorer plus the run record), OUT/report.md
     and PNG plots. LLM outputs are cached in OUT/cache, so an interrupted run resumes
@@ -158,7 +163,9 @@ def eval_command(
             llm_history=llm_history,
             llm_users=llm_users,
             listwise_users=listwise_users,
-            hybrid_vectors=hybrid_vectors,
+            bundle=bundle,
+            fit_components=fit_components,
+            cold_share=cold_share,
             batch_size=batch_size,
             stop_after=stop_after,
             progress=progress,

@@ -11,7 +11,17 @@ import typer
 
 from ..errors import InputDecodeError, InvalidRequestError
 from . import app
-from .common import BackendOpt, BaseUrlOpt, CalibratorOpt, ModelOpt, StrategyOpt, TemplateDirOpt, ThreadsOpt, recommender_kwargs
+from .common import (
+    BackendOpt,
+    BaseUrlOpt,
+    BundleOpt,
+    CalibratorOpt,
+    ModelOpt,
+    StrategyOpt,
+    TemplateDirOpt,
+    ThreadsOpt,
+    make_recommender,
+)
 
 
 def read_request(source: str) -> dict:
@@ -36,7 +46,8 @@ def read_request(source: str) -> dict:
 
 @app.command()
 def rank(
-    request: Annotated[str, typer.Argument(help="Request JSON file ({history, candidates, top_k, reasons, strategy}), or - for stdin.")],
+    request: Annotated[str, typer.Argument(help="Request JSON file ({history, candidates, top_k, reasons, strategy}; with --bundle candidates may be omitted), or - for stdin.")],
+    bundle: BundleOpt = None,
     model: ModelOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
@@ -48,10 +59,9 @@ def rank(
 ) -> None:
     """Rank the candidates of REQUEST for its user and print the response as JSON."""
     from ..protocol import parse_request
-    from ..recommender import Recommender
 
     parsed = parse_request(read_request(request))  # validate before loading the model
-    rec = Recommender(**recommender_kwargs(model=model, backend=backend, base_url=base_url, strategy=strategy, calibrator=calibrator,
-                                           threads=threads, template_dir=template_dir))
+    rec = make_recommender(bundle, model=model, backend=backend, base_url=base_url, strategy=strategy,
+                           calibrator=calibrator, threads=threads, template_dir=template_dir)
     response = rec.rank_request(parsed)
     typer.echo(response.model_dump_json(indent=indent or None))

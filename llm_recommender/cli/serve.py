@@ -8,7 +8,17 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import BackendOpt, CalibratorOpt, ModelOpt, StrategyOpt, TemplateDirOpt, ThreadsOpt, recommender_kwargs
+from .common import (
+    BackendOpt,
+    BundleOpt,
+    CalibratorOpt,
+    ModelOpt,
+    StrategyOpt,
+    TemplateDirOpt,
+    ThreadsOpt,
+    make_recommender,
+    recommender_kwargs,
+)
 
 
 @app.command()
@@ -25,6 +35,7 @@ def serve(
     max_candidates: Annotated[Optional[int], typer.Option(help="More candidates get 400 (default: 100).")] = None,
     graceful_timeout: Annotated[Optional[float], typer.Option(help="SIGTERM: seconds to finish in-flight requests (default: 30).")] = None,
     log_level: Annotated[Optional[str], typer.Option(help="debug | info | warning | error (default: info).")] = None,
+    bundle: BundleOpt = None,
     model: ModelOpt = None,
     backend: BackendOpt = None,
     strategy: StrategyOpt = None,
@@ -34,7 +45,6 @@ def serve(
 ) -> None:
     """Serve /v1/models, /v1/chat/completions, /v1/recommendations, /health and /metrics."""
     from ..backends import backend_class
-    from ..recommender import Recommender
     from ..scorers import strategy_class
     from ..server import ServerSettings, run_server
     from ..settings import Settings
@@ -49,7 +59,12 @@ def serve(
     # Fail fast on typos before the (slow) model load starts in the background.
     core = Settings(**{k: v for k, v in kwargs.items() if k != "calibrator"})
     backend_class(core.backend)
-    strategy_class(core.strategy)
+    if bundle is None:
+        strategy_class(core.strategy)
+    else:
+        from ..bundle import read_manifest
+
+        read_manifest(bundle)  # a missing or broken bundle fails here, not in the background load
     if calibrator is not None and not calibrator.is_file():
         raise typer.BadParameter(f"{calibrator} does not exist", param_hint="--calibrator")
-    run_server(lambda: Recommender(**kwargs), settings)
+    run_server(lambda: make_recommender(bundle, **kwargs), settings)

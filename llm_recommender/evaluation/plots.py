@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 BAR_METRICS = ("ndcg@10", "hr@10", "mrr")
-LLM_AND_HYBRID = ("verbalizer", "pointwise", "listwise", "hybrid", "hybrid-baselines")
+LLM_AND_HYBRID = ("verbalizer", "pointwise", "listwise", "fused")
 
 
 def _plt() -> Any:
@@ -32,7 +32,7 @@ def metric_bars(results: dict[str, Any], path: Path) -> None:
     ax.set_xticks([i + width for i in range(len(names))])
     ax.set_xticklabels([f"{n}\n(n={scorers[n]['users']})" for n in names], fontsize=8)
     ax.set_ylabel("test, LLMRank protocol")
-    ax.set_title(f"{results['run']['dataset']}: ranking metrics (20 candidates)")
+    ax.set_title(f"{results['run']['dataset']}: ranking metrics ({results['config']['n_candidates']} candidates)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

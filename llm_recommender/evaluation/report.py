@@ -96,7 +96,7 @@ def write_report(results: dict[str, Any], out: Path, plots: list[str]) -> None:
         rows = [[n, *(_f(m[c]) for c in RANK_COLS)] for n, m in table.items()]
         lines += ["", f"### Every scorer on the {label}", "", *_table(["scorer", *RANK_COLS], rows)]
     for set_name, title in (
-        ("llmrank", "LLMRank candidates (label 1 = ground truth, 0 = the 19 negatives)"),
+        ("llmrank", f"ranking candidates (label 1 = ground truth, 0 = the {cfg['n_candidates'] - 1} negatives)"),
         ("likes", "like/dislike (target alone, label = rating > 3)"),
     ):
         if set_name not in results["sets"]:
@@ -146,11 +146,18 @@ def write_report(results: dict[str, Any], out: Path, plots: list[str]) -> None:
             "",
             "Shares of requests with at least one output of that kind; fallback = no valid ranking after the re-asks (verbalizer order used).",
         ]
-    if results.get("hybrid"):
-        lines += ["", "## Hybrid feature model (standardised weights, fitted on validation)", ""]
-        for key, coefs in results["hybrid"].items():
-            shown = ", ".join(f"{k} {v[0]:+.3f}" if len(v) == 1 else f"{k} [{len(v)}-d]" for k, v in coefs.items())
-            lines.append(f"- {key}: {shown}")
+    bundle = results.get("bundle")
+    if bundle:
+        lines += ["", "## The bundle: components and fusion (fitted on the training split; fusion on validation)", ""]
+        rows = [[c["name"], c["kind"], "yes" if c["kept"] else "no", _f(c.get("validation", {}).get("ndcg@10")),
+                 _f(c.get("marginal_gain")), _f(c.get("fit_seconds"), 1), c.get("reason", "")]
+                for c in bundle["components"]]
+        lines += _table(["component", "kind", "in fusion", "validation NDCG@10 alone", "marginal gain (CV)",
+                         "fit s", "why left out"], rows)
+        coefs = bundle.get("fusion", {}).get("coefficients", {})
+        if coefs:
+            shown = ", ".join(f"{k} {v[0]:+.3f}" for k, v in coefs.items())
+            lines += ["", f"Fusion weights (standardised): {shown}. Fit wall time: {bundle.get('fit_seconds')} s."]
     sweep = results.get("position_bias")
     if sweep:
         lines += ["", "## Position bias (test cases, the ground truth moved to each swept position)", ""]

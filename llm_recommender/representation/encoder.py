@@ -107,6 +107,10 @@ class ItemEncoder:
         )
         return hashlib.sha256(ident.encode()).hexdigest()[:20]
 
+    def model_fingerprint(self) -> str:
+        """Model identity (config, dtype, a sample of the weights): what a bundle's vectors depend on."""
+        return self.cache_key()
+
     def _weights_fingerprint(self) -> str:
         # Two fine-tunes of one architecture share name and config: hash a few weights too.
         import torch

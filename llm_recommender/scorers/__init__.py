@@ -6,14 +6,12 @@ from ..errors import UnknownNameError
 from .base import LLMScorer, Scorer, ScoreResult
 from .listwise import ListwiseScorer
 from .pointwise import PointwiseScorer
-from .representation import RepresentationScorer
 from .verbalizer import VerbalizerScorer
 
 LLM_STRATEGIES: dict[str, type[LLMScorer]] = {
     VerbalizerScorer.name: VerbalizerScorer,
     PointwiseScorer.name: PointwiseScorer,
     ListwiseScorer.name: ListwiseScorer,
-    RepresentationScorer.name: RepresentationScorer,
 }
 
 
@@ -24,4 +22,4 @@ def strategy_class(name: str) -> type[LLMScorer]:
         raise UnknownNameError("strategy", name, LLM_STRATEGIES, param="strategy") from None
 
 
-__all__ = ["LLM_STRATEGIES", "LLMScorer", "ListwiseScorer", "PointwiseScorer", "RepresentationScorer", "ScoreResult", "Scorer", "VerbalizerScorer", "strategy_class"]
+__all__ = ["LLM_STRATEGIES", "LLMScorer", "ListwiseScorer", "PointwiseScorer", "ScoreResult", "Scorer", "VerbalizerScorer", "strategy_class"]

@@ -103,13 +103,13 @@ class RecommenderServing:
             if self._on_load_failure:
                 self._on_load_failure(exc)
             return
-        if self.settings.max_concurrency > 1 and rec.backend.name == "transformers":
+        if self.settings.max_concurrency > 1 and rec.backend_name == "transformers":
             log.warning("max_concurrency=%d with the in-process transformers backend: torch models are not "
                         "thread-safe; use 1, or the openai/vllm backend for concurrent requests",
                         self.settings.max_concurrency)
         self.recommender = rec
         self.metrics.model_ready.set(1)
-        log.info("model %s ready (%s backend) in %.1f s", rec.model_name, rec.backend.name, time.perf_counter() - start)
+        log.info("model %s ready (%s backend) in %.1f s", rec.model_name, rec.backend_name, time.perf_counter() - start)
 
     async def stop(self) -> None:
         if self._load_task is not None and not self._load_task.done():

@@ -1,0 +1,122 @@
+"""A loaded bundle: catalogue, fitted components and the fusion, ready to score and retrieve."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..prompts import builtin_template_dir
+from ..protocol import Item, RankRequest
+from ..scorers.base import Scorer, ScoreResult
+from .catalogue import ItemSpace
+from .components import Component, as_requests, component_class
+from .fusion import Fusion, score_with_reference
+from .manifest import BundleError, BundleManifest, read_manifest, sha256_text
+
+FUSED = "fused"
+# Templates whose text changes what a bundle's vectors or LLM scores mean.
+REPRESENTATION_TEMPLATES = ("representation_item.j2", "_items.j2")
+
+
+def template_hashes(names: Sequence[str], template_dir: Path | None = None) -> dict[str, str]:
+    out = {}
+    for name in names:
+        for folder in ([Path(template_dir)] if template_dir else []) + [builtin_template_dir()]:
+            path = folder / name
+            if path.is_file():
+                out[name] = sha256_text(path.read_text(encoding="utf-8"))
+                break
+    return out
+
+
+class FusedScorer(Scorer):
+    """Component scores -> the fusion model -> calibrated P(u, i); the bundle's ranking strategy."""
+
+    name = FUSED
+
+    def __init__(self, components: dict[str, Scorer], fusion: Fusion, reference: Sequence[Item] = ()) -> None:
+        self.components = components
+        self.fusion = fusion
+        self.reference = list(reference)
+
+    def score_many(self, requests: list[RankRequest]) -> list[ScoreResult]:
+        if not requests:
+            return []
+        results = {c: score_with_reference(self.components[c], requests, self.reference) for c in self.fusion.components}
+        return self.fusion.combine(results)
+
+
+class Bundle:
+    def __init__(self, folder: Path, manifest: BundleManifest, space: ItemSpace,
+                 components: dict[str, Component], fusion: Fusion) -> None:
+        self.folder = folder
+        self.manifest = manifest
+        self.space = space
+        self.components = components
+        self.fusion = fusion
+        self.fused = FusedScorer(dict(components), fusion, [space.items[r] for r in fusion.reference])
+
+    @classmethod
+    def load(cls, folder: str | Path, *, template_dir: Path | None = None) -> Bundle:
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        now = template_hashes(list(manifest.templates), template_dir)
+        changed = [t for t, h in manifest.templates.items() if now.get(t) != h]
+        if changed:
+            raise BundleError(
+                f"the bundle was fitted with other prompt templates ({', '.join(changed)} changed since): "
+                "its item representations would not match; fit it again or use the original templates",
+                param="template_dir",
+            )
+        try:
+            space = ItemSpace.load(folder)
+            components = {}
+            for rec in manifest.components:
+                sub = folder / "components" / rec.name
+                if sub.is_dir():
+                    components[rec.name] = component_class(rec.name).load(sub, space)
+            fusion = Fusion.load(folder)
+        except BundleError:
+            raise
+        except Exception as exc:  # checksums passed, so this is a version/code mismatch
+            raise BundleError(f"could not load bundle {folder}: {type(exc).__name__}: {exc}") from exc
+        missing = [c for c in fusion.components if c not in components]
+        if missing:
+            raise BundleError(f"the fusion needs components not in the bundle: {', '.join(missing)}")
+        return cls(folder, manifest, space, components, fusion)
+
+    @property
+    def strategies(self) -> list[str]:
+        return [FUSED, *self.components]
+
+    def scorer(self, name: str) -> Scorer | None:
+        if name == FUSED:
+            return self.fused
+        return self.components.get(name)
+
+    # ---- retrieval --------------------------------------------------------------------
+    def retrieve(self, history: Sequence[Item], k: int, *, exclude: Sequence[str] = (), chunk: int = 4096) -> list[Item]:
+        """The ``k`` catalogue items the fusion ranks highest for ``history`` (history and ``exclude`` left out)."""
+        banned = {h.id for h in history} | set(exclude)
+        pool = [it for it in self.space.items if it.id not in banned]
+        if not pool:
+            return []
+        scores = np.empty(len(pool))
+        for start in range(0, len(pool), chunk):
+            part = pool[start : start + chunk]
+            scores[start : start + len(part)] = self.fused.score_many([as_requests(history, part)])[0].scores
+        top = np.argsort(-scores, kind="stable")[:k]
+        return [pool[i] for i in top]
+
+    def describe(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "model": m.model,
+            "components": [c.name for c in m.kept()],
+            "left_out": {c.name: c.reason for c in m.components if not c.kept},
+            "catalogue_items": len(self.space),
+            "validation": m.validation,
+        }

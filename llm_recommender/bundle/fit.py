@@ -1,0 +1,222 @@
+"""``llm-rec fit``: train every component on the training split, fit the fusion on validation, write a bundle.
+
+Steps (each logged with its wall time):
+
+1. Load the dataset and its leave-one-out splits. Training data = every user's interactions
+   before their *validation* target (neither the validation nor the test target of any
+   user is ever seen by a component); ``cold_items`` are removed from training entirely.
+2. Item vectors for the whole catalogue: the LLM's pooled hidden states (cached on disk by
+   model + template + text) and MiniLM embeddings, as far as the components need them.
+3. Fit each component; score the validation cases (the ground truth + ``n_candidates-1``
+   sampled negatives, per user) with each.
+4. Choose the fusion's components by cross-validated marginal gain, fit the fusion on all
+   validation rows, and write the bundle atomically (see :mod:`.manifest`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..errors import InvalidRequestError
+from ..settings import DEFAULT_MODEL, Settings
+from .bundle import REPRESENTATION_TEMPLATES, template_hashes
+from .catalogue import ItemSpace
+from .components import Component, TrainingData, component_class, component_names
+from .fusion import Fusion, ndcg10, reference_rows, score_with_reference, select_components
+from .manifest import BundleManifest, ComponentRecord, atomic_folder, write_manifest
+
+DEFAULT_COMPONENTS = ("popularity", "cooccurrence", "itemknn", "als", "embedding", "representation", "sequence")
+LLM_VECTOR_COMPONENTS = ("representation", "sequence")
+
+
+class FitConfig(BaseModel):
+    """Everything that defines a fit; written into ``bundle.json``."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    dataset: str = "ml-latest-small"
+    data_dir: Path | None = None
+    model: str = DEFAULT_MODEL
+    components: list[str] = Field(default_factory=lambda: list(DEFAULT_COMPONENTS))
+    component_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    valid_users: int | None = Field(2000, ge=10, description="validation cases the fusion is fitted on (sampled)")
+    n_candidates: int = Field(20, ge=2)
+    max_history: int = Field(50, ge=1)
+    min_gain: float = Field(0.002, description="validation NDCG@10 a component must add to stay in the fusion")
+    l2: float = Field(1.0, gt=0)
+    seed: int = 0
+    cold_items: list[str] = Field(default_factory=list, description="items kept out of training (cold-start)")
+    threads: int | None = None
+    progress: bool = True
+    command: str | None = None
+
+    @field_validator("components", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
+
+
+def available_components(names: list[str]) -> list[str]:
+    known = component_names()
+    return [n for n in names if n in known]
+
+
+def fit_bundle(
+    config: FitConfig,
+    out: str | Path,
+    *,
+    backend: Any = None,
+    text_encoder: Callable[[list[str]], np.ndarray] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Fit and write a bundle to ``out``; ``backend`` / ``text_encoder`` are test seams (tiny models)."""
+    from ..data import load_dataset
+    from ..evaluation.protocols import leave_one_out, llmrank_cases
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    t_start = time.perf_counter()
+    for name in config.components:
+        component_class(name)  # typed error listing the valid names, before any work
+    if not config.components:
+        raise InvalidRequestError("no components given", param="components")
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
+
+    ds = load_dataset(config.dataset, config.data_dir)
+    splits = leave_one_out(ds)
+    space = ItemSpace([ds.item(i) for i in ds.item_ids])
+    cold = set(config.cold_items)
+    sequences = [
+        np.array([space.index[x.item_id] for x in s.before("valid") if x.item_id not in cold], dtype=np.int64)
+        for s in splits.values()
+    ]
+    data = TrainingData(space=space, sequences=[s for s in sequences if len(s)], seed=config.seed)
+    log(f"fit: {ds.name}: {len(space)} items, {len(data.sequences)} users, "
+        f"{sum(len(s) for s in data.sequences)} training interactions"
+        + (f", {len(cold)} cold items kept out" if cold else ""))
+
+    manifest = BundleManifest(model=config.model)
+    vectors_t = time.perf_counter()
+    needs_llm = any(c in LLM_VECTOR_COMPONENTS for c in config.components)
+    if needs_llm:
+        encoder = _llm_encoder(config, backend, space)
+        space.vectors["llm"] = encoder.encode_items(space.items)
+        manifest.model_fingerprint = encoder.model_fingerprint()
+        manifest.representation = {"layer": encoder.layer, "pooling": encoder.pooling, "dim": encoder.dim}
+        manifest.templates = template_hashes(REPRESENTATION_TEMPLATES)
+    if "embedding" in config.components:
+        embed = text_vectors(text_encoder)
+        space.vectors["minilm"] = embed(space.items)
+        manifest.representation["text_encoder"] = DEFAULT_TEXT_ENCODER if text_encoder is None else "custom"
+    if needs_llm or "embedding" in config.components:
+        log(f"fit: item vectors for {len(space)} items in {time.perf_counter() - vectors_t:.1f} s "
+            f"({', '.join(f'{k} {v.shape[1]}-d' for k, v in space.vectors.items())})")
+
+    n_valid = min(config.valid_users or len(splits), len(splits))
+    valid_cases = llmrank_cases(ds, split="valid", n_users=n_valid, n_candidates=config.n_candidates,
+                                seed=config.seed, history_len=config.max_history, splits=splits)
+    requests = [c.request for c in valid_cases]
+    labels = [np.asarray(c.labels, dtype=float) for c in valid_cases]
+    gt = [c.ground_truth_index for c in valid_cases]
+    data.validation = valid_cases  # for early stopping only; never training examples
+
+    ref_rows = reference_rows(len(space), config.seed)
+    reference = [space.items[r] for r in ref_rows]
+    fitted: dict[str, Component] = {}
+    results: dict[str, list[Any]] = {}
+    records: dict[str, ComponentRecord] = {}
+    for name in config.components:
+        cls = component_class(name)
+        t0 = time.perf_counter()
+        comp = cls(space, config.component_config.get(name)).fit(data)
+        fit_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        results[name] = score_with_reference(comp, requests, reference)
+        score_s = (time.perf_counter() - t1) / max(1, len(requests))
+        fitted[name] = comp
+        alone = ndcg10(results[name], gt)
+        records[name] = ComponentRecord(name=name, kind=cls.kind, config=comp.config.model_dump(mode="json"),
+                                        fit_seconds=round(fit_s, 2),
+                                        validation={"ndcg@10": round(alone, 4), "seconds_per_request": round(score_s, 5)})
+        log(f"fit: {name}: fitted in {fit_s:.1f} s, validation NDCG@10 alone {alone:.4f} ({score_s * 1e3:.1f} ms/request)")
+
+    kept, gains, cv = select_components(results, labels, list(fitted), min_gain=config.min_gain, l2=config.l2,
+                                        seed=config.seed, log=log)
+    for name, rec in records.items():
+        rec.marginal_gain = round(gains.get(name, 0.0), 4)
+        rec.kept = name in kept
+        if not rec.kept:
+            rec.reason = f"removing it changed cross-validated NDCG@10 by {-gains.get(name, 0.0):+.4f} (< {config.min_gain})"
+    fusion = Fusion.fit(results, labels, kept, l2=config.l2, reference=ref_rows)
+    fused = fusion.combine({c: results[c] for c in kept})
+    manifest.components = list(records.values())
+    manifest.fusion = {"components": kept, "l2": config.l2, "coefficients": fusion.coefficients()}
+    manifest.validation = {"users": len(valid_cases), "fused_ndcg@10_in_sample": round(ndcg10(fused, gt), 4),
+                           "fused_ndcg@10_cv": round(cv, 4)}
+    manifest.dataset = {"name": ds.name, "items": len(space), "users": len(splits), "fingerprint": _fingerprint(ds),
+                        "cold_items": len(cold)}
+    from ..evaluation.runner import git_commit
+
+    manifest.fit = {"command": config.command or " ".join(sys.argv), "config": config.model_dump(mode="json"),
+                    "git_commit": git_commit(), "wall_seconds": round(time.perf_counter() - t_start, 1)}
+    manifest.fit["config"].pop("cold_items", None)  # item ids only, but they can be long: count above
+    out = Path(out)
+    with atomic_folder(out) as tmp:
+        space.save(tmp)
+        for name, comp in fitted.items():
+            comp.save(tmp / "components" / name)
+        fusion.save(tmp)
+        write_manifest(tmp, manifest)
+    log(f"fit: wrote {out} ({_size_mb(out):.1f} MB) in {time.perf_counter() - t_start:.1f} s; fusion: "
+        f"{', '.join(kept)}; validation NDCG@10 (cross-validated) {cv:.4f}")
+    return out
+
+
+def _llm_encoder(config: FitConfig, backend: Any, space: ItemSpace) -> Any:
+    from ..backends import make_backend
+    from ..prompts import PromptRenderer
+    from ..representation.encoder import ItemEncoder
+
+    settings = Settings(model=config.model, threads=config.threads)
+    backend = backend if backend is not None else make_backend("transformers", settings)
+    model, tokenizer = getattr(backend, "model", None), getattr(backend, "tokenizer", None)
+    if model is None:
+        raise InvalidRequestError(
+            f"item representations need the in-process transformers backend, not {backend.name!r}", param="backend"
+        )
+    return ItemEncoder(model, tokenizer, PromptRenderer(backend, settings), model_name=backend.model_name,
+                       batch_size=32)
+
+
+DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
+
+
+def text_vectors(text_encoder: Callable[[list[str]], np.ndarray] | None) -> Callable[[Any], np.ndarray]:
+    """Items -> unit text embeddings: MiniLM by default, or ``text_encoder`` over the items' texts."""
+    from ..baselines.embedding import EmbeddingScorer
+
+    scorer = EmbeddingScorer(encoder=text_encoder)
+    return lambda items: scorer.embed_texts([scorer.text(i) for i in items])
+
+
+def _fingerprint(ds: Any) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for col in ("user_id", "item_id", "timestamp"):
+        h.update(repr(ds.column("interactions", col)[:: max(1, len(ds.interactions) // 5000)]).encode())
+    h.update(str(len(ds.interactions)).encode())
+    return h.hexdigest()[:16]
+
+
+def _size_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6

@@ -1,0 +1,85 @@
+"""Components that learn weights: the representation head (and, registered below, the
+sequence model and implicit CF when their packages are importable)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..representation.head import HeadConfig, RepresentationHead, train_head
+from ..representation.training import user_vector
+from .components import Component, ComponentConfig, TrainingData, register_component
+
+
+class RepresentationHeadConfig(ComponentConfig):
+    recency_decay: float = 0.9
+    max_history: int = 50
+    dim: int | None = 64  # PCA dimensions of h_i (label-free projection)
+    l2: float = 1e-4
+    epochs: int = 6
+    lr: float = 3e-3
+    negatives: int = 4
+    contexts_per_user: int = 40
+    min_history: int = 3
+    seed: int = 0
+
+
+@register_component
+class RepresentationComponent(Component):
+    """sigmoid(theta^T [h_u; h_i; h_u*h_i]) over the LLM's item representations (h_u from the history)."""
+
+    name = "representation"
+    kind = "text"
+    config_class = RepresentationHeadConfig
+    head: RepresentationHead
+
+    def fit(self, data: TrainingData) -> RepresentationComponent:
+        cfg = self.config
+        H = self.space.vectors["llm"]
+        rng = np.random.default_rng(cfg.seed)
+        n_items = len(self.space)
+        hists, ex_c, ex_i, lab = [], [], [], []
+        for seq in data.sequences:
+            positions = np.arange(cfg.min_history, len(seq))
+            if len(positions) > cfg.contexts_per_user:
+                positions = np.sort(rng.choice(positions, size=cfg.contexts_per_user, replace=False))
+            for t in positions:
+                c = len(hists)
+                hists.append(seq[max(0, t - cfg.max_history) : t])
+                pos = int(seq[t])
+                neg = rng.integers(0, n_items - 1, size=cfg.negatives)
+                neg = neg + (neg >= pos)
+                ex_c += [c] * (1 + cfg.negatives)
+                ex_i += [pos, *neg.tolist()]
+                lab += [1.0] + [0.0] * cfg.negatives
+        U = np.stack([user_vector(H, h, cfg.recency_decay, cfg.max_history) for h in hists])
+        head_cfg = HeadConfig(recency_decay=cfg.recency_decay, max_history=cfg.max_history, dim=cfg.dim, l2=cfg.l2,
+                              epochs=cfg.epochs, lr=cfg.lr, seed=cfg.seed)
+        self.head = train_head(head_cfg, U, H, np.asarray(ex_i), np.asarray(lab, dtype=np.float32), np.asarray(ex_c),
+                               projection_items=np.arange(n_items))
+        return self
+
+    def score_rows(self, request, history, candidates):  # type: ignore[no-untyped-def]
+        cfg = self.config
+        hist_items = request.history[-cfg.max_history :]
+        h_i = self.space.vectors_for("llm", request.candidates, candidates)
+        notes: list[str] = []
+        if hist_items:
+            h_h = self.space.vectors_for("llm", hist_items, history[-len(hist_items) :])
+            u = user_vector(h_h, np.arange(len(hist_items)), cfg.recency_decay, cfg.max_history)
+        else:
+            u = np.zeros(h_i.shape[1], dtype=np.float32)
+            notes.append("empty history: representation scores reflect the items alone")
+        return self.head.logits(u, h_i).astype(float), notes, {}
+
+    def save_state(self, folder: Path) -> None:
+        self.head.save(folder / "head")
+
+    def load_state(self, folder: Path) -> None:
+        self.head = RepresentationHead.load(folder / "head")
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self.head.config)

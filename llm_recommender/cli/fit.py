@@ -1,0 +1,39 @@
+"""``llm-rec fit``: train every component of a recommender once and write the bundle folder."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import app
+from .common import ModelOpt, ThreadsOpt
+
+
+@app.command("fit")
+def fit_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to write (replaced atomically when the fit completes).")],
+    dataset: Annotated[str, typer.Option(help="ml-100k | ml-1m | ml-latest-small (bundled) | amazon-beauty | generic.")] = "ml-latest-small",
+    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the dataset's files [default: the bundled copy, ml-latest-small only].")] = None,
+    components: Annotated[Optional[str], typer.Option(help="Comma-separated components to fit (default: all available); the fit keeps those that help on validation.")] = None,
+    model: ModelOpt = None,
+    valid_users: Annotated[int, typer.Option(help="Validation cases (one per sampled user) the fusion is fitted on.")] = 2000,
+    min_gain: Annotated[float, typer.Option(help="Validation NDCG@10 a component must add to stay in the fusion.")] = 0.002,
+    seed: Annotated[int, typer.Option(help="Seed for sampling, initialisation and the reference items.")] = 0,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Fit a recommender on the training split (no validation or test target is seen) and write BUNDLE.
+
+    Prints each component's fit time and validation NDCG@10, which components the fusion keeps and why.
+    """
+    from ..bundle.fit import DEFAULT_COMPONENTS, FitConfig, available_components, fit_bundle
+
+    names = components.split(",") if components else available_components(list(DEFAULT_COMPONENTS))
+    cfg = FitConfig(dataset=dataset, data_dir=data_dir, components=names, valid_users=valid_users, min_gain=min_gain,
+                    seed=seed, threads=threads, command="llm-rec " + shlex.join(sys.argv[1:]),
+                    **({"model": model} if model else {}))
+    path = fit_bundle(cfg, out)
+    typer.echo(str(path))

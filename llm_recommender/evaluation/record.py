@@ -1,0 +1,45 @@
+"""What a run records about itself: the git commit and the definitions of its figures."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .metrics import ECE_BINS
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    try:
+        root = cwd or Path(__file__).resolve().parent
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def definitions(n_candidates: int) -> dict[str, str]:
+    """The meaning of every figure in results.json, for this run's candidate count."""
+    neg = n_candidates - 1
+    return {
+        "ranking": f"test targets (ground truth + {neg} sampled negatives); ties never favour the ground truth; "
+        "listwise rankings are scored as returned",
+        "seconds_per_user": f"mean wall seconds to score one user's request ({n_candidates} candidates), over "
+        "validation and test requests; LLM figures are the first (uncached) run's, recorded in the cache",
+        "calibration.llmrank": f"per (user, candidate) row of the test sets: label 1 for the ground truth, 0 for the "
+        f"{neg} negatives; calibrators fitted on the validation sets of the same users only",
+        "calibration.likes": "like/dislike protocol: the test target alone, label = rating > 3; calibrators fitted on "
+        "the validation targets only",
+        "ece": f"{ECE_BINS} equal-width bins of P(label = 1)",
+        "fused": "the bundle's fusion sigmoid(theta^T x + b) over its kept components' scores, fitted on validation "
+        "targets only; its own probabilities are the 'uncalibrated' column",
+    }
