@@ -31,11 +31,11 @@ def eval_command(
     ] = 200,
     seed: Annotated[int, typer.Option(help="Seed for the user sample and the candidate sets.")] = 0,
     scorers: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="Comma-separated strategies of one registry: fused (the bundle), its components (popularity, cooccurrence, itemknn, als, bpr, embedding, representation, sequence), random, and the LLM strategies verbalizer, pointwise, listwise."
         ),
-    ] = "random,fused,popularity,cooccurrence,itemknn,als,bpr,embedding,representation,sequence,verbalizer,pointwise,listwise",
+    ] = None,
     out: Annotated[
         Path, typer.Option(help="Output folder (results.json, report.md, *.png, calibrators/, cache/).")
     ] = Path("eval/runs/latest"),
@@ -144,7 +144,7 @@ def eval_command(
             protocol=protocol,
             users=users,
             seed=seed,
-            scorers=scorers,
+            scorers=scorers or [],
             out=out,
             backend=backend,
             model=model,

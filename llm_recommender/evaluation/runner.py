@@ -72,6 +72,12 @@ def scorer_names() -> list[str]:
     return [FUSED, *component_names(), *LLM_NAMES]
 
 
+def default_scorers() -> list[str]:
+    """Every default scorer whose component is installed (implicit CF and the sequence model are optional)."""
+    valid = set(scorer_names())
+    return [s for s in DEFAULT_SCORERS if s in valid]
+
+
 class EvalConfig(BaseModel):
     """Everything that defines a run; written into ``results.json``."""
 
@@ -85,7 +91,7 @@ class EvalConfig(BaseModel):
     n_candidates: int = Field(20, ge=2)
     exclude_history: bool = False
     cold_share: float = Field(0.1, gt=0, lt=1, description="cold-start: share of items kept out of training")
-    scorers: list[str] = Field(default_factory=lambda: list(DEFAULT_SCORERS))
+    scorers: list[str] = Field(default_factory=lambda: default_scorers())
     bundle: Path | None = Field(None, description="evaluate this bundle instead of fitting one into OUT/bundle")
     fit_components: list[str] | None = Field(None, description="components the run's own fit trains (default: all)")
     fit_valid_users: int = Field(2000, ge=10)
@@ -115,6 +121,11 @@ class EvalConfig(BaseModel):
     @classmethod
     def _lists(cls, v: Any) -> Any:
         return None if v is None else _split_names(v)
+
+    @field_validator("scorers", mode="after")
+    @classmethod
+    def _default(cls, v: list[str]) -> list[str]:
+        return v or default_scorers()
 
     def check_names(self) -> None:
         """Typed errors listing the valid names (before any data or model is loaded)."""

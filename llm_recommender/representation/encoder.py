@@ -157,11 +157,24 @@ class ItemEncoder:
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         missing = list(dict.fromkeys(t for t in texts if t not in self._mem))
         if missing:
-            for start in range(0, len(missing), self.batch_size):
-                chunk = missing[start : start + self.batch_size]
-                self._mem.update(zip(chunk, self._forward(chunk)))
-            self._dirty = True
-            self.flush()
+            bar = None
+            if len(missing) > 4 * self.batch_size:  # a whole catalogue: minutes on a CPU, show progress
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=len(missing), desc="LLM item representations", unit="item", dynamic_ncols=True)
+            try:
+                for start in range(0, len(missing), self.batch_size):
+                    chunk = missing[start : start + self.batch_size]
+                    self._mem.update(zip(chunk, self._forward(chunk)))
+                    self._dirty = True
+                    if bar is not None:
+                        bar.update(len(chunk))
+                        if start // self.batch_size % 20 == 19:
+                            self.flush()  # an interrupted encoding resumes from here
+            finally:
+                if bar is not None:
+                    bar.close()
+                self.flush()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([self._mem[t] for t in texts])

@@ -1,11 +1,11 @@
-"""The eval runner and `llm-rec eval`: outputs, resume from the cache, validation-only
-calibration without leakage, and listwise failure shares. Fake backend, tiny generated data."""
+"""The eval runner and `llm-rec eval`: a bundle fitted on the training split, every scorer ranked through
+the same Recommender, resume from the cache, validation-only calibration without leakage, and listwise
+failure shares. Fake backend, tiny generated data."""
 
 from __future__ import annotations
 
 import json
 import zlib
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -14,14 +14,15 @@ from typer.testing import CliRunner
 from llm_recommender.backends.fake import FakeBackend
 from llm_recommender.cli import app
 from llm_recommender.errors import UnknownNameError
-from llm_recommender.evaluation import Timeline, training_interactions
-from llm_recommender.evaluation import runner as runner_mod
+from llm_recommender.evaluation import calibration_eval
 from llm_recommender.evaluation.cache import ResultCache
-from llm_recommender.evaluation.runner import EvalConfig, EvalRunner, RunStopped, listwise_failure_shares
+from llm_recommender.evaluation.listwise_stats import listwise_failure_shares
+from llm_recommender.evaluation.runner import EvalConfig, EvalRunner, RunStopped
 from llm_recommender.protocol import RankRequest
 from llm_recommender.recommender import Recommender
+from tests.synthetic import hash_encoder, write_generic_dataset
 
-N_USERS, N_ITEMS, PER_USER = 24, 40, 12
+FIT = "popularity,cooccurrence,embedding"
 
 
 @pytest.fixture(autouse=True)
@@ -31,42 +32,12 @@ def _cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def data_dir(tmp_path):
-    """Generic-format data: users drift over item 'genres'; timestamps interleave across users."""
-    rng = np.random.default_rng(0)
-    root = tmp_path / "data"
-    root.mkdir()
-    genres = ["Drama", "Comedy", "Action", "Horror"]
-    items = [{"item_id": f"i{k}", "title": f"Item {k}", "genres": [genres[k % 4]]} for k in range(N_ITEMS)]
-    (root / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
-    rows = []
-    for u in range(N_USERS):
-        taste = u % 4
-        pool = [k for k in range(N_ITEMS) if k % 4 == taste] + list(rng.choice(N_ITEMS, 6, replace=False))
-        picks = rng.choice(pool, PER_USER, replace=False)
-        for j, k in enumerate(picks):
-            rows.append(
-                {
-                    "user_id": f"u{u}",
-                    "item_id": f"i{k}",
-                    "timestamp": 1000 + 7 * j + u,
-                    "rating": int(rng.integers(1, 6)),
-                }
-            )
-    (root / "interactions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root
+    return write_generic_dataset(tmp_path / "data")
 
 
 def score_fn(prompt: str, token: str) -> float:
     """Deterministic, prompt-dependent preferences, so scores are not all tied."""
     return (zlib.crc32((prompt[-300:] + "|" + token).encode()) % 1000) / 250.0
-
-
-def hash_encoder(texts: list[str]) -> np.ndarray:
-    out = np.zeros((len(texts), 16), dtype=np.float32)
-    for r, t in enumerate(texts):
-        for w in t.lower().replace(".", " ").replace(":", " ").split():
-            out[r, zlib.crc32(w.encode()) % 16] += 1.0
-    return out
 
 
 def config(data_dir, out, **kw):
@@ -78,7 +49,8 @@ def config(data_dir, out, **kw):
         out=out,
         progress=False,
         backend="fake",
-        scorers="random,popularity,embedding,cooccurrence,verbalizer,pointwise,listwise,hybrid",
+        scorers="random,fused,popularity,embedding,cooccurrence,verbalizer,pointwise,listwise",
+        fit_components=FIT,
     )
     return EvalConfig(**(base | kw))
 
@@ -96,7 +68,9 @@ def test_cli_writes_results_report_and_plots(data_dir, tmp_path):
         "--backend",
         "fake",
         "--scorers",
-        "random,popularity,cooccurrence,verbalizer,pointwise,listwise,hybrid",
+        "random,fused,popularity,cooccurrence,verbalizer,pointwise,listwise",
+        "--fit-components",
+        "popularity,cooccurrence",
         "--position-bias",
         "--position-users",
         "2",
@@ -111,7 +85,7 @@ def test_cli_writes_results_report_and_plots(data_dir, tmp_path):
     assert run["backend"] == "fake" and run["model"] == "fake-model" and run["seed"] == 0
     assert run["command"].startswith("llm-rec") and run["started"] and "git_commit" in run
     scorers = res["sets"]["llmrank"]["scorers"]
-    assert set(scorers) == {"random", "popularity", "cooccurrence", "verbalizer", "pointwise", "listwise", "hybrid"}
+    assert set(scorers) == {"random", "fused", "popularity", "cooccurrence", "verbalizer", "pointwise", "listwise"}
     for name, entry in scorers.items():
         assert entry["users"] == 10
         assert set(entry["ranking"]) == {"ndcg@1", "ndcg@5", "ndcg@10", "ndcg@20", "hr@1", "hr@5", "hr@10", "mrr"}
@@ -123,7 +97,8 @@ def test_cli_writes_results_report_and_plots(data_dir, tmp_path):
     sweep = res["position_bias"]["verbalizer"]
     assert len(sweep["K=1"]["ndcg@10"]) == 20 and sweep["K=3"]["permutations"] == 3
     report = (out / "report.md").read_text()
-    assert "| hybrid |" in report and "ECE before" in report and "Listwise outputs" in report
+    assert "| fused |" in report and "ECE before" in report and "Listwise outputs" in report
+    assert "in fusion" in report and (out / "bundle" / "bundle.json").is_file()
     for png in ("metrics.png", "reliability_llmrank.png", "reliability_likes.png", "position_bias.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -145,7 +120,8 @@ def test_bad_names_are_typed_errors_listing_valid_names(tmp_path, option, value,
 
 def test_interrupted_run_resumes_and_rerun_is_instant(data_dir, tmp_path):
     out = tmp_path / "out"
-    cfg = dict(scorers="popularity,verbalizer", calibration_protocol="llmrank", batch_size=3)
+    cfg = dict(scorers="popularity,verbalizer", calibration_protocol="llmrank", batch_size=3,
+               fit_components="popularity")
     first = FakeBackend(score_fn=score_fn)
     with pytest.raises(RunStopped):
         EvalRunner(config(data_dir, out, stop_after=7, **cfg), backend=first).run()
@@ -173,60 +149,53 @@ def test_interrupted_run_resumes_and_rerun_is_instant(data_dir, tmp_path):
 
 def test_calibration_sees_only_validation_targets_and_nothing_leaks(data_dir, tmp_path, monkeypatch):
     fits: list[tuple[str, list]] = []
-    real_fit = runner_mod.fit_calibrator
+    real_fit = calibration_eval.fit_calibrator
 
     def spy(name, results, labels, **options):
         fits.append((name, [list(x) for x in labels]))
         return real_fit(name, results, labels, **options)
 
-    feature_fits: list[int] = []
-    real_feature_fit = runner_mod.FeatureLogisticCalibrator.fit.__func__
-
-    def feature_spy(cls, features, labels, **kw):
-        feature_fits.append(len(labels))
-        return real_feature_fit(cls, features, labels, **kw)
-
-    monkeypatch.setattr(runner_mod, "fit_calibrator", spy)
-    monkeypatch.setattr(runner_mod.FeatureLogisticCalibrator, "fit", classmethod(feature_spy))
-    r = EvalRunner(
-        config(data_dir, tmp_path / "out", scorers="popularity,embedding,cooccurrence,verbalizer,pointwise,hybrid"),
-        backend=FakeBackend(score_fn=score_fn),
-        embedding_encoder=hash_encoder,
-    )
+    monkeypatch.setattr(calibration_eval, "fit_calibrator", spy)
+    r = EvalRunner(config(data_dir, tmp_path / "out", scorers="fused,popularity,embedding,cooccurrence,verbalizer"),
+                   backend=FakeBackend(score_fn=score_fn), text_encoder=hash_encoder)
     r.run()
 
-    # 1. every calibrator and the hybrid's feature model were fitted on validation labels only
+    # 1. every calibrator was fitted on validation labels only
     val_labels = {s: [list(c.labels) for c in r.cases[s]["valid"]] for s in r.cases}
-    test_labels = {s: [list(c.labels) for c in r.cases[s]["test"]] for s in r.cases}
     assert fits and all(labels in val_labels.values() for _, labels in fits)
-    assert all(labels not in test_labels.values() or labels in val_labels.values() for _, labels in fits)
-    assert sorted(feature_fits) == sorted(sum(map(len, v)) for v in val_labels.values())
-    # and a runner fit equals one refitted by hand from the validation outputs alone
     val_res = [r.scored["llmrank"]["verbalizer"]["valid"][c.user_id][0] for c in r.cases["llmrank"]["valid"]]
     by_hand = real_fit("platt", val_res, val_labels["llmrank"])
     assert by_hand.to_dict() == r.fitted_calibrators["llmrank/verbalizer/platt"].to_dict()
     with pytest.raises(AssertionError, match="validation targets only"):
-        r.fit_calibrator("platt", val_res, r.cases["llmrank"]["test"])
+        calibration_eval.fit_on_validation("platt", val_res, r.cases["llmrank"]["test"])
 
     # 2. no target or later interaction reaches a case's history
-    timeline = Timeline(r.dataset, r.splits)
-    items = np.asarray(r.dataset.column("interactions", "item_id"))
-    stamps = np.asarray(r.dataset.column("interactions", "timestamp"))
     for split in ("valid", "test"):
         for case in r.cases["llmrank"][split]:
             seq = r.splits[case.user_id].sequence
             allowed = [(x.item_id, x.timestamp) for x in seq[: case.target_position]]
             assert [(h.id, h.timestamp) for h in case.request.history] == allowed[-50:]
-            # 3. popularity counts only what happened strictly before the target
-            counts = r.scored["llmrank"]["popularity"][split][case.user_id][0].details["counts"]
-            strictly_before = Counter(items[stamps < case.target_timestamp].tolist())
-            assert counts == [strictly_before.get(i, 0) for i in case.candidate_ids]
-            tl = timeline.item_counts_before(case)
-            assert all(n <= tl[timeline.item_index[i]] for n, i in zip(counts, case.candidate_ids))
-    # 4. co-occurrence learns from the split's training interactions: no target of that split
-    for split in ("valid", "test"):
-        train_rows = {x.row for _, x in training_interactions(r.splits, split)}
-        assert not train_rows & {r.splits[c.user_id].target(split).row for c in r.cases["llmrank"][split]}
+    # 3. the bundle's popularity counts exclude every user's validation and test target
+    rec = r.recommender
+    counts = rec.bundle.components["popularity"].counts
+    space = rec.bundle.space
+    expected = np.zeros(len(space))
+    for user in r.splits.values():
+        for item in {x.item_id for x in user.before("valid")}:
+            expected[space.index[item]] += 1
+    np.testing.assert_array_equal(counts, expected)
+
+
+def test_eval_ranks_exactly_what_the_recommender_serves(data_dir, tmp_path):
+    r = EvalRunner(config(data_dir, tmp_path / "out", scorers="fused,cooccurrence", calibration_protocol="llmrank"),
+                   backend=FakeBackend(score_fn=score_fn), text_encoder=hash_encoder)
+    r.run()
+    served = Recommender.load(tmp_path / "out" / "bundle", text_encoder=hash_encoder)
+    for case in r.cases["llmrank"]["test"]:
+        response = served.rank_request(case.request.model_copy(update={"top_k": len(case.request.candidates)}))
+        got = r.scored["llmrank"]["fused"]["test"][case.user_id][0]
+        by_id = {i.id: i.score for i in response.items}
+        assert [by_id[c] for c in case.candidate_ids] == pytest.approx(list(got.scores), abs=1e-12)
 
 
 def test_listwise_failure_shares_from_scripted_outputs():
