@@ -107,6 +107,28 @@ class Usage(_Model):
         return self.prompt_tokens + self.completion_tokens
 
 
+class EvidenceItem(_Model):
+    """A history item that drove a recommended item's score, and through which component."""
+
+    id: str
+    title: str
+    component: str = Field(description="e.g. 'cooccurrence' (users who watched both) or 'embedding' (similar text)")
+    strength: float = Field(description="co-occurrence: users who consumed both; text: cosine similarity")
+    rating: float | None = None
+
+
+class Evidence(_Model):
+    """What actually ranked an item (fused strategy): structured, so reasons can be rendered from it."""
+
+    contributions: dict[str, float] = Field(
+        default_factory=dict, description="fusion term theta_k * x_k per component, in logit units")
+    shares: dict[str, float] = Field(default_factory=dict, description="|term| / sum |terms|, per component")
+    history_items: list[EvidenceItem] = Field(default_factory=list)
+    shared_attributes: dict[str, list[str]] = Field(
+        default_factory=dict, description="attribute values the item shares with the cited history items")
+    known_item: bool = Field(True, description="False: the bundle never saw the item; scored from its text")
+
+
 class RankedItem(_Model):
     id: str
     title: str
@@ -114,6 +136,7 @@ class RankedItem(_Model):
     score: float = Field(description="strategy-specific raw score; higher is better")
     probability: float = Field(ge=0.0, le=1.0, description="P(user likes item), after the calibrator")
     reason: str | None = None
+    evidence: Evidence | None = None
 
 
 class RankResponse(_Model):

@@ -143,6 +143,10 @@ class Recommender:
 
         return [*(self.bundle.strategies if self.bundle is not None else []), *LLM_STRATEGIES]
 
+    def check_strategy(self, name: str, param: str = "strategy") -> None:
+        """A typed error listing the valid strategies when ``name`` is not one of them."""
+        self._check_strategy(name, param)
+
     def _check_strategy(self, name: str, param: str) -> None:
         if name not in self.strategy_names():
             from .errors import UnknownNameError
@@ -241,9 +245,14 @@ class Recommender:
         if request.reasons:
             reason_texts, reason_fallbacks = generate_reasons(self.backend, self.renderer, self.settings, request, top)
             fallbacks += reason_fallbacks
+        evidence: list[Any] = [None] * len(top)
+        if "contributions" in result.details and self.bundle is not None:
+            from .explain import gather_evidence
+
+            evidence = gather_evidence(self.bundle, request, result, order)
         items = [
             RankedItem(id=c.id, title=c.title, rank=r + 1, score=float(result.scores[i]),
-                       probability=float(probs[i]), reason=reason_texts[r])
+                       probability=float(probs[i]), reason=reason_texts[r], evidence=evidence[r])
             for r, (i, c) in enumerate(zip(order, top))
         ]
         notes = list(result.notes)

@@ -156,16 +156,22 @@ class RecommenderServing:
         return ModelCard(id=self.model_id, created=self.created)
 
     # ---- ranking ----------------------------------------------------------------------
-    def validate(self, request: RankRequest | dict[str, Any], prefix: str = "") -> RankRequest:
+    def validate(self, request: RankRequest | dict[str, Any], prefix: str = "", rec: Recommender | None = None) -> RankRequest:
         """Cross-field and server-limit checks, before the request takes a queue slot."""
         try:
             parsed = parse_request(request)
+            if not parsed.candidates and (rec is None or rec.bundle is None):
+                raise InvalidRequestError("candidates must not be empty (a server started with --bundle retrieves "
+                                          "them from its catalogue)", param="candidates")
             if len(parsed.candidates) > self.settings.max_candidates:
                 raise TooManyCandidatesError(
                     f"{len(parsed.candidates)} candidates; this server accepts at most {self.settings.max_candidates} "
                     "(max_candidates)", param="candidates")
             if parsed.strategy is not None:
-                strategy_class(parsed.strategy)
+                if rec is not None:
+                    rec.check_strategy(parsed.strategy)
+                else:
+                    strategy_class(parsed.strategy)
         except RecommenderError as exc:
             if prefix:
                 raise _prefixed(exc, prefix.rstrip(".")) from None
@@ -175,7 +181,7 @@ class RecommenderServing:
     async def recommend(self, request: RankRequest | dict[str, Any], disconnected: Disconnected | None = None,
                         prefix: str = "") -> RankResponse:
         rec = self._ready()
-        parsed = self.validate(request, prefix)
+        parsed = self.validate(request, prefix, rec)
         assert self.gate is not None
         try:
             return await self.gate.run(self._rank, rec, parsed, disconnected=disconnected)

@@ -24,8 +24,9 @@ def _err(fn, *args, **kwargs) -> RecommenderError:
 def test_empty_candidates(rec):
     err = _err(rec.rank, history=[], candidates=[])
     assert isinstance(err, InvalidRequestError) and err.param == "candidates"
-    err = _err(parse_request, {"candidates": []})
-    assert err.param == "candidates"
+    assert parse_request({"candidates": []}).candidates == []  # valid: a bundle retrieves candidates
+    err = _err(rec.rank_request, {"candidates": []})  # without a bundle: a typed error naming the field
+    assert err.param == "candidates" and "bundle" in err.message
 
 
 def test_duplicate_candidate_ids(rec):

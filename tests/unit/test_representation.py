@@ -94,49 +94,6 @@ def test_item_cache_on_disk_is_reused(encoder, tiny_data, tiny_rec):
     np.testing.assert_array_equal(encoder.encode_items(hist), encoder.encode_items([item]))
 
 
-def test_scorer_round_trips_save_load(fitted, tiny_rec, tiny_data, tmp_path):
-    from llm_recommender.evaluation.protocols import llmrank_cases
-    from llm_recommender.representation import RepresentationHead
-    from llm_recommender.scorers import RepresentationScorer
-
-    head, _ = fitted
-    head.save(tmp_path / "head")
-    loaded = RepresentationHead.load(tmp_path / "head")
-    assert loaded.config == head.config
-    cases = llmrank_cases(tiny_data, split="test", n_users=6, seed=0)
-    reqs = [c.request for c in cases]
-    a = RepresentationScorer(tiny_rec.backend, tiny_rec.renderer, tiny_rec.settings, head=head, cache=False).score_many(
-        reqs
-    )
-    b = RepresentationScorer(
-        tiny_rec.backend, tiny_rec.renderer, tiny_rec.settings, head=str(tmp_path / "head"), cache=False
-    ).score_many(reqs)
-    for x, y in zip(a, b):
-        np.testing.assert_array_equal(x.scores, y.scores)
-        np.testing.assert_allclose(x.probabilities, 1 / (1 + np.exp(-x.scores)))
-        assert x.scores.shape == (20,)
-
-
-def test_recommender_strategy_with_head_path(fitted, tiny_model_dir, tmp_path, sample_request):
-    from llm_recommender.recommender import Recommender
-
-    head, _ = fitted
-    head.save(tmp_path / "head")
-    rec = Recommender(model=str(tiny_model_dir), strategy="representation", representation_head=tmp_path / "head")
-    resp = rec.rank(history=sample_request["history"], candidates=sample_request["candidates"], top_k=2)
-    assert resp.strategy == "representation" and len(resp.items) == 2
-    assert all(0 < it.probability < 1 for it in resp.items)
-
-
-def test_missing_or_bad_head_is_a_clear_error(tiny_rec, tmp_path, sample_request):
-    from llm_recommender.scorers import RepresentationScorer
-
-    with pytest.raises(InvalidRequestError, match="llm-rec tune head"):
-        RepresentationScorer(tiny_rec.backend, tiny_rec.renderer, tiny_rec.settings)
-    with pytest.raises(ModelLoadError, match="not a representation head"):
-        RepresentationScorer(tiny_rec.backend, tiny_rec.renderer, tiny_rec.settings, head=str(tmp_path))
-
-
 def test_no_validation_or_test_target_reaches_training(tiny_data, fitted):
     """Every training positive and every history item comes strictly before the user's validation target."""
     from llm_recommender.evaluation.protocols import leave_one_out

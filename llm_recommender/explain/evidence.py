@@ -1,0 +1,60 @@
+"""Evidence for the top-k items of a fused ranking, from the components that produced it.
+
+* ``contributions``: the fusion's terms theta_k * x_k (standardised), summed per component,
+  so the largest one is, by construction, what moved the item's logit most;
+* ``history_items``: the history items behind the co-occurrence and text-similarity
+  components (users who consumed both; the most similar texts), strongest first;
+* ``shared_attributes``: attribute values (genres, brand, ...) the item shares with them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..protocol import Evidence, EvidenceItem, HistoryEntry, Item, RankRequest
+from ..scorers.base import ScoreResult
+
+MAX_HISTORY_ITEMS = 3
+
+
+def _values(item: Item) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for key, val in (item.attributes or {}).items():
+        vals = val if isinstance(val, list) else [val]
+        out[key] = {str(v) for v in vals if str(v)}
+    return out
+
+
+def gather_evidence(bundle: Any, request: RankRequest, result: ScoreResult, indices: list[int]) -> list[Evidence]:
+    contrib = result.details.get("contributions", {})
+    by_id: dict[str, HistoryEntry] = {h.id: h for h in request.history}
+    out = []
+    for i in indices:
+        terms = {c: float(v[i]) for c, v in contrib.items()}
+        total = sum(abs(v) for v in terms.values()) or 1.0
+        cand = request.candidates[i]
+        cited: list[EvidenceItem] = []
+        for name in bundle.fusion.components:
+            comp = bundle.components.get(name)
+            if comp is None:
+                continue
+            found = comp.explain(request, i)
+            for key, component in (("cooccurring", "cooccurrence"), ("similar_text", name)):
+                for hid, strength in found.get(key, []):
+                    h = by_id.get(hid)
+                    if h is not None and all(e.id != hid for e in cited):
+                        cited.append(EvidenceItem(id=hid, title=h.title, component=component,
+                                                  strength=float(strength), rating=h.rating))
+        cited = cited[:MAX_HISTORY_ITEMS]
+        mine = _values(cand)
+        shared: dict[str, list[str]] = {}
+        for e in cited:
+            for key, vals in _values(by_id[e.id]).items():
+                common = sorted(mine.get(key, set()) & vals)
+                if common:
+                    shared[key] = sorted(set(shared.get(key, [])) | set(common))
+        out.append(Evidence(contributions={k: round(v, 4) for k, v in terms.items()},
+                            shares={k: round(abs(v) / total, 4) for k, v in terms.items()},
+                            history_items=cited, shared_attributes=shared,
+                            known_item=cand.id in bundle.space.index))
+    return out
