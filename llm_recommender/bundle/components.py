@@ -299,9 +299,8 @@ class _TextSimilarity(Component):
         return (1.0 + np.clip(scores, -1, 1)) / 2.0
 
     def explain(self, request: RankRequest, index: int) -> dict[str, Any]:
-        history = self.space.rows(request.history)
-        cands = self.space.rows(request.candidates[index : index + 1])
-        u, h_i, h_h = self.user_and_items(request, history, cands)
+        one = request.model_copy(update={"candidates": request.candidates[index : index + 1]})
+        u, h_i, h_h = self.user_and_items(one, self.space.rows(one.history), self.space.rows(one.candidates))
         if h_h is None:
             return {}
         sims = h_h @ h_i[0]
