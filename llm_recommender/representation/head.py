@@ -94,17 +94,16 @@ class RepresentationHead:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {
-                "projection": self.projection,
-                "center": self.center,
-                "mean": self.mean,
-                "scale": self.scale,
-                "weights": self.weights,
-                "bias": np.asarray([self.bias], dtype=np.float32),
-            },
-            str(folder / HEAD_TENSORS),
-        )
+        tensors = {
+            "projection": self.projection,
+            "center": self.center,
+            "mean": self.mean,
+            "scale": self.scale,
+            "weights": self.weights,
+            "bias": np.asarray([self.bias], dtype=np.float32),
+        }
+        # safetensors writes the raw buffer: a transposed (Fortran-order) PCA projection would load scrambled
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(folder / HEAD_TENSORS))
         meta = {
             "format": "llm-recommender/representation-head",
             "version": 1,

@@ -134,3 +134,15 @@ def test_item_vectors_do_not_depend_on_interactions(encoder, tiny_data):
     v = encoder.encode_items(items)
     np.testing.assert_array_equal(v, encoder.encode_items(list(reversed(items)))[::-1])
     assert encoder.cache_key() == key  # model + template + layer + pooling only
+
+
+def test_saved_head_with_a_transposed_projection_loads_identical(tmp_path):
+    """A PCA projection is a transposed view; it must survive safetensors unchanged (it did not once)."""
+    from llm_recommender.representation.head import HeadConfig, RepresentationHead, fit_projection
+
+    rng = np.random.default_rng(0)
+    proj, center = fit_projection(rng.normal(size=(50, 12)).astype(np.float32), 4)
+    head = RepresentationHead(HeadConfig(dim=4), proj, center, np.zeros(12), np.ones(12), rng.normal(size=12), 0.5)
+    head.save(tmp_path / "h")
+    loaded = RepresentationHead.load(tmp_path / "h")
+    np.testing.assert_array_equal(loaded.projection, head.projection)
