@@ -1,11 +1,6 @@
-"""``llm-rec tune``: train the representation head, or fine-tune a generative scorer.
-
-* ``llm-rec tune head``: the logistic head over LLM hidden states (minutes on a CPU).
-* ``llm-rec tune generative``: pointwise Yes/No or verbalizer fine-tuning (full or LoRA),
-  through accelerate (a GPU when present, bf16 autocast on AMX CPUs).
-
-Both learn only from interactions before each user's validation target.
-"""
+"""``llm-rec tune generative``: fine-tune a generative scorer (pointwise Yes/No or verbalizer; full or LoRA),
+through accelerate (a GPU when present, bf16 autocast on AMX CPUs), from interactions before each user's
+validation target. The representation head is fitted by ``llm-rec fit`` as a bundle component."""
 
 from __future__ import annotations
 
@@ -17,7 +12,7 @@ import typer
 from . import app
 from .common import ModelOpt, ThreadsOpt
 
-tune_app = typer.Typer(help="Train the representation head or fine-tune a generative scorer.", no_args_is_help=True)
+tune_app = typer.Typer(help="Fine-tune a generative scorer (the representation head is part of `llm-rec fit`).", no_args_is_help=True)
 app.add_typer(tune_app, name="tune")
 
 DatasetOpt = Annotated[str, typer.Option(help="ml-100k | ml-1m | ml-latest-small (bundled) | amazon-beauty | generic.")]
@@ -27,56 +22,6 @@ SeedOpt = Annotated[int, typer.Option(help="Seed for sampling and initialisation
 
 def _echo(msg: str) -> None:
     typer.echo(msg, err=True)
-
-
-@tune_app.command("head")
-def tune_head(
-    out: Annotated[Path, typer.Option(help="Folder to write head.json + head.safetensors to.")],
-    dataset: DatasetOpt = "ml-latest-small",
-    data_dir: DataDirOpt = None,
-    model: ModelOpt = None,
-    threads: ThreadsOpt = None,
-    layer: Annotated[int | None, typer.Option(help="hidden_states index to pool [default: the middle layer].")] = None,
-    pooling: Annotated[str, typer.Option(help="mean (over the item's tokens) | last (token).")] = "mean",
-    recency_decay: Annotated[float, typer.Option(help="h_u = recency-weighted mean of history h_i.")] = 0.9,
-    dim: Annotated[int | None, typer.Option(help="PCA dimensions of h [default: all].")] = None,
-    negatives: Annotated[int, typer.Option(help="Sampled negatives per positive.")] = 4,
-    max_per_user: Annotated[int, typer.Option(help="Training contexts sampled per user.")] = 40,
-    epochs: Annotated[int, typer.Option(help="Passes over the training examples.")] = 6,
-    l2: Annotated[float, typer.Option(help="L2 penalty on the standardised weights.")] = 1e-4,
-    seed: SeedOpt = 0,
-) -> None:
-    """Train the representation head on the training split (interactions before each user's validation target)."""
-    from ..data import load_dataset
-    from ..recommender import Recommender
-    from ..representation import HeadConfig, ItemEncoder, fit_head
-
-    ds = load_dataset(dataset, data_dir)
-    opts = {k: v for k, v in {"model": model, "threads": threads}.items() if v is not None}
-    rec = Recommender(**opts)
-    b = rec.backend
-    encoder = ItemEncoder(
-        b.model,
-        b.tokenizer,
-        rec.renderer,
-        model_name=b.model_name,
-        layer=layer,
-        pooling=pooling,  # type: ignore[attr-defined]
-        batch_size=32,
-    )
-    config = HeadConfig(
-        model=b.model_name,
-        layer=encoder.layer,
-        pooling=pooling,
-        recency_decay=recency_decay,
-        dim=dim,
-        l2=l2,
-        epochs=epochs,
-        seed=seed,
-    )
-    head, _ = fit_head(ds, encoder, config, negatives=negatives, max_per_user=max_per_user, log=_echo)
-    head.save(out)
-    _echo(f"saved {out} ({head.record['total_seconds']} s); use it with --strategy representation --head {out}")
 
 
 @tune_app.command("generative")

@@ -67,40 +67,38 @@ def test_cli_tune_head_and_generative_help():
     from llm_recommender.cli import app
 
     r = CliRunner().invoke(app, ["tune", "--help"])
-    assert r.exit_code == 0 and "head" in r.output and "generative" in r.output
+    assert r.exit_code == 0 and "generative" in r.output
 
 
-def test_cli_tune_head_then_rank_with_it(tiny_model_dir, tmp_path, monkeypatch, sample_request):
+def test_fit_with_llm_representations_then_rank_with_the_bundle(tiny_model_dir, tmp_path, monkeypatch, sample_request):
+    """fit on a tiny dataset with the tiny random model, load, identical scores; unseen items use the LLM."""
     from typer.testing import CliRunner
 
+    from llm_recommender import Recommender
+    from llm_recommender.bundle import Bundle, BundleError
     from llm_recommender.cli import app
 
     monkeypatch.setenv("LLM_REC_CACHE_DIR", str(tmp_path / "cache"))
     data = write_tiny_dataset(tmp_path / "data")
-    head = tmp_path / "head"
-    r = CliRunner().invoke(
-        app,
-        [
-            "tune",
-            "head",
-            "--out",
-            str(head),
-            "--dataset",
-            "generic",
-            "--data-dir",
-            str(data),
-            "--model",
-            str(tiny_model_dir),
-            "--epochs",
-            "2",
-        ],
-    )
+    bundle = tmp_path / "bundle"
+    r = CliRunner().invoke(app, ["fit", "--out", str(bundle), "--dataset", "generic", "--data-dir", str(data),
+                                 "--model", str(tiny_model_dir), "--components", "popularity,cooccurrence,representation",
+                                 "--min-gain", "-1"])
     assert r.exit_code == 0, r.output
-    assert (head / "head.json").is_file() and (head / "head.safetensors").is_file()
-    assert list((tmp_path / "cache" / "representations").glob("*/vectors.npz"))
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    assert manifest["model_fingerprint"] and manifest["representation"]["layer"] >= 1
+    assert "representation_item.j2" in manifest["templates"]
+    sample_request = {**sample_request, "candidates": [{**c, "id": f"new-{c['id']}"} for c in sample_request["candidates"]]}
     req = tmp_path / "req.json"
-    req.write_text(json.dumps(sample_request))
-    monkeypatch.setenv("LLM_REC_REPRESENTATION_HEAD", str(head))
-    r = CliRunner().invoke(app, ["rank", str(req), "--model", str(tiny_model_dir), "--strategy", "representation"])
+    req.write_text(json.dumps(sample_request))  # candidates unseen by the bundle: represented by the LLM from their text
+    r = CliRunner().invoke(app, ["rank", str(req), "--bundle", str(bundle), "--strategy", "representation"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["strategy"] == "representation"
+    first = json.loads(r.stdout)
+    assert first["strategy"] == "representation" and first["backend"] == "transformers"
+    again = Recommender.load(bundle, strategy="representation").rank_request(sample_request)
+    assert [i.score for i in again.items] == [i["score"] for i in first["items"]]
+    assert Bundle.load(bundle).manifest.model == str(tiny_model_dir)
+    # another model than the bundle's cannot represent unseen items the same way: a typed error
+    other = Recommender.load(bundle, strategy="representation", model="smollm2-135m-instruct")
+    with pytest.raises(BundleError, match="fingerprint"):
+        other.rank_request(sample_request)
