@@ -132,10 +132,25 @@ def test_api_key_required_on_v1(keyed, sample_request, caplog):
 
 
 def test_api_key_from_environment(monkeypatch, sample_request):
-    monkeypatch.setenv("LLM_REC_API_KEY", KEY)
+    monkeypatch.setenv("LLM_REC_SERVER_API_KEY", KEY)
     with TestClient(create_app(Recommender(backend="fake"), ServerSettings())) as c:
         assert c.get("/v1/models").status_code == 401
         assert c.get("/v1/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+
+
+def test_server_and_upstream_keys_are_separate(monkeypatch):
+    from llm_recommender.settings import Settings
+
+    monkeypatch.setenv("LLM_REC_SERVER_API_KEY", "server-secret")
+    monkeypatch.setenv("LLM_REC_API_KEY", "ambiguous")  # the name both once read: now neither does
+    monkeypatch.delenv("LLM_REC_UPSTREAM_API_KEY", raising=False)
+    assert Settings().api_key is None
+    assert ServerSettings().api_key.get_secret_value() == "server-secret"
+    monkeypatch.setenv("LLM_REC_UPSTREAM_API_KEY", "upstream-secret")
+    monkeypatch.delenv("LLM_REC_SERVER_API_KEY")
+    assert Settings().api_key.get_secret_value() == "upstream-secret"
+    assert ServerSettings().api_key is None
+    assert Settings(api_key="k").api_key.get_secret_value() == "k"  # the field name still works in code
 
 
 def test_backend_failure_is_5xx_in_openai_shape(sample_request):
