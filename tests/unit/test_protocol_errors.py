@@ -116,3 +116,13 @@ def test_error_to_openai_shape():
     body = err.to_dict()["error"]
     assert body == {"message": "bad", "type": "invalid_request_error", "param": "candidates[0].id", "code": "invalid_request"}
     assert err.status_code == 400
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_numbers_are_rejected_in_python(rec, value):
+    err = _err(rec.rank, history=[{"id": "h", "title": "H", "rating": value}], candidates=[{"id": "a", "title": "A"}])
+    assert isinstance(err, InvalidRequestError) and err.param == "history[0].rating"
+    err = _err(parse_request, {"candidates": [{"id": "a", "title": "A", "attributes": {"score": value}}]})
+    assert err.param == "candidates[0].attributes" and "'score' must be a finite number" in err.message
+    err = _err(parse_request, {"history": [{"id": "h", "title": "H", "timestamp": value}], "candidates": [{"id": "a", "title": "A"}]})
+    assert err.param == "history[0].timestamp"

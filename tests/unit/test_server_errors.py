@@ -63,6 +63,27 @@ def test_native_bad_input_is_400_naming_the_field(client, body, param, code):
     assert_error(r, 400, param, code)
 
 
+NAN_RATING = '{"history": [{"id": "h", "title": "H", "rating": NaN}], "candidates": [{"id": "a", "title": "A"}]}'
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (NAN_RATING, "history[0].rating"),
+        (NAN_RATING.replace("NaN", "Infinity"), "history[0].rating"),
+        (NAN_RATING.replace("NaN", "-Infinity"), "history[0].rating"),
+        ('{"history": [{"id": "h", "title": "H", "timestamp": NaN}], "candidates": [{"id": "a", "title": "A"}]}',
+         "history[0].timestamp"),
+        ('{"candidates": [{"id": "a", "title": "A", "attributes": {"year": Infinity}}]}', "candidates[0].attributes"),
+    ],
+)
+def test_non_finite_numbers_are_400_naming_the_field(client, body, param):
+    r = client.post("/v1/recommendations", content=body, headers={"content-type": "application/json"})
+    assert_error(r, 400, param)
+    # The chat door carries the same request inside a message.
+    assert_error(chat(client, messages=[{"role": "user", "content": body}]), 400, f"messages[0].content.{param}")
+
+
 def chat(client, **body):
     return client.post("/v1/chat/completions", json={"model": "fake-model", **body})
 
