@@ -137,10 +137,9 @@ class Recommender:
             for r, (i, c) in enumerate(zip(order, top))
         ]
         notes = list(result.notes)
-        truncated = self.renderer.text_stats.truncated
+        truncated = self.renderer.truncated_texts(request)  # this request's own texts, not the batch's
         if truncated:
             notes.append(f"{truncated} item text(s) were longer than the prompt limits and were truncated")
-            self.renderer.text_stats.truncated = 0
         after = self.backend.stats.snapshot()
         return RankResponse(
             items=items,
