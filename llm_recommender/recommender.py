@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .backends import Backend, make_backend
+from .backends.base import UsageMeter, metered
 from .calibration import Calibrator, IdentityCalibrator, load_calibrator
 from .errors import InvalidRequestError, from_validation_error
 from .prompts import PromptRenderer
@@ -109,12 +110,12 @@ class Recommender:
         shares: list[tuple[int, ...]] = [(0, 0, 0)] * len(parsed)
         for name, idxs in by_strategy.items():
             scorer = self.scorer(name)
-            before = self.backend.stats.snapshot()
-            for i, res in zip(idxs, scorer.score_many([parsed[i] for i in idxs])):
+            with metered() as meter:  # this call's own backend usage, whatever runs beside it
+                scored = scorer.score_many([parsed[i] for i in idxs])
+            for i, res in zip(idxs, scored):
                 results[i] = res
-            spent = [a - b for a, b in zip(self.backend.stats.snapshot(), before)]
-            for i in idxs:  # a batch's usage is shared evenly by its requests
-                shares[i] = tuple(-(-x // len(idxs)) for x in spent)
+            for i, share in zip(idxs, split_usage(meter.snapshot(), [r.usage for r in scored])):
+                shares[i] = share
         return [
             self._respond(req, res, req.strategy or self.settings.strategy, share)  # type: ignore[arg-type]
             for req, res, share in zip(parsed, results, shares)
@@ -122,14 +123,15 @@ class Recommender:
 
     # ---- assembly -----------------------------------------------------------------
     def _respond(self, request: RankRequest, result: ScoreResult, strategy: str, scoring_usage: tuple[int, ...]) -> RankResponse:
-        before = self.backend.stats.snapshot()
+        reasons_meter = UsageMeter()
         probs = self.calibrator.transform(result.scores, result.probabilities)
         order = result.ranking()[: min(request.top_k, len(request.candidates))]
         top = [request.candidates[i] for i in order]
         fallbacks = list(result.fallbacks)
         reason_texts: list[str | None] = [None] * len(top)
         if request.reasons:
-            reason_texts, reason_fallbacks = generate_reasons(self.backend, self.renderer, self.settings, request, top)
+            with metered() as reasons_meter:
+                reason_texts, reason_fallbacks = generate_reasons(self.backend, self.renderer, self.settings, request, top)
             fallbacks += reason_fallbacks
         items = [
             RankedItem(id=c.id, title=c.title, rank=r + 1, score=float(result.scores[i]),
@@ -140,7 +142,6 @@ class Recommender:
         truncated = self.renderer.truncated_texts(request)  # this request's own texts, not the batch's
         if truncated:
             notes.append(f"{truncated} item text(s) were longer than the prompt limits and were truncated")
-        after = self.backend.stats.snapshot()
         return RankResponse(
             items=items,
             strategy=strategy,
@@ -152,5 +153,17 @@ class Recommender:
             history_used=result.history_used,
             history_total=len(request.history),
             notes=notes,
-            usage=Usage(**{k: s + a - b for k, s, a, b in zip(("prompt_tokens", "completion_tokens", "forward_passes"), scoring_usage, after, before)}),
+            usage=Usage(**{k: s + r for k, s, r in zip(("prompt_tokens", "completion_tokens", "forward_passes"),
+                                                          scoring_usage, reasons_meter.snapshot())}),
         )
+
+
+def split_usage(spent: tuple[int, int, int], own: list[tuple[int, int, int] | None]) -> list[tuple[int, ...]]:
+    """Per-request usage of one batch: a request's own where the scorer measured it, else an
+    even share of the rest (remainders to the first requests), so the parts add up to ``spent``."""
+    rest = [s - sum(u[k] for u in own if u is not None) for k, s in enumerate(spent)]
+    shared = [i for i, u in enumerate(own) if u is None]
+    out: list[tuple[int, ...]] = [u or (0, 0, 0) for u in own]
+    for rank, i in enumerate(shared):
+        out[i] = tuple(x // len(shared) + (rank < x % len(shared)) for x in rest)
+    return out

@@ -174,8 +174,7 @@ class VLLMBackend(TokenizerMixin, Backend):
             outputs = self.llm.generate([self._TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
         except Exception as exc:
             raise BackendError(f"vLLM engine call failed: {exc}", param="backend") from exc
-        self.stats.forward_passes += 1
-        self.stats.prompt_tokens += sum(len(p) for p in prompts)
+        self.stats.add(prompt_tokens=sum(len(p) for p in prompts), forward_passes=1)
         return outputs
 
     def _score_ids(self, prompts: list[list[int]], token_ids: Sequence[int]) -> np.ndarray:
@@ -226,7 +225,7 @@ class VLLMBackend(TokenizerMixin, Backend):
         for res in self._run(encoded, params) if encoded else []:
             out = res.outputs[0]
             n = len(out.token_ids)
-            self.stats.completion_tokens += n
+            self.stats.add(completion_tokens=n)
             finish = "length" if out.finish_reason == "length" else "stop"
             results.append(Generation(text=out.text, finish_reason=finish, prompt_tokens=len(res.prompt_token_ids), completion_tokens=n))
         return results
