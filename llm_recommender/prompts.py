@@ -13,6 +13,7 @@ delimiters or pass for part of the prompt.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import unicodedata
@@ -154,6 +155,14 @@ class PromptRenderer:
         """
         views = [self.item_view(c) for c in request.candidates] + self.history_views(request.history)
         return sum(v.truncated for v in views)
+
+    def template_hash(self) -> str:
+        """Hash of every template this renderer would use (your folder's, else the built-in ones)."""
+        digest = hashlib.sha256()
+        for name in sorted(self.env.list_templates(extensions=["j2"])):
+            source = self.env.loader.get_source(self.env, name)[0]  # type: ignore[union-attr]
+            digest.update(f"{name}\x00{source}\x00".encode())
+        return digest.hexdigest()[:16]
 
     # ---- rendering --------------------------------------------------------------
     def render(self, template: str, **context: Any) -> str:

@@ -6,7 +6,7 @@ request -> validate -> prompt rendering -> backend -> scorer -> calibrator
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from .backends import Backend, make_backend
 from .backends.base import UsageMeter, metered
-from .calibration import Calibrator, IdentityCalibrator, load_calibrator
+from .calibration import Calibrator, IdentityCalibrator, check_fitted_for, load_calibrator
 from .errors import InvalidRequestError, from_validation_error
 from .prompts import PromptRenderer
 from .protocol import HistoryEntry, Item, RankedItem, RankRequest, RankResponse, Usage, coerce_items, parse_request
@@ -32,8 +32,10 @@ class Recommender:
     ...          top_k=2, reasons=True)
 
     ``backend`` is a registered name or a :class:`Backend` instance; ``calibrator`` a
-    :class:`Calibrator` or the path of a fitted calibrator JSON file; other keyword
-    arguments are :class:`Settings` fields.
+    :class:`Calibrator` or the path of a fitted calibrator JSON file, for the default
+    strategy; ``calibrators`` maps strategies to theirs (``{"pointwise": path, ...}``). A
+    strategy without one gets identity, and a file fitted for another strategy, model or
+    templates is an error. Other keyword arguments are :class:`Settings` fields.
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class Recommender:
         strategy: str | None = None,
         calibrator: str | Path | Calibrator | None = None,
         settings: Settings | None = None,
+        calibrators: Mapping[str, str | Path | Calibrator] | None = None,
         **overrides: Any,
     ) -> None:
         base = settings or Settings()
@@ -59,13 +62,37 @@ class Recommender:
         else:
             self.backend = make_backend(self.settings.backend, self.settings)
         self.renderer = PromptRenderer(self.backend, self.settings)
-        if isinstance(calibrator, Calibrator):
-            self.calibrator = calibrator
-        elif calibrator is not None or self.settings.calibrator is not None:
-            self.calibrator = load_calibrator(calibrator or self.settings.calibrator)  # type: ignore[arg-type]
-        else:
-            self.calibrator = IdentityCalibrator()
+        self.calibrators = self._bind_calibrators(calibrator, calibrators)
         self._scorers: dict[str, LLMScorer] = {}
+
+    @property
+    def calibrator(self) -> Calibrator:
+        """The default strategy's calibrator."""
+        return self.calibrator_for(self.settings.strategy)
+
+    def calibrator_for(self, strategy: str) -> Calibrator:
+        """A strategy's own calibrator; identity where none was fitted for it (never another's)."""
+        return self.calibrators.get(strategy) or IdentityCalibrator()
+
+    def calibration_key(self, strategy: str) -> dict[str, str]:
+        """What a calibrator fitted on this strategy's scores records in ``fitted_for``."""
+        return {"strategy": strategy, "model": self.model_name, "template_hash": self.renderer.template_hash()}
+
+    def _bind_calibrators(
+        self, default: str | Path | Calibrator | None, per_strategy: Mapping[str, str | Path | Calibrator] | None
+    ) -> dict[str, Calibrator]:
+        wanted: dict[str, tuple[str | Path | Calibrator, str]] = {
+            k: (v, f"calibrators.{k}") for k, v in {**self.settings.calibrators, **(per_strategy or {})}.items()
+        }
+        if default is not None or self.settings.calibrator is not None:  # `calibrator=`: the default strategy's
+            wanted[self.settings.strategy] = (default or self.settings.calibrator, "calibrator")  # type: ignore[assignment]
+        bound = {}
+        for strategy, (source, param) in wanted.items():
+            strategy_class(strategy)
+            cal = source if isinstance(source, Calibrator) else load_calibrator(source)
+            check_fitted_for(cal, self.calibration_key(strategy), param=param)
+            bound[strategy] = cal
+        return bound
 
     @property
     def model_name(self) -> str:
@@ -124,7 +151,8 @@ class Recommender:
     # ---- assembly -----------------------------------------------------------------
     def _respond(self, request: RankRequest, result: ScoreResult, strategy: str, scoring_usage: tuple[int, ...]) -> RankResponse:
         reasons_meter = UsageMeter()
-        probs = self.calibrator.transform(result.scores, result.probabilities)
+        calibrator = self.calibrator_for(strategy)
+        probs = calibrator.transform(result.scores, result.probabilities)
         order = result.ranking()[: min(request.top_k, len(request.candidates))]
         top = [request.candidates[i] for i in order]
         fallbacks = list(result.fallbacks)
@@ -147,7 +175,7 @@ class Recommender:
             strategy=strategy,
             model=self.model_name,
             backend=self.backend.name,
-            calibrator=self.calibrator.name,
+            calibrator=calibrator.name,
             fallback_used=bool(fallbacks),
             fallbacks=fallbacks,
             history_used=result.history_used,

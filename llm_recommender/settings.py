@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' ... (auto: accelerate device_map on GPUs)")
     template_dir: Path | None = Field(None, description="folder with your own *.j2 templates")
-    calibrator: Path | None = Field(None, description="JSON file of a fitted calibrator")
+    calibrator: Path | None = Field(None, description="JSON file of a fitted calibrator for the default strategy")
+    calibrators: dict[str, Path] = Field(default_factory=dict, description="strategy -> JSON file of its fitted calibrator")
 
     # prompt budget
     max_history: int = Field(50, ge=0, description="most recent history items considered")

@@ -595,6 +595,8 @@ class EvalRunner:
             except Exception as exc:  # e.g. one class only in a tiny validation set
                 cal[cname] = {"error": str(exc)}
                 continue
+            if name in LLM_STRATEGIES:  # recorded in the saved file: Recommender refuses it for anything else
+                cal_model.fitted_for = self.recommender.calibration_key(name)
             self.fitted_calibrators[f"{set_name}/{name}/{cname}"] = cal_model
             p = np.concatenate([np.clip(cal_model.transform(r.scores, r.probabilities), 0, 1) for r in test_res])
             cal[cname] = {

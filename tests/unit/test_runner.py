@@ -204,7 +204,10 @@ def test_calibration_sees_only_validation_targets_and_nothing_leaks(data_dir, tm
     # and a runner fit equals one refitted by hand from the validation outputs alone
     val_res = [r.scored["llmrank"]["verbalizer"]["valid"][c.user_id][0] for c in r.cases["llmrank"]["valid"]]
     by_hand = real_fit("platt", val_res, val_labels["llmrank"])
-    assert by_hand.to_dict() == r.fitted_calibrators["llmrank/verbalizer/platt"].to_dict()
+    assert by_hand.params() == r.fitted_calibrators["llmrank/verbalizer/platt"].params()
+    # a saved LLM calibrator records what it was fitted for, so Recommender refuses it for anything else
+    saved = json.loads((tmp_path / "out" / "calibrators" / "llmrank__verbalizer__platt.json").read_text())
+    assert saved["fitted_for"] == r.recommender.calibration_key("verbalizer")
     with pytest.raises(AssertionError, match="validation targets only"):
         r.fit_calibrator("platt", val_res, r.cases["llmrank"]["test"])
 
