@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     reason_history_choices: int = Field(10, ge=1, description="recent history titles a reason may refer to")
     pointwise_prefix_reuse: bool = True
     batch_size: int = Field(16, ge=1, description="prompts per forward pass (GPU; on CPU full prompts go one by one)")
+    pad_batches_on_cpu: bool = Field(False, description="CPU: batch full prompts with left padding as on GPUs (slower; tests the padded path)")
     representation_head: Path | None = Field(None, description="strategy 'representation': folder of a head trained by `llm-rec tune head`")
 
     # vLLM engine (backend "vllm") and the server `llm-rec serve-model` starts

@@ -133,7 +133,7 @@ class TransformersBackend(Backend):
         out = []
         # On a CPU a prefill pass is compute-bound: batching prompts of different lengths only
         # adds padding (measured: 4 padded prompts cost 2.75 s each vs 1.7 s one by one).
-        bs = self.settings.batch_size if self.device.type != "cpu" else 1
+        bs = self.settings.batch_size if self.device.type != "cpu" or self.settings.pad_batches_on_cpu else 1
         for start in range(0, len(prompts), bs):
             chunk = [self._encode(p) for p in prompts[start : start + bs]]
             width = max(len(c) for c in chunk)
