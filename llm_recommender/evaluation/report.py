@@ -96,7 +96,7 @@ def write_report(results: dict[str, Any], out: Path, plots: list[str]) -> None:
         rows = [[n, *(_f(m[c]) for c in RANK_COLS)] for n, m in table.items()]
         lines += ["", f"### Every scorer on the {label}", "", *_table(["scorer", *RANK_COLS], rows)]
     for set_name, title in (
-        ("llmrank", "LLMRank candidates (label 1 = ground truth, 0 = the 19 negatives)"),
+        ("llmrank", f"LLMRank candidates (label 1 = ground truth, 0 = the {cfg['n_candidates'] - 1} negatives)"),
         ("likes", "like/dislike (target alone, label = rating > 3)"),
     ):
         if set_name not in results["sets"]:

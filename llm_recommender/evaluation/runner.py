@@ -24,7 +24,7 @@ One run, for one dataset and seed:
    position) with and without permutation averaging.
 
 ECE "on the LLMRank sets" is over (user, candidate) rows: label 1 for the ground truth,
-0 for its 19 negatives (base rate 5%). The like/dislike sets give the calibration of
+0 for its ``n_candidates - 1`` negatives (19 at the default 20: base rate 5%). The like/dislike sets give the calibration of
 P(like) for the target item itself. ``results.json`` states which one each figure uses.
 """
 
@@ -687,7 +687,7 @@ class EvalRunner:
             "run": record,
             "config": json.loads(cfg.model_dump_json()),
             "expected_random": expected_random(cfg.n_candidates),
-            "definitions": DEFINITIONS,
+            "definitions": definitions(cfg.n_candidates),
             "sets": sets,
             "hybrid": {k: m.coefficients() for k, m in self.hybrid_models.items()},
             "hybrid_left_out": self.hybrid_dropped,
@@ -732,16 +732,18 @@ def _json_default(x: Any) -> Any:
     return str(x)
 
 
-DEFINITIONS = {
-    "ranking": "test targets of the LLMRank protocol (ground truth + 19 random negatives); ties never favour the "
-    "ground truth; listwise rankings are scored as returned",
-    "seconds_per_user": "mean wall seconds to score one user's request (20 candidates), over validation and test "
-    "requests; LLM figures are the first (uncached) run's, recorded in the cache",
-    "calibration.llmrank": "per (user, candidate) row of the LLMRank test sets: label 1 for the ground truth, "
-    "0 for the negatives; calibrators fitted on the validation sets of the same users only",
-    "calibration.likes": "like/dislike protocol: the test target alone, label = rating > 3; calibrators fitted on "
-    "the validation targets only",
-    "ece": f"{ECE_BINS} equal-width bins of P(label = 1)",
-    "hybrid": "logistic feature model sigmoid(theta^T x + b) over the components' scalar scores (standardised), "
-    "fitted on validation only; its own probabilities are the 'uncalibrated' column",
-}
+def definitions(n_candidates: int) -> dict[str, str]:
+    """What each figure of results.json means, for a run with ``n_candidates`` per request."""
+    return {
+        "ranking": f"test targets of the LLMRank protocol (ground truth + {n_candidates - 1} random negatives); ties never "
+        "favour the ground truth; listwise rankings are scored as returned",
+        "seconds_per_user": f"mean wall seconds to score one user's request ({n_candidates} candidates), over validation and "
+        "test requests; LLM figures are the first (uncached) run's, recorded in the cache",
+        "calibration.llmrank": "per (user, candidate) row of the LLMRank test sets: label 1 for the ground truth, "
+        "0 for the negatives; calibrators fitted on the validation sets of the same users only",
+        "calibration.likes": "like/dislike protocol: the test target alone, label = rating > 3; calibrators fitted on "
+        "the validation targets only",
+        "ece": f"{ECE_BINS} equal-width bins of P(label = 1)",
+        "hybrid": "logistic feature model sigmoid(theta^T x + b) over the components' scalar scores (standardised), "
+        "fitted on validation only; its own probabilities are the 'uncalibrated' column",
+    }
