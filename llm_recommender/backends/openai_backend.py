@@ -25,9 +25,9 @@ JSON the API promises. Other 4xx errors are not retried and name what to fix.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
-import contextvars
 import os
 import random
 import time
