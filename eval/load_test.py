@@ -165,7 +165,7 @@ def spawn_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
         cmd += ["--model", args.model]
     if args.strategy:
         cmd += ["--strategy", args.strategy]
-    env = dict(os.environ, **({"LLM_REC_API_KEY": args.api_key} if args.api_key else {}))
+    env = dict(os.environ, **({"LLM_REC_SERVER_API_KEY": args.api_key} if args.api_key else {}))
     proc = subprocess.Popen(cmd, cwd=REPO, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + args.startup_timeout
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="fake", help="--spawn: backend (default: fake)")
     p.add_argument("--model", help="--spawn: model (default: the embedded SmolLM2)")
     p.add_argument("--strategy", help="--spawn: default strategy")
-    p.add_argument("--api-key", default=os.environ.get("LLM_REC_API_KEY"), help="Bearer token (default: env LLM_REC_API_KEY)")
+    p.add_argument("--api-key", default=os.environ.get("LLM_REC_SERVER_API_KEY"), help="Bearer token (default: env LLM_REC_SERVER_API_KEY)")
     p.add_argument("--clients", type=int, default=32, help="concurrent clients (default: 32)")
     p.add_argument("--requests", type=int, default=320, help="total requests (default: 320)")
     p.add_argument("--max-seconds", type=float, default=120, help="stop sending after this long (default: 120)")

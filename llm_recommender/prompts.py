@@ -13,6 +13,7 @@ delimiters or pass for part of the prompt.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import unicodedata
@@ -26,7 +27,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from .backends.base import Backend
 from .errors import InvalidRequestError
-from .protocol import HistoryEntry, Item
+from .protocol import HistoryEntry, Item, RankRequest
 from .settings import Settings
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -67,11 +68,7 @@ class ItemView:
     attributes: str | None = None
     rating: str | None = None
     label: str | None = None
-
-
-@dataclass
-class TextStats:
-    truncated: int = 0
+    truncated: int = 0  # how many of this item's texts were cut to the prompt limits
 
 
 @dataclass
@@ -101,35 +98,38 @@ class PromptRenderer:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.text_stats = TextStats()
 
     # ---- views ------------------------------------------------------------------
-    def _quote(self, text: str, max_chars: int) -> str:
-        quoted, truncated = quote_untrusted(text, max_chars)
-        self.text_stats.truncated += int(truncated)
-        return quoted
-
     def item_view(self, item: Item, label: str | None = None) -> ItemView:
         s = self.settings
+        cut = 0
+
+        def quote(text: str, max_chars: int) -> str:
+            nonlocal cut
+            quoted, truncated = quote_untrusted(text, max_chars)
+            cut += truncated
+            return quoted
+
         attrs = None
         if item.attributes:
             flat = "; ".join(
                 f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in item.attributes.items()
             )
-            attrs = self._quote(flat, s.max_description_chars)
+            attrs = quote(flat, s.max_description_chars)
         desc = None
         if item.description and s.max_description_chars > 0:
-            desc = self._quote(item.description, s.max_description_chars)
+            desc = quote(item.description, s.max_description_chars)
         rating = None
         if isinstance(item, HistoryEntry) and item.rating is not None:
             rating = f"{item.rating:g}"
         return ItemView(
-            id=self._quote(item.id, 256),
-            title=self._quote(item.title, s.max_title_chars),
+            id=quote(item.id, 256),
+            title=quote(item.title, s.max_title_chars),
             description=desc,
             attributes=attrs,
             rating=rating,
             label=label,
+            truncated=cut,
         )
 
     @staticmethod
@@ -146,6 +146,23 @@ class PromptRenderer:
         if self.settings.max_history == 0:
             return []
         return [self.item_view(h) for h in entries[-self.settings.max_history :]]
+
+    def truncated_texts(self, request: RankRequest) -> int:
+        """Texts of this request (candidates, history the prompts may show) cut to the limits.
+
+        Counted per request from the request itself, not from a counter shared by a batch,
+        threads or the several prompts (permutations, retries, reasons) one request renders.
+        """
+        views = [self.item_view(c) for c in request.candidates] + self.history_views(request.history)
+        return sum(v.truncated for v in views)
+
+    def template_hash(self) -> str:
+        """Hash of every template this renderer would use (your folder's, else the built-in ones)."""
+        digest = hashlib.sha256()
+        for name in sorted(self.env.list_templates(extensions=["j2"])):
+            source = self.env.loader.get_source(self.env, name)[0]  # type: ignore[union-attr]
+            digest.update(f"{name}\x00{source}\x00".encode())
+        return digest.hexdigest()[:16]
 
     # ---- rendering --------------------------------------------------------------
     def render(self, template: str, **context: Any) -> str:

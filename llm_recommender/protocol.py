@@ -7,6 +7,7 @@ Requests are validated here (types, sizes, UTF-8) and by :func:`parse_request`
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
@@ -46,7 +47,19 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
-class Item(_Model):
+class _Input(_Model):
+    # Python's json (the server and the CLI) parses NaN and Infinity; they are no rating,
+    # timestamp or attribute, so every door answers them with a 400 naming the field.
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+def _reject_non_finite(value: Any, what: str = "") -> None:
+    # Before the union of types is tried: its errors would name each member (".float", ".str").
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{what}must be a finite number, not {value}")
+
+
+class Item(_Input):
     """A thing that can be recommended."""
 
     id: ItemId
@@ -60,6 +73,15 @@ class Item(_Model):
         _check_utf8(v)
         if v is not None and not v.strip():
             raise ValueError("must not be blank")
+        return v
+
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _finite_attrs(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            for key, val in v.items():
+                for x in val if isinstance(val, list) else [val]:
+                    _reject_non_finite(x, f"attribute {key!r} ")
         return v
 
     @field_validator("attributes", mode="after")
@@ -78,8 +100,14 @@ class HistoryEntry(Item):
     rating: float | None = None
     timestamp: int | float | str | None = None
 
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _finite_timestamp(cls, v: Any) -> Any:
+        _reject_non_finite(v)
+        return v
 
-class RankRequest(_Model):
+
+class RankRequest(_Input):
     history: list[HistoryEntry] = Field(default_factory=list, max_length=MAX_HISTORY)
     candidates: list[Item] = Field(default_factory=list, max_length=MAX_CANDIDATES,
                                    description="empty: a bundle retrieves candidates from its catalogue")

@@ -6,14 +6,15 @@ request -> validate -> prompt rendering -> backend -> scorer -> calibrator
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from .backends import Backend, make_backend
-from .calibration import Calibrator, IdentityCalibrator, load_calibrator
+from .backends.base import UsageMeter, metered
+from .calibration import Calibrator, IdentityCalibrator, check_fitted_for, load_calibrator
 from .errors import InvalidRequestError, from_validation_error
 from .prompts import PromptRenderer
 from .protocol import HistoryEntry, Item, RankedItem, RankRequest, RankResponse, Usage, coerce_items, parse_request
@@ -34,8 +35,10 @@ class Recommender:
     ...          top_k=2, reasons=True)
 
     ``backend`` is a registered name or a :class:`Backend` instance; ``calibrator`` a
-    :class:`Calibrator` or the path of a fitted calibrator JSON file; other keyword
-    arguments are :class:`Settings` fields. ``Recommender.load(BUNDLE)`` serves a bundle
+    :class:`Calibrator` or the path of a fitted calibrator JSON file, for the default
+    strategy; ``calibrators`` maps strategies to theirs (``{"pointwise": path, ...}``). A
+    strategy without one gets identity, and a file fitted for another strategy, model or
+    templates is an error. Other keyword arguments are :class:`Settings` fields. ``Recommender.load(BUNDLE)`` serves a bundle
     fitted by ``llm-rec fit``: its default strategy is the fused ranking, and requests
     may omit ``candidates`` (the bundle retrieves them from its catalogue).
 
@@ -53,6 +56,7 @@ class Recommender:
         calibrator: str | Path | Calibrator | None = None,
         settings: Settings | None = None,
         bundle: Any = None,
+        calibrators: Mapping[str, str | Path | Calibrator] | None = None,
         **overrides: Any,
     ) -> None:
         base = settings or Settings()
@@ -65,16 +69,11 @@ class Recommender:
             raise from_validation_error(exc) from None
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
         self._renderer: PromptRenderer | None = None
-        if isinstance(calibrator, Calibrator):
-            self.calibrator = calibrator
-        elif calibrator is not None or self.settings.calibrator is not None:
-            self.calibrator = load_calibrator(calibrator or self.settings.calibrator)  # type: ignore[arg-type]
-        else:
-            self.calibrator = IdentityCalibrator()
         self._scorers: dict[str, Scorer] = {}
         if bundle is not None:
             self._attach_bundle(bundle)
         self._check_strategy(self.settings.strategy, param="strategy")
+        self.calibrators = self._bind_calibrators(calibrator, calibrators)
         if self._backend is None and not (self.bundle is not None and self.settings.strategy in self.bundle.strategies):
             self.backend  # noqa: B018 - an LLM strategy by default: load the model now, fail fast
 
@@ -155,6 +154,35 @@ class Recommender:
             raise UnknownNameError("strategy", name, [*self.strategy_names(), *hint], param=param)
 
     @property
+    def calibrator(self) -> Calibrator:
+        """The default strategy's calibrator."""
+        return self.calibrator_for(self.settings.strategy)
+
+    def calibrator_for(self, strategy: str) -> Calibrator:
+        """A strategy's own calibrator; identity where none was fitted for it (never another's)."""
+        return self.calibrators.get(strategy) or IdentityCalibrator()
+
+    def calibration_key(self, strategy: str) -> dict[str, str]:
+        """What a calibrator fitted on this strategy's scores records in ``fitted_for``."""
+        return {"strategy": strategy, "model": self.model_name, "template_hash": self.renderer.template_hash()}
+
+    def _bind_calibrators(
+        self, default: str | Path | Calibrator | None, per_strategy: Mapping[str, str | Path | Calibrator] | None
+    ) -> dict[str, Calibrator]:
+        wanted: dict[str, tuple[str | Path | Calibrator, str]] = {
+            k: (v, f"calibrators.{k}") for k, v in {**self.settings.calibrators, **(per_strategy or {})}.items()
+        }
+        if default is not None or self.settings.calibrator is not None:  # `calibrator=`: the default strategy's
+            wanted[self.settings.strategy] = (default or self.settings.calibrator, "calibrator")  # type: ignore[assignment]
+        bound = {}
+        for strategy, (source, param) in wanted.items():
+            self._check_strategy(strategy, param=param)
+            cal = source if isinstance(source, Calibrator) else load_calibrator(source)
+            check_fitted_for(cal, self.calibration_key(strategy), param=param)
+            bound[strategy] = cal
+        return bound
+
+    @property
     def model_name(self) -> str:
         return self._backend.model_name if self._backend is not None else self.settings.model
 
@@ -208,12 +236,12 @@ class Recommender:
         shares: list[tuple[int, ...]] = [(0, 0, 0)] * len(parsed)
         for name, idxs in by_strategy.items():
             scorer = self.scorer(name)
-            before = self._usage_snapshot()
-            for i, res in zip(idxs, scorer.score_many([parsed[i] for i in idxs])):
+            with metered() as meter:  # this call's own backend usage, whatever runs beside it
+                scored = scorer.score_many([parsed[i] for i in idxs])
+            for i, res in zip(idxs, scored):
                 results[i] = res
-            spent = [a - b for a, b in zip(self._usage_snapshot(), before)]
-            for i in idxs:  # a batch's usage is shared evenly by its requests
-                shares[i] = tuple(-(-x // len(idxs)) for x in spent)
+            for i, share in zip(idxs, split_usage(meter.snapshot(), [r.usage for r in scored])):
+                shares[i] = share
         return [
             self._respond(req, res, req.strategy or self.settings.strategy, share)  # type: ignore[arg-type]
             for req, res, share in zip(parsed, results, shares)
@@ -232,18 +260,17 @@ class Recommender:
             raise InvalidRequestError("the catalogue has no item outside the history to recommend", param="candidates")
         return request.model_copy(update={"candidates": found})
 
-    def _usage_snapshot(self) -> tuple[int, ...]:
-        return self._backend.stats.snapshot() if self._backend is not None else (0, 0, 0)
-
     def _respond(self, request: RankRequest, result: ScoreResult, strategy: str, scoring_usage: tuple[int, ...]) -> RankResponse:
-        before = self._usage_snapshot()
-        probs = self.calibrator.transform(result.scores, result.probabilities)
+        reasons_meter = UsageMeter()
+        calibrator = self.calibrator_for(strategy)
+        probs = calibrator.transform(result.scores, result.probabilities)
         order = result.ranking()[: min(request.top_k, len(request.candidates))]
         top = [request.candidates[i] for i in order]
         fallbacks = list(result.fallbacks)
         reason_texts: list[str | None] = [None] * len(top)
         if request.reasons:
-            reason_texts, reason_fallbacks = generate_reasons(self.backend, self.renderer, self.settings, request, top)
+            with metered() as reasons_meter:
+                reason_texts, reason_fallbacks = generate_reasons(self.backend, self.renderer, self.settings, request, top)
             fallbacks += reason_fallbacks
         evidence: list[Any] = [None] * len(top)
         if "contributions" in result.details and self.bundle is not None:
@@ -256,21 +283,31 @@ class Recommender:
             for r, (i, c) in enumerate(zip(order, top))
         ]
         notes = list(result.notes)
-        truncated = self._renderer.text_stats.truncated if self._renderer is not None else 0
-        if truncated:
+        truncated = self._renderer.truncated_texts(request) if self._renderer is not None else 0
+        if truncated:  # this request's own texts, not the batch's
             notes.append(f"{truncated} item text(s) were longer than the prompt limits and were truncated")
-            self.renderer.text_stats.truncated = 0
-        after = self._usage_snapshot()
         return RankResponse(
             items=items,
             strategy=strategy,
             model=self.model_name,
             backend=self.backend_name,
-            calibrator=self.calibrator.name,
+            calibrator=calibrator.name,
             fallback_used=bool(fallbacks),
             fallbacks=fallbacks,
             history_used=result.history_used,
             history_total=len(request.history),
             notes=notes,
-            usage=Usage(**{k: s + a - b for k, s, a, b in zip(("prompt_tokens", "completion_tokens", "forward_passes"), scoring_usage, after, before)}),
+            usage=Usage(**{k: s + r for k, s, r in zip(("prompt_tokens", "completion_tokens", "forward_passes"),
+                                                          scoring_usage, reasons_meter.snapshot())}),
         )
+
+
+def split_usage(spent: tuple[int, int, int], own: list[tuple[int, int, int] | None]) -> list[tuple[int, ...]]:
+    """Per-request usage of one batch: a request's own where the scorer measured it, else an
+    even share of the rest (remainders to the first requests), so the parts add up to ``spent``."""
+    rest = [s - sum(u[k] for u in own if u is not None) for k, s in enumerate(spent)]
+    shared = [i for i, u in enumerate(own) if u is None]
+    out: list[tuple[int, ...]] = [u or (0, 0, 0) for u in own]
+    for rank, i in enumerate(shared):
+        out[i] = tuple(x // len(shared) + (rank < x % len(shared)) for x in rest)
+    return out

@@ -1,12 +1,18 @@
 """One pydantic settings object for the whole pipeline; round-trips to JSON.
 
 Environment variables (``LLM_REC_*``) override defaults, e.g. ``LLM_REC_THREADS=2``.
+Secrets have names of their own: the upstream server's key (backend "openai") is
+``LLM_REC_UPSTREAM_API_KEY``, the key that protects ``llm-rec serve`` is
+``LLM_REC_SERVER_API_KEY``. ``LLM_REC_API_KEY``, which both once read, is read by neither,
+so the server's secret is never sent upstream as a bearer token.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,8 +20,24 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
+def secret_from_env(env_source: Callable[[], dict[str, Any]], field: str, env_name: str) -> Callable[[], dict[str, Any]]:
+    """``env_source`` with ``field`` read from ``env_name`` only, never from ``LLM_REC_<FIELD>``."""
+
+    def read() -> dict[str, Any]:
+        values = {k: v for k, v in env_source().items() if k != field}
+        if os.environ.get(env_name):
+            values[field] = os.environ[env_name]
+        return values
+
+    return read
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LLM_REC_", extra="forbid")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[no-untyped-def, override]
+        return init_settings, secret_from_env(env_settings, "api_key", "LLM_REC_UPSTREAM_API_KEY"), dotenv_settings, file_secret_settings
 
     model: str = Field(DEFAULT_MODEL, description="model alias, local folder, or Hugging Face id")
     backend: str = "transformers"
@@ -27,7 +49,8 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' ... (auto: accelerate device_map on GPUs)")
     template_dir: Path | None = Field(None, description="folder with your own *.j2 templates")
-    calibrator: Path | None = Field(None, description="JSON file of a fitted calibrator")
+    calibrator: Path | None = Field(None, description="JSON file of a fitted calibrator for the default strategy")
+    calibrators: dict[str, Path] = Field(default_factory=dict, description="strategy -> JSON file of its fitted calibrator")
 
     # prompt budget
     max_history: int = Field(50, ge=0, description="most recent history items considered")
@@ -47,6 +70,7 @@ class Settings(BaseSettings):
     pointwise_prefix_reuse: bool = True
     batch_size: int = Field(16, ge=1, description="prompts per forward pass (GPU; on CPU full prompts go one by one)")
     retrieve_candidates: int = Field(50, ge=1, le=200, description="bundle: candidates retrieved from the catalogue when a request gives none")
+    pad_batches_on_cpu: bool = Field(False, description="CPU: batch full prompts with left padding as on GPUs (slower; tests the padded path)")
 
     # vLLM engine (backend "vllm") and the server `llm-rec serve-model` starts
     vllm_kv_cache_gib: float = Field(1.0, gt=0, description="CPU build: VLLM_CPU_KVCACHE_SPACE (GiB of KV cache)")
@@ -59,7 +83,9 @@ class Settings(BaseSettings):
 
     # OpenAI-compatible server (backend "openai")
     base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8000/v1 (env LLM_REC_BASE_URL)")
-    api_key: SecretStr | None = Field(None, description="sent as Bearer token; default: OPENAI_API_KEY or 'EMPTY'")
+    api_key: SecretStr | None = Field(
+        None, description="sent as Bearer token to base_url (env LLM_REC_UPSTREAM_API_KEY; default: OPENAI_API_KEY or 'EMPTY')"
+    )
     served_model: str | None = Field(None, description="model name on the server (default: the only one it serves)")
     tokenizer: str | None = Field(None, description="tokenizer folder/id for the chat template (default: model)")
     request_timeout: float = Field(120.0, gt=0, description="seconds per HTTP request")

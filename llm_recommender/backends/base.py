@@ -12,7 +12,10 @@ Capabilities are class flags; a scorer that needs a missing capability gets a
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -32,8 +35,37 @@ class Generation:
 
 
 @dataclass
+class UsageMeter:
+    """What the backend calls made inside one :func:`metered` block spent."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    forward_passes: int = 0
+
+    def snapshot(self) -> tuple[int, int, int]:
+        return (self.prompt_tokens, self.completion_tokens, self.forward_passes)
+
+
+# The meters open in this thread / task. A ContextVar, not an attribute of the backend: rankings
+# that overlap (threads, the server's concurrency) each see only their own calls.
+_METERS: ContextVar[tuple[UsageMeter, ...]] = ContextVar("llm_rec_usage_meters", default=())
+_LOCK = threading.Lock()  # a backend may count from worker threads (the openai backend's parallel requests)
+
+
+@contextmanager
+def metered() -> Iterator[UsageMeter]:
+    """Count what the backend calls made in this block (and in no other thread's) spend."""
+    meter = UsageMeter()
+    token = _METERS.set(_METERS.get() + (meter,))
+    try:
+        yield meter
+    finally:
+        _METERS.reset(token)
+
+
+@dataclass
 class BackendStats:
-    """Counters a backend keeps so responses can report usage."""
+    """A backend's lifetime totals; per-call usage goes to the open :func:`metered` blocks too."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -42,6 +74,14 @@ class BackendStats:
 
     def snapshot(self) -> tuple[int, int, int]:
         return (self.prompt_tokens, self.completion_tokens, self.forward_passes)
+
+    def add(self, prompt_tokens: int = 0, completion_tokens: int = 0, forward_passes: int = 0) -> None:
+        """Record one call's usage: in these totals and in every meter open in the caller's context."""
+        with _LOCK:
+            for target in (self, *_METERS.get()):
+                target.prompt_tokens += prompt_tokens
+                target.completion_tokens += completion_tokens
+                target.forward_passes += forward_passes
 
 
 class Backend(abc.ABC):

@@ -97,8 +97,7 @@ class FakeBackend(Backend):
     def _logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
         out = np.empty((len(prompts), len(token_ids)))
         for r, prompt in enumerate(prompts):
-            self.stats.forward_passes += 1
-            self.stats.prompt_tokens += self.count_tokens(prompt)
+            self.stats.add(prompt_tokens=self.count_tokens(prompt), forward_passes=1)
             logits = np.array([self.score_fn(prompt, self._inv[t]) for t in token_ids], dtype=float)
             # Keep `leftover_mass` of the probability on tokens outside `token_ids`.
             probs = np.exp(logits - logits.max())
@@ -125,7 +124,6 @@ class FakeBackend(Backend):
                 raise AssertionError("FakeBackend ran out of scripted generations")
             n = self.count_tokens(text)
             finish = "length" if n > max_tokens else "stop"
-            self.stats.prompt_tokens += self.count_tokens(prompt)
-            self.stats.completion_tokens += min(n, max_tokens)
+            self.stats.add(prompt_tokens=self.count_tokens(prompt), completion_tokens=min(n, max_tokens))
             out.append(Generation(text=text, finish_reason=finish, prompt_tokens=self.count_tokens(prompt), completion_tokens=min(n, max_tokens)))
         return out

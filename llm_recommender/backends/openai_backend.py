@@ -25,6 +25,7 @@ JSON the API promises. Other 4xx errors are not retried and name what to fix.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -177,9 +178,8 @@ class OpenAIBackend(TokenizerMixin, Backend):
                 raise MalformedResponse(f"expected {len(prompts)} choices, got {type(choices).__name__}"
                                         f"{'' if not isinstance(choices, list) else f' of {len(choices)}'}")
             usage = getattr(resp, "usage", None)
-            self.stats.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or sum(len(p) for p in prompts))
-            self.stats.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
-            self.stats.forward_passes += 1
+            self.stats.add(prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or sum(len(p) for p in prompts)),
+                           completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0), forward_passes=1)
             return sorted(choices, key=lambda c: getattr(c, "index", 0) or 0)
 
         return self._call(call, what)
@@ -187,8 +187,10 @@ class OpenAIBackend(TokenizerMixin, Backend):
     def _parallel(self, jobs: list[Callable[[], T]]) -> list[T]:
         if len(jobs) <= 1:
             return [job() for job in jobs]
+        # Each job runs in a copy of the caller's context, so its usage reaches the caller's meters.
+        contexts = [contextvars.copy_context() for _ in jobs]
         with ThreadPoolExecutor(max_workers=min(len(jobs), MAX_PARALLEL_REQUESTS)) as pool:
-            return list(pool.map(lambda job: job(), jobs))
+            return list(pool.map(lambda pair: pair[0].run(pair[1]), zip(contexts, jobs)))
 
     # ---- scoring ------------------------------------------------------------------
     def _label_logprobs(self, choice: Any, ids: list[int]) -> list[float]:

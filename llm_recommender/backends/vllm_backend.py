@@ -18,7 +18,8 @@ on the 2-core CPU machines, keeping it in this process (``vllm_in_process=True``
 ``VLLM_ENABLE_V1_MULTIPROCESSING=0``) starts faster and uses less memory but ranked 4-7x
 slower per request (0.24 vs 0.92 users/s over 100 users, eval/bench_backends.py), the Python thread
 competing with the engine's bound OpenMP threads. Scripts that create the engine need an
-``if __name__ == "__main__":`` guard. ``VLLM_CPU_KVCACHE_SPACE`` is only set when the
+``if __name__ == "__main__":`` guard; a script on stdin (``python -``), which the child
+cannot re-import, gets the in-process engine with a warning. ``VLLM_CPU_KVCACHE_SPACE`` is only set when the
 caller has not set it.
 """
 
@@ -29,6 +30,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -99,6 +101,17 @@ def engine_env(settings: Settings, cpu: bool) -> dict[str, str]:
     return {k: v for k, v in env.items() if k not in os.environ}
 
 
+def main_cannot_be_reimported() -> bool:
+    """True when ``__main__`` came from stdin (``python -``) or names a file that does not exist.
+
+    vLLM's engine child process is spawned, and spawn re-imports the parent's ``__main__``
+    from its path: '<stdin>' dies with FileNotFoundError. (``python -c`` and notebooks have
+    no ``__main__.__file__`` at all, which spawn skips.)
+    """
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return sys.argv[:1] == ["-"] or (main_file is not None and not os.path.isfile(main_file))
+
+
 class VLLMBackend(TokenizerMixin, Backend):
     name = "vllm"
     supports_logprobs = True
@@ -116,8 +129,13 @@ class VLLMBackend(TokenizerMixin, Backend):
         self.cpu = is_cpu_build()
         for key, value in engine_env(self.settings, self.cpu).items():
             os.environ[key] = value
+        in_process = self.settings.vllm_in_process
+        if not in_process and main_cannot_be_reimported():
+            log.warning("vLLM engine kept in-process: this script came from stdin (python -), which the engine's "
+                        "child process cannot re-import; run it from a file to get the faster child-process engine")
+            in_process = True
         # Read when the engine is built; this backend's setting decides, per engine.
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if self.settings.vllm_in_process else "1"
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
         try:
             import vllm
             from vllm import SamplingParams
@@ -174,8 +192,7 @@ class VLLMBackend(TokenizerMixin, Backend):
             outputs = self.llm.generate([self._TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
         except Exception as exc:
             raise BackendError(f"vLLM engine call failed: {exc}", param="backend") from exc
-        self.stats.forward_passes += 1
-        self.stats.prompt_tokens += sum(len(p) for p in prompts)
+        self.stats.add(prompt_tokens=sum(len(p) for p in prompts), forward_passes=1)
         return outputs
 
     def _score_ids(self, prompts: list[list[int]], token_ids: Sequence[int]) -> np.ndarray:
@@ -226,7 +243,7 @@ class VLLMBackend(TokenizerMixin, Backend):
         for res in self._run(encoded, params) if encoded else []:
             out = res.outputs[0]
             n = len(out.token_ids)
-            self.stats.completion_tokens += n
+            self.stats.add(completion_tokens=n)
             finish = "length" if out.finish_reason == "length" else "stop"
             results.append(Generation(text=out.text, finish_reason=finish, prompt_tokens=len(res.prompt_token_ids), completion_tokens=n))
         return results

@@ -10,6 +10,7 @@ from .base import (
     Calibrator,
     IdentityCalibrator,
     calibrator_from_dict,
+    check_fitted_for,
     load_calibrator,
     register_calibrator,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "PlattCalibrator",
     "TemperatureCalibrator",
     "calibrator_from_dict",
+    "check_fitted_for",
     "fit_calibrator",
     "flatten_results",
     "hybrid_features",

@@ -34,6 +34,9 @@ def register_calibrator(cls: type["Calibrator"]) -> type["Calibrator"]:
 
 class Calibrator(abc.ABC):
     name: ClassVar[str] = "base"
+    # What the scores it was fitted on came from: {"strategy", "model", "template_hash"}
+    # (Recommender.calibration_key). Saved with it; loading it for anything else is an error.
+    fitted_for: dict[str, str] | None = None
 
     @abc.abstractmethod
     def transform(self, scores: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
@@ -68,7 +71,8 @@ class Calibrator(abc.ABC):
         return cls(**params)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.name, **self.params()}
+        meta = {"fitted_for": dict(self.fitted_for)} if self.fitted_for else {}
+        return {"type": self.name, **self.params(), **meta}
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -93,12 +97,38 @@ def calibrator_from_dict(data: dict[str, Any], *, source: str = "calibrator") ->
         raise InvalidRequestError(f"{source}: expected a JSON object with a 'type' field", param="calibrator")
     params = dict(data)
     kind = params.pop("type")
+    fitted_for = params.pop("fitted_for", None)
     if not isinstance(kind, str) or kind not in CALIBRATORS:
         raise UnknownNameError("calibrator", str(kind), CALIBRATORS, param="calibrator")
+    if fitted_for is not None and not (isinstance(fitted_for, dict) and all(isinstance(v, str) for v in fitted_for.values())):
+        raise InvalidRequestError(f"{source}: 'fitted_for' must be an object of strings", param="calibrator")
     try:
-        return CALIBRATORS[kind].from_params(params)
+        cal = CALIBRATORS[kind].from_params(params)
     except (TypeError, ValueError) as exc:
         raise InvalidRequestError(f"{source}: bad parameters for {kind!r}: {exc}", param="calibrator") from None
+    cal.fitted_for = fitted_for
+    return cal
+
+
+def check_fitted_for(cal: Calibrator, expected: dict[str, str], *, param: str = "calibrator") -> None:
+    """A typed error when ``cal`` was fitted for another strategy, model or prompt templates.
+
+    A calibrator without the record (fitted in code, or an older file) is trusted as given.
+    """
+    if not cal.fitted_for:
+        return
+    words = {"strategy": "strategy", "model": "model", "template_hash": "prompt templates (hash)"}
+    wrong = [
+        f"{words.get(k, k)} {cal.fitted_for[k]!r}, not {v!r}"
+        for k, v in expected.items()
+        if k in cal.fitted_for and cal.fitted_for[k] != v
+    ]
+    if wrong:
+        raise InvalidRequestError(
+            f"calibrator {cal.name!r} was fitted for {'; '.join(wrong)}: its probabilities would be wrong here; "
+            "fit one for this strategy, model and templates",
+            param=param,
+        )
 
 
 def load_calibrator(path: str | Path) -> Calibrator:

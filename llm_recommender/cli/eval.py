@@ -24,8 +24,12 @@ def eval_command(
     ] = None,
     protocol: Annotated[
         str,
-        typer.Option(help="llmrank: the ground truth + (n-1) random negatives per user (the published LLMRank protocol); cold-start: targets and candidates are items kept out of training."),
+        typer.Option(help="llmrank: the ground truth + (--n-candidates - 1) random negatives per user (the published "
+                     "LLMRank protocol: 19); cold-start: targets and candidates are items kept out of training."),
     ] = "llmrank",
+    n_candidates: Annotated[
+        int, typer.Option(help="Candidates per request: the ground truth and n-1 sampled negatives.")
+    ] = 20,
     users: Annotated[
         int, typer.Option(help="Users sampled with --seed; each gives one validation and one test case.")
     ] = 200,
@@ -142,6 +146,7 @@ def eval_command(
             dataset=dataset,
             data_dir=data_dir,
             protocol=protocol,
+            n_candidates=n_candidates,
             users=users,
             seed=seed,
             scorers=scorers or [],

@@ -26,7 +26,7 @@ def serve(
     host: Annotated[Optional[str], typer.Option(help="Interface to bind (default: 127.0.0.1).")] = None,
     port: Annotated[Optional[int], typer.Option(help="TCP port (default: 8000).")] = None,
     api_key: Annotated[Optional[str], typer.Option(
-        "--api-key", help="Require 'Authorization: Bearer KEY' on /v1/* (default: env LLM_REC_API_KEY, else none).",
+        "--api-key", help="Require 'Authorization: Bearer KEY' on /v1/* (default: env LLM_REC_SERVER_API_KEY, else none).",
         show_default=False)] = None,
     served_model_name: Annotated[Optional[str], typer.Option(help="Model id clients send (default: the model's name).")] = None,
     max_concurrency: Annotated[Optional[int], typer.Option(help="Rankings running at once (default: 1).")] = None,

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..calibration import fit_calibrator
+from ..scorers import LLM_STRATEGIES
 from ..scorers.base import ScoreResult
 from .listwise_stats import listwise_failure_shares
 from .metrics import probability_metrics, ranking_metrics, reliability_bins, target_rank
@@ -64,6 +65,8 @@ def evaluate_scorer(runner: Any, set_name: str, name: str) -> dict[str, Any]:
         except Exception as exc:  # e.g. one class only in a tiny validation set
             cal[cname] = {"error": str(exc)}
             continue
+        if name in LLM_STRATEGIES:  # recorded in the saved file: Recommender refuses it for anything else
+            model.fitted_for = runner.recommender.calibration_key(name)
         runner.fitted_calibrators[f"{set_name}/{name}/{cname}"] = model
         p = np.concatenate([np.clip(model.transform(r.scores, r.probabilities), 0, 1) for r in test_res])
         cal[cname] = {**probability_metrics(labels, p), "reliability": [b.to_dict() for b in reliability_bins(labels, p)]}

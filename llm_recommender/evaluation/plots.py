@@ -32,7 +32,7 @@ def metric_bars(results: dict[str, Any], path: Path) -> None:
     ax.set_xticks([i + width for i in range(len(names))])
     ax.set_xticklabels([f"{n}\n(n={scorers[n]['users']})" for n in names], fontsize=8)
     ax.set_ylabel("test, LLMRank protocol")
-    ax.set_title(f"{results['run']['dataset']}: ranking metrics ({results['config']['n_candidates']} candidates)")
+    ax.set_title(ranking_title(results))
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -113,3 +113,7 @@ def write_plots(results: dict[str, Any], out: Path) -> list[str]:
     if position_bias(results, out / "position_bias.png"):
         written.append("position_bias.png")
     return written
+
+
+def ranking_title(results: dict[str, Any]) -> str:
+    return f"{results['run']['dataset']}: ranking metrics ({results['config']['n_candidates']} candidates)"

@@ -31,7 +31,7 @@ def definitions(n_candidates: int) -> dict[str, str]:
     """The meaning of every figure in results.json, for this run's candidate count."""
     neg = n_candidates - 1
     return {
-        "ranking": f"test targets (ground truth + {neg} sampled negatives); ties never favour the ground truth; "
+        "ranking": f"test targets (ground truth + {neg} random negatives); ties never favour the ground truth; "
         "listwise rankings are scored as returned",
         "seconds_per_user": f"mean wall seconds to score one user's request ({n_candidates} candidates), over "
         "validation and test requests; LLM figures are the first (uncached) run's, recorded in the cache",

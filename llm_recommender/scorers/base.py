@@ -29,6 +29,9 @@ class ScoreResult:
     fallbacks: list[Fallback] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    # (prompt_tokens, completion_tokens, forward_passes) of this request's own backend calls, when
+    # the scorer called the backend per request; None: a share of the batch's calls.
+    usage: tuple[int, int, int] | None = None
 
     def ranking(self) -> list[int]:
         """Candidate indices, best first (stable on ties: earlier candidate first)."""

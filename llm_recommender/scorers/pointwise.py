@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backends.base import metered
 from ..errors import CapabilityError, InvalidRequestError
 from ..prompts import SPLIT_MARKER
 from ..protocol import RankRequest
@@ -55,10 +56,11 @@ class PointwiseScorer(LLMScorer):
         results = []
         for request in requests:
             prefix, suffixes, used, notes = self.split_prompts(request)
-            if self.settings.pointwise_prefix_reuse:
-                lp = self.backend.prefix_next_token_logprobs(prefix, suffixes, yes_no)
-            else:
-                lp = self.backend.next_token_logprobs([prefix + s for s in suffixes], yes_no)
+            with metered() as meter:  # one request per call: its usage is exactly its own
+                if self.settings.pointwise_prefix_reuse:
+                    lp = self.backend.prefix_next_token_logprobs(prefix, suffixes, yes_no)
+                else:
+                    lp = self.backend.next_token_logprobs([prefix + s for s in suffixes], yes_no)
             log_odds = lp[:, 0] - lp[:, 1]
             p_yes = 1.0 / (1.0 + np.exp(-log_odds))  # P(Yes) renormalised over {Yes, No}
             results.append(
@@ -68,6 +70,7 @@ class PointwiseScorer(LLMScorer):
                     history_used=used,
                     notes=list(notes),
                     details={"yes_no_mass": float(np.exp(lp).sum(axis=1).mean())},
+                    usage=meter.snapshot(),
                 )
             )
         return results

@@ -5,7 +5,7 @@ Defaults (also in the README):
 =====================  =========  ==================================================
 setting                default    meaning
 =====================  =========  ==================================================
-api_key                None       Bearer token required on /v1/* (env LLM_REC_API_KEY)
+api_key                None       Bearer token required on /v1/* (env LLM_REC_SERVER_API_KEY)
 served_model_name      None       model id clients send (default: the model's name)
 max_concurrency        1          rankings running at once (torch models: keep 1)
 max_queue              64         requests waiting beyond those; more get 429
@@ -22,10 +22,16 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ..protocol import MAX_CANDIDATES
+from ..settings import secret_from_env
 
 
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LLM_REC_", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[no-untyped-def, override]
+        # Its own env name, distinct from the openai backend's LLM_REC_UPSTREAM_API_KEY.
+        return init_settings, secret_from_env(env_settings, "api_key", "LLM_REC_SERVER_API_KEY"), dotenv_settings, file_secret_settings
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

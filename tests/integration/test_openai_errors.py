@@ -33,6 +33,7 @@ class ScriptedServer:
         self.script: list[object] = []
         self.default: object = "ok"
         self.requests: list[dict] = []
+        self.auth: list[str | None] = []  # Authorization header of every request
         self.models = [MODEL]
         outer = self
 
@@ -55,10 +56,12 @@ class ScriptedServer:
                     pass
 
             def do_GET(self) -> None:
+                outer.auth.append(self.headers.get("Authorization"))
                 data = [{"id": m, "object": "model", "max_model_len": 2048} for m in outer.models]
                 self._send(200, json.dumps({"object": "list", "data": data}).encode())
 
             def do_POST(self) -> None:
+                outer.auth.append(self.headers.get("Authorization"))
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append(body)
                 action = outer.script.pop(0) if outer.script else outer.default
@@ -202,6 +205,27 @@ def test_bad_credentials_name_the_api_key(backend, server):
     with pytest.raises(BackendError) as info:
         backend.generate(["hello"], max_tokens=5)
     assert info.value.param == "api_key" and len(server.requests) == 1
+
+
+def test_the_servers_own_key_is_never_sent_upstream(server, default_model_dir, monkeypatch):
+    from llm_recommender.backends.openai_backend import OpenAIBackend
+
+    # The key that protects `llm-rec serve`, under its own name and under the name both once shared.
+    for name in ("LLM_REC_SERVER_API_KEY", "LLM_REC_API_KEY"):
+        monkeypatch.setenv(name, "server-secret")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("LLM_REC_UPSTREAM_API_KEY", raising=False)
+    server.auth.clear()
+    b = OpenAIBackend(Settings(base_url=server.url, tokenizer=str(default_model_dir), request_timeout=1.0))
+    b.generate(["hello"], max_tokens=5)
+    b.close()
+    assert server.auth and all("server-secret" not in (a or "") for a in server.auth), server.auth
+
+    monkeypatch.setenv("LLM_REC_UPSTREAM_API_KEY", "upstream-secret")
+    server.auth.clear()
+    b = OpenAIBackend(Settings(base_url=server.url, tokenizer=str(default_model_dir), request_timeout=1.0))
+    b.close()
+    assert server.auth == ["Bearer upstream-secret"]
 
 
 def test_server_refusing_logprobs_is_a_capability_error(backend, server):

@@ -67,15 +67,48 @@ def test_prefix_reuse_matches_naive_prompts(rec_fp32, sample_request):
     np.testing.assert_allclose(reuse, naive, atol=2e-3)
 
 
-def test_batched_left_padding_matches_single_prompts(rec_fp32, sample_request):
+@pytest.fixture(scope="module")
+def rec_padded(default_model_dir):
+    # On CPU the backend sends full prompts one by one; this forces the padded batches GPUs use.
+    return Recommender(backend="transformers", dtype="float32", pad_batches_on_cpu=True, batch_size=4)
+
+
+def test_batched_left_padding_matches_single_prompts(rec_padded, sample_request):
+    import torch
+
+    from llm_recommender.backends.base import metered
+
+    backend = rec_padded.backend
+    long = backend.chat_prompt([{"role": "user", "content": "Films I liked: " + ", ".join(h["title"] for h in sample_request["history"]) + ". Pick A, B or C."}])
+    short = backend.chat_prompt([{"role": "user", "content": "Pick A, B or C."}])
+    ids = [backend.single_token_id(c) for c in "ABC"]
+    assert backend.count_tokens(long) > backend.count_tokens(short) + 10  # the short row gets real padding
+    with metered() as meter:
+        batched = backend.next_token_logprobs([long, short], ids)
+    assert meter.forward_passes == 1  # one padded pass, not two single ones
+    single = np.vstack([backend.next_token_logprobs([p], ids) for p in (long, short)])
+    np.testing.assert_allclose(batched, single, atol=1e-4)
+
+    # The check can fail: the same padded batch without the attention mask and position ids
+    # (padding read as text) misses the single-prompt answer by far more than the tolerance.
+    enc = [backend._encode(p) for p in (long, short)]
+    width = max(map(len, enc))
+    rows = torch.tensor([[backend.tokenizer.pad_token_id] * (width - len(e)) + e for e in enc])
+    with torch.inference_mode():
+        logits = backend.model(input_ids=rows, use_cache=False).logits[:, -1, :]
+    wrong = backend._last_logprobs(logits, ids)
+    assert np.abs(wrong[1] - single[1]).max() > 1e-2
+
+    # and through the verbalizer: two requests of different lengths in one padded pass
     from llm_recommender.protocol import parse_request
 
     reqs = [parse_request(sample_request), parse_request({**sample_request, "history": sample_request["history"][:1]})]
-    scorer = rec_fp32.scorer("verbalizer")
-    batched = scorer.score_many(reqs)
-    single = [scorer.score(r) for r in reqs]
-    for b, s in zip(batched, single):
-        np.testing.assert_allclose(b.probabilities, s.probabilities, atol=2e-3)
+    scorer = rec_padded.scorer("verbalizer")
+    with metered() as meter:
+        together = scorer.score_many(reqs)
+    assert meter.forward_passes == 1
+    for b, r in zip(together, reqs):
+        np.testing.assert_allclose(b.probabilities, scorer.score(r).probabilities, atol=1e-4)
 
 
 def test_bf16_and_fp32_agree_on_the_top_item(rec, rec_fp32, sample_request):

@@ -41,6 +41,8 @@ def test_rank_from_file_and_stdin(tmp_path, sample_request):
         (b'{"candidates": []}', "field: candidates"),
         (b'{"candidates": [{"id": "a", "title": "A"}, {"id": "a", "title": "B"}]}', "field: candidates[1].id"),
         (b'{"candidates": [{"id": "a", "title": "A"}], "strategy": "magic"}', "valid strategy names"),
+        (b'{"history": [{"id": "h", "title": "H", "rating": NaN}], "candidates": [{"id": "a", "title": "A"}]}',
+         "field: history[0].rating"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(payload, expected):
@@ -48,6 +50,13 @@ def test_bad_input_is_one_line_exit_2(payload, expected):
     err = proc.stderr.decode()
     assert proc.returncode == 2, err
     assert expected in err and "Traceback" not in err
+
+
+def test_nan_rating_in_a_file_is_exit_2(tmp_path):
+    path = tmp_path / "req.json"
+    path.write_text('{"history": [{"id": "h", "title": "H", "rating": NaN}], "candidates": [{"id": "a", "title": "A"}]}')
+    proc = run("rank", str(path), "--backend", "fake")
+    assert proc.returncode == 2 and "field: history[0].rating" in proc.stderr.decode(), proc.stderr.decode()
 
 
 def test_missing_file_and_unknown_backend(tmp_path, sample_request):

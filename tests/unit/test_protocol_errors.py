@@ -117,3 +117,27 @@ def test_error_to_openai_shape():
     body = err.to_dict()["error"]
     assert body == {"message": "bad", "type": "invalid_request_error", "param": "candidates[0].id", "code": "invalid_request"}
     assert err.status_code == 400
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_numbers_are_rejected_in_python(rec, value):
+    err = _err(rec.rank, history=[{"id": "h", "title": "H", "rating": value}], candidates=[{"id": "a", "title": "A"}])
+    assert isinstance(err, InvalidRequestError) and err.param == "history[0].rating"
+    err = _err(parse_request, {"candidates": [{"id": "a", "title": "A", "attributes": {"score": value}}]})
+    assert err.param == "candidates[0].attributes" and "'score' must be a finite number" in err.message
+    err = _err(parse_request, {"history": [{"id": "h", "title": "H", "timestamp": value}], "candidates": [{"id": "a", "title": "A"}]})
+    assert err.param == "history[0].timestamp"
+
+
+@pytest.mark.parametrize("strategy", ["verbalizer", "pointwise", "listwise"])
+def test_truncation_notes_belong_to_the_request_that_was_truncated(rec, strategy):
+    short = {"candidates": [{"id": "a", "title": "A"}, {"id": "b", "title": "B"}], "strategy": strategy}
+    long = {"candidates": [{"id": "a", "title": "A"}, {"id": "b", "title": "B " * (MAX_TITLE_CHARS // 2)}],
+            "history": [{"id": "h", "title": "H " * (MAX_TITLE_CHARS // 2)}], "strategy": strategy}
+    first, second, third = rec.rank_many([short, long, short])
+    assert not any("truncated" in n for n in first.notes + third.notes)
+    assert [n for n in second.notes if "were truncated" in n] == [
+        "2 item text(s) were longer than the prompt limits and were truncated"
+    ]
+    again = rec.rank_many([long])[0]  # no counter left over from the last call, none double-counted
+    assert again.notes == second.notes

@@ -165,7 +165,10 @@ def test_calibration_sees_only_validation_targets_and_nothing_leaks(data_dir, tm
     assert fits and all(labels in val_labels.values() for _, labels in fits)
     val_res = [r.scored["llmrank"]["verbalizer"]["valid"][c.user_id][0] for c in r.cases["llmrank"]["valid"]]
     by_hand = real_fit("platt", val_res, val_labels["llmrank"])
-    assert by_hand.to_dict() == r.fitted_calibrators["llmrank/verbalizer/platt"].to_dict()
+    assert by_hand.params() == r.fitted_calibrators["llmrank/verbalizer/platt"].params()
+    # a saved LLM calibrator records what it was fitted for, so Recommender refuses it for anything else
+    saved = json.loads((tmp_path / "out" / "calibrators" / "llmrank__verbalizer__platt.json").read_text())
+    assert saved["fitted_for"] == r.recommender.calibration_key("verbalizer")
     with pytest.raises(AssertionError, match="validation targets only"):
         calibration_eval.fit_on_validation("platt", val_res, r.cases["llmrank"]["test"])
 
@@ -226,3 +229,19 @@ def test_listwise_failure_shares_from_scripted_outputs():
     assert shares["unknown_id"] == 0.25 and shares["duplicate_id"] == 0.25 and shares["missing_id"] == 0.25
     assert shares["first_attempt_failed"] == 0.75 and shares["fallback"] == 0.25
     assert shares["attempt_shares"]["unknown_id"] == 2 / 8
+
+
+def test_texts_follow_n_candidates(data_dir, tmp_path):
+    from llm_recommender.evaluation.plots import ranking_title
+
+    out = tmp_path / "out10"
+    result = CliRunner().invoke(app, ["eval", "--dataset", "generic", "--data-dir", str(data_dir), "--users", "10",
+                                      "--backend", "fake", "--scorers", "random,popularity", "--n-candidates", "10",
+                                      "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["n_candidates"] == 10
+    text = json.dumps(res["definitions"]) + (out / "report.md").read_text() + ranking_title(res)
+    assert "9 random negatives" in text and "10 candidates" in text and "the 9 negatives" in text
+    assert "20 candidates" not in text and "19 negatives" not in text and "19 random" not in text
+    assert "--n-candidates" in CliRunner().invoke(app, ["eval", "--help"]).output

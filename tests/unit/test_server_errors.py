@@ -63,6 +63,27 @@ def test_native_bad_input_is_400_naming_the_field(client, body, param, code):
     assert_error(r, 400, param, code)
 
 
+NAN_RATING = '{"history": [{"id": "h", "title": "H", "rating": NaN}], "candidates": [{"id": "a", "title": "A"}]}'
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (NAN_RATING, "history[0].rating"),
+        (NAN_RATING.replace("NaN", "Infinity"), "history[0].rating"),
+        (NAN_RATING.replace("NaN", "-Infinity"), "history[0].rating"),
+        ('{"history": [{"id": "h", "title": "H", "timestamp": NaN}], "candidates": [{"id": "a", "title": "A"}]}',
+         "history[0].timestamp"),
+        ('{"candidates": [{"id": "a", "title": "A", "attributes": {"year": Infinity}}]}', "candidates[0].attributes"),
+    ],
+)
+def test_non_finite_numbers_are_400_naming_the_field(client, body, param):
+    r = client.post("/v1/recommendations", content=body, headers={"content-type": "application/json"})
+    assert_error(r, 400, param)
+    # The chat door carries the same request inside a message.
+    assert_error(chat(client, messages=[{"role": "user", "content": body}]), 400, f"messages[0].content.{param}")
+
+
 def chat(client, **body):
     return client.post("/v1/chat/completions", json={"model": "fake-model", **body})
 
@@ -132,10 +153,25 @@ def test_api_key_required_on_v1(keyed, sample_request, caplog):
 
 
 def test_api_key_from_environment(monkeypatch, sample_request):
-    monkeypatch.setenv("LLM_REC_API_KEY", KEY)
+    monkeypatch.setenv("LLM_REC_SERVER_API_KEY", KEY)
     with TestClient(create_app(Recommender(backend="fake"), ServerSettings())) as c:
         assert c.get("/v1/models").status_code == 401
         assert c.get("/v1/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+
+
+def test_server_and_upstream_keys_are_separate(monkeypatch):
+    from llm_recommender.settings import Settings
+
+    monkeypatch.setenv("LLM_REC_SERVER_API_KEY", "server-secret")
+    monkeypatch.setenv("LLM_REC_API_KEY", "ambiguous")  # the name both once read: now neither does
+    monkeypatch.delenv("LLM_REC_UPSTREAM_API_KEY", raising=False)
+    assert Settings().api_key is None
+    assert ServerSettings().api_key.get_secret_value() == "server-secret"
+    monkeypatch.setenv("LLM_REC_UPSTREAM_API_KEY", "upstream-secret")
+    monkeypatch.delenv("LLM_REC_SERVER_API_KEY")
+    assert Settings().api_key.get_secret_value() == "upstream-secret"
+    assert ServerSettings().api_key is None
+    assert Settings(api_key="k").api_key.get_secret_value() == "k"  # the field name still works in code
 
 
 def test_backend_failure_is_5xx_in_openai_shape(sample_request):
