@@ -40,8 +40,8 @@ def make_baseline(name: str, **options: Any) -> BaselineScorer:
 
 
 __all__ = [
-    "ALSScorer",
     "BASELINES",
+    "ALSScorer",
     "BPRScorer",
     "BaselineScorer",
     "CooccurrenceScorer",

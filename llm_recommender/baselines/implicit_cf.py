@@ -54,7 +54,9 @@ class _Config(BaseModel):
 class ALSConfig(_Config):
     factors: int = Field(default=64, ge=1)
     regularization: float = Field(default=0.01, ge=0)
-    alpha: float = Field(default=1.0, gt=0, description="confidence of an observed interaction (implicit 0.7: alpha * 1)")
+    alpha: float = Field(
+        default=1.0, gt=0, description="confidence of an observed interaction (implicit 0.7: alpha * 1)"
+    )
     iterations: int = Field(default=15, ge=1)
 
 
@@ -87,9 +89,7 @@ def _user_item_matrix(users: Sequence[Any], items: Sequence[Any]) -> tuple[Any, 
         raise InvalidRequestError("no training interactions", param="items")
     user_ids, u_idx = np.unique(u, return_inverse=True)
     item_ids, i_idx = np.unique(i, return_inverse=True)
-    X = sparse.csr_matrix(
-        (np.ones(len(u_idx), dtype=np.float32), (u_idx, i_idx)), shape=(len(user_ids), len(item_ids))
-    )
+    X = sparse.csr_matrix((np.ones(len(u_idx), dtype=np.float32), (u_idx, i_idx)), shape=(len(user_ids), len(item_ids)))
     X.data[:] = 1.0  # duplicates were summed; an interaction counts once per user
     return X, item_ids, user_ids
 
@@ -197,7 +197,9 @@ class ImplicitScorer(BaselineScorer):
             if not hist and given is None:
                 notes.append("no history item occurs in the training interactions; scores carry no preference")
             if known.size < len(cand):
-                notes.append(f"{len(cand) - known.size} candidate(s) not in the training interactions score {UNKNOWN_SCORE}")
+                notes.append(
+                    f"{len(cand) - known.size} candidate(s) not in the training interactions score {UNKNOWN_SCORE}"
+                )
             out.append(ScoreResult(scores=scores, probabilities=probs, history_used=len(hist), notes=notes))
         return out
 
@@ -240,7 +242,9 @@ class ImplicitScorer(BaselineScorer):
             meta = json.loads((folder / "config.json").read_text())
             item_ids = json.loads((folder / "items.json").read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise InvalidRequestError(f"cannot read a saved {cls.name} model from {folder}: {exc}", param="path") from None
+            raise InvalidRequestError(
+                f"cannot read a saved {cls.name} model from {folder}: {exc}", param="path"
+            ) from None
         if meta.get("scorer") != cls.name or meta.get("format_version") != FORMAT_VERSION:
             raise InvalidRequestError(
                 f"{folder} holds a {meta.get('scorer')!r} model (format {meta.get('format_version')}), "
@@ -251,7 +255,9 @@ class ImplicitScorer(BaselineScorer):
         try:
             model._set_arrays(folder)
         except (OSError, ValueError) as exc:
-            raise InvalidRequestError(f"cannot read a saved {cls.name} model from {folder}: {exc}", param="path") from None
+            raise InvalidRequestError(
+                f"cannot read a saved {cls.name} model from {folder}: {exc}", param="path"
+            ) from None
         model._item_index = {str(k): j for j, k in enumerate(item_ids)}
         return model
 
