@@ -46,8 +46,8 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
 }
 # BPR's fold-in has its own settings; they need no refit, so they are searched per fit
 BPR_FOLD_IN = [
-    {"fold_in_regularization": r, "fold_in_confidence": c}
-    for r, c in itertools.product((0.1, 1.0, 10.0), (1.0, 10.0, 100.0))
+    {"fold_in_regularization": r, "fold_in_confidence": c, "fold_in_bias_offset": o}
+    for o, r, c in itertools.product((False, True), (10.0, 100.0, 1000.0), (10.0, 100.0, 1000.0))
 ]
 
 

@@ -11,8 +11,10 @@ config): no user factors and no user ids. A request's user vector is *folded in*
   ``recalculate_user`` computes): ``x = (Y^T Y + (alpha - 1) Y_h^T Y_h + reg I)^-1 alpha Y_h^T 1``
   over the distinct known history items ``h`` (implicit 0.7: confidence = alpha * value);
 * ``bpr``: implicit's BPR has no fold-in (``recalculate_user`` raises), so the same
-  weighted least squares is solved on BPR's item factors, with the item biases as an
-  offset (``fold_in_regularization`` and ``fold_in_confidence`` are its own settings);
+  weighted least squares is solved on BPR's item factors (without the bias column), and
+  the item biases are added to the scores; ``fold_in_regularization``,
+  ``fold_in_confidence`` and ``fold_in_bias_offset`` (biases subtracted from the targets
+  too) are its own settings, chosen on validation;
 * ``itemknn``: the sum (or mean) over history items of the kept top-``K`` similarities
   ``S[h, c]``, which is what implicit's ``recommend`` computes for a user row.
 
@@ -65,8 +67,12 @@ class BPRConfig(_Config):
     learning_rate: float = Field(default=0.01, gt=0)
     regularization: float = Field(default=0.01, ge=0)
     iterations: int = Field(default=100, ge=1)
-    fold_in_regularization: float = Field(default=0.1, gt=0)
-    fold_in_confidence: float = Field(default=10.0, gt=0, description="weight of history items in the fold-in")
+    fold_in_regularization: float = Field(default=100.0, gt=0)
+    fold_in_confidence: float = Field(default=100.0, gt=0, description="weight of history items in the fold-in")
+    fold_in_bias_offset: bool = Field(
+        default=False,
+        description="subtract the item biases from the fold-in targets (else they are only added to scores)",
+    )
 
 
 class ItemKNNConfig(_Config):
@@ -95,14 +101,19 @@ def _user_item_matrix(users: Sequence[Any], items: Sequence[Any]) -> tuple[Any, 
 
 
 def fold_in(
-    V: np.ndarray, hist: Sequence[int], regularization: float, confidence: float, offset: np.ndarray | None = None
+    V: np.ndarray,
+    hist: Sequence[int],
+    regularization: float,
+    confidence: float,
+    offset: np.ndarray | None = None,
+    gram: np.ndarray | None = None,
 ) -> np.ndarray:
     """The implicit-feedback least-squares user vector for item factors ``V`` (items x f).
 
     Minimises ``sum_i c_i (p_i - offset_i - x . v_i)^2 + reg |x|^2`` with ``p_i = 1`` and
     ``c_i = confidence`` on the history items, ``p_i = 0`` and ``c_i = 1`` elsewhere. With no
     offset this is implicit 0.7's ALS user step (``recalculate_user``), whose confidence for
-    a 0/1 matrix is ``alpha``.
+    a 0/1 matrix is ``alpha``. ``gram`` is ``V^T V`` when the caller has it cached.
     """
     V = np.asarray(V, dtype=np.float64)
     f = V.shape[1]
@@ -110,7 +121,7 @@ def fold_in(
         return np.zeros(f)
     h = list(hist)
     Vh = V[h]
-    A = V.T @ V + (confidence - 1.0) * (Vh.T @ Vh) + regularization * np.eye(f)
+    A = (V.T @ V if gram is None else gram) + (confidence - 1.0) * (Vh.T @ Vh) + regularization * np.eye(f)
     rhs = confidence * Vh.sum(axis=0)
     if offset is not None:
         b = np.asarray(offset, dtype=np.float64)
@@ -137,6 +148,7 @@ class ImplicitScorer(BaselineScorer):
         self.fit_seconds: float | None = None
         self.user_factors_: np.ndarray | None = None  # kept in memory after fit for comparison; never saved
         self.user_index_: dict[str, int] | None = None
+        self._gram_cache: np.ndarray | None = None
 
     def is_fitted(self) -> bool:
         return self._item_index is not None
@@ -152,6 +164,7 @@ class ImplicitScorer(BaselineScorer):
         X, item_ids, user_ids = _user_item_matrix(users, items)
         start = time.perf_counter()
         self._fit_matrix(X)
+        self._gram_cache = None
         self.fit_seconds = time.perf_counter() - start
         self._item_index = {k: j for j, k in enumerate(item_ids.tolist())}
         self.user_index_ = {k: j for j, k in enumerate(user_ids.tolist())} if self.user_factors_ is not None else None
@@ -202,6 +215,16 @@ class ImplicitScorer(BaselineScorer):
                 )
             out.append(ScoreResult(scores=scores, probabilities=probs, history_used=len(hist), notes=notes))
         return out
+
+    def _gram(self) -> np.ndarray:
+        """``V^T V`` of the factors the fold-in uses (BPR: without the bias column), computed once."""
+        if self._gram_cache is None:
+            V = self._fold_in_factors()
+            self._gram_cache = V.T @ V
+        return self._gram_cache
+
+    def _fold_in_factors(self) -> np.ndarray:
+        return self.item_factors
 
     def trained_user_vector(self, user_id: str) -> np.ndarray | None:
         """The fitted factors of a training user (evaluation only; None for unknown users or item-kNN)."""
@@ -259,6 +282,7 @@ class ImplicitScorer(BaselineScorer):
                 f"cannot read a saved {cls.name} model from {folder}: {exc}", param="path"
             ) from None
         model._item_index = {str(k): j for j, k in enumerate(item_ids)}
+        model._gram_cache = None
         return model
 
 
@@ -288,7 +312,9 @@ class ALSScorer(ImplicitScorer):
 
     def _raw_scores(self, hist: list[int], cols: np.ndarray, user_vector: np.ndarray | None) -> np.ndarray:
         c = self.config
-        x = user_vector if user_vector is not None else fold_in(self.item_factors, hist, c.regularization, c.alpha)
+        if user_vector is None:
+            user_vector = fold_in(self.item_factors, hist, c.regularization, c.alpha, gram=self._gram())
+        x = user_vector
         return self.item_factors[cols] @ x
 
     def _arrays(self) -> dict[str, Any]:
@@ -320,12 +346,16 @@ class BPRScorer(ImplicitScorer):
         self.item_factors = np.asarray(model.item_factors, dtype=np.float64)
         self.user_factors_ = np.asarray(model.user_factors, dtype=np.float64)
 
+    def _fold_in_factors(self) -> np.ndarray:
+        return self.item_factors[:, :-1]  # the last column is the item bias
+
     def _raw_scores(self, hist: list[int], cols: np.ndarray, user_vector: np.ndarray | None) -> np.ndarray:
         V, bias = self.item_factors[:, :-1], self.item_factors[:, -1]
         if user_vector is not None:
             return self.item_factors[cols] @ user_vector
         c = self.config
-        x = fold_in(V, hist, c.fold_in_regularization, c.fold_in_confidence, offset=bias)
+        offset = bias if c.fold_in_bias_offset else None
+        x = fold_in(V, hist, c.fold_in_regularization, c.fold_in_confidence, offset=offset, gram=self._gram())
         return V[cols] @ x + bias[cols]
 
     def _arrays(self) -> dict[str, Any]:
