@@ -1,4 +1,5 @@
-"""Non-LLM baseline scorers, registered by name: random, popularity, embedding, cooccurrence."""
+"""Non-LLM baseline scorers, registered by name: random, popularity, embedding, cooccurrence, and the
+trained collaborative filtering of ``implicit``: als, bpr, itemknn (the ``cf`` extra, needed to fit)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,21 @@ from ..errors import UnknownNameError
 from .base import BaselineScorer, item_text
 from .cooccurrence import CooccurrenceScorer
 from .embedding import EmbeddingScorer
+from .implicit_cf import ALSScorer, BPRScorer, ImplicitScorer, ItemKNNScorer
 from .popularity import PopularityScorer
 from .random_scores import RandomScorer
 
 BASELINES: dict[str, type[BaselineScorer]] = {
-    cls.name: cls for cls in (RandomScorer, PopularityScorer, EmbeddingScorer, CooccurrenceScorer)
+    cls.name: cls
+    for cls in (
+        RandomScorer,
+        PopularityScorer,
+        EmbeddingScorer,
+        CooccurrenceScorer,
+        ALSScorer,
+        BPRScorer,
+        ItemKNNScorer,
+    )
 }
 
 
@@ -30,9 +41,13 @@ def make_baseline(name: str, **options: Any) -> BaselineScorer:
 
 __all__ = [
     "BASELINES",
+    "ALSScorer",
+    "BPRScorer",
     "BaselineScorer",
     "CooccurrenceScorer",
     "EmbeddingScorer",
+    "ImplicitScorer",
+    "ItemKNNScorer",
     "PopularityScorer",
     "RandomScorer",
     "baseline_class",

@@ -345,3 +345,107 @@ class Timeline:
     def item_counts_before(self, case: EvalCase) -> np.ndarray:
         """Interaction counts per item (aligned with ``self.item_ids``) over :meth:`before`."""
         return np.bincount(self._item_codes[self._rows_before(case)], minlength=len(self.item_ids))
+
+
+# ---- cold start ------------------------------------------------------------------------
+# A seeded share of the catalogue is treated as new: removed from training entirely, and the
+# cases rank among those items only, so models that learn from interactions (CF, popularity,
+# co-occurrence) know none of the candidates and text is all there is.
+#
+# Rule: a user is eligible with at least two interactions with cold items and at least one
+# interaction before the earlier of the two. In the user's chronological sequence the
+# test target is their LAST interaction with a cold item, the validation target the cold
+# interaction before it; so the same users serve both splits. History = the (at most
+# ``history_len``) interactions strictly before the target in that order; it may contain
+# cold items (the user really consumed them; a model just cannot have trained on them).
+# Candidates = the target + ``n_candidates - 1`` distinct other cold items drawn uniformly
+# (history items allowed, as in LLMRank), shuffled with a per-case generator.
+
+
+def cold_start_items(dataset: RecDataset, share: float = 0.1, seed: int = 0) -> frozenset[str]:
+    """``round(share * n)`` of the ``n`` items that have interactions, sampled with the seed."""
+    if not 0.0 < share < 1.0:
+        raise InvalidRequestError(f"share must be strictly between 0 and 1, got {share}", param="share")
+    with_interactions = sorted(set(dataset.column("interactions", "item_id")))
+    k = max(1, round(share * len(with_interactions)))
+    return frozenset(random.Random(f"cold_start:{seed}").sample(with_interactions, k))
+
+
+def _cold_positions(user: UserSplit, cold: frozenset[str]) -> list[int]:
+    return [j for j, x in enumerate(user.sequence) if x.item_id in cold]
+
+
+def cold_start_target_index(user: UserSplit, cold: frozenset[str], split: Split) -> int | None:
+    """Position of the user's cold-start target for ``split`` (None when the user is not eligible)."""
+    if split not in SPLITS:
+        raise InvalidRequestError(f"split must be 'valid' or 'test', got {split!r}", param="split")
+    positions = _cold_positions(user, cold)
+    if len(positions) < 2 or positions[-2] < 1:
+        return None
+    return positions[-1] if split == "test" else positions[-2]
+
+
+def cold_start_cases(
+    dataset: RecDataset,
+    *,
+    split: Split = "test",
+    n_users: int | None = 200,
+    n_candidates: int = 20,
+    seed: int = 0,
+    share: float = 0.1,
+    history_len: int | None = DEFAULT_HISTORY,
+    splits: dict[str, UserSplit] | None = None,
+    cold: frozenset[str] | None = None,
+) -> list[EvalCase]:
+    """Cold-start ranking cases (rule above), in sampled-user order; ``cold`` defaults to
+    :func:`cold_start_items` ``(dataset, share, seed)``."""
+    if n_candidates < 2:
+        raise InvalidRequestError("n_candidates must be at least 2", param="candidates")
+    cold = cold if cold is not None else cold_start_items(dataset, share, seed)
+    if len(cold) < n_candidates:
+        raise InvalidRequestError(
+            f"only {len(cold)} cold items for {n_candidates} candidates: raise share or lower n_candidates",
+            param="candidates",
+        )
+    splits = splits if splits is not None else leave_one_out(dataset)
+    targets = {uid: cold_start_target_index(s, cold, split) for uid, s in splits.items()}
+    eligible = {uid: splits[uid] for uid, t in targets.items() if t is not None}
+    pool = sorted(cold)
+    cases = []
+    for uid in sample_users(eligible, n_users, seed):
+        user, t = eligible[uid], targets[uid]
+        assert t is not None
+        target = user.sequence[t]
+        rng = _case_rng("cold_start", seed, split, uid)
+        drawn = rng.sample(pool, n_candidates)  # one extra in case it holds the target
+        cands = [i for i in drawn if i != target.item_id][: n_candidates - 1] + [target.item_id]
+        rng.shuffle(cands)
+        start = 0 if history_len is None else max(0, t - history_len)
+        request = RankRequest(
+            history=dataset.history_entries(list(user.sequence[start:t])),
+            candidates=[dataset.item(i) for i in cands],
+            top_k=len(cands),
+        )
+        gt = cands.index(target.item_id)
+        cases.append(
+            EvalCase(
+                user_id=uid,
+                split=split,
+                protocol="cold_start",
+                target_item_id=target.item_id,
+                target_timestamp=target.timestamp,
+                target_position=t,
+                request=request,
+                ground_truth_index=gt,
+                labels=tuple(int(j == gt) for j in range(len(cands))),
+                target_rating=target.rating,
+            )
+        )
+    return cases
+
+
+def cold_start_training(
+    splits: dict[str, UserSplit], cold: frozenset[str] | set[str], split: Split = "valid"
+) -> list[tuple[str, Interaction]]:
+    """:func:`training_interactions` for ``split`` with every interaction with a cold item removed."""
+    return [(uid, x) for uid, x in training_interactions(splits, split) if x.item_id not in cold]

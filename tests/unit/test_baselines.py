@@ -25,7 +25,7 @@ def request(history: list, candidates: list[str], titles: dict[str, str] | None 
 
 
 def test_registry_and_unknown_name_lists_valid_names():
-    assert set(BASELINES) == {"random", "popularity", "embedding", "cooccurrence"}
+    assert set(BASELINES) == {"random", "popularity", "embedding", "cooccurrence", "als", "bpr", "itemknn"}
     assert isinstance(make_baseline("random", seed=3), RandomScorer)
     with pytest.raises(UnknownNameError) as exc:
         make_baseline("bm25")
