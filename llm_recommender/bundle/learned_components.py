@@ -83,3 +83,56 @@ class RepresentationComponent(Component):
 
     def describe(self) -> dict[str, Any]:
         return asdict(self.head.config)
+
+
+# ---- trained collaborative filtering (implicit), scored by fold-in from the request's history ------
+
+
+def _cf_component(scorer_name: str, defaults: dict[str, Any]) -> type[Component] | None:
+    try:
+        from ..baselines import implicit_cf
+    except ImportError:  # the [cf] extra is not installed
+        return None
+    scorer_cls = {c.name: c for c in (implicit_cf.ALSScorer, implicit_cf.BPRScorer, implicit_cf.ItemKNNScorer)}[scorer_name]
+    from pydantic import create_model
+
+    config_cls = create_model(f"{scorer_cls.__name__}ComponentConfig", __base__=ComponentConfig,
+                              options=(dict[str, Any], dict(defaults)))
+
+    class CFComponent(Component):
+        __doc__ = f"implicit {scorer_name}: item-side factors / similarities; the user side is folded in from the history."
+        name = scorer_name
+        kind = "cf"
+        config_class = config_cls
+        scorer: Any
+
+        def fit(self, data: TrainingData) -> Component:
+            users, rows = data.pairs()
+            ids = [self.space.items[r].id for r in rows]
+            self.scorer = scorer_cls(self.config.options).fit(users.tolist(), ids)
+            return self
+
+        def score_many(self, requests):  # type: ignore[no-untyped-def]
+            out = self.scorer.score_many(requests)
+            for res in out:  # items unseen in training: a neutral 0, not a -1e6 outlier in the fusion
+                res.scores = np.where(res.scores <= implicit_cf.UNKNOWN_SCORE, 0.0, res.scores)
+            return out
+
+        def score_rows(self, request, history, candidates):  # type: ignore[no-untyped-def]
+            raise NotImplementedError  # score_many delegates to the implicit scorer
+
+        def save_state(self, folder: Path) -> None:
+            self.scorer.save(folder / "model")
+
+        def load_state(self, folder: Path) -> None:
+            self.scorer = scorer_cls.load(folder / "model")
+
+    CFComponent.__name__ = f"{scorer_cls.__name__}Component"
+    return register_component(CFComponent)
+
+
+# Defaults: the configurations chosen on ML-100K validation by eval/bench_cf.py (eval/results/cf).
+_cf_component("itemknn", {"weighting": "bm25", "K": 1000})
+_cf_component("als", {"factors": 32, "regularization": 0.05, "alpha": 10.0, "iterations": 15})
+_cf_component("bpr", {"factors": 64, "learning_rate": 0.01, "iterations": 100, "fold_in_regularization": 100.0,
+                      "fold_in_confidence": 100.0})
