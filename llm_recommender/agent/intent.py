@@ -105,6 +105,7 @@ class TurnPlan(_Model):
     k: int = DEFAULT_K
     excluded_ids: list[str] = Field(default_factory=list, description="never recommended: mentioned, seen, shown")
     previous_ids: list[str] = Field(default_factory=list, description="the previous answer's items, in order")
+    mentions: list[Mention] = Field(default_factory=list, description="what the last user message mentioned")
     clarification: Clarification | None = None
     unresolved: list[str] = Field(default_factory=list, description="mentions that matched nothing")
     notes: list[str] = Field(default_factory=list)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from rapidfuzz import fuzz
 
-from .catalogue import CatalogueIndex, Match, item_year
+from .catalogue import CatalogueIndex, Match
 from .intent import MAX_GENRES, MAX_K, MAX_MENTIONS, Candidate, Clarification, Constraints, Intent, Mention
 from .lexicon import (
     CUES,
@@ -62,7 +62,8 @@ _NEWER = re.compile(r"\b(?:newer|more recent|recent|latest|modern|not as old)\b"
 _COUNT = re.compile(
     r"\b(?:top\s+)?(\d{1,3}|" + "|".join(sorted(NUMBER_WORDS, key=len, reverse=True)) + r")\s+"
     r"(?:(?:more|other|new|good|great|different|similar|\w+)\s+){0,2}"
-    r"(?:movies|films|recommendations|suggestions|titles|picks|options|ones|things|more)\b"
+    r"(?:movies|films|recommendations|suggestions|titles|picks|options|ones|things|more|comedies|dramas|westerns|"
+    r"thrillers|documentaries|musicals|mysteries|cartoons|classics|romances|horrors)\b"
     r"|\btop\s+(\d{1,2})\b|\b(?:give me|recommend|suggest|show me)\s+(\d{1,2})\b",
     re.IGNORECASE,
 )
