@@ -152,6 +152,8 @@ class DeterministicParser:
             return None
         top = matches[0]
         close = [x for x in matches if x.exact == top.exact and top.score - x.score <= AMBIGUITY_MARGIN]
+        # "unseen" spans are linked only to be consumed; the caller drops them.
+        polarity = "liked" if polarity == "unseen" else polarity
         mention = Mention(text=text[:300], polarity=polarity, score=round(top.score, 1), source=source)  # type: ignore[arg-type]
         if len(close) == 1:
             mention.item_id, mention.title = top.item.id, top.item.title
@@ -262,8 +264,9 @@ class DeterministicParser:
             n = NUMBER_WORDS.get(m.group(2).lower()) or int(m.group(2))
             chosen = previous[-n:] if m.group(1).lower() == "last" else previous[:n]
             polarity = self._polarity_before(text, m.start()) or "liked"
-            out += [self._reference(i, polarity, m.group(0)) for i in chosen]
             taken.append(m.span())
+            if polarity != "unseen":
+                out += [self._reference(i, polarity, m.group(0)) for i in chosen]
         for m in _ORDINAL_REF.finditer(text):
             if _overlaps(m.span(), taken):
                 continue
@@ -273,21 +276,24 @@ class DeterministicParser:
             index = ORDINALS[word.lower()] if word else int(number)
             if index == -1:
                 index = len(previous)
+            polarity = self._polarity_before(text, m.start()) or "liked"
             if 1 <= index <= len(previous):
-                out.append(self._reference(previous[index - 1], self._polarity_before(text, m.start()) or "liked", m.group(0)))
                 taken.append(m.span())
+                if polarity != "unseen":
+                    out.append(self._reference(previous[index - 1], polarity, m.group(0)))
         for m in _ALL_REF.finditer(text):
             polarity = self._polarity_before(text, m.start())
             if polarity and not _overlaps(m.span(), taken) and _cue_adjacent(text, m.start()):
-                out += [self._reference(i, polarity, m.group(0)) for i in previous]
                 taken.append(m.span())
+                if polarity != "unseen":
+                    out += [self._reference(i, polarity, m.group(0)) for i in previous]
         for m in _ONE_REF.finditer(text):
             polarity = self._polarity_before(text, m.start())
             if polarity in ("seen", "disliked", "liked") and not _overlaps(m.span(), taken) and _cue_adjacent(text, m.start()):
                 # "that" after a list of picks means the one the user is looking at: the top pick.
                 out.append(self._reference(previous[0], polarity, m.group(0)))
                 taken.append(m.span())
-        return [r for r in out if r.polarity != "unseen"]
+        return out
 
     def _reference(self, item_id: str, polarity: str, text: str) -> Mention:
         item = self.catalogue.by_id[item_id]
