@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.agent_fixtures import tiny_catalogue, tiny_items
 
 from llm_recommender.agent import CatalogueIndex, normalize
 from llm_recommender.agent.catalogue import item_year, title_keys
+from tests.agent_fixtures import tiny_catalogue, tiny_items
 
 
 @pytest.mark.parametrize("raw, key", [
