@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,8 +88,11 @@ class Match:
 class CatalogueIndex:
     """The items the agent may recommend, searchable by (misspelt, partial) title."""
 
-    def __init__(self, items: Sequence[Item], embed: Embed | None = None) -> None:
+    def __init__(self, items: Sequence[Item], embed: Embed | None = None,
+                 popularity: Mapping[str, float] | None = None) -> None:
         self.items: list[Item] = list(items)
+        # Interaction counts (e.g. from the bundle's training data): "Titanic" means the 1997 one.
+        self.popularity: dict[str, float] = dict(popularity or {})
         self.by_id: dict[str, Item] = {it.id: it for it in self.items}
         self.years: dict[str, int | None] = {it.id: item_year(it) for it in self.items}
         self.genres: dict[str, list[str]] = {it.id: item_genres(it) for it in self.items}

@@ -26,11 +26,13 @@ from .lexicon import (
 )
 
 MAX_TEXT_CHARS = 4_000
-LINK_THRESHOLD = 85.0  # after a cue ("I loved ...")
+LINK_THRESHOLD = 80.0  # after a cue ("I loved ...")
 BARE_THRESHOLD = 88.0  # a title typed without any cue: stricter, prose must not link by accident
 CONSTRAINT_THRESHOLD = 95.0  # a piece that also reads as a constraint ("before 1995") must match closely
 AMBIGUITY_MARGIN = 3.0
 MAX_PIECES = 12
+POPULARITY_RATIO = 5.0  # a close match this many times more popular than the rest is taken without asking
+POPULARITY_MIN = 10.0
 
 _SENTENCE = re.compile(r"[.!?;\n]+(?=\s|$)|\n")
 _SEPARATOR = re.compile(r"\s*(?:,|;|/|\+|&|\band\b|\bor\b|\bplus\b|\bas well as\b|\bbut\b|\balso\b|\bthen\b)\s*",
@@ -155,11 +157,23 @@ class DeterministicParser:
         # "unseen" spans are linked only to be consumed; the caller drops them.
         polarity = "liked" if polarity == "unseen" else polarity
         mention = Mention(text=text[:300], polarity=polarity, score=round(top.score, 1), source=source)  # type: ignore[arg-type]
+        close = self._by_popularity(close)
         if len(close) == 1:
-            mention.item_id, mention.title = top.item.id, top.item.title
+            mention.item_id, mention.title = close[0].item.id, close[0].item.title
         else:
             mention.candidates = [_candidate(x) for x in close[:5]]
         return mention
+
+    def _by_popularity(self, close: list[Match]) -> list[Match]:
+        """Among close matches, one far more popular than all others wins (no question needed)."""
+        pop = self.catalogue.popularity
+        if len(close) < 2 or not pop:
+            return close
+        ranked = sorted(close, key=lambda m: pop.get(m.item.id, 0.0), reverse=True)
+        first, second = pop.get(ranked[0].item.id, 0.0), pop.get(ranked[1].item.id, 0.0)
+        if first >= POPULARITY_MIN and first >= POPULARITY_RATIO * second:
+            return [ranked[0]]
+        return close
 
     def title_mentions(self, text: str, taken: list[tuple[int, int]], notes: list[str]) -> list[Mention]:
         out: list[Mention] = []

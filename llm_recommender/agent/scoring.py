@@ -155,3 +155,65 @@ def run_dialogues(dialogues: list[dict[str, Any]], catalogue: CatalogueIndex, ra
                       "p95": round(latencies[int(0.95 * (len(latencies) - 1))], 4) if latencies else None},
         "failures": failures,
     }
+
+
+def typo(title: str, rng: Any) -> str:
+    """The title as a user might type it: no year, MovieLens article moved back, lower case, one
+    random edit (drop, double, swap or replace a letter) in a word of 4+ letters."""
+    from ..data.movielens import natural_title
+    from .catalogue import _PAREN, _YEAR
+
+    text = _PAREN.sub("", _YEAR.sub("", natural_title(title))).lower()  # users type the main title only
+    words = text.split()
+    long = [i for i, w in enumerate(words) if len(w) >= 4 and w.isalpha()]
+    if not long:
+        return text
+    i = long[rng.randrange(len(long))]
+    w = words[i]
+    j = rng.randrange(1, len(w) - 1)
+    op = rng.randrange(4)
+    if op == 0:
+        w = w[:j] + w[j + 1:]
+    elif op == 1:
+        w = w[:j] + w[j] + w[j:]
+    elif op == 2:
+        w = w[:j - 1] + w[j] + w[j - 1] + w[j + 1:]
+    else:
+        w = w[:j] + rng.choice("abcdefghijklmnopqrstuvwxyz") + w[j + 1:]
+    words[i] = w
+    return " ".join(words)
+
+
+def typo_linking(catalogue: CatalogueIndex, item_ids: list[str], seed: int = 0) -> dict[str, Any]:
+    """Held-out check of linking: "I loved <typo'd title>" for each item; correct = linked to it.
+
+    An ambiguous answer (a question back) counts as not linked, unless the item is among the
+    options *and* another catalogue title is the same once typo'd (then asking is right)."""
+    import random
+
+    from .parser import DeterministicParser
+
+    rng = random.Random(seed)
+    parser = DeterministicParser(catalogue)
+    linked = asked = wrong = missed = 0
+    examples = []
+    for item_id in item_ids:
+        mention = typo(catalogue.by_id[item_id].title, rng)
+        intent = parser.parse(f"I loved {mention}")
+        got = [m for m in intent.mentions]
+        if any(m.item_id == item_id for m in got):
+            linked += 1
+            continue
+        if any(m.ambiguous and item_id in {c.id for c in m.candidates} for m in got):
+            asked += 1
+        elif got:
+            wrong += 1
+        else:
+            missed += 1
+        if len(examples) < 25:
+            examples.append({"item": catalogue.by_id[item_id].title, "typed": mention,
+                             "got": [(m.item_id, m.title, [c.title for c in m.candidates][:3]) for m in got]})
+    n = len(item_ids)
+    return {"items": n, "seed": seed, "linked": linked, "asked_back_with_it_among_options": asked,
+            "linked_to_another": wrong, "not_found": missed, "accuracy": round(linked / n, 4) if n else None,
+            "accuracy_or_asked": round((linked + asked) / n, 4) if n else None, "examples": examples}

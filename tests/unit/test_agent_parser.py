@@ -109,3 +109,14 @@ def test_caps_mentions_and_text(parser):
     assert len(intent.mentions) <= MAX_MENTIONS
     long = parser.parse("I loved Alien. " + "x" * (2 * MAX_TEXT_CHARS))
     assert any("truncated" in n for n in long.notes) and linked(long) == [("1", "liked")]
+
+
+def test_popularity_settles_a_tie_only_when_one_title_dominates():
+    from llm_recommender.agent import CatalogueIndex
+    from tests.agent_fixtures import tiny_items
+
+    items = tiny_items()
+    lopsided = DeterministicParser(CatalogueIndex(items, popularity={"9": 3, "10": 120}))
+    assert linked(lopsided.parse("I liked Hamlet")) == [("10", "liked")]
+    even = DeterministicParser(CatalogueIndex(items, popularity={"9": 60, "10": 120}))
+    assert even.parse("I liked Hamlet").mentions[0].ambiguous
