@@ -35,6 +35,8 @@ POPULARITY_RATIO = 5.0  # a close match this many times more popular than the re
 POPULARITY_MIN = 10.0
 
 _SENTENCE = re.compile(r"[.!?;\n]+(?=\s|$)|\n")
+# A full stop after these is part of a title ("Kill Bill: Vol. 2", "Mrs. Doubtfire", "L.A. Confidential").
+_ABBREVIATION = re.compile(r"(?:\b(?:vol|mr|mrs|ms|dr|st|jr|sr|no|pt|ep|vs|ft)|\b\w\.\w|\b\w)\.$", re.IGNORECASE)
 _SEPARATOR = re.compile(r"\s*(?:,|;|/|\+|&|\band\b|\bor\b|\bplus\b|\bas well as\b|\bbut\b|\balso\b|\bthen\b)\s*",
                         re.IGNORECASE)
 _JOINABLE = re.compile(r"^\s*(?:&|and|,)\s*$", re.IGNORECASE)  # separators that occur inside titles
@@ -249,7 +251,7 @@ class DeterministicParser:
         before the first cue as a bare span ("Heat was great", "Alien, Heat")."""
         spans: list[_Span] = []
         start = 0
-        for end in [m.start() for m in _SENTENCE.finditer(text)] + [len(text)]:
+        for end in _sentence_ends(text) + [len(text)]:
             cues = [c for c in CUES.finditer(text, start, end) if not _overlaps(c.span(), taken)]
             head_end = cues[0].start() if cues else end
             head_polarity = _cue_polarity(cues[0]) if cues and _POSTFIX.match(cues[0].group(0)) else None
@@ -262,7 +264,7 @@ class DeterministicParser:
 
     def _polarity_before(self, text: str, pos: int) -> str | None:
         """The last cue before ``pos`` in the same sentence."""
-        sentence_start = max([m.end() for m in _SENTENCE.finditer(text, 0, pos)] + [0])
+        sentence_start = max([e + 1 for e in _sentence_ends(text) if e < pos] + [0])
         found = None
         for cue in CUES.finditer(text, sentence_start, pos):
             found = next(k for k, v in cue.groupdict().items() if v)
@@ -410,6 +412,11 @@ class DeterministicParser:
 
 def item_year_of(catalogue: CatalogueIndex, item_id: str) -> int | None:
     return catalogue.years.get(item_id)
+
+
+def _sentence_ends(text: str) -> list[int]:
+    return [m.start() for m in _SENTENCE.finditer(text)
+            if not (text[m.start()] == "." and _ABBREVIATION.search(text[max(0, m.start() - 5):m.start() + 1]))]
 
 
 def _cue_polarity(cue: re.Match[str]) -> str:

@@ -120,3 +120,14 @@ def test_popularity_settles_a_tie_only_when_one_title_dominates():
     assert linked(lopsided.parse("I liked Hamlet")) == [("10", "liked")]
     even = DeterministicParser(CatalogueIndex(items, popularity={"9": 60, "10": 120}))
     assert even.parse("I liked Hamlet").mentions[0].ambiguous
+
+
+def test_a_full_stop_inside_a_title_does_not_end_the_sentence():
+    from llm_recommender.agent import CatalogueIndex
+    from llm_recommender.protocol import Item
+
+    cat = CatalogueIndex([Item(id="1", title="Kill Bill: Vol. 2 (2004)"), Item(id="2", title="Kill Bill: Vol. 1 (2003)"),
+                          Item(id="3", title="Mrs. Doubtfire (1993)"), Item(id="4", title="Heat (1995)")])
+    p = DeterministicParser(cat)
+    assert linked(p.parse("I loved kil bill: vol. 2")) == [("1", "liked")]
+    assert linked(p.parse("I liked Mrs. Doubtfire. Heat too.")) == [("3", "liked"), ("4", "liked")]
