@@ -219,6 +219,14 @@ class Recommender:
         )
         return self.rank_request(request)
 
+    def rank_pool(self, history: list[HistoryEntry], pool: list[Item], top_k: int, reasons: bool = False) -> RankResponse:
+        """Rank the best ``top_k`` of a (possibly large) pool: the bundle retrieves from it, then ranks."""
+        if self.bundle is None:
+            raise InvalidRequestError("ranking a pool of items needs a bundle (Recommender.load)", param="candidates")
+        found = self.bundle.retrieve(history, max(top_k, self.settings.retrieve_candidates), pool=pool)
+        return self.rank_request(RankRequest(history=history, candidates=found, top_k=min(top_k, len(found)) or 1,
+                                             reasons=reasons))
+
     def rank_request(self, request: RankRequest | dict[str, Any]) -> RankResponse:
         return self.rank_many([request])[0]
 

@@ -98,10 +98,12 @@ class Bundle:
         return self.components.get(name)
 
     # ---- retrieval --------------------------------------------------------------------
-    def retrieve(self, history: Sequence[Item], k: int, *, exclude: Sequence[str] = (), chunk: int = 4096) -> list[Item]:
-        """The ``k`` catalogue items the fusion ranks highest for ``history`` (history and ``exclude`` left out)."""
+    def retrieve(self, history: Sequence[Item], k: int, *, exclude: Sequence[str] = (),
+                 pool: Sequence[Item] | None = None, chunk: int = 4096) -> list[Item]:
+        """The ``k`` items the fusion ranks highest for ``history``, from ``pool`` (default: the catalogue),
+        history and ``exclude`` left out."""
         banned = {h.id for h in history} | set(exclude)
-        pool = [it for it in self.space.items if it.id not in banned]
+        pool = [it for it in (self.space.items if pool is None else pool) if it.id not in banned]
         if not pool:
             return []
         scores = np.empty(len(pool))

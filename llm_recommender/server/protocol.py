@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..protocol import RankRequest
+from ..protocol import RankRequest, RankResponse
 
 
 class _Lenient(BaseModel):
@@ -105,6 +105,8 @@ class ChatCompletionResponse(BaseModel):
     choices: list[ChatChoice]
     usage: UsageInfo
     system_fingerprint: str | None = None
+    recommendation: RankResponse | None = Field(
+        None, description="the agent's ranked list in the /v1/recommendations shape (conversational turns)")
 
 
 class DeltaMessage(BaseModel):

@@ -107,9 +107,24 @@ class RecommenderServing:
             log.warning("max_concurrency=%d with the in-process transformers backend: torch models are not "
                         "thread-safe; use 1, or the openai/vllm backend for concurrent requests",
                         self.settings.max_concurrency)
+        self.catalogue = self._catalogue(rec)
         self.recommender = rec
         self.metrics.model_ready.set(1)
         log.info("model %s ready (%s backend) in %.1f s", rec.model_name, rec.backend_name, time.perf_counter() - start)
+
+    @staticmethod
+    def _catalogue(rec: Recommender) -> Any:
+        """The chat agent's title index over the bundle's catalogue (popular titles win close ties)."""
+        if rec.bundle is None:
+            return None
+        try:
+            from ..agent import CatalogueIndex
+        except ImportError:  # the [agent] extra is not installed: JSON chat requests only
+            log.warning("chat in sentences needs the [agent] extra (rapidfuzz); JSON requests still work")
+            return None
+        pop = rec.bundle.components.get("popularity")
+        counts = None if pop is None else {it.id: float(c) for it, c in zip(rec.bundle.space.items, pop.counts)}
+        return CatalogueIndex(rec.bundle.space.items, popularity=counts)
 
     async def stop(self) -> None:
         if self._load_task is not None and not self._load_task.done():
@@ -250,11 +265,44 @@ class RecommenderServing:
                 "the ranking cannot follow response_format.json_schema: the content is a RankResponse "
                 f"(see /openapi.json); {exc.message}", param="response_format.json_schema.schema") from None
 
+    def _conversational(self, chat: ChatCompletionRequest) -> bool:
+        """A sentence for the agent, not a JSON request: no ``recommendation`` field, no JSON last message."""
+        if chat.recommendation is not None or getattr(self, "catalogue", None) is None:
+            return False
+        users = [m for m in chat.messages if m.role == "user"]
+        return bool(users) and not users[-1].text().lstrip().startswith(("{", "["))
+
+    async def agent_chat(self, chat: ChatCompletionRequest, disconnected: Disconnected | None
+                         ) -> ChatCompletionResponse | AsyncIterator[str]:
+        from ..agent import chat_turn
+
+        rec = self._ready()
+        assert self.gate is not None
+
+        def turn() -> tuple[str, Any]:
+            start = time.perf_counter()
+            try:
+                return chat_turn(chat.messages, self.catalogue, lambda h, pool, k: rec.rank_pool(h, pool, k))
+            finally:
+                self.metrics.inference.observe(time.perf_counter() - start)
+
+        text, answer = await self.gate.run(turn, disconnected=disconnected)
+        response = answer.recommendation
+        usage = usage_of(response) if response is not None else UsageInfo(prompt_tokens=0, completion_tokens=0,
+                                                                           total_tokens=0)
+        if chat.stream:
+            include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+            return self._stream(list(answer.pieces), usage, include_usage)
+        return ChatCompletionResponse(model=self.model_id, choices=[ChatChoice(message=AssistantMessage(content=text))],
+                                      usage=usage, recommendation=response)
+
     async def chat(self, chat: ChatCompletionRequest, disconnected: Disconnected | None = None
                    ) -> ChatCompletionResponse | AsyncIterator[str]:
         self._ready()
         self.check_model(chat.model)
         schema = self._response_schema(chat.response_format)
+        if schema is None and self._conversational(chat):
+            return await self.agent_chat(chat, disconnected)
         request, prefix = self.extract(chat)
         response = await self.recommend(request, disconnected, prefix=prefix)
         pieces = content_pieces(response)
