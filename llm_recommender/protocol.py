@@ -112,7 +112,8 @@ class RankRequest(_Input):
     candidates: list[Item] = Field(default_factory=list, max_length=MAX_CANDIDATES,
                                    description="empty: a bundle retrieves candidates from its catalogue")
     top_k: int = Field(default=10, ge=1, le=MAX_CANDIDATES)
-    reasons: bool = False
+    reasons: bool | Literal["evidence", "llm"] = Field(
+        False, description="true: 'evidence' with a fused bundle ranking (rendered from what ranked the item), else 'llm'")
     strategy: str | None = None
 
 
@@ -143,6 +144,7 @@ class EvidenceItem(_Model):
     component: str = Field(description="e.g. 'cooccurrence' (users who watched both) or 'embedding' (similar text)")
     strength: float = Field(description="co-occurrence: users who consumed both; text: cosine similarity")
     rating: float | None = None
+    shared: list[str] = Field(default_factory=list, description="attribute values the recommended item shares with it")
 
 
 class Evidence(_Model):

@@ -276,15 +276,23 @@ class Recommender:
         top = [request.candidates[i] for i in order]
         fallbacks = list(result.fallbacks)
         reason_texts: list[str | None] = [None] * len(top)
-        if request.reasons:
-            with metered() as reasons_meter:
-                reason_texts, reason_fallbacks = generate_reasons(self.backend, self.renderer, self.settings, request, top)
-            fallbacks += reason_fallbacks
         evidence: list[Any] = [None] * len(top)
         if "contributions" in result.details and self.bundle is not None:
             from .explain import gather_evidence
 
             evidence = gather_evidence(self.bundle, request, result, order)
+        mode = request.reasons if isinstance(request.reasons, str) else ("evidence" if evidence[:1] != [None] else "llm")
+        if request.reasons and mode == "evidence":
+            if evidence[:1] == [None]:
+                raise InvalidRequestError(f"reasons='evidence' needs a fused bundle ranking; strategy {strategy!r} "
+                                          "has no evidence (use reasons='llm')", param="reasons")
+            from .explain.reasons import evidence_reasons
+
+            reason_texts = list(evidence_reasons(top, evidence, self.settings.template_dir))
+        elif request.reasons:
+            with metered() as reasons_meter:
+                reason_texts, reason_fallbacks = generate_reasons(self.backend, self.renderer, self.settings, request, top)
+            fallbacks += reason_fallbacks
         items = [
             RankedItem(id=c.id, title=c.title, rank=r + 1, score=float(result.scores[i]),
                        probability=float(probs[i]), reason=reason_texts[r], evidence=evidence[r])

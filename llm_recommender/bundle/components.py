@@ -247,7 +247,7 @@ class CooccurrenceComponent(Component):
             return {}
         counts = self.C[known][:, [cand]].toarray()[:, 0]
         order = np.argsort(-counts, kind="stable")
-        return {"cooccurring": [(self.space.items[known[k]].id, int(counts[k])) for k in order[:3] if counts[k] > 0]}
+        return {"cooccurring": [(self.space.items[known[k]].id, int(counts[k])) for k in order[:6] if counts[k] > 0]}
 
     def save_state(self, folder: Path) -> None:
         from scipy import sparse

@@ -15,6 +15,7 @@ from ..protocol import Evidence, EvidenceItem, HistoryEntry, Item, RankRequest
 from ..scorers.base import ScoreResult
 
 MAX_HISTORY_ITEMS = 3
+LIKED = 4.0  # ratings at or above count as liked (MovieLens 1-5 stars)
 
 
 def _values(item: Item) -> dict[str, set[str]]:
@@ -40,11 +41,13 @@ def gather_evidence(bundle: Any, request: RankRequest, result: ScoreResult, indi
                 continue
             found = comp.explain(request, i)
             for key, component in (("cooccurring", "cooccurrence"), ("similar_text", name)):
-                for hid, strength in found.get(key, []):
+                for hid, strength in found.get(key, [])[:5]:
                     h = by_id.get(hid)
                     if h is not None and all(e.id != hid for e in cited):
                         cited.append(EvidenceItem(id=hid, title=h.title, component=component,
                                                   strength=float(strength), rating=h.rating))
+        # what the user liked explains a recommendation better than what they rated low
+        cited.sort(key=lambda e: (e.rating is not None and e.rating < LIKED, -e.strength if e.component == "cooccurrence" else 0))
         cited = cited[:MAX_HISTORY_ITEMS]
         mine = _values(cand)
         shared: dict[str, list[str]] = {}
@@ -53,6 +56,7 @@ def gather_evidence(bundle: Any, request: RankRequest, result: ScoreResult, indi
                 common = sorted(mine.get(key, set()) & vals)
                 if common:
                     shared[key] = sorted(set(shared.get(key, [])) | set(common))
+                    e.shared = sorted({*e.shared, *common})
         out.append(Evidence(contributions={k: round(v, 4) for k, v in terms.items()},
                             shares={k: round(abs(v) / total, 4) for k, v in terms.items()},
                             history_items=cited, shared_attributes=shared,
