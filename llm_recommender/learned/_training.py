@@ -1,0 +1,162 @@
+"""The training loop of :class:`~llm_recommender.learned.sequence.SequenceModel`: seeded, resumable.
+
+Determinism: the batch order of epoch ``e`` comes from ``default_rng([seed, e])`` and the
+torch RNG (dropout, ID dropout, negatives) is saved in every checkpoint, so an interrupted
+and resumed fit ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from .sequence import SequenceModel
+
+log = logging.getLogger(__name__)
+
+
+def _loss(net: Any, cfg: Any, inp: torch.Tensor, tgt: torch.Tensor, vectors: torch.Tensor | None) -> torch.Tensor:
+    n_rows = net.item_vectors.shape[0]  # n_items + 1
+    keep = None
+    if cfg.use_id_embedding and cfg.id_dropout > 0:
+        keep = (torch.rand(n_rows) >= cfg.id_dropout).float()
+    # Every catalogue item's h_i once per step: inputs and outputs share it (as in SASRec).
+    table, bias = net.items(torch.arange(n_rows), vectors, keep)
+    states = net.encoder(table[inp], inp > 0)
+    pos = tgt > 0
+    s, t = states[pos], tgt[pos]
+    if cfg.loss == "full_softmax":
+        logits = s @ table[1:].T + bias[1:]
+        return F.cross_entropy(logits.float(), t - 1)
+    neg = torch.randint(1, n_rows, (cfg.n_negatives,))
+    pos_logit = (s * table[t]).sum(-1, keepdim=True) + bias[t].unsqueeze(-1)
+    neg_logit = s @ table[neg].T + bias[neg]
+    neg_logit = neg_logit.masked_fill(neg.unsqueeze(0) == t.unsqueeze(1), float("-inf"))  # accidental hits
+    logits = torch.cat([pos_logit, neg_logit], 1).float()
+    return F.cross_entropy(logits, torch.zeros(len(t), dtype=torch.long))
+
+
+def train(
+    model: SequenceModel,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    *,
+    valid_fn: Callable[[SequenceModel], float] | None,
+    progress: bool,
+    checkpoint: Path | None,
+    fingerprint: str,
+) -> dict[str, Any]:
+    cfg, net = model.config, model.net
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = {"epoch": 0, "best": None, "best_state": None, "bad": 0, "history": [], "seconds": 0.0}
+    identity = {
+        "config": cfg.model_dump(exclude={"epochs", "patience"}),
+        "n_items": model.n_items,
+        "data": fingerprint,
+        "valid_fn": valid_fn is not None,
+    }
+    if checkpoint is not None and checkpoint.is_file():
+        state = _resume(checkpoint, identity, net, opt)
+    vectors = net.item_vectors if cfg.use_text else None
+    inp_all, tgt_all = torch.from_numpy(inputs), torch.from_numpy(targets)
+    bar = _bar(progress, cfg.epochs, state["epoch"])
+    while state["epoch"] < cfg.epochs and not (cfg.patience and valid_fn and state["bad"] >= cfg.patience):
+        epoch, t0 = state["epoch"], time.perf_counter()
+        net.train()
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(inputs))
+        total, steps = 0.0, 0
+        for start in range(0, len(order), cfg.batch_size):
+            b = torch.from_numpy(order[start : start + cfg.batch_size])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss = _loss(net, cfg, inp_all[b], tgt_all[b], vectors)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            opt.step()
+            total, steps = total + loss.item(), steps + 1
+        entry: dict[str, Any] = {"epoch": epoch + 1, "loss": total / max(steps, 1)}
+        if valid_fn is not None:
+            score = float(valid_fn(model))
+            entry["valid"] = score
+            if state["best"] is None or score > state["best"]:
+                state.update(best=score, best_state=model.state_copy(), bad=0, best_epoch=epoch + 1)
+            else:
+                state["bad"] += 1
+        state["seconds"] += time.perf_counter() - t0
+        entry["seconds"] = round(state["seconds"], 3)
+        state["history"].append(entry)
+        state["epoch"] = epoch + 1
+        log.info("sequence model epoch %s", entry)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({k: round(v, 4) for k, v in entry.items() if k in ("loss", "valid")})
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, identity, state, net, opt)
+    if bar is not None:
+        bar.close()
+    if state["best_state"] is not None:
+        net.load_state_dict(state["best_state"])
+    net.eval()
+    return {
+        "epochs_run": state["epoch"],
+        "best_epoch": state.get("best_epoch"),
+        "best_valid": state["best"],
+        "fit_seconds": round(state["seconds"], 3),
+        "n_windows": len(inputs),
+        "history": state["history"],
+    }
+
+
+def _bar(progress: bool, total: int, initial: int) -> Any:
+    if not progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # progress is a nicety, not a dependency
+        return None
+    return tqdm(total=total, initial=initial, desc="sequence model", unit="epoch")
+
+
+def _save_checkpoint(path: Path, identity: dict, state: dict, net: Any, opt: Any) -> None:
+    from .sequence import _atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {
+        "identity": identity,
+        "state": state,
+        "net": net.state_dict(),
+        "opt": opt.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+    }
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    _atomic(path, lambda p: p.write_bytes(buf.getvalue()))
+
+
+def _resume(path: Path, identity: dict, net: Any, opt: Any) -> dict:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a checkpoint we cannot read must not be silently replaced
+        raise InvalidRequestError(f"unreadable checkpoint {path}: {exc}", param="checkpoint_dir") from exc
+    if blob.get("identity") != identity:
+        raise InvalidRequestError(
+            f"checkpoint {path} is from another fit (other data, n_items or settings); remove it to start over",
+            param="checkpoint_dir",
+        )
+    net.load_state_dict(blob["net"])
+    opt.load_state_dict(blob["opt"])
+    torch.set_rng_state(blob["torch_rng"])
+    log.info("resuming the sequence model from %s after epoch %d", path, blob["state"]["epoch"])
+    return blob["state"]

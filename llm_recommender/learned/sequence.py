@@ -1,0 +1,320 @@
+"""A SASRec-style sequence model over item IDs and the LLM's item representations.
+
+The seed's P(u,i) = sigmoid(theta^T [h_u; h_i]) taken seriously:
+
+- h_i = an item-ID embedding (training items only) + LayerNorm(Linear(standardized text
+  vector)). An item the model has never seen (index ``-1``) still has h_i from its vector.
+  ID dropout during training (``id_dropout``) zeroes random items' ID part so the text
+  path learns to stand alone, which is what cold items get.
+- h_u = a causal self-attention encoder over the history's h_i, read at the newest
+  position. There are no user embeddings: h_u comes from the request's history alone, so
+  a saved model holds no per-user data.
+- score(u, i) = <h_u, h_i> + an optional bias of known items; trained by next-item
+  prediction at every position with full-softmax (or sampled-softmax) cross-entropy.
+
+>>> model = SequenceModel.fit(sequences, n_items, item_vectors, SequenceModelConfig(epochs=30), valid_fn=fn)
+>>> model.score([np.array([3, 7, 1])], [np.array([5, 9, -1])], candidate_vectors=[vecs])
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import InvalidRequestError, ModelLoadError
+from ._net import SequenceNet
+
+log = logging.getLogger(__name__)
+
+FORMAT = "llm-recommender.sequence-model/1"
+WEIGHTS_FILE, CONFIG_FILE, CHECKPOINT_FILE = "sequence.safetensors", "sequence.json", "sequence-checkpoint.pt"
+# Settings that may change between an interrupted fit and its resumption.
+RESUMABLE_CHANGES = {"epochs", "patience"}
+
+
+class SequenceModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dim: int = Field(64, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    max_len: int = Field(50, ge=2)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    use_id_embedding: bool = True
+    use_text: bool = True
+    text_dim: int = Field(0, ge=0, description="set by fit from the item vectors")
+    item_bias: bool = False
+    id_dropout: float = Field(0.0, ge=0.0, le=1.0, description="share of items whose ID part is zeroed per step")
+    all_windows: bool = Field(True, description="train on every max_len window of a long sequence, not only the last")
+    epochs: int = Field(50, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    grad_clip: float | None = Field(1.0, gt=0.0)
+    loss: Literal["full_softmax", "sampled"] = "full_softmax"
+    n_negatives: int = Field(256, ge=1)
+    seed: int = 0
+    bf16: bool = Field(False, description="bf16 autocast in training (measured slower here: see results.md)")
+    patience: int | None = Field(5, ge=1, description="epochs without a better valid_fn before stopping")
+
+    @model_validator(mode="after")
+    def _check(self) -> SequenceModelConfig:
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
+        if not (self.use_id_embedding or self.use_text):
+            raise ValueError("use_id_embedding and use_text cannot both be off")
+        return self
+
+
+def _shift(idx: np.ndarray) -> np.ndarray:
+    """Catalogue index -> network row (k -> k + 1; unseen -1 -> 0)."""
+    return np.where(idx >= 0, idx + 1, 0)
+
+
+class SequenceModel:
+    """A fitted sequence model; build it with :meth:`fit` or :meth:`load`."""
+
+    def __init__(self, net: SequenceNet, config: SequenceModelConfig, n_items: int, record: dict | None = None):
+        self.net = net
+        self.config = config
+        self.n_items = n_items
+        self.record = record or {}
+        self._vectors_np = net.item_vectors.numpy()
+
+    # ---- fitting ----------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        sequences: list[list[int]],
+        n_items: int,
+        item_vectors: np.ndarray | None,
+        config: SequenceModelConfig | None = None,
+        *,
+        valid_fn: Callable[[SequenceModel], float] | None = None,
+        progress: bool = True,
+        checkpoint_dir: str | Path | None = None,
+    ) -> SequenceModel:
+        """Train on ``sequences`` (per user, item indices ``0..n_items-1``, oldest first).
+
+        ``valid_fn(model) -> float`` (higher is better) runs after every epoch; the best
+        epoch's weights are kept and training stops after ``patience`` epochs without a gain.
+        With ``checkpoint_dir`` the state is saved after every epoch and a later call with
+        the same data and settings (``epochs``/``patience`` may differ) resumes from it.
+        """
+        from ._training import train
+
+        config = config or SequenceModelConfig()
+        if n_items < 1:
+            raise InvalidRequestError("n_items must be at least 1", param="n_items")
+        vectors = _check_item_vectors(item_vectors, n_items, config.use_text)
+        config = config.model_copy(update={"text_dim": vectors.shape[1] if config.use_text else 0})
+        inputs, targets = _training_windows(sequences, n_items, config)
+        torch.manual_seed(config.seed)
+        net = SequenceNet(n_items, config.text_dim, config)
+        if config.use_text:
+            with torch.no_grad():
+                t = torch.from_numpy(vectors)
+                net.item_vectors[1:] = t
+                net.items.text_mean.copy_(t.mean(0))
+                net.items.text_std.copy_(t.std(0).clamp_min(1e-6))
+        model = cls(net, config, n_items)
+        fingerprint = hashlib.sha256(inputs.tobytes() + targets.tobytes() + vectors.tobytes()).hexdigest()[:16]
+        model.record = train(
+            model,
+            inputs,
+            targets,
+            valid_fn=valid_fn,
+            progress=progress,
+            checkpoint=Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None,
+            fingerprint=fingerprint,
+        )
+        return model
+
+    # ---- scoring ----------------------------------------------------------------------
+    def score(
+        self,
+        histories: Sequence[np.ndarray],
+        candidates: Sequence[np.ndarray],
+        candidate_vectors: Sequence[np.ndarray | None] | None = None,
+        history_vectors: Sequence[np.ndarray | None] | None = None,
+    ) -> list[np.ndarray]:
+        """Logits <h_u, h_i> (+ bias) for each request's candidates, all requests in one padded pass.
+
+        Index ``-1`` marks an item the model has not seen; its row of ``candidate_vectors[r]``
+        / ``history_vectors[r]`` (one row per position, other rows ignored) is then its text vector.
+        """
+        if len(histories) != len(candidates):
+            raise InvalidRequestError(
+                f"histories and candidates differ in length ({len(histories)} vs {len(candidates)})",
+                param="candidates",
+            )
+        if not len(candidates):
+            return []
+        hist = [self._items(h, history_vectors, r, "histories", "history_vectors") for r, h in enumerate(histories)]
+        cand = [
+            self._items(c, candidate_vectors, r, "candidates", "candidate_vectors") for r, c in enumerate(candidates)
+        ]
+        keep = self.config.max_len
+        hist = [(ids[-keep:], vec[-keep:] if vec is not None else None) for ids, vec in hist]
+        L = max(1, max(len(ids) for ids, _ in hist))
+        C = max(1, max(len(ids) for ids, _ in cand))
+        hist_ids, hist_vec = self._pad(hist, L, left=True)
+        cand_ids, cand_vec = self._pad(cand, C, left=False)
+        self.net.eval()
+        with torch.inference_mode():
+            h, _ = self.net.items(hist_ids, hist_vec)
+            # A text model reads unseen history items (row 0) from their vectors; an ID-only one cannot.
+            valid = _nonpad(hist, L) if self.config.use_text else hist_ids > 0
+            state = self.net.encoder(h, valid)[:, -1]
+            hc, bc = self.net.items(cand_ids, cand_vec)
+            logits = (hc @ state.unsqueeze(-1)).squeeze(-1) + bc
+        out = logits.numpy().astype(np.float64)
+        return [out[r, : len(ids)] for r, (ids, _) in enumerate(cand)]
+
+    def _items(self, idx: Any, vectors: Any, r: int, name: str, vname: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """Checked shifted ids and (when the model uses text) their text vectors for request ``r``."""
+        a = np.asarray(idx)
+        if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
+            raise InvalidRequestError(f"{name}[{r}] must be a 1-D array of item indices", param=f"{name}[{r}]")
+        a = a.astype(np.int64)
+        bad = (a < -1) | (a >= self.n_items)
+        if bad.any():
+            raise InvalidRequestError(
+                f"{name}[{r}] has index {int(a[bad][0])} outside -1..{self.n_items - 1}", param=f"{name}[{r}]"
+            )
+        ids = _shift(a)
+        if not self.config.use_text:
+            return ids, None  # an unseen item of an ID-only model has no representation: h_i = 0
+        vec = self._vectors_np[ids].copy()
+        unseen = np.flatnonzero(a == -1)
+        if unseen.size:
+            given = vectors[r] if vectors is not None and r < len(vectors) else None
+            if given is None:
+                raise InvalidRequestError(
+                    f"{name}[{r}] has unseen items (-1) but {vname}[{r}] gives no vectors", param=f"{vname}[{r}]"
+                )
+            g = np.asarray(given, dtype=np.float32)
+            if g.shape != (len(a), self.config.text_dim):
+                raise InvalidRequestError(
+                    f"{vname}[{r}] must have shape ({len(a)}, {self.config.text_dim}), got {g.shape}",
+                    param=f"{vname}[{r}]",
+                )
+            if not np.isfinite(g[unseen]).all():
+                raise InvalidRequestError(f"{vname}[{r}] has non-finite values", param=f"{vname}[{r}]")
+            vec[unseen] = g[unseen]
+        return ids, vec
+
+    def _pad(self, rows: list[tuple[np.ndarray, np.ndarray | None]], width: int, *, left: bool):
+        ids = np.zeros((len(rows), width), dtype=np.int64)
+        vec = np.zeros((len(rows), width, self.config.text_dim), dtype=np.float32) if self.config.use_text else None
+        for r, (i, v) in enumerate(rows):
+            sl = slice(width - len(i), width) if left else slice(0, len(i))
+            ids[r, sl] = i
+            if vec is not None:
+                vec[r, sl] = v
+        return torch.from_numpy(ids), (torch.from_numpy(vec) if vec is not None else None)
+
+    # ---- persistence ------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        """Write ``sequence.safetensors`` and ``sequence.json`` (each atomically) into ``folder``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
+        _atomic(folder / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
+        meta = {"format": FORMAT, "n_items": self.n_items, "config": self.config.model_dump(), "record": self.record}
+        _atomic(folder / CONFIG_FILE, lambda p: p.write_text(json.dumps(meta, indent=2, default=float)))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> SequenceModel:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / CONFIG_FILE).read_text())
+            if meta.get("format") != FORMAT:
+                raise ModelLoadError(f"{folder / CONFIG_FILE} is not a {FORMAT} file", param="folder")
+            config = SequenceModelConfig.model_validate(meta["config"])
+            state = load_file(str(folder / WEIGHTS_FILE))
+        except (OSError, ValueError, KeyError, SafetensorError, ValidationError) as exc:
+            raise ModelLoadError(f"cannot load a sequence model from {folder}: {exc}", param="folder") from exc
+        net = SequenceNet(int(meta["n_items"]), config.text_dim, config)
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ModelLoadError(f"{folder / WEIGHTS_FILE} does not match its config: {exc}", param="folder") from exc
+        return cls(net, config, int(meta["n_items"]), meta.get("record"))
+
+    def state_copy(self) -> dict[str, torch.Tensor]:
+        return copy.deepcopy(self.net.state_dict())
+
+
+def _nonpad(rows: list[tuple[np.ndarray, Any]], width: int) -> torch.Tensor:
+    """Left-padded validity mask: an unseen item (row 0) is a real position when it has a vector."""
+    valid = np.zeros((len(rows), width), dtype=bool)
+    for r, (i, _) in enumerate(rows):
+        valid[r, width - len(i) :] = True
+    return torch.from_numpy(valid)
+
+
+def _check_item_vectors(item_vectors: np.ndarray | None, n_items: int, use_text: bool) -> np.ndarray:
+    if not use_text:
+        return np.zeros((n_items, 0), dtype=np.float32)
+    if item_vectors is None:
+        raise InvalidRequestError("use_text needs item_vectors (or set use_text=False)", param="item_vectors")
+    v = np.asarray(item_vectors, dtype=np.float32)
+    if v.ndim != 2 or v.shape[0] != n_items or v.shape[1] < 1:
+        raise InvalidRequestError(f"item_vectors must have shape ({n_items}, d), got {v.shape}", param="item_vectors")
+    if not np.isfinite(v).all():
+        raise InvalidRequestError("item_vectors has non-finite values", param="item_vectors")
+    return np.ascontiguousarray(v)
+
+
+def _training_windows(
+    sequences: list[list[int]], n_items: int, config: SequenceModelConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Left-padded (input, target) rows of shifted ids: position t's target is the item after it (0 = none)."""
+    L = config.max_len
+    inputs, targets = [], []
+    for u, seq in enumerate(sequences):
+        s = np.asarray(seq, dtype=np.int64)
+        if s.ndim != 1:
+            raise InvalidRequestError(f"sequences[{u}] must be a list of item indices", param=f"sequences[{u}]")
+        if s.size and (s.min() < 0 or s.max() >= n_items):
+            raise InvalidRequestError(f"sequences[{u}] has an index outside 0..{n_items - 1}", param=f"sequences[{u}]")
+        s = s + 1
+        ends = range(len(s), 1, -L) if config.all_windows else [len(s)] if len(s) > 1 else []
+        for end in ends:
+            w = s[max(0, end - L - 1) : end]
+            row_in, row_tg = np.zeros(L, np.int64), np.zeros(L, np.int64)
+            row_in[L - len(w) + 1 :], row_tg[L - len(w) + 1 :] = w[:-1], w[1:]
+            inputs.append(row_in)
+            targets.append(row_tg)
+    if not inputs:
+        raise InvalidRequestError("no sequence has two or more items to learn from", param="sequences")
+    return np.stack(inputs), np.stack(targets)
+
+
+def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
