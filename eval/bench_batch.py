@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """``llm-rec batch`` on the bundled ml-latest-small sample: Ray workers against the in-process loop.
 
-Builds the input (one row per user: the 50 ratings before the held-out liked movie, and 20
-candidates: the held-out movie + 19 random unseen ones, as ``llm-rec demo`` does), then runs
+Builds the input (one row per user: the 50 ratings before the held-out last movie, and 20
+candidates: the held-out movie + 19 random unseen ones), then runs
 the job with each executor into a fresh folder and prints users/s.
 
     python eval/bench_batch.py --backend fake                        # all 610 users
@@ -13,20 +13,40 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import shutil
 import tempfile
 from pathlib import Path
 
 from llm_recommender.batch import BatchConfig, RecommenderSpec, read_output, run_batch
-from llm_recommender.sample_data import ratings_by_user, sample_request
+from llm_recommender.sample_data import movies, ratings_by_user
+
+
+def item(mid: str) -> dict:
+    m = movies()[mid]
+    genres = [g for g in m["genres"].split("|") if g != "(no genres listed)"]
+    return {"id": mid, "title": m["title"], **({"attributes": {"genres": genres}} if genres else {})}
 
 
 def write_input(path: Path, users: int | None, seed: int = 0) -> int:
+    """Every user: the last rated movie held out (some users have no liked one to hold out, as the
+    demo does), the 50 ratings before it as history, and it + 19 random unseen movies as candidates."""
+    rng = random.Random(seed)
+    catalogue = sorted(movies(), key=int)
     n = 0
     with path.open("w", encoding="utf-8") as fh:
         for uid in sorted(ratings_by_user(), key=int)[:users]:
-            request, _ = sample_request(uid, n_candidates=20, history_len=50, seed=seed, reasons=False)
-            fh.write(json.dumps({"user_id": uid, "history": request["history"], "candidates": request["candidates"]}) + "\n")
+            ratings = ratings_by_user()[uid]
+            seen = {r.movie_id for r in ratings}
+            negatives = []
+            while len(negatives) < 19:
+                mid = rng.choice(catalogue)
+                if mid not in seen and mid not in negatives:
+                    negatives.append(mid)
+            candidates = [ratings[-1].movie_id, *negatives]
+            rng.shuffle(candidates)
+            history = [item(r.movie_id) | {"rating": r.rating, "timestamp": r.timestamp} for r in ratings[-51:-1]]
+            fh.write(json.dumps({"user_id": uid, "history": history, "candidates": [item(c) for c in candidates]}) + "\n")
             n += 1
     return n
 
