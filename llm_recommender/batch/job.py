@@ -218,7 +218,9 @@ def _run_ray(config: BatchConfig, spec: RecommenderSpec, catalog: list[Item] | N
             fn_constructor_kwargs={"spec": spec, "config": config, "catalog": catalog},
             batch_size=config.batch_size,
             batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=config.num_workers),
+            # One batch in flight per actor: batches take seconds, and Ray's default (4 queued per actor)
+            # handed a small job's every batch to the first actor up while the second stood idle.
+            compute=ray.data.ActorPoolStrategy(size=config.num_workers, max_tasks_in_flight_per_actor=1),
             num_cpus=config.cpus_per_worker,
             num_gpus=config.gpus_per_worker or None,
         )
