@@ -1,7 +1,8 @@
 """One input row -> one ranking request, and one ranked list (or error) -> one output row.
 
 Input rows: ``user_id`` (string or int), ``history`` (list of HistoryEntry), optional
-``candidates`` (list of Item; default: the job's catalogue minus the history), optional
+``candidates`` (list of Item; default: the job's catalogue minus the history, else what a
+bundle retrieves), optional
 ``top_k``. Every problem with a row becomes an ``error`` in that row's output, naming the
 field, so one bad row never stops the job.
 """
@@ -68,10 +69,11 @@ def to_request(row: dict[str, Any], *, top_k: int, reasons: bool, strategy: str 
     candidates = _clean(row.get("candidates"))
     if candidates is None:
         if catalog is None:
-            raise InvalidRequestError("the row has no candidates and the job has no --catalog", param="candidates")
-        seen = {h.get("id") for h in history if isinstance(h, dict)}
-        seen |= {str(i) for i in seen if isinstance(i, int)}
-        candidates = [c.model_dump(exclude_none=True) for c in catalog if c.id not in seen]
+            candidates = []  # a bundle's Recommender retrieves them; any other refuses, naming ``candidates``
+        else:
+            seen = {h.get("id") for h in history if isinstance(h, dict)}
+            seen |= {str(i) for i in seen if isinstance(i, int)}
+            candidates = [c.model_dump(exclude_none=True) for c in catalog if c.id not in seen]
     row_top_k = row.get("top_k")
     return parse_request({"history": history, "candidates": candidates,
                           "top_k": top_k if row_top_k is None else row_top_k,
