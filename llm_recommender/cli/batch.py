@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from . import app
-from .common import BackendOpt, BaseUrlOpt, CalibratorOpt, ModelOpt, StrategyOpt, TemplateDirOpt, ThreadsOpt, recommender_kwargs
+from .common import (
+    BackendOpt,
+    BaseUrlOpt,
+    CalibratorOpt,
+    ModelOpt,
+    StrategyOpt,
+    TemplateDirOpt,
+    ThreadsOpt,
+    recommender_kwargs,
+)
 
 
 @app.command()
@@ -16,17 +25,17 @@ def batch(
     input: Annotated[Path, typer.Argument(help="Users as .jsonl or .parquet: user_id, history, optional candidates and top_k.")],
     output: Annotated[Path, typer.Argument(help="Output folder of part files; a rerun skips users already written.")],
     output_format: Annotated[str, typer.Option(help="jsonl | parquet.")] = "jsonl",
-    catalog: Annotated[Optional[Path], typer.Option(help="Candidates (.jsonl/.parquet items) for rows without their own.")] = None,
+    catalog: Annotated[Path | None, typer.Option(help="Candidates (.jsonl/.parquet items) for rows without their own.")] = None,
     top_k: Annotated[int, typer.Option(help="Ranked items per user (rows may set their own top_k).")] = 10,
     reasons: Annotated[bool, typer.Option(help="Add a reason to each ranked item.")] = False,
     batch_size: Annotated[int, typer.Option(help="Users per rank_many call and per part file.")] = 16,
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N input rows.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N input rows.")] = None,
     ray: Annotated[bool, typer.Option("--ray/--no-ray", help="Ray Data actors, or a plain in-process loop.")] = True,
-    address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster (default: start a local Ray for the job).")] = None,
+    address: Annotated[str | None, typer.Option(help="Join this Ray cluster (default: start a local Ray for the job).")] = None,
     num_workers: Annotated[int, typer.Option(help="Ray actors, each holding one Recommender.")] = 2,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs per actor (fractions allowed, e.g. 0.5).")] = 1.0,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per actor (fractions allowed).")] = 0.0,
-    bundle: Annotated[Optional[Path], typer.Option(help="Fitted bundle folder (Recommender.load); replaces --model etc.")] = None,
+    bundle: Annotated[Path | None, typer.Option(help="Fitted bundle folder (Recommender.load); replaces --model etc.")] = None,
     model: ModelOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,

@@ -193,7 +193,7 @@ class RecommenderServing:
         try:
             try:
                 return list(rec.rank_many(requests))
-            except Exception:  # noqa: BLE001 - find whose request failed; the others keep their answer
+            except Exception:
                 if len(requests) == 1:
                     raise
             results: list[RankResponse | Exception] = []

@@ -10,14 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from llm_recommender import Recommender  # noqa: E402
-from llm_recommender.errors import BackendError  # noqa: E402
-from llm_recommender.server import ServerSettings, create_app  # noqa: E402
-from llm_recommender.server.errors import ClientDisconnectedError, ServerBusyError  # noqa: E402
-from llm_recommender.server.gate import InferenceGate  # noqa: E402
-from tests.server_fakes import SlowFakeBackend  # noqa: E402
+from llm_recommender import Recommender
+from llm_recommender.errors import BackendError
+from llm_recommender.server import ServerSettings, create_app
+from llm_recommender.server.errors import ClientDisconnectedError, ServerBusyError
+from llm_recommender.server.gate import InferenceGate
+from tests.server_fakes import SlowFakeBackend
 
 
 def score(prompt: str, token: str) -> float:
@@ -101,7 +101,7 @@ def test_a_failing_request_fails_alone_in_its_batch():
     requests = requests_for(4)
     requests[2]["candidates"][0]["title"] = "POISON"
     alone = Recommender(backend=SlowFakeBackend(score_fn=score))
-    answers, gate, _ = batched_server(4, requests)
+    answers, _gate, _ = batched_server(4, requests)
     assert [a.status_code for a in answers] == [200, 200, 502, 200]
     assert answers[2].json()["error"]["code"] == "backend_error"
     for k in (0, 1, 3):
