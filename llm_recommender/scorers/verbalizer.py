@@ -78,14 +78,16 @@ class VerbalizerScorer(LLMScorer):
                 prompts.append(rendered.text)
                 used = min(used, rendered.history_used)
                 notes = notes or rendered.notes
-            plan.append((req_orders, ids, used, notes))
+            mine = prompts[len(prompts) - len(req_orders):]
+            own = (sum(self.backend.count_tokens(p) for p in mine), 0, len(mine))  # this request's own usage
+            plan.append((req_orders, ids, used, notes, own))
 
-        all_ids = sorted({t for _, ids, _, _ in plan for t in ids})
+        all_ids = sorted({t for _, ids, _, _, _ in plan for t in ids})
         column = {t: j for j, t in enumerate(all_ids)}
         logprobs = self.backend.next_token_logprobs(prompts, all_ids)
 
         results, row = [], 0
-        for (req_orders, ids, used, notes), request in zip(plan, requests):
+        for (req_orders, ids, used, notes, own), request in zip(plan, requests):
             n = len(request.candidates)
             cols = [column[t] for t in ids]
             probs = np.zeros(n)
@@ -105,6 +107,7 @@ class VerbalizerScorer(LLMScorer):
                     history_used=used,
                     notes=list(notes),
                     details={"label_mass": float(np.mean(label_mass)), "permutations": len(req_orders)},
+                    usage=own,
                 )
             )
         return results

@@ -9,6 +9,8 @@ api_key                None       Bearer token required on /v1/* (env LLM_REC_SE
 served_model_name      None       model id clients send (default: the model's name)
 max_concurrency        1          rankings running at once (torch models: keep 1)
 max_queue              64         requests waiting beyond those; more get 429
+max_batch              8          queued requests ranked together in one rank_many call
+batch_wait_ms          5          a free slot waits this long for more requests to batch
 max_body_bytes         1 MiB      larger request bodies get 413
 max_candidates         100        more candidates get 400 (protocol hard limit: 200)
 retry_after_s          1          minimum Retry-After sent with 429
@@ -40,6 +42,9 @@ class ServerSettings(BaseSettings):
     served_model_name: str | None = Field(None, description="model id clients send (default: the model's name)")
     max_concurrency: int = Field(1, ge=1, description="rankings running at once; torch models are not thread-safe")
     max_queue: int = Field(64, ge=0, description="requests waiting for a slot; beyond it: 429")
+    # Batching shares the model's forward passes between users; 1 ranks requests one at a time.
+    max_batch: int = Field(8, ge=1, description="queued requests ranked together in one rank_many call")
+    batch_wait_ms: float = Field(5.0, ge=0, le=10_000, description="a free slot waits this long for more requests to batch")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="request bodies above this get 413")
     max_candidates: int = Field(100, ge=1, le=MAX_CANDIDATES, description="candidates per request; more get 400")
     retry_after_s: int = Field(1, ge=1, description="minimum Retry-After (seconds) sent with 429")

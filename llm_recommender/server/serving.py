@@ -87,7 +87,9 @@ class RecommenderServing:
     async def start(self) -> None:
         """Create the gate on the serving loop and start loading the model in the background."""
         self.gate = InferenceGate(self.settings.max_concurrency, self.settings.max_queue,
-                                  self.settings.retry_after_s, on_change=self._gate_changed)
+                                  self.settings.retry_after_s, on_change=self._gate_changed,
+                                  max_batch=self.settings.max_batch, batch_wait_ms=self.settings.batch_wait_ms,
+                                  on_batch=self.metrics.batch_size.observe)
         if self.recommender is not None:
             self.metrics.model_ready.set(1)
             return
@@ -199,15 +201,29 @@ class RecommenderServing:
         parsed = self.validate(request, prefix, rec)
         assert self.gate is not None
         try:
-            return await self.gate.run(self._rank, rec, parsed, disconnected=disconnected)
+            return await self.gate.run_batched(self._rank_batch, (rec, parsed), disconnected=disconnected)
         except ClientDisconnectedError:
             self.metrics.cancelled.inc()
             raise
 
-    def _rank(self, rec: Recommender, request: RankRequest) -> RankResponse:
+    def _rank_batch(self, items: list[tuple[Recommender, RankRequest]]) -> list[RankResponse | Exception]:
+        """One rank_many call for the gathered requests; each gets its own response (or error)."""
+        rec = items[0][0]
+        requests = [req for _, req in items]
         start = time.perf_counter()
         try:
-            return rec.rank_request(request)
+            try:
+                return list(rec.rank_many(requests))
+            except Exception:
+                if len(requests) == 1:
+                    raise
+            results: list[RankResponse | Exception] = []
+            for req in requests:
+                try:
+                    results.append(rec.rank_request(req))
+                except Exception as exc:  # noqa: BLE001 - this request's own error
+                    results.append(exc)
+            return results
         finally:
             self.metrics.inference.observe(time.perf_counter() - start)
 
