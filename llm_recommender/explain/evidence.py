@@ -35,10 +35,9 @@ def gather_evidence(bundle: Any, request: RankRequest, result: ScoreResult, indi
         total = sum(abs(v) for v in terms.values()) or 1.0
         cand = request.candidates[i]
         cited: list[EvidenceItem] = []
-        for name in bundle.fusion.components:
-            comp = bundle.components.get(name)
-            if comp is None:
-                continue
+        # citations come from every fitted component that can name history items (co-occurrence counts,
+        # text similarity), also when the fusion weights another one higher: they are facts about this item
+        for name, comp in bundle.components.items():
             found = comp.explain(request, i)
             for key, component in (("cooccurring", "cooccurrence"), ("similar_text", name)):
                 for hid, strength in found.get(key, [])[:5]:
