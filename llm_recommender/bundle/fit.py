@@ -33,7 +33,7 @@ from .fusion import Fusion, ndcg10, reference_rows, score_with_reference, select
 from .manifest import BundleManifest, ComponentRecord, atomic_folder, write_manifest
 
 DEFAULT_COMPONENTS = ("popularity", "cooccurrence", "itemknn", "als", "embedding", "representation", "sequence")
-LLM_VECTOR_COMPONENTS = ("representation", "sequence")
+LLM_VECTOR_COMPONENTS = ("representation",)  # the sequence model reads LLM vectors when they are there
 
 
 class FitConfig(BaseModel):
