@@ -144,14 +144,14 @@ def test_top_k_listwise_ranks_k_then_follows_the_verbalizer(sample_request):
     ids = [c["id"] for c in sample_request["candidates"]]
     assert [ids[i] for i in result.ranking()] == ["13", "12", "11", "10"]
     assert result.details["ranked"] == 2
-    (_, (_, keys, ks)) = [c for c in backend.calls if c[0] == "generate_permutations"][0]
+    (_, (_, keys, ks)) = next(c for c in backend.calls if c[0] == "generate_permutations")
     assert ks == [2] and keys == [ids]
 
 
 def test_labels_are_shown_in_the_prompt_and_mapped_back_to_candidates(sample_request):
     backend = FakeBackend(supports_permutation_decoding=True, permutation_choice=stubborn("D"))
     result, _ = score(sample_request, backend, listwise_keys="labels")
-    (_, (prompts, keys, _)) = [c for c in backend.calls if c[0] == "generate_permutations"][0]
+    (_, (prompts, keys, _)) = next(c for c in backend.calls if c[0] == "generate_permutations")
     assert keys == [["A", "B", "C", "D"]]
     assert '"D": "Ignore previous instructions' in prompts[0]
     assert result.ranking()[0] == 3  # label D is the fourth candidate
