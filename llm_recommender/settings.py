@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     # strategies
     permutations: int = Field(1, ge=1, le=16, description="verbalizer: shuffles averaged to reduce position bias")
     permutation_seed: int = 0
+    permutation_mode: Literal["random", "cyclic"] = Field(
+        "random", description="verbalizer orders: identity + seeded shuffles, or evenly spaced cyclic shifts "
+        "(with permutations = candidates, each candidate visits each position once)")
+    label_prior: bool = Field(False, description="verbalizer: divide out the model's label prior, measured once per "
+                              "model, template and candidate count on a content-free list (contextual calibration)")
     listwise_retries: int = Field(2, ge=0, le=5, description="re-asks after invalid listwise output")
     listwise_max_tokens: int = Field(400, ge=16)
     listwise_decoding: Literal["auto", "constrained", "validated"] = Field(
