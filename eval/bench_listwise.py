@@ -88,7 +88,24 @@ def main() -> None:
             })
         print(f"user {i + 1}/{len(reqs) - 1}: " + ", ".join(f"{n} {raw[n][-1]['seconds']:.2f}s" for n in names),
               file=sys.stderr, flush=True)
+        rows = summarise(raw, names)  # written after every user: a run cut short keeps what it measured
+        result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "model": rec.model_name,
+                  "dtype": rec.backend.dtype_name, "threads": args.threads, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "rows": rows, "raw": raw}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
 
+    print("| config | decoding | p50 s | x verbalizer | completion tokens | invalid | fallback | echo | top-1 = verbalizer's |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        pct = (lambda v: "-" if v is None else f"{v:.0%}")
+        print(f"| {r['config']} | {r['decoding'] or '-'} | {r['p50_s']:.2f} | {r['p50_vs_verbalizer']:.2f} | "
+              f"{r['completion_tokens_mean']:.0f} | {pct(r['invalid_output_share'])} | {pct(r['fallback_share'])} | "
+              f"{pct(r['echo_share'])} | {pct(r['top1_agrees_with_verbalizer'])} |")
+    print(f"written to {args.out}")
+
+
+def summarise(raw: dict[str, list[dict]], names: list[str]) -> list[dict]:
     verb_p50 = statistics.median(r["seconds"] for r in raw["verbalizer"])
     rows = []
     for name in names:
@@ -104,19 +121,7 @@ def main() -> None:
             "echo_share": statistics.fmean(r["echo"] for r in rs) if outputs else None,
             "top1_agrees_with_verbalizer": statistics.fmean(a["top1"] == b["top1"] for a, b in zip(rs, raw["verbalizer"])),
         })
-    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "model": rec.model_name,
-              "dtype": rec.backend.dtype_name, "threads": args.threads, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "rows": rows, "raw": raw}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print("| config | decoding | p50 s | x verbalizer | completion tokens | invalid | fallback | echo | top-1 = verbalizer's |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        pct = (lambda v: "-" if v is None else f"{v:.0%}")
-        print(f"| {r['config']} | {r['decoding'] or '-'} | {r['p50_s']:.2f} | {r['p50_vs_verbalizer']:.2f} | "
-              f"{r['completion_tokens_mean']:.0f} | {pct(r['invalid_output_share'])} | {pct(r['fallback_share'])} | "
-              f"{pct(r['echo_share'])} | {pct(r['top1_agrees_with_verbalizer'])} |")
-    print(f"written to {args.out}")
+    return rows
 
 
 if __name__ == "__main__":
