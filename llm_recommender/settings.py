@@ -62,8 +62,18 @@ class Settings(BaseSettings):
     # strategies
     permutations: int = Field(1, ge=1, le=16, description="verbalizer: shuffles averaged to reduce position bias")
     permutation_seed: int = 0
+    permutation_mode: Literal["random", "cyclic"] = Field(
+        "random", description="verbalizer orders: identity + seeded shuffles, or evenly spaced cyclic shifts "
+        "(with permutations = candidates, each candidate visits each position once)")
+    label_prior: bool = Field(False, description="verbalizer: divide out the model's label prior, measured once per "
+                              "model, template and candidate count on a content-free list (contextual calibration)")
     listwise_retries: int = Field(2, ge=0, le=5, description="re-asks after invalid listwise output")
     listwise_max_tokens: int = Field(400, ge=16)
+    listwise_decoding: Literal["auto", "constrained", "validated"] = Field(
+        "auto", description="constrained: every token masked so the ranking is a permutation by construction; "
+        "validated: JSON schema, then validate / re-ask / fall back; auto: constrained where the backend can")
+    listwise_keys: Literal["ids", "labels"] = Field("ids", description="what the ranking lists: candidate ids, or labels A, B, ...")
+    listwise_top_k: int | None = Field(None, ge=1, description="rank only the best k; the rest keep the verbalizer's order (None: all)")
     reason_max_chars: int = Field(200, ge=20)
     reason_max_tokens: int = Field(60, ge=8)
     reason_history_choices: int = Field(10, ge=1, description="recent history titles a reason may refer to")

@@ -36,9 +36,9 @@ class ParseFailure(Exception):
         self.message = message
 
 
-def ranking_schema(candidate_ids: list[str]) -> dict[str, Any]:
-    """JSON schema for a ranking of exactly these ids (enum + fixed length)."""
-    n = len(candidate_ids)
+def ranking_schema(candidate_ids: list[str], k: int | None = None) -> dict[str, Any]:
+    """JSON schema for a ranking of ``k`` (default all) of these ids (enum + fixed length)."""
+    n = len(candidate_ids) if k is None else min(k, len(candidate_ids))
     ids_literal = Literal[tuple(candidate_ids)]  # type: ignore[valid-type]
 
     class Ranking(BaseModel):
@@ -98,8 +98,11 @@ def extract_json_object(text: str) -> Any:
     raise ParseFailure("not_json", "the reply is not a JSON object")
 
 
-def parse_ranking(text: str, candidate_ids: list[str]) -> list[str]:
-    """Validate that ``text`` holds ``{"ranking": [...]}``, a permutation of ``candidate_ids``."""
+def parse_ranking(text: str, candidate_ids: list[str], k: int | None = None) -> list[str]:
+    """Validate that ``text`` holds ``{"ranking": [...]}``, a permutation of ``candidate_ids``.
+
+    With ``k`` below the number of ids: exactly ``k`` distinct ids (a top-k ranking).
+    """
     obj = extract_json_object(text)
     try:
         ranking = RankingOutput.model_validate(obj).ranking
@@ -114,6 +117,10 @@ def parse_ranking(text: str, candidate_ids: list[str]) -> list[str]:
     dupes = [r for r, k in Counter(ranking).items() if k > 1]
     if dupes:
         raise ParseFailure("duplicate_id", f"ids listed more than once: {dupes[:5]}")
+    if k is not None and k < len(candidate_ids):
+        if len(ranking) != k:
+            raise ParseFailure("missing_id", f"expected the best {k} ids, got {len(ranking)}")
+        return ranking
     missing = [c for c in candidate_ids if c not in set(ranking)]
     if missing:
         raise ParseFailure("missing_id", f"ids missing from the ranking: {missing[:5]}")

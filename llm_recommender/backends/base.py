@@ -90,6 +90,8 @@ class Backend(abc.ABC):
     name: ClassVar[str] = "base"
     supports_logprobs: ClassVar[bool] = True
     supports_json_schema: ClassVar[bool] = True
+    # Can force a duplicate-free ranking token by token (llm_recommender/constrained.py).
+    supports_permutation_decoding: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.stats = BackendStats()
@@ -163,6 +165,15 @@ class Backend(abc.ABC):
         for prompt, schema in zip(prompts, json_schemas):
             out.extend(self.generate([prompt], max_tokens=max_tokens, json_schema=schema))
         return out
+
+    def can_decode_permutations(self) -> bool:
+        """Whether :meth:`generate_permutations` works here (a remote server may have to be asked first)."""
+        return self.supports_permutation_decoding
+
+    def generate_permutations(self, prompts: Sequence[str], keys: Sequence[Sequence[str]],
+                              ks: Sequence[int]) -> list[Generation]:
+        """One greedy ``{"ranking": [...]}`` per prompt: ``ks[i]`` distinct keys of ``keys[i]``, by construction."""
+        raise CapabilityError(f"backend {self.name!r} cannot constrain a ranking to a permutation", param="backend")
 
     # ---- helpers shared by all backends ---------------------------------------------
     def require(self, capability: str) -> None:

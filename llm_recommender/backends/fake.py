@@ -8,6 +8,10 @@ token, and answers with whatever the test scripted:
   as a real model does, so scorers must renormalize.
 * ``generations`` is a list of strings (consumed in order) or a callable
   ``(prompt, json_schema) -> str``.
+* With ``supports_permutation_decoding=True``, ``generate_permutations`` runs the real
+  state machine of ``constrained.py`` over a character-level vocabulary; at each step
+  ``permutation_choice(prompt, allowed_texts) -> text`` picks among the allowed tokens
+  (default: the first), so a test can script an adversarial "model".
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ class FakeBackend(Backend):
         model_name: str = "fake-model",
         supports_logprobs: bool = True,
         supports_json_schema: bool = True,
+        supports_permutation_decoding: bool = False,
+        permutation_choice: Callable[[str, list[str]], str] | None = None,
     ) -> None:
         super().__init__()
         self.score_fn = score_fn or (lambda prompt, token: 0.0)
@@ -62,6 +68,8 @@ class FakeBackend(Backend):
         self._model_name = model_name
         self.supports_logprobs = supports_logprobs  # type: ignore[misc]
         self.supports_json_schema = supports_json_schema  # type: ignore[misc]
+        self.supports_permutation_decoding = supports_permutation_decoding  # type: ignore[misc]
+        self.permutation_choice = permutation_choice or (lambda prompt, allowed: allowed[0])
         self._vocab: dict[str, int] = {}
         self._inv: dict[int, str] = {}
         self.calls: list[tuple[str, Any]] = []
@@ -127,3 +135,36 @@ class FakeBackend(Backend):
             self.stats.add(prompt_tokens=self.count_tokens(prompt), completion_tokens=min(n, max_tokens))
             out.append(Generation(text=text, finish_reason=finish, prompt_tokens=self.count_tokens(prompt), completion_tokens=min(n, max_tokens)))
         return out
+
+    def generate_permutations(self, prompts: Sequence[str], keys: Sequence[Sequence[str]],
+                              ks: Sequence[int]) -> list[Generation]:
+        from ..constrained import PermutationState, build_spec
+
+        self.require("permutation_decoding")
+        self.calls.append(("generate_permutations", (list(prompts), [list(k) for k in keys], list(ks))))
+        out = []
+        for prompt, kk, k in zip(prompts, keys, ks):
+            spec = build_spec(_char_encode, _char_decode, _CHAR_EOS, kk, k)
+            state = PermutationState(spec)
+            tokens: list[int] = []
+            while not state.done and len(tokens) < spec.max_tokens():
+                allowed = {_char_decode([t]) or "<eos>": t for t in state.allowed()}
+                tokens.append(allowed[self.permutation_choice(prompt, list(allowed))])
+                state.advance(tokens[-1])
+            text = _char_decode(tokens)
+            self.stats.prompt_tokens += self.count_tokens(prompt)
+            self.stats.completion_tokens += len(tokens)
+            out.append(Generation(text=text, finish_reason="stop", prompt_tokens=self.count_tokens(prompt),
+                                  completion_tokens=len(tokens)))
+        return out
+
+
+_CHAR_EOS = 0  # character-level vocabulary of generate_permutations: token = code point + 1
+
+
+def _char_encode(text: str) -> list[int]:
+    return [ord(c) + 1 for c in text]
+
+
+def _char_decode(ids: list[int]) -> str:
+    return "".join(chr(i - 1) for i in ids if i != _CHAR_EOS)

@@ -18,6 +18,12 @@ Scoring asks for one token with ``temperature=0`` and log-probabilities:
 Structured output is ``response_format={"type": "json_schema", ...}``; a server that
 ignores it returns free text, which the scorers' validation and re-ask then handle.
 
+Permutation-constrained listwise (``constrained.py``) needs the server to run our vLLM
+logits processor (``llm-rec serve-model`` registers it). The spec travels in
+``vllm_xargs``, which other servers ignore or refuse, so the first listwise call asks
+the server once with a spec that only a constraining server can satisfy exactly;
+without it the listwise scorer keeps its validate / re-ask / fall back path.
+
 Transport: timeouts per request; bounded retries with exponential backoff (honouring
 ``Retry-After``) on 429, 5xx, connection errors, timeouts, and replies that are not the
 JSON the API promises. Other 4xx errors are not retried and name what to fix.
@@ -80,6 +86,7 @@ class OpenAIBackend(TokenizerMixin, Backend):
         self.client = client or openai.OpenAI(base_url=self.base_url, api_key=key or "EMPTY",
                                               timeout=self.settings.request_timeout, max_retries=0)
         self.retries_done = 0
+        self._permutations_ok: bool | None = None  # asked once, on first use
         self._card = self._model_card()
         self.served_model = str(self._card["id"])
         self.tokenizer = load_tokenizer(self._tokenizer_source())
@@ -268,6 +275,53 @@ class OpenAIBackend(TokenizerMixin, Backend):
             for i, gen in pairs:
                 results[i] = gen
         return results  # type: ignore[return-value]
+
+    def can_decode_permutations(self) -> bool:
+        if self._permutations_ok is None:
+            self._permutations_ok = self._probe_permutations()
+        return self._permutations_ok
+
+    def _probe_permutations(self) -> bool:
+        """Does the server constrain? An unconstrained model writing exactly this ranking is practically impossible."""
+        from ..structured import ParseFailure, parse_ranking
+
+        keys = ["q7z", "x3v"]
+        try:
+            (gen,) = self._constrained_generations([self.chat_prompt([{"role": "user", "content": "Say hi."}])], [keys], [2])
+            parse_ranking(gen.text, keys)
+        except (BackendError, ParseFailure) as exc:
+            log.info("the server at %s does not constrain listwise rankings (%s); listwise output is validated",
+                     self.base_url, exc)
+            return False
+        return True
+
+    def generate_permutations(self, prompts: Sequence[str], keys: Sequence[Sequence[str]],
+                              ks: Sequence[int]) -> list[Generation]:
+        if not self.can_decode_permutations():
+            raise CapabilityError(f"the server at {self.base_url} does not run the permutation logits processor "
+                                  "(start it with `llm-rec serve-model`)", param="backend")
+        return self._constrained_generations(prompts, keys, ks)
+
+    def _constrained_generations(self, prompts: Sequence[str], keys: Sequence[Sequence[str]],
+                                 ks: Sequence[int]) -> list[Generation]:
+        from ..constrained import hf_spec
+
+        specs = [hf_spec(self.tokenizer, kk, k) for kk, k in zip(keys, ks)]
+        encoded = [self.encode(p) for p in prompts]
+
+        def job(i: int) -> Generation:  # one request each: every prompt has its own spec
+            spec = specs[i]
+            (choice,) = self._completions([encoded[i]], "POST /completions (constrained listwise)",
+                                          max_tokens=spec.max_tokens(),
+                                          extra_body={"vllm_xargs": spec.to_xargs(), "stop_token_ids": [spec.eos]})
+            text = getattr(choice, "text", None)
+            if not isinstance(text, str):
+                raise BackendError("the server's completion has no text", param="backend")
+            finish = "length" if getattr(choice, "finish_reason", None) == "length" else "stop"
+            return Generation(text=text, finish_reason=finish, prompt_tokens=len(encoded[i]),
+                              completion_tokens=self.count_tokens(text))
+
+        return self._parallel([lambda i=i: job(i) for i in range(len(prompts))])
 
     def close(self) -> None:
         try:

@@ -39,6 +39,7 @@ class TransformersBackend(Backend):
     name = "transformers"
     supports_logprobs = True
     supports_json_schema = True
+    supports_permutation_decoding = True
 
     def __init__(self, settings: Settings | None = None, model: Any = None, tokenizer: Any = None) -> None:
         super().__init__()
@@ -233,7 +234,22 @@ class TransformersBackend(Backend):
                     results[i] = gen
         return results  # type: ignore[return-value]
 
-    def _generate_rows(self, prompts: list[str], max_tokens: int, grammars: list[Any] | None) -> list[Generation]:
+    def generate_permutations(self, prompts: Sequence[str], keys: Sequence[Sequence[str]],
+                              ks: Sequence[int]) -> list[Generation]:
+        from ..constrained import hf_spec, transformers_processor
+
+        specs = [hf_spec(self.tokenizer, kk, k) for kk, k in zip(keys, ks)]
+        out: list[Generation] = []
+        bs = self.settings.batch_size
+        for start in range(0, len(prompts), bs):
+            chunk = specs[start : start + bs]
+            out += self._generate_rows(list(prompts[start : start + bs]), max(s.max_tokens() for s in chunk), None,
+                                       processor=lambda width, chunk=chunk: transformers_processor(chunk, width))
+        return out
+
+    def _generate_rows(self, prompts: list[str], max_tokens: int, grammars: list[Any] | None,
+                       processor: Any = None) -> list[Generation]:
+        """``processor(prompt_width)`` builds an extra logits processor for the batch."""
         torch = self._torch
         from transformers import LogitsProcessorList
 
@@ -250,6 +266,8 @@ class TransformersBackend(Backend):
             import xgrammar as xgr
 
             processors.append(xgr.contrib.hf.LogitsProcessor(list(grammars)))
+        if processor is not None:
+            processors.append(processor(width))
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=ids.to(self.device),

@@ -45,6 +45,7 @@ from .base import Backend, Generation
 log = logging.getLogger(__name__)
 
 STRUCTURED_OUTPUTS_CONFIG = {"backend": "xgrammar", "disable_any_whitespace": True}
+PERMUTATION_PROCESSOR = "llm_recommender.constrained_vllm:PermutationLogitsProcessor"  # by name: vLLM imports it
 
 
 def vllm_installed() -> bool:
@@ -116,6 +117,7 @@ class VLLMBackend(TokenizerMixin, Backend):
     name = "vllm"
     supports_logprobs = True
     supports_json_schema = True
+    supports_permutation_decoding = True  # our V1 logits processor is registered on every engine
 
     def __init__(self, settings: Settings | None = None, **engine_kwargs: Any) -> None:
         super().__init__()
@@ -161,6 +163,8 @@ class VLLMBackend(TokenizerMixin, Backend):
             "max_logprobs": self.settings.vllm_max_logprobs,
             "seed": self.settings.permutation_seed,
             "structured_outputs_config": dict(STRUCTURED_OUTPUTS_CONFIG),
+            # Only requests carrying a permutation spec in extra_args are touched (listwise).
+            "logits_processors": [PERMUTATION_PROCESSOR],
         }
         if not self.cpu:
             kwargs["gpu_memory_utilization"] = self.settings.vllm_gpu_memory_utilization
@@ -244,6 +248,25 @@ class VLLMBackend(TokenizerMixin, Backend):
             out = res.outputs[0]
             n = len(out.token_ids)
             self.stats.add(completion_tokens=n)
+            finish = "length" if out.finish_reason == "length" else "stop"
+            results.append(Generation(text=out.text, finish_reason=finish, prompt_tokens=len(res.prompt_token_ids), completion_tokens=n))
+        return results
+
+    def generate_permutations(self, prompts: Sequence[str], keys: Sequence[Sequence[str]],
+                              ks: Sequence[int]) -> list[Generation]:
+        from ..constrained import hf_spec
+
+        specs = [hf_spec(self.tokenizer, kk, k) for kk, k in zip(keys, ks)]
+        params = [self._SamplingParams(max_tokens=s.max_tokens(), temperature=0.0, stop_token_ids=[s.eos],
+                                       extra_args=s.to_xargs()) for s in specs]
+        return self._generations(self._run([self.encode(p) for p in prompts], params) if prompts else [])
+
+    def _generations(self, outputs: list[Any]) -> list[Generation]:
+        results = []
+        for res in outputs:
+            out = res.outputs[0]
+            n = len(out.token_ids)
+            self.stats.completion_tokens += n
             finish = "length" if out.finish_reason == "length" else "stop"
             results.append(Generation(text=out.text, finish_reason=finish, prompt_tokens=len(res.prompt_token_ids), completion_tokens=n))
         return results

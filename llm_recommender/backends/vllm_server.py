@@ -24,6 +24,7 @@ from ..errors import BackendError, ModelLoadError
 from ..model_store import resolve_model
 from ..settings import Settings
 from .vllm_backend import (
+    PERMUTATION_PROCESSOR,
     STRUCTURED_OUTPUTS_CONFIG,
     capped_max_model_len,
     engine_env,
@@ -86,6 +87,8 @@ class VLLMServer:
             "--enable-prefix-caching",
             "--seed", str(s.permutation_seed),
             "--structured-outputs-config", json.dumps(STRUCTURED_OUTPUTS_CONFIG),
+            # Constrained listwise for clients that send the spec in vllm_xargs (the openai backend does).
+            "--logits-processors", PERMUTATION_PROCESSOR,
         ]
         if s.tokenizer:
             cmd += ["--tokenizer", resolve_model(s.tokenizer)]

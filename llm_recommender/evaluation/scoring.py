@@ -64,7 +64,7 @@ def rank_cases(rec: Any, strategy: str, cases: Sequence[EvalCase], batch: int = 
 LLM_SIGNATURE_SETTINGS = (
     "max_history", "max_prompt_tokens", "output_reserve_tokens", "max_title_chars", "max_description_chars",
     "listwise_retries", "listwise_max_tokens", "pointwise_prefix_reuse", "template_dir", "dtype", "permutations",
-    "permutation_seed",
+    "permutation_seed", "listwise_decoding", "listwise_keys", "listwise_top_k", "permutation_mode", "label_prior",
 )
 
 

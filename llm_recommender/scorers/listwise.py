@@ -1,10 +1,18 @@
-"""Listwise: the LLM writes a JSON ranking of all candidate ids.
+"""Listwise: the LLM writes a JSON ranking ``{"ranking": [keys]}`` of the candidates.
 
-Decoding is constrained by a JSON schema built from a pydantic model (ids as an enum,
-length fixed) where the backend supports it. The parser then checks that the ranking
-is a permutation of the candidate ids; if not, the model is re-asked with the
-validation error, at most ``listwise_retries`` times, after which the verbalizer
-scores are used and the fallback is recorded in the result.
+Keys are the candidate ids, or labels ``A, B, ...`` (``listwise_keys``). Two decoding
+paths, recorded per result in ``details["decoding"]``:
+
+* ``constrained`` (backends that can, ``listwise_decoding="auto"|"constrained"``):
+  every generated token is masked so that the output is a duplicate-free ranking of
+  the candidate keys by construction (``constrained.py``). Nothing to re-ask.
+* ``validated`` (e.g. a generic OpenAI-compatible server): decoding under a JSON
+  schema where supported; the parser checks the permutation, the model is re-asked
+  with the validation error at most ``listwise_retries`` times, then the verbalizer
+  scores are used and the fallback is recorded.
+
+With ``listwise_top_k = k`` only the best ``k`` are ranked; the others follow in the
+verbalizer's order. Both paths parse with the same pydantic contract.
 
 ``probability`` always comes from the verbalizer pass (the model's own distribution
 over the candidates); it is computed up front because it doubles as the fallback.
@@ -12,69 +20,122 @@ over the candidates); it is computed up front because it doubles as the fallback
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
+from ..errors import CapabilityError, TooManyCandidatesError
 from ..protocol import Fallback, RankRequest
 from ..structured import ParseFailure, parse_ranking, ranking_schema
 from .base import LLMScorer, ScoreResult
-from .verbalizer import VerbalizerScorer
+from .verbalizer import LABEL_ALPHABET, VerbalizerScorer
 
 
 class ListwiseScorer(LLMScorer):
     name = "listwise"
 
+    def _decoding(self) -> str:
+        wanted = self.settings.listwise_decoding
+        if wanted == "validated":
+            return "validated"
+        if self.backend.can_decode_permutations():
+            return "constrained"
+        if wanted == "constrained":
+            raise CapabilityError(f"backend {self.backend.name!r} cannot constrain a ranking to a permutation; "
+                                  "use listwise_decoding='auto' or 'validated'", param="listwise_decoding")
+        return "validated"
+
+    def _keys(self, request: RankRequest) -> list[str]:
+        n = len(request.candidates)
+        if self.settings.listwise_keys == "ids":
+            return [c.id for c in request.candidates]
+        if n > len(LABEL_ALPHABET):
+            raise TooManyCandidatesError(f"{n} candidates but only {len(LABEL_ALPHABET)} labels; send fewer or use "
+                                         "listwise_keys='ids'", param="candidates")
+        return list(LABEL_ALPHABET[:n])
+
     def score_many(self, requests: list[RankRequest]) -> list[ScoreResult]:
         base = VerbalizerScorer(self.backend, self.renderer, self.settings).score_many(requests)
-        use_schema = self.backend.supports_json_schema
+        decoding = self._decoding()
+        key_name = "id" if self.settings.listwise_keys == "ids" else "label"
         states = []
         for request, verb in zip(requests, base):
+            keys = self._keys(request)
+            k = min(self.settings.listwise_top_k or len(keys), len(keys))
             history = self.renderer.history_views(request.history)
-            views = [self.renderer.item_view(c) for c in request.candidates]
-            ids = [c.id for c in request.candidates]
-            rendered = self.renderer.fit("listwise.j2", history, extra_tokens=self.settings.listwise_max_tokens, candidates=views)
+            labels = keys if key_name == "label" else [None] * len(keys)
+            views = [self.renderer.item_view(c, label=json.dumps(lab) if lab else None)
+                     for c, lab in zip(request.candidates, labels)]
+            context = {"candidates": views, "rank_k": k, "key_name": key_name}
+            rendered = self.renderer.fit("listwise.j2", history, extra_tokens=self.settings.listwise_max_tokens, **context)
             kept = history[len(history) - rendered.history_used :] if rendered.history_used else []
-            messages = self.renderer.messages("listwise.j2", history=kept, candidates=views)
-            states.append({"ids": ids, "messages": messages, "attempts": [], "ranking": None, "verb": verb,
+            messages = self.renderer.messages("listwise.j2", history=kept, **context)
+            states.append({"keys": keys, "k": k, "messages": messages, "attempts": [], "ranking": None, "verb": verb,
                            "used": min(rendered.history_used, verb.history_used), "notes": rendered.notes})
 
+        if decoding == "constrained":
+            self._constrained(states)
+        else:
+            self._validated(states, key_name)
+        return [self._result(state, decoding) for state in states]
+
+    def _constrained(self, states: list[dict]) -> None:
+        prompts = [self.backend.chat_prompt(s["messages"]) for s in states]
+        gens = self.backend.generate_permutations(prompts, [s["keys"] for s in states], [s["k"] for s in states])
+        for state, gen in zip(states, gens):
+            self._parse(state, gen)
+
+    def _validated(self, states: list[dict], key_name: str) -> None:
+        use_schema = self.backend.supports_json_schema
         for _round in range(self.settings.listwise_retries + 1):
             pending = [s for s in states if s["ranking"] is None]
             if not pending:
                 break
             prompts = [self.backend.chat_prompt(s["messages"]) for s in pending]
-            schemas = [ranking_schema(s["ids"]) if use_schema else None for s in pending]
+            schemas = [ranking_schema(s["keys"], s["k"]) if use_schema else None for s in pending]
             # Schemas differ per request; backends that can batch them do so.
             gens = self.backend.generate_batch(prompts, max_tokens=self.settings.listwise_max_tokens, json_schemas=schemas)
             for state, gen in zip(pending, gens):
-                try:
-                    state["ranking"] = parse_ranking(gen.text, state["ids"])
-                    state["attempts"].append({"ok": True, "finish_reason": gen.finish_reason})
-                except ParseFailure as exc:
-                    state["attempts"].append({"ok": False, "kind": exc.kind, "error": exc.message, "raw": gen.text[:2000],
-                                              "finish_reason": gen.finish_reason})
-                    retry = self.renderer.render("listwise_retry.j2", error=exc.message, ids=[f'"{i}"' for i in state["ids"]])
+                error = self._parse(state, gen)
+                if error is not None:
+                    retry = self.renderer.render("listwise_retry.j2", error=error, ids=[f'"{i}"' for i in state["keys"]],
+                                                 rank_k=state["k"], key_name=key_name)
                     state["messages"] = state["messages"] + [
                         {"role": "assistant", "content": gen.text[:2000]},
                         {"role": "user", "content": retry.strip()},
                     ]
 
-        results = []
-        for state in states:
-            verb: ScoreResult = state["verb"]
-            n = len(state["ids"])
-            details = {"attempts": state["attempts"], "label_mass": verb.details.get("label_mass")}
-            if state["ranking"] is not None:
-                index = {cid: i for i, cid in enumerate(state["ids"])}
-                order = [index[cid] for cid in state["ranking"]]
-                scores = np.empty(n)
-                for pos, cand in enumerate(order):
-                    scores[cand] = 1.0 - pos / max(n - 1, 1)  # 1.0 for the top, 0.0 for the last
-                results.append(ScoreResult(scores=scores, probabilities=verb.probabilities, history_used=state["used"],
-                                           order=order, notes=state["notes"], details=details | {"fallback": False}))
-            else:
-                last = state["attempts"][-1]
-                fallback = Fallback(stage="listwise", reason=f"{last['kind']}: {last['error']}",
-                                    attempts=len(state["attempts"]), used="verbalizer")
-                results.append(ScoreResult(scores=verb.scores, probabilities=verb.probabilities, history_used=state["used"],
-                                           fallbacks=[fallback], notes=state["notes"], details=details | {"fallback": True}))
-        return results
+    @staticmethod
+    def _parse(state: dict, gen) -> str | None:
+        """Record the attempt; the validation error message if it failed."""
+        try:
+            state["ranking"] = parse_ranking(gen.text, state["keys"], state["k"])
+            state["attempts"].append({"ok": True, "finish_reason": gen.finish_reason,
+                                      "completion_tokens": gen.completion_tokens})
+            return None
+        except ParseFailure as exc:
+            state["attempts"].append({"ok": False, "kind": exc.kind, "error": exc.message, "raw": gen.text[:2000],
+                                      "finish_reason": gen.finish_reason})
+            return exc.message
+
+    @staticmethod
+    def _result(state: dict, decoding: str) -> ScoreResult:
+        verb: ScoreResult = state["verb"]
+        n = len(state["keys"])
+        details = {"attempts": state["attempts"], "label_mass": verb.details.get("label_mass"), "decoding": decoding,
+                   "ranked": state["k"]}
+        if state["ranking"] is None:
+            last = state["attempts"][-1]
+            fallback = Fallback(stage="listwise", reason=f"{last['kind']}: {last['error']}",
+                                attempts=len(state["attempts"]), used="verbalizer")
+            return ScoreResult(scores=verb.scores, probabilities=verb.probabilities, history_used=state["used"],
+                               fallbacks=[fallback], notes=state["notes"], details=details | {"fallback": True})
+        index = {key: i for i, key in enumerate(state["keys"])}
+        ranked = [index[key] for key in state["ranking"]]
+        chosen = set(ranked)
+        order = ranked + [i for i in verb.ranking() if i not in chosen]  # top-k: the rest in the verbalizer's order
+        scores = np.empty(n)
+        for pos, cand in enumerate(order):
+            scores[cand] = 1.0 - pos / max(n - 1, 1)  # 1.0 for the top, 0.0 for the last
+        return ScoreResult(scores=scores, probabilities=verb.probabilities, history_used=state["used"], order=order,
+                           notes=state["notes"], details=details | {"fallback": False})

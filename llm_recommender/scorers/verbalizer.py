@@ -3,7 +3,14 @@
 The next-token log-probabilities of the label tokens, renormalised over the labels in
 use, are a distribution over candidates. With ``permutations > 1`` the candidates are
 also shown in seeded shuffled orders (one pass each, batched) and the per-candidate
-probabilities averaged, which reduces the model's position bias.
+probabilities averaged, which reduces the model's position bias. ``permutation_mode="cyclic"``
+uses evenly spaced cyclic shifts instead: with as many passes as candidates, every
+candidate is shown once at every position, so a pure position preference cancels exactly.
+
+With ``label_prior`` (contextual calibration, Zhao et al. 2021) the label distribution is
+divided by the model's prior over the labels, measured on a content-free prompt (no
+history, every candidate "N/A") once per model, template and candidate count, and
+renormalised, before positions are mapped back to candidates.
 """
 
 from __future__ import annotations
@@ -46,8 +53,36 @@ def permutation_orders(request: RankRequest, k: int, seed: int) -> list[list[int
     return orders
 
 
+def cyclic_orders(n: int, k: int) -> list[list[int]]:
+    """``k`` evenly spaced cyclic shifts of ``range(n)``, identity first (``k >= n``: all ``n`` shifts)."""
+    m = min(k, n)
+    shifts = sorted({round(j * n / m) % n for j in range(m)})
+    return [[(pos + s) % n for pos in range(n)] for s in shifts]
+
+
+CONTENT_FREE_TITLE = "N/A"
+_PRIORS: dict[tuple[str, str, int], np.ndarray] = {}  # (model, template source, n) -> label prior
+
+
 class VerbalizerScorer(LLMScorer):
     name = "verbalizer"
+
+    def label_prior(self, n: int) -> np.ndarray:
+        """The model's distribution over the first ``n`` labels on a content-free list (cached)."""
+        from ..protocol import Item
+
+        labels, ids = self._labels(n)
+        views = [self.renderer.item_view(Item(id=str(i), title=CONTENT_FREE_TITLE), label=labels[i]) for i in range(n)]
+        text = self.renderer.fit("verbalizer.j2", [], candidates=views, labels=labels).text
+        key = (self.backend.model_name, text, n)  # the rendered prompt stands for the template
+        if key not in _PRIORS:
+            _PRIORS[key] = softmax_logprobs(self.backend.next_token_logprobs([text], ids)[0])
+        return _PRIORS[key]
+
+    def _orders(self, request: RankRequest) -> list[list[int]]:
+        if self.settings.permutation_mode == "cyclic":
+            return cyclic_orders(len(request.candidates), self.settings.permutations)
+        return permutation_orders(request, self.settings.permutations, self.settings.permutation_seed)
 
     def _labels(self, n: int) -> tuple[list[str], list[int]]:
         labels, ids = label_tokens(self.backend)
@@ -67,9 +102,7 @@ class VerbalizerScorer(LLMScorer):
         for r_idx, request in enumerate(requests):
             n = len(request.candidates)
             labels, ids = self._labels(n)
-            req_orders = orders[r_idx] if orders is not None else permutation_orders(
-                request, self.settings.permutations, self.settings.permutation_seed
-            )
+            req_orders = orders[r_idx] if orders is not None else self._orders(request)
             history = self.renderer.history_views(request.history)
             used, notes = len(history), []
             for order in req_orders:
@@ -90,6 +123,7 @@ class VerbalizerScorer(LLMScorer):
         for (req_orders, ids, used, notes, own), request in zip(plan, requests):
             n = len(request.candidates)
             cols = [column[t] for t in ids]
+            prior = self.label_prior(n) if self.settings.label_prior else None
             probs = np.zeros(n)
             label_mass = []
             for order in req_orders:
@@ -97,6 +131,9 @@ class VerbalizerScorer(LLMScorer):
                 row += 1
                 label_mass.append(float(np.exp(lp).sum()))
                 p = softmax_logprobs(lp)
+                if prior is not None:
+                    p = p / prior
+                    p = p / p.sum()
                 for pos, cand in enumerate(order):
                     probs[cand] += p[pos]
             probs /= len(req_orders)
@@ -106,7 +143,8 @@ class VerbalizerScorer(LLMScorer):
                     probabilities=probs,
                     history_used=used,
                     notes=list(notes),
-                    details={"label_mass": float(np.mean(label_mass)), "permutations": len(req_orders)},
+                    details={"label_mass": float(np.mean(label_mass)), "permutations": len(req_orders),
+                             "label_prior": None if prior is None else prior.tolist()},
                     usage=own,
                 )
             )

@@ -297,3 +297,42 @@ def test_unreachable_server_fails_after_bounded_retries(default_model_dir):
         OpenAIBackend(Settings(base_url=f"http://127.0.0.1:{port}/v1", tokenizer=str(default_model_dir),
                                max_retries=2, retry_backoff=0.01))
     assert time.monotonic() - start < 10
+
+
+# ---- constrained listwise over HTTP: only a server that honours vllm_xargs gets the spec --------------------
+
+
+def test_a_server_that_ignores_vllm_xargs_is_asked_once_and_listwise_stays_validated(backend, server):
+    assert backend.can_decode_permutations() is False  # its reply is not the forced ranking
+    assert len(server.requests) == 1 and "llm_rec_permutation" in server.requests[0]["vllm_xargs"]
+    assert backend.can_decode_permutations() is False and len(server.requests) == 1
+    with pytest.raises(CapabilityError):
+        backend.generate_permutations(["p"], [["a", "b"]], [2])
+
+
+def test_a_server_that_refuses_vllm_xargs_keeps_the_validated_path(backend, server):
+    server.script = [(400, "extra fields not permitted: vllm_xargs")]
+    assert backend.can_decode_permutations() is False
+
+
+def test_a_constraining_server_ranks_each_request_under_its_own_spec(backend, server, sample_request):
+    from llm_recommender import Recommender
+    from llm_recommender.constrained import PermutationSpec
+    from llm_recommender.protocol import parse_request
+
+    def reply(body):  # a server running the processor, with a model that ranks keys in reverse
+        if "vllm_xargs" not in body:
+            return completion(body)
+        spec = PermutationSpec.from_xargs(body["vllm_xargs"])
+        keys = [backend.tokenizer.decode(list(item)) for item in spec.items][::-1][: spec.k]
+        text = json.dumps({"ranking": keys})
+        return {**completion({**body, "max_tokens": 1}), "choices": [{"index": 0, "text": text, "finish_reason": "stop"}]}
+
+    server.default = reply
+    rec = Recommender(backend=backend, strategy="listwise")
+    (result,) = rec.scorer().score_many([parse_request(sample_request)])
+    assert result.details["decoding"] == "constrained" and not result.details["fallback"]
+    assert result.ranking() == [3, 2, 1, 0]
+    sent = [r for r in server.requests if "vllm_xargs" in r]
+    assert len(sent) == 2  # the probe, then the request
+    assert sent[-1]["stop_token_ids"] == [backend.tokenizer.eos_token_id] and len(sent[-1]["prompt"]) == 1

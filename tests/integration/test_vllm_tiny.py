@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from llm_recommender import Recommender
+from llm_recommender.protocol import parse_request
 from tests.vllm_support import fixed_requests, require_vllm, tiny_vllm_model_dir  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -76,6 +77,13 @@ def _healthy(port: int) -> bool:
         return False
 
 
+def _listwise(rec, **settings):
+    """The listwise scorer of ``rec`` with some settings changed (same backend: no new engine)."""
+    from llm_recommender.scorers import ListwiseScorer
+
+    return ListwiseScorer(rec.backend, rec.renderer, rec.settings.model_copy(update=settings))
+
+
 def _rec(request, which):
     return request.getfixturevalue({"engine": "engine_rec", "server": "server_rec"}[which])
 
@@ -98,18 +106,39 @@ def test_every_strategy_through_each_vllm_backend(request, which, strategy, samp
 
 @pytest.mark.parametrize("which", ["engine", "server"])
 def test_malformed_listwise_output_is_re_asked_then_falls_back(request, which, sample_request):
-    """The random model's JSON is schema-shaped (constrained decoding) but not a permutation:
-    duplicate ids. Each request is re-asked ``listwise_retries`` times, then scored by the verbalizer."""
+    """Validated path (what a generic server gets): the random model's JSON is schema-shaped but not a
+    permutation (duplicate ids). Each request is re-asked ``listwise_retries`` times, then scored by the verbalizer."""
     rec = _rec(request, which)
-    requests = [{**sample_request, "strategy": "listwise", "top_k": 4}] * 2
-    for resp in rec.rank_many(requests):
-        assert resp.fallback_used
-        (fallback,) = [f for f in resp.fallbacks if f.stage == "listwise"]
+    scorer = _listwise(rec, listwise_decoding="validated")
+    verbalizer = rec.scorer("verbalizer").score(parse_request(sample_request))
+    for result in scorer.score_many([parse_request(sample_request)] * 2):
+        assert result.details["decoding"] == "validated" and result.details["fallback"]
+        (fallback,) = [f for f in result.fallbacks if f.stage == "listwise"]
         assert fallback.used == "verbalizer"
         assert fallback.attempts == rec.settings.listwise_retries + 1
         assert fallback.reason.split(":")[0] in {"duplicate_id", "missing_id", "unknown_id", "schema", "not_json"}
-        verbalizer = rec.rank_request({**sample_request, "strategy": "verbalizer", "top_k": 4})
-        assert [i.id for i in resp.items] == [i.id for i in verbalizer.items]
+        assert result.ranking() == verbalizer.ranking()
+
+
+@pytest.mark.parametrize("which", ["engine", "server"])
+@pytest.mark.parametrize("settings", [{}, {"listwise_top_k": 3}, {"listwise_keys": "labels"}],
+                         ids=["full", "top3", "labels"])
+def test_constrained_listwise_is_a_permutation_on_the_random_model(request, which, settings):
+    """The same garbage model, constrained by our logits processor in the engine / behind the server."""
+    rec = _rec(request, which)
+    requests = [parse_request(r) for r in fixed_requests(3, n_candidates=6)]
+    for result in _listwise(rec, **settings).score_many(requests):
+        assert result.details["decoding"] == "constrained" and not result.details["fallback"]
+        assert [a["ok"] for a in result.details["attempts"]] == [True]
+        assert sorted(result.ranking()) == list(range(6))
+        assert result.details["ranked"] == settings.get("listwise_top_k", 6)
+
+
+def test_constrained_rankings_agree_between_engine_and_server(engine_rec, server_rec):
+    requests = [parse_request(r) for r in fixed_requests(2, n_candidates=6)]
+    a = [r.ranking() for r in _listwise(engine_rec).score_many(requests)]
+    b = [r.ranking() for r in _listwise(server_rec).score_many(requests)]
+    assert a == b
 
 
 @pytest.mark.parametrize("which", ["engine", "server"])

@@ -73,6 +73,7 @@ def test_engine_env_keeps_the_callers_values(monkeypatch):
 
 
 def test_server_command_has_what_these_cpus_need(tmp_path, monkeypatch):
+    import importlib
     import importlib.util
 
     from tests.conftest import skip_or_fail
@@ -92,5 +93,8 @@ def test_server_command_has_what_these_cpus_need(tmp_path, monkeypatch):
     assert args["--dtype"] == "float32" and int(args["--max-logprobs"]) >= 20
     assert json.loads(args["--structured-outputs-config"]) == {"backend": "xgrammar", "disable_any_whitespace": True}
     assert "--enforce-eager" in cmd and "--enable-prefix-caching" in cmd
+    # constrained listwise over HTTP: the processor class must be importable by that name
+    module, _, cls = args["--logits-processors"].partition(":")
+    assert getattr(importlib.import_module(module), cls).__name__ == "PermutationLogitsProcessor"
     assert server.url == "http://127.0.0.1:8123/v1"
     assert server.env()["VLLM_CPU_KVCACHE_SPACE"]

@@ -1,0 +1,128 @@
+#!/usr/bin/env python
+"""Listwise decoding on the default model: latency, tokens, invalid / fallback / echo shares.
+
+Workload as in eval/bench_latency.py: the embedded SmolLM2-135M-Instruct (transformers
+backend), users of the bundled ml-latest-small sample, 50-item history, 20 candidates.
+One process, one model; per request and configuration:
+
+* ``verbalizer``: the one-pass baseline (listwise runs it too: it gives the probabilities);
+* ``listwise`` constrained with ids, with labels (A..T), and top-5 with labels;
+* ``listwise`` validated (schema, re-ask, fallback), only with ``--validated``: it is slow.
+
+``echo`` = the ranking is the presentation order (c0, c1, ...), over its ranked part.
+
+    python eval/bench_listwise.py --users 12 --threads 1 --out eval/results/bench_listwise.json
+
+A benchmark, not a test: nothing here asserts speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+CONFIGS = {
+    "verbalizer": None,
+    "listwise ids": {"listwise_keys": "ids"},
+    "listwise labels": {"listwise_keys": "labels"},
+    "listwise labels top-5": {"listwise_keys": "labels", "listwise_top_k": 5},
+    "listwise ids validated": {"listwise_keys": "ids", "listwise_decoding": "validated"},
+}
+
+
+def requests(n: int, candidates: int, history: int) -> list[dict]:
+    from llm_recommender.sample_data import ratings_by_user, sample_request
+
+    out = []
+    for user in map(str, range(1, 611)):
+        if len(ratings_by_user().get(user, [])) > history + 1:
+            out.append(sample_request(user, candidates, history, seed=0, top_k=candidates, reasons=False)[0])
+        if len(out) == n:
+            break
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=12)
+    ap.add_argument("--candidates", type=int, default=20)
+    ap.add_argument("--history", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--validated", action="store_true", help="also run the validated path (about a minute per request)")
+    ap.add_argument("--out", type=Path, default=Path("eval/results/bench_listwise.json"))
+    args = ap.parse_args()
+
+    from llm_recommender import Recommender
+    from llm_recommender.protocol import parse_request
+    from llm_recommender.scorers import ListwiseScorer
+
+    rec = Recommender(backend="transformers", threads=args.threads)
+    reqs = [parse_request(r) for r in requests(args.users + 1, args.candidates, args.history)]
+    names = [n for n in CONFIGS if args.validated or "validated" not in n]
+    scorers = {n: rec.scorer("verbalizer") if CONFIGS[n] is None else
+               ListwiseScorer(rec.backend, rec.renderer, rec.settings.model_copy(update=CONFIGS[n])) for n in names}
+    for scorer in scorers.values():
+        scorer.score(reqs[0])  # warm-up, not timed
+    raw: dict[str, list[dict]] = {n: [] for n in names}
+    for i, req in enumerate(reqs[1:]):
+        for name, scorer in scorers.items():
+            before = rec.backend.stats.completion_tokens
+            t = time.perf_counter()
+            result = scorer.score(req)
+            seconds = time.perf_counter() - t
+            k = result.details.get("ranked", len(req.candidates))
+            attempts = result.details.get("attempts", [])
+            raw[name].append({
+                "seconds": seconds,
+                "completion_tokens": rec.backend.stats.completion_tokens - before,
+                "invalid_outputs": sum(not a["ok"] for a in attempts),
+                "outputs": len(attempts),
+                "fallback": bool(result.details.get("fallback")),
+                "echo": result.order is not None and result.order[:k] == list(range(k)),
+                "decoding": result.details.get("decoding"),
+                "top1": result.ranking()[0],
+            })
+        print(f"user {i + 1}/{len(reqs) - 1}: " + ", ".join(f"{n} {raw[n][-1]['seconds']:.2f}s" for n in names),
+              file=sys.stderr, flush=True)
+        rows = summarise(raw, names)  # written after every user: a run cut short keeps what it measured
+        result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "model": rec.model_name,
+                  "dtype": rec.backend.dtype_name, "threads": args.threads, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "rows": rows, "raw": raw}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    print("| config | decoding | p50 s | x verbalizer | completion tokens | invalid | fallback | echo | top-1 = verbalizer's |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        pct = (lambda v: "-" if v is None else f"{v:.0%}")
+        print(f"| {r['config']} | {r['decoding'] or '-'} | {r['p50_s']:.2f} | {r['p50_vs_verbalizer']:.2f} | "
+              f"{r['completion_tokens_mean']:.0f} | {pct(r['invalid_output_share'])} | {pct(r['fallback_share'])} | "
+              f"{pct(r['echo_share'])} | {pct(r['top1_agrees_with_verbalizer'])} |")
+    print(f"written to {args.out}")
+
+
+def summarise(raw: dict[str, list[dict]], names: list[str]) -> list[dict]:
+    verb_p50 = statistics.median(r["seconds"] for r in raw["verbalizer"])
+    rows = []
+    for name in names:
+        rs = raw[name]
+        outputs = sum(r["outputs"] for r in rs)
+        p50 = statistics.median(r["seconds"] for r in rs)
+        rows.append({
+            "config": name, "requests": len(rs), "decoding": rs[0]["decoding"], "p50_s": p50,
+            "p50_vs_verbalizer": p50 / verb_p50,
+            "completion_tokens_mean": statistics.fmean(r["completion_tokens"] for r in rs),
+            "invalid_output_share": (sum(r["invalid_outputs"] for r in rs) / outputs) if outputs else None,
+            "fallback_share": statistics.fmean(r["fallback"] for r in rs) if outputs else None,
+            "echo_share": statistics.fmean(r["echo"] for r in rs) if outputs else None,
+            "top1_agrees_with_verbalizer": statistics.fmean(a["top1"] == b["top1"] for a, b in zip(rs, raw["verbalizer"])),
+        })
+    return rows
+
+
+if __name__ == "__main__":
+    main()

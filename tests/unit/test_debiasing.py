@@ -1,0 +1,72 @@
+"""Position-bias removal in the verbalizer, checked against hand-computed numbers with the fake backend.
+
+The fake "model" has a label bias (it likes label A three times as much as any other)
+and, optionally, a content preference (twice as much for the label next to Heat).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+
+from llm_recommender import Recommender
+from llm_recommender.backends.fake import FakeBackend
+from llm_recommender.protocol import parse_request
+from llm_recommender.scorers.verbalizer import _PRIORS, cyclic_orders
+
+
+def biased(content: str | None = None):
+    def score_fn(prompt: str, token: str) -> float:
+        logit = math.log(3.0) if token == "A" else 0.0
+        if content and re.search(rf'^{token}\. "{re.escape(content)}"', prompt, re.MULTILINE):
+            logit += math.log(2.0)
+        return logit
+    return score_fn
+
+
+def verbalize(sample_request, backend, **settings):
+    _PRIORS.clear()
+    rec = Recommender(backend=backend, **settings)
+    return rec.scorer("verbalizer").score(parse_request(sample_request))
+
+
+def test_label_prior_is_measured_on_a_content_free_list_and_divided_out(sample_request):
+    backend = FakeBackend(score_fn=biased("Heat (1995)"))  # Heat (1995) is candidate 0, label A
+    raw = verbalize(sample_request, backend)
+    np.testing.assert_allclose(raw.probabilities, [6 / 9, 1 / 9, 1 / 9, 1 / 9])  # (3*2, 1, 1, 1) renormalised
+    cal = verbalize(sample_request, FakeBackend(score_fn=biased("Heat (1995)")), label_prior=True)
+    np.testing.assert_allclose(cal.details["label_prior"], [3 / 6, 1 / 6, 1 / 6, 1 / 6])
+    # (6/9)/(3/6) : (1/9)/(1/6) = 4/3 : 2/3 = 2 : 1 -> (2, 1, 1, 1) / 5
+    np.testing.assert_allclose(cal.probabilities, [0.4, 0.2, 0.2, 0.2])
+
+
+def test_label_prior_is_cached_per_model_template_and_candidate_count(sample_request):
+    backend = FakeBackend(score_fn=biased())
+    rec = Recommender(backend=backend, label_prior=True)
+    _PRIORS.clear()
+    scorer = rec.scorer("verbalizer")
+    for _ in range(3):
+        scorer.score(parse_request(sample_request))
+    content_free = [p for c in backend.calls if c[0] == "next_token_logprobs" for p in c[1] if '"N/A"' in p]
+    assert len(content_free) == 1 and "(no history)" in content_free[0]
+
+
+@pytest.mark.parametrize(("n", "k", "shifts"), [(4, 4, [0, 1, 2, 3]), (4, 2, [0, 2]), (20, 4, [0, 5, 10, 15]), (3, 8, [0, 1, 2])])
+def test_cyclic_orders_are_evenly_spaced_shifts(n, k, shifts):
+    orders = cyclic_orders(n, k)
+    assert [o[0] for o in orders] == shifts
+    assert all(sorted(o) == list(range(n)) for o in orders)
+
+
+def test_cyclic_shifts_cancel_a_pure_position_bias_exactly(sample_request):
+    backend = FakeBackend(score_fn=biased())
+    result = verbalize(sample_request, backend, permutations=4, permutation_mode="cyclic")
+    np.testing.assert_allclose(result.probabilities, [0.25] * 4)
+    assert result.details["permutations"] == 4
+    (call,) = [c for c in backend.calls if c[0] == "next_token_logprobs"]
+    assert len(call[1]) == 4  # the four shifts go to the backend as one batch
+    random_orders = verbalize(sample_request, FakeBackend(score_fn=biased()), permutations=4)
+    assert not np.allclose(random_orders.probabilities, 0.25)  # seeded shuffles need not balance positions
