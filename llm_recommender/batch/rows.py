@@ -87,7 +87,8 @@ def error_dict(exc: RecommenderError) -> dict[str, Any]:
 def ok_row(user_id: str, index: int, response: RankResponse) -> dict[str, Any]:
     return {
         "user_id": user_id, "row": index,
-        "items": [it.model_dump() for it in response.items],
+        # evidence only where there is some (fused bundle rankings): an all-null column would not round-trip Parquet
+        "items": [it.model_dump(exclude={"evidence"} if it.evidence is None else None) for it in response.items],
         "fallback_used": response.fallback_used, "notes": list(response.notes), "error": None,
     }
 
