@@ -26,6 +26,7 @@ def demo_bundle(console) -> Path:  # type: ignore[no-untyped-def]
     from ..model_store import cache_dir
 
     cfg = FitConfig(dataset="ml-latest-small", components=available_components(list(DEMO_COMPONENTS)),
+                    component_config={"sequence": {"model": {"epochs": 10, "patience": 2, "id_dropout": 0.1}}},
                     valid_users=610, command="llm-rec demo")
     key = hashlib.sha256((__version__ + cfg.model_dump_json()).encode()).hexdigest()[:12]
     path = cache_dir() / "bundles" / f"demo-ml-latest-small-{key}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -117,6 +118,10 @@ def eval_command(
         str | None,
         typer.Option(help="Components the run's own fit trains [default: all available]; the fit keeps those that help."),
     ] = None,
+    fit_config: Annotated[
+        str | None,
+        typer.Option(help='JSON of per-component configs for the fit, e.g. \'{"sequence": {"model": {"loss": "sampled"}}}\'.'),
+    ] = None,
     cold_share: Annotated[
         float, typer.Option(help="cold-start protocol: share of the items kept out of training (seeded).")
     ] = 0.1,
@@ -170,6 +175,7 @@ def eval_command(
             listwise_users=listwise_users,
             bundle=bundle,
             fit_components=fit_components,
+            fit_component_config=json.loads(fit_config) if fit_config else {},
             cold_share=cold_share,
             batch_size=batch_size,
             stop_after=stop_after,

@@ -95,6 +95,7 @@ class EvalConfig(BaseModel):
     bundle: Path | None = Field(None, description="evaluate this bundle instead of fitting one into OUT/bundle")
     fit_components: list[str] | None = Field(None, description="components the run's own fit trains (default: all)")
     fit_valid_users: int = Field(2000, ge=10)
+    fit_component_config: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-component configs for the fit")
     out: Path = Path("eval/runs/latest")
     backend: str | None = None
     model: str | None = None
@@ -179,6 +180,7 @@ class EvalRunner:
         wanted = [s for s in cfg.scorers if s not in LLM_NAMES and s not in (FUSED, "random")]
         components = cfg.fit_components or available_components(list(dict.fromkeys([*DEFAULT_COMPONENTS, *wanted])))
         fit_cfg = FitConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, components=components, seed=cfg.seed,
+                            component_config=cfg.fit_component_config,
                             n_candidates=cfg.n_candidates, max_history=cfg.max_history,
                             valid_users=cfg.fit_valid_users, cold_items=sorted(self.cold_items), threads=cfg.threads,
                             progress=cfg.progress, command=cfg.command, **({"model": cfg.model} if cfg.model else {}))
