@@ -65,7 +65,6 @@ def matmul_gflops(dtype_name: str, repeats: int = 5) -> float:
 
 def forward_gflops(rec, request: dict) -> dict:
     """FLOPs of the verbalizer's single forward pass, counted, and the achieved rate."""
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from llm_recommender.protocol import parse_request

@@ -8,7 +8,6 @@ import random
 import numpy as np
 import pytest
 
-from llm_recommender.errors import InvalidRequestError, ModelLoadError
 
 
 def write_tiny_dataset(folder, n_users=30, n_items=40, per_user=15, seed=0):
