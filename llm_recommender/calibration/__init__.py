@@ -16,7 +16,6 @@ from .base import (
 )
 from .features import FeatureSet
 from .fitting import fit_calibrator, flatten_results
-from .hybrid import HybridScorer, hybrid_features
 from .isotonic import IsotonicCalibrator
 from .logistic import FeatureLogisticCalibrator
 from .platt import PlattCalibrator
@@ -27,7 +26,6 @@ __all__ = [
     "Calibrator",
     "FeatureLogisticCalibrator",
     "FeatureSet",
-    "HybridScorer",
     "IdentityCalibrator",
     "IsotonicCalibrator",
     "PlattCalibrator",
@@ -36,7 +34,6 @@ __all__ = [
     "check_fitted_for",
     "fit_calibrator",
     "flatten_results",
-    "hybrid_features",
     "load_calibrator",
     "register_calibrator",
 ]

@@ -11,15 +11,11 @@ from llm_recommender.backends.fake import FakeBackend
 from llm_recommender.calibration import (
     FeatureLogisticCalibrator,
     FeatureSet,
-    HybridScorer,
     PlattCalibrator,
     fit_calibrator,
-    hybrid_features,
     load_calibrator,
 )
 from llm_recommender.errors import InvalidRequestError
-from llm_recommender.protocol import RankRequest
-from llm_recommender.scorers.base import Scorer, ScoreResult
 
 
 def sigmoid(z):
@@ -162,74 +158,3 @@ def test_recommender_accepts_a_feature_model_on_score_and_probability(tmp_path):
 
 # ---- the hybrid scorer ------------------------------------------------------------------
 
-
-class AttributeScorer(Scorer):
-    """Test component: reads a numeric candidate attribute (a stand-in for one signal)."""
-
-    def __init__(self, key: str, vectors: bool = False) -> None:
-        self.key, self.vectors, self.seen_cutoffs = key, vectors, None
-
-    def score_many(self, requests, cutoffs=None):
-        self.seen_cutoffs = cutoffs
-        out = []
-        for r in requests:
-            s = np.array([float(c.attributes[self.key]) for c in r.candidates])
-            details = {}
-            if self.vectors:
-                details = {
-                    "user_vector": np.array([1.0, -1.0]),
-                    "item_vectors": np.array(
-                        [[float(c.attributes["u"]), float(c.attributes["v"])] for c in r.candidates]
-                    ),
-                }
-            out.append(ScoreResult(scores=s, probabilities=sigmoid(s), history_used=0, details=details))
-        return out
-
-
-def hybrid_cases(seed: int, users: int = 150, n: int = 10):
-    rng = np.random.default_rng(seed)
-    reqs, labels = [], []
-    for _ in range(users):
-        a, b, u, v = rng.normal(size=(4, n))
-        target = int(np.argmax(a + b + 0.3 * rng.normal(size=n) + (u - v)))
-        reqs.append(
-            RankRequest(
-                history=[{"id": "h", "title": "h"}],
-                candidates=[
-                    {"id": str(j), "title": f"item {j}", "attributes": {"a": a[j], "b": b[j], "u": u[j], "v": v[j]}}
-                    for j in range(n)
-                ],
-            )
-        )
-        labels.append(np.eye(n)[target])
-    return reqs, labels
-
-
-def hit_at_1(results, labels) -> float:
-    return float(np.mean([lab[r.ranking()[0]] for r, lab in zip(results, labels)]))
-
-
-def test_hybrid_fits_on_validation_and_beats_each_component_on_test(tmp_path):
-    comps = {"a": AttributeScorer("a"), "b": AttributeScorer("b", vectors=True)}
-    val, val_labels = hybrid_cases(0)
-    hybrid = HybridScorer.fit(comps, val, val_labels, cutoffs=[0] * len(val), vectors="product")
-    assert comps["a"].seen_cutoffs == [0] * len(val)  # context is passed to components that take it
-    assert hybrid.calibrator.names == ["a", "b", "h_u*h_i"]
-    test, test_labels = hybrid_cases(1)
-    res = hybrid.score_many(test)
-    assert all(np.all((r.probabilities > 0) & (r.probabilities < 1)) for r in res)
-    h = hit_at_1(res, test_labels)
-    assert h > hit_at_1(comps["a"].score_many(test), test_labels) + 0.1
-    assert h > hit_at_1(comps["b"].score_many(test), test_labels) + 0.1
-    # the saved feature model reproduces the hybrid from cached component outputs
-    hybrid.calibrator.save(tmp_path / "hybrid.json")
-    again = HybridScorer(comps, load_calibrator(tmp_path / "hybrid.json"), vectors="product")
-    cached = {name: s.score_many(test) for name, s in comps.items()}
-    assert all(np.array_equal(x.scores, y.scores) for x, y in zip(again.combine(cached), res))
-
-
-def test_hybrid_vector_features_need_vectors():
-    r = ScoreResult(scores=np.zeros(2), probabilities=np.zeros(2), history_used=0)
-    with pytest.raises(InvalidRequestError) as exc:
-        hybrid_features({"llm": r}, vectors="concat")
-    assert exc.value.param == "features.h_u"
