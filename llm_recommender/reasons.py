@@ -8,6 +8,8 @@ recorded as a fallback in the response.
 from __future__ import annotations
 
 from .backends.base import Backend
+from .explain.degenerate import problem
+from .explain.llm_reasons import genres_of
 from .prompts import PromptRenderer
 from .protocol import Fallback, Item, RankRequest
 from .settings import Settings
@@ -15,12 +17,16 @@ from .structured import ParseFailure, parse_reason, reason_schema
 
 
 def generate_reasons(
-    backend: Backend, renderer: PromptRenderer, settings: Settings, request: RankRequest, items: list[Item]
+    backend: Backend, renderer: PromptRenderer, settings: Settings, request: RankRequest, items: list[Item],
+    known_genres: list[str] | None = None,
 ) -> tuple[list[str | None], list[Fallback]]:
+    """Reasons from the history alone (no evidence: an LLM strategy). A reply that does not parse, or that
+    the degenerate-output filter rejects, leaves that item's reason empty and is recorded as a fallback."""
     if not items:
         return [], []
     history = renderer.history_views(request.history)
     # The model names the related history item from the most recent ones (an enum in the schema).
+    history_titles = [h.title for h in request.history]
     recent_titles = [h.title for h in renderer.chronological(request.history)][-settings.reason_history_choices :]
     prompts = []
     for item in items:
@@ -33,10 +39,17 @@ def generate_reasons(
     failures: list[str] = []
     for item, gen in zip(items, generations):
         try:
-            reasons.append(parse_reason(gen.text, settings.reason_max_chars, recent_titles))
+            text = parse_reason(gen.text, settings.reason_max_chars, recent_titles)
         except ParseFailure as exc:
             reasons.append(None)
             failures.append(f"{item.id}: {exc.message}")
+            continue
+        why = problem(text.split(": ", 1)[1] if text.startswith("Like ") and ": " in text else text,
+                      titles=[*history_titles, item.title], allowed_titles=[*recent_titles, item.title],
+                      item_genres=genres_of(item), known_genres=known_genres or [])
+        reasons.append(None if why else text)
+        if why:
+            failures.append(f"{item.id}: {why}")
     fallbacks = []
     if failures:
         fallbacks.append(Fallback(stage="reason", reason="; ".join(failures)[:500], attempts=1, used="none"))

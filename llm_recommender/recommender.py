@@ -69,6 +69,7 @@ class Recommender:
             raise from_validation_error(exc) from None
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
         self._renderer: PromptRenderer | None = None
+        self._genres: list[str] | None = None
         self._scorers: dict[str, Scorer] = {}
         if bundle is not None:
             self._attach_bundle(bundle)
@@ -268,6 +269,16 @@ class Recommender:
             raise InvalidRequestError("the catalogue has no item outside the history to recommend", param="candidates")
         return request.model_copy(update={"candidates": found})
 
+    def known_genres(self, request: RankRequest) -> list[str]:
+        """The genre vocabulary a reason is checked against: the bundle's catalogue, else this request's items."""
+        from .explain.llm_reasons import genres_of
+
+        if self.bundle is not None:
+            if self._genres is None:
+                self._genres = sorted({g for it in self.bundle.space.items for g in genres_of(it)})
+            return self._genres
+        return sorted({g for it in [*request.candidates, *request.history] for g in genres_of(it)})
+
     def _respond(self, request: RankRequest, result: ScoreResult, strategy: str, scoring_usage: tuple[int, ...]) -> RankResponse:
         reasons_meter = UsageMeter()
         calibrator = self.calibrator_for(strategy)
@@ -289,9 +300,18 @@ class Recommender:
             from .explain.reasons import evidence_reasons
 
             reason_texts = list(evidence_reasons(top, evidence, self.settings.template_dir))
+        elif request.reasons and evidence[:1] != [None]:  # the LLM phrases the evidence; bad phrasing -> evidence text
+            from .explain.llm_reasons import llm_evidence_reasons
+
+            with metered() as reasons_meter:
+                texts, reason_fallbacks = llm_evidence_reasons(self.backend, self.renderer, self.settings, request, top,
+                                                               evidence, self.known_genres(request))
+            reason_texts = list(texts)
+            fallbacks += reason_fallbacks
         elif request.reasons:
             with metered() as reasons_meter:
-                reason_texts, reason_fallbacks = generate_reasons(self.backend, self.renderer, self.settings, request, top)
+                reason_texts, reason_fallbacks = generate_reasons(self.backend, self.renderer, self.settings, request, top,
+                                                                  self.known_genres(request))
             fallbacks += reason_fallbacks
         items = [
             RankedItem(id=c.id, title=c.title, rank=r + 1, score=float(result.scores[i]),

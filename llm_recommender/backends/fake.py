@@ -38,7 +38,7 @@ def default_generation(prompt: str, json_schema: dict[str, Any] | None) -> str:
             ids = next(iter(json_schema.get("$defs", {}).values()), {}).get("enum", [])
         return json.dumps({"ranking": ids or []})
     if "reason" in props:
-        return json.dumps({"reason": "fake reason: similar to your history"})
+        return json.dumps({"reason": "It is much like what you watched before."})
     return "ok"
 
 

@@ -46,7 +46,10 @@ def gather_evidence(bundle: Any, request: RankRequest, result: ScoreResult, indi
                         cited.append(EvidenceItem(id=hid, title=h.title, component=component,
                                                   strength=float(strength), rating=h.rating))
         # what the user liked explains a recommendation better than what they rated low
-        cited.sort(key=lambda e: (e.rating is not None and e.rating < LIKED, -e.strength if e.component == "cooccurrence" else 0))
+        # and a history item behind the component that carried the score (its largest term) explains it best
+        top = max(terms, key=lambda c: terms[c], default="")
+        cited.sort(key=lambda e: (e.component != top, e.rating is not None and e.rating < LIKED,
+                                  -e.strength if e.component == "cooccurrence" else 0))
         cited = cited[:MAX_HISTORY_ITEMS]
         mine = _values(cand)
         shared: dict[str, list[str]] = {}

@@ -14,6 +14,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
+from ..data.movielens import natural_title
 from ..prompts import builtin_template_dir
 from ..protocol import Evidence, Item
 
@@ -44,6 +45,8 @@ def evidence_reasons(items: list[Item], evidence: list[Evidence], template_dir: 
 def evidence_reason(item: Item, evidence: Evidence, template_dir: Path | None = None, cited: Any = None) -> str:
     top = max(evidence.contributions, key=lambda c: evidence.contributions[c], default="")
     cited = cited if cited is not None else (evidence.history_items[0] if evidence.history_items else None)
+    if cited is not None:  # "The Godfather (1972)", not the file's "Godfather, The (1972)"
+        cited = cited.model_copy(update={"title": natural_title(cited.title)})
     genres = (cited.shared if cited is not None else sorted({v for vs in evidence.shared_attributes.values() for v in vs}))[:3]
     text = _env(str(template_dir) if template_dir else None).get_template(TEMPLATE).render(
         item=item, evidence=evidence, top=top, cited=cited, genres=[g.lower() for g in genres])

@@ -124,18 +124,28 @@ def test_reasons_for_top_k_never_change_ranking(sample_request):
     sample_request["reasons"] = True
     plain = Recommender(backend=FakeBackend(score_fn=prefers("Casino (1995)"))).rank_request({**sample_request, "reasons": False})
     backend = FakeBackend(score_fn=prefers("Casino (1995)"),
-                          generations=lambda p, s: json.dumps({"reason": "Like " + p.split("Recommended item: ")[1][:12]}))
+                          generations=lambda p, s: json.dumps({"reason": "It is much like what you watched before."}))
     resp = Recommender(backend=backend).rank_request(sample_request)
     assert [i.id for i in resp.items] == [i.id for i in plain.items]
-    assert all(i.reason and i.reason.startswith("Like ") for i in resp.items)
+    assert all(i.reason and i.reason.startswith("It is much like") for i in resp.items)
     assert len([c for c in backend.calls if c[0] == "generate"]) == 1  # one batched call for top-k
     assert len(backend.calls[-1][1][0]) == 3
 
 
 def test_unparseable_reason_is_null_and_recorded(sample_request):
-    backend = FakeBackend(generations=["garbage", '{"reason": "fine"}', "also garbage"])
+    good = "It is much like what you watched before."
+    backend = FakeBackend(generations=["garbage", json.dumps({"reason": good}), "also garbage"])
     resp = Recommender(backend=backend).rank_request({**sample_request, "reasons": True})
-    assert [i.reason for i in resp.items] == [None, "fine", None]
+    assert [i.reason for i in resp.items] == [None, good, None]
+
+
+def test_degenerate_reason_is_null_and_recorded(sample_request):
+    """The filter of reasons="llm" guards the history-only reasons too: a bare title is no reason."""
+    title = sample_request["history"][0]["title"]
+    backend = FakeBackend(generations=[json.dumps({"reason": title})] * 3)
+    resp = Recommender(backend=backend).rank_request({**sample_request, "reasons": True})
+    assert [i.reason for i in resp.items] == [None, None, None]
+    assert "bare title" in resp.fallbacks[0].reason
     assert resp.fallback_used and resp.fallbacks[0].stage == "reason" and resp.fallbacks[0].used == "none"
 
 

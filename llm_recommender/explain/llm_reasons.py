@@ -1,0 +1,163 @@
+"""``reasons="llm"`` on a fused ranking: the LLM phrases each item's evidence, under structured output.
+
+The prompt gives the model only the evidence (which component carried the item, the cited history
+items, the genres they share); the JSON schema limits the cited title to the evidence's own and caps
+the length. Every reply then passes the degenerate-output filter (``degenerate.problem``): one that
+says nothing, repeats itself, is a bare title, names a history item outside the evidence or a genre
+the item does not have is replaced by the evidence text (``reasons="evidence"``) and recorded in
+``fallbacks``. So the worst an LLM reason can be is the deterministic one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..data.movielens import natural_title
+from ..protocol import Evidence, Fallback, Item, RankRequest
+from ..structured import ParseFailure, extract_json_object
+from .degenerate import _strip_year, problem
+from .reasons import evidence_reasons
+
+log = logging.getLogger(__name__)
+
+# What each component's evidence means, in words the prompt can state as fact.
+FACTS = {
+    "cooccurrence": "People who watched your movies often watched it too.",
+    "itemknn": "People who watched your movies often watched it too.",
+    "als": "It matches the taste your whole history shows.",
+    "bpr": "It matches the taste your whole history shows.",
+    "sequence": "It follows on naturally from what you watched most recently.",
+    "embedding": "Its description reads much like your movies.",
+    "representation": "The language model reads it as close to your movies.",
+    "popularity": "It is widely watched by people with histories like yours.",
+}
+
+
+# One worked example per kind of evidence, shown for the fact that carried the item (its largest fusion term),
+# in two forms: the cited history item was liked (rated >= 4) or only watched, as the item's own fact says.
+def _example(movie: str, fact: str, title: str, liked: str, watched: str) -> dict[str, dict[str, Any]]:
+    short = title.rsplit(" (", 1)[0]
+    return {kind: {"movie": movie, "because": title, "facts": [fact, f'You {how} "{title}"{stars}.'],
+                   "reason": reason.format(t=short)}
+            for kind, how, stars, reason in (("liked", "rated", " 5 stars", liked), ("watched", "watched", "", watched))}
+
+
+_CO = _example('"Toy Story 2 (1999)" (genres: Animation, Children, Comedy)', "People who watched your movies often watched it too.",
+               "Finding Nemo (2003)", "You gave {t} 5 stars, and its fans often pick this one next.",
+               "You watched {t}, and its fans often pick this one next.")
+_TASTE = _example('"Heat (1995)" (genres: Action, Crime, Thriller)', "It matches the taste your whole history shows.",
+                  "Casino (1995)", "You gave {t} 5 stars, so this one should fit your taste.",
+                  "Since you watched {t}, this one fits your taste.")
+_TEXT = _example('"Aliens (1986)" (genres: Action, Horror, Sci-Fi)', "Its description reads much like your movies.",
+                 "Alien (1979)", "Its story reads much like {t}, which you rated 5 stars.",
+                 "Its story reads much like {t}, which you watched.")
+EXAMPLES = {
+    "cooccurrence": _CO, "itemknn": _CO, "als": _TASTE, "bpr": _TASTE, "embedding": _TEXT, "representation": _TEXT,
+    "sequence": _example('"Shrek (2001)" (genres: Adventure, Animation, Comedy)',
+                         "It follows on naturally from what you watched most recently.", "Toy Story (1995)",
+                         "It follows on nicely from {t}, which you rated 5 stars.",
+                         "It follows on nicely from {t}, which you watched recently."),
+    "popularity": _example('"Forrest Gump (1994)" (genres: Comedy, Drama, Romance)',
+                           "It is widely watched by people with histories like yours.", "Apollo 13 (1995)",
+                           "Viewers who liked {t} as much as you did very often watch it as well.",
+                           "Viewers who watched {t}, as you did, very often watch it as well."),
+}
+JSON_TOKENS = 24  # the reply's JSON keys and the cited title, on top of the reason's own token cap
+
+
+def genres_of(item: Item) -> list[str]:
+    attrs = item.attributes or {}
+    vals = attrs.get("genres", attrs.get("genre", []))
+    return [str(v) for v in (vals if isinstance(vals, list) else [vals])]
+
+
+def facts_for(item: Item, ev: Evidence) -> list[str]:
+    ranked = sorted(ev.shares, key=lambda c: -ev.shares[c])
+    facts = [FACTS[c] for c in ranked[:2] if c in FACTS and ev.shares[c] >= 0.15]
+    if not ev.known_item:
+        facts.insert(0, "It is new to the catalogue, so it was judged by its description.")
+    shared = sorted({v for vals in ev.shared_attributes.values() for v in vals})
+    if shared:
+        facts.append("It shares these genres with your movies: " + ", ".join(shared).lower() + ".")
+    return list(dict.fromkeys(facts)) or ["It scores well for this user."]
+
+
+def _schema(titles: list[str], max_chars: int) -> dict[str, Any]:
+    """``because`` is the cited title; the reason must open by naming it exactly (a small model mangles titles
+    it writes freely: "Back to Future", "MeaGirls"), then is free text to a full stop."""
+    reason: dict[str, Any] = {"type": "string", "minLength": 12, "maxLength": max_chars}
+    if titles:
+        name = re.escape(_strip_year(titles[0]))
+        reason = {"type": "string", "pattern": rf"(You [a-z]+|Since you [a-z]+|Its story reads much like|It follows on "
+                                                rf"nicely from|Viewers who watched) {name}[a-zA-Z0-9 ,'&:;.-]*[a-z][.]"}
+    props: dict[str, Any] = {"reason": reason}
+    required = ["reason"]
+    if titles:
+        props = {"because": {"enum": titles}, **props}
+        required = ["because", "reason"]
+    return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
+
+
+class _Reply(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    because: str | None = None
+    reason: str = Field(min_length=1)
+
+
+def llm_evidence_reasons(backend: Any, renderer: Any, settings: Any, request: RankRequest, items: list[Item],
+                         evidence: list[Evidence], known_genres: list[str]) -> tuple[list[str], list[Fallback]]:
+    """One reason per item, phrased by the LLM from its evidence, or the evidence text where the LLM's fails."""
+    fallback_texts = evidence_reasons(items, evidence, settings.template_dir)
+    if not items:
+        return [], []
+    history_titles = [h.title for h in request.history]
+    by_id = {h.id: h for h in request.history}
+    prompts, allowed, schemas, asked = [], [], [], []
+    used: set[str] = set()
+    for item, ev in zip(items, evidence):
+        # like the evidence text: cite, where possible, a history item no earlier reason cited, so reasons differ
+        fresh = [e for e in ev.history_items if e.id not in used] or ev.history_items
+        cited = [by_id[fresh[0].id]] if fresh and fresh[0].id in by_id else []
+        used.update(h.id for h in cited)
+        allowed.append([e.title for e in ev.history_items])
+        top = max(ev.shares, key=lambda c: ev.shares[c], default="")
+        prompts.append(renderer.chat(
+            "reason_llm.j2", candidate=renderer.item_view(item.model_copy(update={"title": natural_title(item.title)})),
+            facts=facts_for(item, ev), example=EXAMPLES.get(top, _TASTE)[
+                "liked" if cited and cited[0].rating is not None and cited[0].rating >= 4 else "watched"],
+            cited=[renderer.item_view(h.model_copy(update={"title": natural_title(h.title)})) for h in cited]))
+        asked.append(natural_title(cited[0].title) if cited else None)
+        schemas.append(_schema([natural_title(h.title) for h in cited], settings.reason_max_chars))
+    generations = []
+    if backend.supports_json_schema:
+        for p, s in zip(prompts, schemas):  # each item has its own enum of titles
+            generations += backend.generate([p], max_tokens=settings.reason_max_tokens + JSON_TOKENS, json_schema=s)
+    else:
+        generations = backend.generate(prompts, max_tokens=settings.reason_max_tokens + JSON_TOKENS)
+    texts, failures = [], []
+    for item, ev, gen, ok_titles, fallback, name in zip(items, evidence, generations, allowed, fallback_texts, asked):
+        why = None
+        try:
+            reply = _Reply.model_validate(extract_json_object(gen.text))
+            text = " ".join(reply.reason.split())
+        except (ParseFailure, ValidationError):
+            text, why = "", "not valid JSON"
+        if why is None:
+            why = problem(text, titles=[*history_titles, *map(natural_title, history_titles)],
+                          allowed_titles=[*ok_titles, *map(natural_title, ok_titles)], item_title=natural_title(item.title),
+                          item_genres=genres_of(item), known_genres=known_genres, must_name=name,
+                          ratings=[e.rating for e in ev.history_items if e.rating is not None and e.rating >= 4])
+        if why is None and text in texts:
+            why = "same as an earlier reason in this response"
+        if why is None:
+            texts.append(text)
+        else:
+            texts.append(fallback)
+            failures.append(f"{item.id}: {why}")
+            log.debug("reason for %s rejected (%s): %r", item.id, why, text)
+    fallbacks = [Fallback(stage="reason", reason="; ".join(failures)[:500], attempts=1, used="evidence")] if failures else []
+    return texts, fallbacks
