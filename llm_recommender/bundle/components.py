@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
 from ..configurable import ComponentConfig
 from ..errors import UnknownNameError
 from ..protocol import RankRequest

@@ -117,18 +117,24 @@ class IdentityCalibrator(Calibrator):
         return cls()
 
 
+def calibrator_class(name: str) -> type[Calibrator]:
+    """The registered calibrator class ``name``; an unknown name is an error listing the valid ones."""
+    if not isinstance(name, str) or name not in CALIBRATORS:
+        raise UnknownNameError("calibrator", str(name), CALIBRATORS, param="calibrator")
+    return CALIBRATORS[name]
+
+
 def calibrator_from_dict(data: dict[str, Any], *, source: str = "calibrator") -> Calibrator:
     if not isinstance(data, dict) or "type" not in data:
         raise InvalidRequestError(f"{source}: expected a JSON object with a 'type' field", param="calibrator")
     params = dict(data)
     kind = params.pop("type")
     fitted_for = params.pop("fitted_for", None)
-    if not isinstance(kind, str) or kind not in CALIBRATORS:
-        raise UnknownNameError("calibrator", str(kind), CALIBRATORS, param="calibrator")
+    cls = calibrator_class(kind)
     if fitted_for is not None and not (isinstance(fitted_for, dict) and all(isinstance(v, str) for v in fitted_for.values())):
         raise InvalidRequestError(f"{source}: 'fitted_for' must be an object of strings", param="calibrator")
     try:
-        cal = CALIBRATORS[kind].from_params(params)
+        cal = cls.from_params(params)
     except InvalidRequestError as exc:  # names the field: "platt.zz"
         raise InvalidRequestError(f"{source}: bad parameters for {kind!r}: {exc.message}", param="calibrator",
                                   field=exc.param) from None
