@@ -68,7 +68,7 @@ def catalogue_items() -> list[Item]:
 
 
 def sample_requests() -> list[RankRequest]:
-    """Three validated requests over :data:`CATALOGUE` (different histories, 4-5 candidates)."""
+    """Four validated requests over :data:`CATALOGUE` (different histories, one empty; 3-5 candidates)."""
     items = {it.id: it.model_dump(exclude_none=True) for it in catalogue_items()}
 
     def req(history: Sequence[str], candidates: Sequence[str]) -> RankRequest:
@@ -79,6 +79,7 @@ def sample_requests() -> list[RankRequest]:
         req(["m1", "m2", "m3"], ["m4", "m8", "m9", "m5"]),
         req(["m4", "m5"], ["m6", "m7", "m1", "m10", "m12"]),
         req(["m11"], ["m12", "m2", "m6", "m9"]),
+        req([], ["m3", "m7", "m10"]),  # cold start: no history at all
     ]
 
 
