@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..configurable import ComponentConfig, Configurable
 from ..errors import CapabilityError
 
 
@@ -84,10 +85,11 @@ class BackendStats:
                 target.forward_passes += forward_passes
 
 
-class Backend(abc.ABC):
+class Backend(Configurable, abc.ABC):
     """A language model that can score next tokens and generate (optionally JSON-constrained) text."""
 
     name: ClassVar[str] = "base"
+    config_class: ClassVar[type[ComponentConfig]] = ComponentConfig
     supports_logprobs: ClassVar[bool] = True
     supports_json_schema: ClassVar[bool] = True
     # Can force a duplicate-free ranking token by token (llm_recommender/constrained.py).
@@ -95,6 +97,20 @@ class Backend(abc.ABC):
 
     def __init__(self) -> None:
         self.stats = BackendStats()
+
+    def _configure(self, settings: Any, config: ComponentConfig | dict[str, Any] | None, overrides: dict[str, Any]) -> Any:
+        """Set ``self.config`` and return the ``Settings`` this backend reads.
+
+        ``config`` (or, without it, the backend's fields of ``settings``) with ``overrides``
+        (keyword arguments) on top; the returned settings carry the config's values.
+        """
+        from ..settings import Settings
+
+        base = settings if settings is not None else Settings()
+        self.config = self.validate_config(config if config is not None else self.config_class.from_settings(base),
+                                           overrides)
+        update = {k: v for k, v in self.config.settings_update(base).items() if getattr(base, k) != v}
+        return base.model_copy(update=update) if update else base
 
     # ---- description ------------------------------------------------------------
     @property

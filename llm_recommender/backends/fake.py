@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .base import Backend, Generation
+from .configs import FakeConfig
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 
@@ -44,31 +45,31 @@ def default_generation(prompt: str, json_schema: dict[str, Any] | None) -> str:
 
 class FakeBackend(Backend):
     name = "fake"
+    config_class = FakeConfig
+    config: FakeConfig
 
     def __init__(
         self,
         score_fn: Callable[[str, str], float] | None = None,
         generations: Sequence[str] | Callable[[str, dict[str, Any] | None], str] | None = None,
         *,
-        context_length: int = 8192,
-        leftover_mass: float = 0.3,
-        model_name: str = "fake-model",
-        supports_logprobs: bool = True,
-        supports_json_schema: bool = True,
-        supports_permutation_decoding: bool = False,
         permutation_choice: Callable[[str, list[str]], str] | None = None,
+        config: FakeConfig | dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
+        """``kwargs`` are :class:`FakeConfig` fields (``model_name``, ``context_length``, ``supports_logprobs``...)."""
         super().__init__()
+        self.config = self.validate_config(config, kwargs)
         self.score_fn = score_fn or (lambda prompt, token: 0.0)
         if generations is None:
             generations = default_generation
         self._generations = generations if callable(generations) else list(generations)
-        self._context_length = context_length
-        self._leftover = leftover_mass
-        self._model_name = model_name
-        self.supports_logprobs = supports_logprobs  # type: ignore[misc]
-        self.supports_json_schema = supports_json_schema  # type: ignore[misc]
-        self.supports_permutation_decoding = supports_permutation_decoding  # type: ignore[misc]
+        self._context_length = self.config.context_length
+        self._leftover = self.config.leftover_mass
+        self._model_name = self.config.model_name
+        self.supports_logprobs = self.config.supports_logprobs  # type: ignore[misc]
+        self.supports_json_schema = self.config.supports_json_schema  # type: ignore[misc]
+        self.supports_permutation_decoding = self.config.supports_permutation_decoding  # type: ignore[misc]
         self.permutation_choice = permutation_choice or (lambda prompt, allowed: allowed[0])
         self._vocab: dict[str, int] = {}
         self._inv: dict[int, str] = {}

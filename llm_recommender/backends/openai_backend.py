@@ -48,6 +48,7 @@ from ..model_store import is_alias, resolve_model
 from ..settings import Settings
 from ._tokenizer import TokenizerMixin, load_tokenizer
 from .base import Backend, Generation
+from .configs import OpenAIConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,12 +63,14 @@ class MalformedResponse(Exception):
 
 class OpenAIBackend(TokenizerMixin, Backend):
     name = "openai"
+    config_class = OpenAIConfig
     supports_logprobs = True
     supports_json_schema = True
 
-    def __init__(self, settings: Settings | None = None, *, client: Any = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, client: Any = None,
+                 config: OpenAIConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__()
-        self.settings = settings or Settings()
+        self.settings = self._configure(settings, config, kwargs)
         try:
             import openai
         except ImportError as exc:

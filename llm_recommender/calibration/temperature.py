@@ -20,12 +20,14 @@ needs ``groups`` (the request index of each row) to know which rows share a soft
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
+from ..configurable import ComponentConfig
 from ..errors import InvalidRequestError
-from ._math import calibrator_input, check_finite, check_labels, check_source, log_loss, sigmoid
+from ._math import Source, calibrator_input, check_finite, check_labels, check_source, log_loss, sigmoid
 from .base import Calibrator, register_calibrator
 
 MODES = ("softmax", "sigmoid")
@@ -40,18 +42,27 @@ def _softmax_rows(z: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+class TemperatureConfig(ComponentConfig):
+    temperature: float = Field(1.0, gt=0, allow_inf_nan=False)
+    mode: Literal["softmax", "sigmoid"] = "softmax"
+    source: Source | None = None  # None: the mode's default (DEFAULT_SOURCE)
+
+    @model_validator(mode="after")
+    def _default_source(self) -> TemperatureConfig:
+        if self.source is None:
+            self.source = DEFAULT_SOURCE[self.mode]  # type: ignore[assignment]
+        return self
+
+
 @register_calibrator
 class TemperatureCalibrator(Calibrator):
     name = "temperature"
+    config_class = TemperatureConfig
+    config: TemperatureConfig
 
-    def __init__(self, temperature: float = 1.0, mode: str = "softmax", source: str | None = None) -> None:
-        self.temperature = float(temperature)
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        self.mode = mode
-        self.source = check_source(source or DEFAULT_SOURCE[mode])
+    def _from_config(self) -> None:
+        self.temperature, self.mode = self.config.temperature, self.config.mode
+        self.source: str = self.config.source or DEFAULT_SOURCE[self.mode]
 
     def transform(self, scores: np.ndarray, probabilities: np.ndarray | None = None) -> np.ndarray:
         x = calibrator_input(self.source, scores, probabilities) / self.temperature
@@ -71,7 +82,9 @@ class TemperatureCalibrator(Calibrator):
         source: str | None = None,
         **_: Any,
     ) -> TemperatureCalibrator:
-        proto = cls(1.0, mode, source)  # validates mode/source
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        proto = cls(1.0, mode, check_source(source or DEFAULT_SOURCE[mode]))
         x = check_finite(calibrator_input(proto.source, scores, probabilities), "scores")
         y = check_labels(labels, x.shape[0])
         if mode == "sigmoid":
@@ -115,6 +128,3 @@ class TemperatureCalibrator(Calibrator):
         if loss(best) > values[i]:
             best = grid[i]
         return cls(math.exp(best), mode, proto.source)
-
-    def params(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "mode": self.mode, "source": self.source}

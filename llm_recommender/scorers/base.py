@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..backends.base import Backend
+from ..configurable import ComponentConfig, Configurable
 from ..prompts import PromptRenderer
 from ..protocol import Fallback, RankRequest
 from ..settings import Settings
@@ -40,8 +41,8 @@ class ScoreResult:
         return sorted(range(len(self.scores)), key=lambda i: (-float(self.scores[i]), i))
 
 
-class Scorer(abc.ABC):
-    """Anything that scores candidates for a user."""
+class Scorer(Configurable, abc.ABC):
+    """Anything that scores candidates for a user; its settings are a :class:`ComponentConfig` in ``config``."""
 
     name: ClassVar[str] = "base"
 
@@ -53,12 +54,27 @@ class Scorer(abc.ABC):
 
 
 class LLMScorer(Scorer):
-    """A scorer that prompts a language model through the ``Backend`` seam."""
+    """A scorer that prompts a language model through the ``Backend`` seam.
 
-    def __init__(self, backend: Backend, renderer: PromptRenderer, settings: Settings) -> None:
+    Its own knobs are ``config`` (``config_class``): given as a config object, a dict or
+    keyword arguments, or else read from ``settings`` (the flat pipeline settings, which
+    also drive the prompt renderer).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        renderer: PromptRenderer | None = None,
+        settings: Settings | None = None,
+        config: ComponentConfig | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.backend = backend
-        self.renderer = renderer
-        self.settings = settings
+        self.settings = settings if settings is not None else Settings()
+        self.renderer = renderer if renderer is not None else PromptRenderer(backend, self.settings)
+        if config is None and settings is not None:
+            config = self.config_class.from_settings(settings)
+        self.config = self.validate_config(config, kwargs)
 
 
 def softmax_logprobs(logprobs: np.ndarray) -> np.ndarray:

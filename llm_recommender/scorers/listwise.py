@@ -21,21 +21,38 @@ over the candidates); it is computed up front because it doubles as the fallback
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
+from ..configurable import ComponentConfig
 from ..errors import CapabilityError, TooManyCandidatesError
 from ..protocol import Fallback, RankRequest
 from ..structured import ParseFailure, parse_ranking, ranking_schema
 from .base import LLMScorer, ScoreResult
-from .verbalizer import LABEL_ALPHABET, VerbalizerScorer
+from .verbalizer import LABEL_ALPHABET, VerbalizerConfig, VerbalizerScorer
+
+
+class ListwiseConfig(ComponentConfig):
+    """Listwise knobs (``Settings`` names: ``listwise_<field>``), and the verbalizer pass it starts from."""
+
+    settings_prefix = "listwise_"
+    retries: int = Field(2, ge=0, le=5, description="re-asks after invalid output")
+    max_tokens: int = Field(400, ge=16)
+    decoding: Literal["auto", "constrained", "validated"] = "auto"
+    keys: Literal["ids", "labels"] = "ids"
+    top_k: int | None = Field(None, ge=1, description="rank only the best k (None: all)")
+    verbalizer: VerbalizerConfig = Field(default_factory=VerbalizerConfig)
 
 
 class ListwiseScorer(LLMScorer):
     name = "listwise"
+    config_class = ListwiseConfig
+    config: ListwiseConfig
 
     def _decoding(self) -> str:
-        wanted = self.settings.listwise_decoding
+        wanted = self.config.decoding
         if wanted == "validated":
             return "validated"
         if self.backend.can_decode_permutations():
@@ -47,7 +64,7 @@ class ListwiseScorer(LLMScorer):
 
     def _keys(self, request: RankRequest) -> list[str]:
         n = len(request.candidates)
-        if self.settings.listwise_keys == "ids":
+        if self.config.keys == "ids":
             return [c.id for c in request.candidates]
         if n > len(LABEL_ALPHABET):
             raise TooManyCandidatesError(f"{n} candidates but only {len(LABEL_ALPHABET)} labels; send fewer or use "
@@ -55,19 +72,19 @@ class ListwiseScorer(LLMScorer):
         return list(LABEL_ALPHABET[:n])
 
     def score_many(self, requests: list[RankRequest]) -> list[ScoreResult]:
-        base = VerbalizerScorer(self.backend, self.renderer, self.settings).score_many(requests)
+        base = VerbalizerScorer(self.backend, self.renderer, self.settings, config=self.config.verbalizer).score_many(requests)
         decoding = self._decoding()
-        key_name = "id" if self.settings.listwise_keys == "ids" else "label"
+        key_name = "id" if self.config.keys == "ids" else "label"
         states = []
         for request, verb in zip(requests, base):
             keys = self._keys(request)
-            k = min(self.settings.listwise_top_k or len(keys), len(keys))
+            k = min(self.config.top_k or len(keys), len(keys))
             history = self.renderer.history_views(request.history)
             labels = keys if key_name == "label" else [None] * len(keys)
             views = [self.renderer.item_view(c, label=json.dumps(lab) if lab else None)
                      for c, lab in zip(request.candidates, labels)]
             context = {"candidates": views, "rank_k": k, "key_name": key_name}
-            rendered = self.renderer.fit("listwise.j2", history, extra_tokens=self.settings.listwise_max_tokens, **context)
+            rendered = self.renderer.fit("listwise.j2", history, extra_tokens=self.config.max_tokens, **context)
             kept = history[len(history) - rendered.history_used :] if rendered.history_used else []
             messages = self.renderer.messages("listwise.j2", history=kept, **context)
             states.append({"keys": keys, "k": k, "messages": messages, "attempts": [], "ranking": None, "verb": verb,
@@ -87,14 +104,14 @@ class ListwiseScorer(LLMScorer):
 
     def _validated(self, states: list[dict], key_name: str) -> None:
         use_schema = self.backend.supports_json_schema
-        for _round in range(self.settings.listwise_retries + 1):
+        for _round in range(self.config.retries + 1):
             pending = [s for s in states if s["ranking"] is None]
             if not pending:
                 break
             prompts = [self.backend.chat_prompt(s["messages"]) for s in pending]
             schemas = [ranking_schema(s["keys"], s["k"]) if use_schema else None for s in pending]
             # Schemas differ per request; backends that can batch them do so.
-            gens = self.backend.generate_batch(prompts, max_tokens=self.settings.listwise_max_tokens, json_schemas=schemas)
+            gens = self.backend.generate_batch(prompts, max_tokens=self.config.max_tokens, json_schemas=schemas)
             for state, gen in zip(pending, gens):
                 error = self._parse(state, gen)
                 if error is not None:

@@ -3,7 +3,7 @@
 The prompt is ``shared history prefix + candidate suffix``. The prefix is the same for
 every candidate, so the backend computes it once (KV-cache reuse in transformers,
 prefix caching in vLLM) and scores all suffixes on top of it. Set
-``pointwise_prefix_reuse=False`` to send full prompts (the naive baseline the benchmark
+``prefix_reuse=False`` (``Settings.pointwise_prefix_reuse``) to send full prompts (the naive baseline the benchmark
 compares against).
 """
 
@@ -12,14 +12,24 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.base import metered
+from ..configurable import ComponentConfig
 from ..errors import CapabilityError, InvalidRequestError
 from ..prompts import SPLIT_MARKER
 from ..protocol import RankRequest
 from .base import LLMScorer, ScoreResult
 
 
+class PointwiseConfig(ComponentConfig):
+    """Pointwise knobs (``Settings`` names: ``pointwise_<field>``)."""
+
+    settings_prefix = "pointwise_"
+    prefix_reuse: bool = True  # score every candidate on top of one shared history prefix
+
+
 class PointwiseScorer(LLMScorer):
     name = "pointwise"
+    config_class = PointwiseConfig
+    config: PointwiseConfig
 
     def _yes_no(self) -> list[int]:
         ids = [self.backend.single_token_id("Yes"), self.backend.single_token_id("No")]
@@ -57,7 +67,7 @@ class PointwiseScorer(LLMScorer):
         for request in requests:
             prefix, suffixes, used, notes = self.split_prompts(request)
             with metered() as meter:  # one request per call: its usage is exactly its own
-                if self.settings.pointwise_prefix_reuse:
+                if self.config.prefix_reuse:
                     lp = self.backend.prefix_next_token_logprobs(prefix, suffixes, yes_no)
                 else:
                     lp = self.backend.next_token_logprobs([prefix + s for s in suffixes], yes_no)

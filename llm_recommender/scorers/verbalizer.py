@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import string
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from ..backends.base import Backend
+from ..configurable import ComponentConfig
 from ..errors import CapabilityError, TooManyCandidatesError
 from ..protocol import RankRequest
 from .base import LLMScorer, ScoreResult, softmax_logprobs
@@ -64,8 +67,19 @@ CONTENT_FREE_TITLE = "N/A"
 _PRIORS: dict[tuple[str, str, int], np.ndarray] = {}  # (model, template source, n) -> label prior
 
 
+class VerbalizerConfig(ComponentConfig):
+    """The verbalizer's knobs (the same names in ``Settings``)."""
+
+    permutations: int = Field(1, ge=1, le=16, description="orders averaged to reduce position bias")
+    permutation_seed: int = 0
+    permutation_mode: Literal["random", "cyclic"] = "random"
+    label_prior: bool = Field(False, description="divide out the model's label prior (contextual calibration)")
+
+
 class VerbalizerScorer(LLMScorer):
     name = "verbalizer"
+    config_class = VerbalizerConfig
+    config: VerbalizerConfig
 
     def label_prior(self, n: int) -> np.ndarray:
         """The model's distribution over the first ``n`` labels on a content-free list (cached)."""
@@ -80,9 +94,9 @@ class VerbalizerScorer(LLMScorer):
         return _PRIORS[key]
 
     def _orders(self, request: RankRequest) -> list[list[int]]:
-        if self.settings.permutation_mode == "cyclic":
-            return cyclic_orders(len(request.candidates), self.settings.permutations)
-        return permutation_orders(request, self.settings.permutations, self.settings.permutation_seed)
+        if self.config.permutation_mode == "cyclic":
+            return cyclic_orders(len(request.candidates), self.config.permutations)
+        return permutation_orders(request, self.config.permutations, self.config.permutation_seed)
 
     def _labels(self, n: int) -> tuple[list[str], list[int]]:
         labels, ids = label_tokens(self.backend)
@@ -123,7 +137,7 @@ class VerbalizerScorer(LLMScorer):
         for (req_orders, ids, used, notes, own), request in zip(plan, requests):
             n = len(request.candidates)
             cols = [column[t] for t in ids]
-            prior = self.label_prior(n) if self.settings.label_prior else None
+            prior = self.label_prior(n) if self.config.label_prior else None
             probs = np.zeros(n)
             label_mass = []
             for order in req_orders:

@@ -9,6 +9,7 @@ import pytest
 from llm_recommender.backends import BACKENDS, make_backend
 from llm_recommender.errors import UnknownNameError
 from llm_recommender.settings import Settings
+from llm_recommender.testing import BackendTests, FakeBackend, hashed_score_fn
 
 
 class Recorded:
@@ -98,3 +99,15 @@ def test_server_command_has_what_these_cpus_need(tmp_path, monkeypatch):
     assert getattr(importlib.import_module(module), cls).__name__ == "PermutationLogitsProcessor"
     assert server.url == "http://127.0.0.1:8123/v1"
     assert server.env()["VLLM_CPU_KVCACHE_SPACE"]
+
+
+# ---- conformance: the fake backend through the shared mixin (llm_recommender.testing) --------
+
+
+
+class TestFakeBackendConformance(BackendTests):
+    component = FakeBackend
+    config = {"model_name": "scripted", "context_length": 4096, "leftover_mass": 0.1}
+
+    def make(self, config=None, **kwargs):
+        return FakeBackend(hashed_score_fn, config=config, **kwargs)

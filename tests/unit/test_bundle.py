@@ -14,6 +14,7 @@ from llm_recommender.bundle import Bundle, BundleError, FitConfig, fit_bundle, r
 from llm_recommender.bundle import components as comp_mod
 from llm_recommender.data import load_dataset
 from llm_recommender.evaluation.protocols import leave_one_out, llmrank_cases
+from llm_recommender.testing import ComponentTests
 from tests.synthetic import hash_encoder, write_generic_dataset
 
 COMPONENTS = ["popularity", "cooccurrence", "embedding"]
@@ -179,3 +180,32 @@ def test_component_left_out_of_the_fusion_is_recorded(data_dir, tmp_path):
     left = [c for c in m.components if not c.kept]
     assert left and all(c.reason for c in left)
     assert set(m.fusion["components"]) == {c.name for c in m.components if c.kept}
+
+
+# ---- conformance: each fitted component through the shared mixin (llm_recommender.testing) ---
+
+
+class TestPopularityConformance(ComponentTests):
+    component = comp_mod.PopularityComponent
+
+
+class TestCooccurrenceConformance(ComponentTests):
+    component = comp_mod.CooccurrenceComponent
+    config = {"normalization": "count", "recency_decay": 0.8}
+
+
+class TestEmbeddingConformance(ComponentTests):
+    component = comp_mod.EmbeddingComponent
+    config = {"recency_decay": 0.5, "max_history": 2}
+
+
+class TestRandomConformance(ComponentTests):
+    component = comp_mod.RandomComponent
+    config = {"seed": 7}
+
+
+if "itemknn" in comp_mod.component_names():  # the [cf] extra (implicit) is installed
+
+    class TestItemKNNConformance(ComponentTests):
+        component = comp_mod.component_class("itemknn")
+        config = {"options": {"K": 5}}

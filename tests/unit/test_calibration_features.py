@@ -16,6 +16,7 @@ from llm_recommender.calibration import (
     load_calibrator,
 )
 from llm_recommender.errors import InvalidRequestError
+from llm_recommender.testing import CalibratorTests
 
 
 def sigmoid(z):
@@ -158,3 +159,12 @@ def test_recommender_accepts_a_feature_model_on_score_and_probability(tmp_path):
 
 # ---- the hybrid scorer ------------------------------------------------------------------
 
+
+
+# ---- conformance (llm_recommender.testing) ---------------------------------------------------
+
+
+
+class TestFeatureLogisticConformance(CalibratorTests):
+    component = FeatureLogisticCalibrator
+    config = {"features": [{"name": "score", "theta": [1.5]}, {"name": "probability", "theta": [0.5]}], "bias": -1.0}

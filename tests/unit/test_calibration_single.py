@@ -19,6 +19,7 @@ from llm_recommender.calibration import (
 )
 from llm_recommender.errors import ClientError, InvalidRequestError, UnknownNameError
 from llm_recommender.scorers.base import ScoreResult
+from llm_recommender.testing import CalibratorTests
 
 
 def ece(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
@@ -220,3 +221,37 @@ def test_load_calibrator_missing_file_and_directory(tmp_path):
         load_calibrator(tmp_path / "none.json")
     with pytest.raises(InvalidRequestError):
         load_calibrator(tmp_path)
+
+
+# ---- conformance: each calibrator through the shared mixins (llm_recommender.testing) --------
+
+
+
+class TestIdentityConformance(CalibratorTests):
+    component = IdentityCalibrator
+
+
+class TestPlattConformance(CalibratorTests):
+    component = PlattCalibrator
+    config = {"a": 2.0, "b": -1.0}
+
+
+class TestTemperatureSoftmaxConformance(CalibratorTests):
+    component = TemperatureCalibrator
+    config = {"temperature": 2.0, "mode": "softmax"}
+
+
+class TestTemperatureSigmoidConformance(CalibratorTests):
+    component = TemperatureCalibrator
+    config = {"temperature": 0.5, "mode": "sigmoid"}
+    fit_options = {"mode": "sigmoid"}
+
+
+class TestIsotonicConformance(CalibratorTests):
+    component = IsotonicCalibrator
+    config = {"x": [-3.0, -1.0, 0.0], "y": [0.05, 0.3, 0.6]}
+
+
+def test_positional_construction_still_works():
+    assert PlattCalibrator(2.0, -1.0).config == PlattCalibrator(a=2.0, b=-1.0).config
+    assert IsotonicCalibrator([0.0, 1.0], [0.1, 0.5]).params()["y"] == [0.1, 0.5]

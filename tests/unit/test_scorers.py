@@ -11,8 +11,10 @@ import pytest
 from llm_recommender import PlattCalibrator, Recommender
 from llm_recommender.backends.fake import FakeBackend
 from llm_recommender.calibration import load_calibrator
-from llm_recommender.scorers.verbalizer import permutation_orders
 from llm_recommender.protocol import parse_request
+from llm_recommender.scorers import ListwiseScorer, PointwiseScorer, VerbalizerScorer
+from llm_recommender.scorers.verbalizer import permutation_orders
+from llm_recommender.testing import LLMScorerTests
 
 
 def label_of(prompt: str, title: str) -> str | None:
@@ -191,3 +193,22 @@ def test_rank_many_batches_one_call_per_strategy(sample_request):
     assert [c[0] for c in backend.calls] == ["next_token_logprobs", "prefix_next_token_logprobs"]
     assert len(backend.calls[0][1]) == 2
     assert out[0].usage.forward_passes >= 1
+
+
+# ---- conformance: each strategy through the shared mixins (llm_recommender.testing) ----------
+
+
+
+class TestVerbalizerConformance(LLMScorerTests):
+    component = VerbalizerScorer
+    config = {"permutations": 3, "permutation_mode": "cyclic"}
+
+
+class TestPointwiseConformance(LLMScorerTests):
+    component = PointwiseScorer
+    config = {"prefix_reuse": False}
+
+
+class TestListwiseConformance(LLMScorerTests):
+    component = ListwiseScorer
+    config = {"top_k": 2, "retries": 1, "verbalizer": {"permutations": 2}}

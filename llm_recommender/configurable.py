@@ -1,0 +1,112 @@
+"""Component configs, as in LensKit: each component class declares a pydantic config.
+
+A component (scorer, backend, calibrator, bundle component) names its config class in
+``config_class``; its constructor takes the config object, a plain dict of it, or keyword
+arguments (which override the config), and keeps the validated result in ``self.config``.
+The config round-trips to JSON (``model_dump_json`` / ``model_validate_json``), and an
+unknown key or a bad value is an :class:`~llm_recommender.errors.InvalidRequestError`
+whose ``param`` names the field (``"platt.zz"``).
+
+The pipeline's flat :class:`~llm_recommender.settings.Settings` (environment variables,
+CLI options) still carries every knob; :meth:`ComponentConfig.from_settings` reads a
+component's own fields out of it (``settings_prefix + name``, else ``name``), so a
+component built from settings and one built from its config agree.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import from_validation_error
+
+
+class ComponentConfig(BaseModel):
+    """The settings of one component: unknown keys are errors, and it round-trips to JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Settings field of config field ``name``: ``settings_prefix + name`` where Settings has it, else ``name``.
+    settings_prefix: ClassVar[str] = ""
+
+    @classmethod
+    def settings_key(cls, name: str, settings_fields: Any) -> str | None:
+        for key in (cls.settings_prefix + name, name):
+            if key in settings_fields:
+                return key
+        return None
+
+    @classmethod
+    def nested(cls) -> dict[str, type[ComponentConfig]]:
+        """Fields that are themselves component configs (e.g. listwise's verbalizer)."""
+        hints = typing.get_type_hints(cls)
+        return {
+            name: hints[name]
+            for name in cls.model_fields
+            if isinstance(hints.get(name), type) and issubclass(hints[name], ComponentConfig)
+        }
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ComponentConfig:
+        """This config's fields read out of a flat ``Settings`` object (fields it lacks keep their defaults)."""
+        fields = type(settings).model_fields
+        nested = cls.nested()
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            if name in nested:
+                values[name] = nested[name].from_settings(settings)
+                continue
+            key = cls.settings_key(name, fields)
+            if key is not None:
+                values[name] = getattr(settings, key)
+        return cls.model_validate(values)
+
+    def settings_update(self, settings: Any) -> dict[str, Any]:
+        """The inverse of :meth:`from_settings`: ``{settings field: value}`` for ``settings.model_copy(update=...)``."""
+        fields = type(settings).model_fields
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, ComponentConfig):
+                out |= value.settings_update(settings)
+                continue
+            key = self.settings_key(name, fields)
+            if key is not None:
+                out[key] = value
+        return out
+
+
+class Configurable:
+    """Mixin for components with a :class:`ComponentConfig` in ``self.config``."""
+
+    config_class: ClassVar[type[ComponentConfig]] = ComponentConfig
+    config: ComponentConfig
+
+    @classmethod
+    def config_param(cls) -> str:
+        """How errors name this component's fields: ``<param>.<field>``."""
+        return str(getattr(cls, "name", cls.__name__))
+
+    @classmethod
+    def validate_config(
+        cls, config: ComponentConfig | dict[str, Any] | None = None, overrides: dict[str, Any] | None = None
+    ) -> ComponentConfig:
+        """The validated config from a config object or dict, with ``overrides`` (keyword arguments) on top."""
+        overrides = overrides or {}
+        if isinstance(config, cls.config_class) and not overrides:
+            return config
+        if isinstance(config, BaseModel):
+            if not isinstance(config, cls.config_class):
+                from .errors import InvalidRequestError
+
+                raise InvalidRequestError(
+                    f"{cls.config_param()} takes a {cls.config_class.__name__}, not a {type(config).__name__}",
+                    param=cls.config_param(),
+                )
+            config = config.model_dump()
+        try:
+            return cls.config_class.model_validate({**(config or {}), **overrides})
+        except ValidationError as exc:
+            raise from_validation_error(exc, prefix=cls.config_param()) from None
