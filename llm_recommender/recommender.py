@@ -220,7 +220,8 @@ class Recommender:
         )
         return self.rank_request(request)
 
-    def rank_pool(self, history: list[HistoryEntry], pool: list[Item], top_k: int, reasons: bool = False) -> RankResponse:
+    def rank_pool(self, history: list[HistoryEntry], pool: list[Item], top_k: int,
+                  reasons: bool | str = False) -> RankResponse:
         """Rank the best ``top_k`` of a (possibly large) pool: the bundle retrieves from it, then ranks."""
         if self.bundle is None:
             raise InvalidRequestError("ranking a pool of items needs a bundle (Recommender.load)", param="candidates")

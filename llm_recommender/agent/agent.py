@@ -32,6 +32,7 @@ class AgentAnswer(BaseModel):
     recommendation: RankResponse | None = None
     plan: TurnPlan
     pieces: list[str] = Field(description="the text in streaming order (the list first); text is their join")
+    list_pieces: int = Field(0, description="how many of ``pieces`` are the ranked list (sent before the reasons)")
 
     @property
     def text(self) -> str:
@@ -72,7 +73,7 @@ def chat_turn(messages: Sequence[Any], catalogue: CatalogueIndex, rank_fn: RankF
     k = min(plan.k, len(pool))
     response = checked(rank_fn(history_of(plan, catalogue), pool, k), pool, k)
     answer = AgentAnswer(kind="recommendation", recommendation=response, plan=plan,
-                         pieces=recommendation_pieces(plan, response))
+                         pieces=recommendation_pieces(plan, response), list_pieces=1 + len(response.items))
     return answer.text, answer
 
 

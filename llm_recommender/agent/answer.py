@@ -54,8 +54,8 @@ def _titles(mentions: list[Any], n: int = 3) -> str:
     return ", ".join(names) + (f" and {more} more" if more > 0 else "")
 
 
-def recommendation_pieces(plan: TurnPlan, response: RankResponse) -> list[str]:
-    """Streaming order: the list first (intro, one piece per item), then notes, then the state."""
+def list_pieces(plan: TurnPlan, response: RankResponse) -> list[str]:
+    """The ranked list: an intro, then one piece per item (title and probability)."""
     basis = []
     if plan.liked:
         basis.append(f"you liked {_titles(plan.liked)}")
@@ -66,16 +66,26 @@ def recommendation_pieces(plan: TurnPlan, response: RankResponse) -> list[str]:
     if wanted:
         intro += f" ({wanted})"
     pieces = [intro + ":\n"]
-    for it in response.items:
-        line = f"{it.rank}. {safe_title(it.title)} — {it.probability:.0%} match"
-        if it.reason:
-            line += f": {safe_title(it.reason, 300)}"
-        pieces.append(line + "\n")
+    pieces += [f"{it.rank}. {safe_title(it.title)} — {it.probability:.0%} match\n" for it in response.items]
+    return pieces
+
+
+def tail_pieces(plan: TurnPlan, response: RankResponse) -> list[str]:
+    """After the list: the reasons (one per item, when the ranking gave them), what was left out, the state."""
+    pieces = []
+    reasons = [(it.rank, it.reason) for it in response.items if it.reason]
+    if reasons:
+        pieces.append("\nWhy:\n" + "".join(f"{rank}. {safe_title(reason, 300)}\n" for rank, reason in reasons))
     skipped = len(plan.seen) + len(plan.disliked)
     if skipped:
         pieces.append(f"\n(I left out {skipped} title(s) you have seen or did not like.)")
     pieces.append(state_block([it.id for it in response.items]))
     return pieces
+
+
+def recommendation_pieces(plan: TurnPlan, response: RankResponse) -> list[str]:
+    """Streaming order: the list first (intro, one piece per item), then the reasons, notes, the state."""
+    return list_pieces(plan, response) + tail_pieces(plan, response)
 
 
 def clarification_pieces(ask: Clarification, plan: TurnPlan) -> list[str]:

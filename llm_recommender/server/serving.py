@@ -290,15 +290,24 @@ class RecommenderServing:
 
     async def agent_chat(self, chat: ChatCompletionRequest, disconnected: Disconnected | None
                          ) -> ChatCompletionResponse | AsyncIterator[str]:
+        """A sentence for the agent. Non-streaming: one ranking with reasons. Streaming: the ranked list
+        first, then the reasons as a second gated call (the ranking is deterministic: same items)."""
         from ..agent import chat_turn
+        from ..agent.agent import checked
+        from ..agent.answer import tail_pieces
 
         rec = self._ready()
         assert self.gate is not None
+        asked: dict[str, Any] = {}
+
+        def rank_fn(history: Any, pool: Any, k: int) -> RankResponse:
+            asked.update(history=history, pool=pool, k=k)
+            return rec.rank_pool(history, pool, k, reasons=not chat.stream)
 
         def turn() -> tuple[str, Any]:
             start = time.perf_counter()
             try:
-                return chat_turn(chat.messages, self.catalogue, lambda h, pool, k: rec.rank_pool(h, pool, k))
+                return chat_turn(chat.messages, self.catalogue, rank_fn)
             finally:
                 self.metrics.inference.observe(time.perf_counter() - start)
 
@@ -306,11 +315,38 @@ class RecommenderServing:
         response = answer.recommendation
         usage = usage_of(response) if response is not None else UsageInfo(prompt_tokens=0, completion_tokens=0,
                                                                            total_tokens=0)
-        if chat.stream:
-            include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
-            return self._stream(list(answer.pieces), usage, include_usage)
-        return ChatCompletionResponse(model=self.model_id, choices=[ChatChoice(message=AssistantMessage(content=text))],
-                                      usage=usage, recommendation=response)
+        if not chat.stream:
+            return ChatCompletionResponse(model=self.model_id, choices=[ChatChoice(message=AssistantMessage(content=text))],
+                                          usage=usage, recommendation=response)
+        include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+        head = answer.list_pieces if response is not None else len(answer.pieces)
+        spent = [usage]
+
+        async def pieces() -> AsyncIterator[str]:
+            for piece in answer.pieces[:head]:
+                yield piece
+            tail = answer.pieces[head:]
+            if response is not None:
+                def explain() -> RankResponse:
+                    a = asked
+                    return checked(rec.rank_pool(a["history"], a["pool"], a["k"], reasons=True), a["pool"], a["k"])
+
+                try:
+                    explained = await self.gate.run(explain, disconnected=disconnected)  # type: ignore[arg-type]
+                except RecommenderError as exc:  # the list is out already: answer without reasons, say why in the log
+                    log.warning("chat stream: reasons failed after the list was sent: %s", exc)
+                else:
+                    if [i.id for i in explained.items] == [i.id for i in response.items]:
+                        tail = tail_pieces(answer.plan, explained)
+                        spent.append(usage_of(explained))
+            for piece in tail:
+                yield piece
+
+        def total() -> UsageInfo:
+            return UsageInfo(**{k: sum(getattr(u, k) for u in spent)
+                                for k in ("prompt_tokens", "completion_tokens", "total_tokens")})
+
+        return self._stream(pieces(), total, include_usage)
 
     async def chat(self, chat: ChatCompletionRequest, disconnected: Disconnected | None = None
                    ) -> ChatCompletionResponse | AsyncIterator[str]:
@@ -334,7 +370,9 @@ class RecommenderServing:
             usage=usage,
         )
 
-    async def _stream(self, pieces: list[str], usage: UsageInfo, include_usage: bool) -> AsyncIterator[str]:
+    async def _stream(self, pieces: list[str] | AsyncIterator[str], usage: UsageInfo | Callable[[], UsageInfo],
+                      include_usage: bool) -> AsyncIterator[str]:
+        """SSE chunks; ``pieces`` may arrive over time (the list, then the reasons), ``usage`` is read at the end."""
         base = ChatCompletionChunk(id=completion_id(), created=int(time.time()), model=self.model_id, choices=[])
 
         def event(choices: list[ChunkChoice], with_usage: UsageInfo | None = None) -> str:
@@ -347,9 +385,13 @@ class RecommenderServing:
             return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
         yield event([ChunkChoice(delta=DeltaMessage(role="assistant", content=""))])
-        for piece in pieces:
-            yield event([ChunkChoice(delta=DeltaMessage(content=piece))])
+        if isinstance(pieces, list):
+            for piece in pieces:
+                yield event([ChunkChoice(delta=DeltaMessage(content=piece))])
+        else:
+            async for piece in pieces:
+                yield event([ChunkChoice(delta=DeltaMessage(content=piece))])
         yield event([ChunkChoice(delta=DeltaMessage(), finish_reason="stop")])
         if include_usage:
-            yield event([], usage)
+            yield event([], usage() if callable(usage) else usage)
         yield "data: [DONE]\n\n"

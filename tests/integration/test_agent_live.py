@@ -42,6 +42,9 @@ def test_three_turn_conversation_with_the_openai_client(client):
     ids = _ids(first)
     assert len(ids) == 3 and not {"858", "1213"} & set(ids)  # never the mentioned titles
     assert "1." in text and re.search(r"\d+% match", text)  # a readable list with probabilities
+    items = first.model_extra["recommendation"]["items"]
+    assert all(i["reason"] and i["evidence"] for i in items)  # reasons grounded in the bundle's evidence
+    assert "\nWhy:\n1. " in text and items[0]["reason"] in text
 
     messages += [{"role": "assistant", "content": text},
                  {"role": "user", "content": "I've already seen the first one. Something older, not a comedy?"}]
@@ -55,8 +58,13 @@ def test_three_turn_conversation_with_the_openai_client(client):
     messages += [{"role": "assistant", "content": second.choices[0].message.content},
                  {"role": "user", "content": "more like the second one"}]
     stream = client.chat.completions.create(model=model, messages=messages, stream=True)
-    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    chunks = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
+    streamed = "".join(chunks)
     assert "1." in streamed and streamed.strip()
+    # the ranked list first, the reasons after it, in later chunks
+    last_item = max(n for n, c in enumerate(chunks) if "% match" in c)
+    why = next(n for n, c in enumerate(chunks) if "Why:" in c)
+    assert why > last_item
 
 
 def test_off_topic_and_json_requests_still_work(client, sample_request):

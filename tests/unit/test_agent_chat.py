@@ -58,8 +58,11 @@ def test_answer_text_lists_items_with_probabilities_and_reasons():
 
     text, answer = chat_turn([{"role": "user", "content": "I liked Heat, 2 movies"}], tiny_catalogue(), with_reasons)
     first = answer.recommendation.items[0]
-    assert f"1. {first.title}" in text and f"{first.probability:.0%} match: same director" in text
+    assert f"1. {first.title} — {first.probability:.0%} match\n" in text and "Why:\n1. same director\n" in text
     assert answer.pieces[0].startswith("Here are my picks") and answer.text == text
+    # the list comes first: the reasons follow the last item's line (streaming sends them when ready)
+    listed = "".join(answer.pieces[: answer.list_pieces])
+    assert listed.count(" match\n") == 2 and "same director" not in listed
     # the structured side has the /v1/recommendations shape
     assert RankResponse.model_validate(answer.recommendation.model_dump(mode="json")) == answer.recommendation
 
