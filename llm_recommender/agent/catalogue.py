@@ -13,6 +13,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from rapidfuzz import fuzz, process
@@ -108,6 +109,13 @@ class CatalogueIndex:
         self.genre_names = sorted({g for gs in self.genres.values() for g in gs})
         self._embed = embed
         self._vectors: np.ndarray | None = None
+
+    @classmethod
+    def from_bundle(cls, bundle: Any) -> CatalogueIndex:
+        """The index over a fitted bundle's catalogue; its popularity counts break close ties."""
+        pop = bundle.components.get("popularity")
+        counts = None if pop is None else {it.id: float(c) for it, c in zip(bundle.space.items, pop.counts)}
+        return cls(bundle.space.items, popularity=counts)
 
     def __len__(self) -> int:
         return len(self.items)

@@ -44,7 +44,8 @@ def run_dialogues(dialogues: list[dict[str, Any]], catalogue: CatalogueIndex, ra
                   clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
     c = dict.fromkeys(["mentions", "linked", "hard", "hard_linked", "spurious", "constraint_turns", "constraint_ok",
                        "recommended", "in_catalogue", "never_violations", "constraint_violations", "relative_checks",
-                       "relative_ok", "ask_expected", "ask_ok", "off_expected", "off_ok", "turns", "kind_ok"], 0)
+                       "relative_ok", "ask_expected", "ask_ok", "off_expected", "off_ok", "turns", "kind_ok",
+                       "popularity_variants"], 0)
     failures: list[dict[str, Any]] = []
     latencies: list[float] = []
     for dialogue in dialogues:
@@ -52,7 +53,11 @@ def run_dialogues(dialogues: list[dict[str, Any]], catalogue: CatalogueIndex, ra
         previous: list[str] = []
         expected_c: dict[str, Any] = {}
         never: set[str] = set()
-        for n, turn in enumerate(dialogue["turns"]):
+        # A catalogue that knows interaction counts resolves some ambiguous titles itself ("Titanic" is the 1997
+        # film): such dialogues give the turns expected then.
+        turns = dialogue.get("turns_with_popularity") if catalogue.popularity else None
+        c["popularity_variants"] += turns is not None
+        for n, turn in enumerate(turns or dialogue["turns"]):
             exp = turn["expect"]
             messages.append({"role": "user", "content": turn["user"]})
             start = clock()

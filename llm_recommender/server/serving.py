@@ -124,9 +124,7 @@ class RecommenderServing:
         except ImportError:  # the [agent] extra is not installed: JSON chat requests only
             log.warning("chat in sentences needs the [agent] extra (rapidfuzz); JSON requests still work")
             return None
-        pop = rec.bundle.components.get("popularity")
-        counts = None if pop is None else {it.id: float(c) for it, c in zip(rec.bundle.space.items, pop.counts)}
-        return CatalogueIndex(rec.bundle.space.items, popularity=counts)
+        return CatalogueIndex.from_bundle(rec.bundle)
 
     async def stop(self) -> None:
         if self._load_task is not None and not self._load_task.done():

@@ -194,3 +194,43 @@ def test_mentions_are_capped_across_a_long_conversation():
     _, answer = chat_turn(messages, cat, genre_rank)
     assert len(answer.plan.liked) == 20
     assert answer.plan.liked[-1].item_id == str(len(words) - 1)  # the most recent ones are kept
+
+
+def test_a_conversation_through_a_bundle_fitted_on_the_tiny_synthetic_catalogue(tmp_path, monkeypatch):
+    """The tiny catalogue with generated viewers (taste by genre) -> a fitted bundle -> the server's chat path."""
+    import json as _json
+
+    import numpy as np
+
+    from llm_recommender import Recommender
+    from llm_recommender.agent import CatalogueIndex
+    from llm_recommender.bundle import FitConfig, fit_bundle
+    from tests.agent_fixtures import tiny_items
+
+    monkeypatch.setenv("LLM_REC_CACHE_DIR", str(tmp_path / "cache"))
+    items, rng, rows = tiny_items(), np.random.default_rng(0), []
+    (tmp_path / "items.jsonl").write_text("".join(
+        _json.dumps({"item_id": it.id, "title": it.title, "genres": it.attributes["genres"]}) + "\n" for it in items))
+    for u in range(40):
+        genre = ["Horror", "Crime", "Comedy", "Drama"][u % 4]
+        liked = [it.id for it in items if genre in it.attributes["genres"]]
+        picks = list(rng.permutation(liked)) + list(rng.choice([it.id for it in items], 2, replace=False))
+        rows += [{"user_id": f"u{u}", "item_id": i, "timestamp": 100 + t, "rating": 5} for t, i in enumerate(dict.fromkeys(picks))]
+    (tmp_path / "interactions.jsonl").write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    cfg = FitConfig(dataset="generic", data_dir=tmp_path, components=["popularity", "cooccurrence"], valid_users=30,
+                    min_gain=-1.0)
+    rec = Recommender.load(fit_bundle(cfg, tmp_path / "bundle", log=lambda m: None))
+    cat = CatalogueIndex.from_bundle(rec.bundle)
+
+    def rank_fn(h, pool, k):
+        return rec.rank_pool(h, pool, k, reasons=True)
+
+    messages = [{"role": "user", "content": "I loved Alien and The Shining, 3 movies please"}]
+    text, answer = chat_turn(messages, cat, rank_fn)
+    got = [it.id for it in answer.recommendation.items]
+    assert len(got) == 3 and not {"1", "20"} & set(got) and all(i in cat for i in got)
+    assert all(it.reason and it.evidence for it in answer.recommendation.items) and "Why:" in text
+    messages += [{"role": "assistant", "content": text}, {"role": "user", "content": "I've seen the first one, no comedy"}]
+    text2, answer2 = chat_turn(messages, cat, rank_fn)
+    got2 = [it.id for it in answer2.recommendation.items]
+    assert got[0] not in got2 and all("Comedy" not in cat.by_id[i].attributes["genres"] for i in got2)

@@ -63,3 +63,27 @@ def test_through_a_recommender_on_the_fake_backend():
     out = run_dialogues(dialogues, sample_catalogue(), rank_fn)
     assert out["failures"] == [] and out["counts"]["recommended"] > 0
     assert out["metrics"]["recommended_respect_constraints"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """What `llm-rec serve --bundle` runs for a chat turn, on a bundle fitted on the bundled sample with
+    the components that need no text encoder (seconds): its catalogue index and rank_pool with reasons."""
+    from llm_recommender import Recommender
+    from llm_recommender.agent import CatalogueIndex
+    from llm_recommender.bundle import FitConfig, fit_bundle
+
+    cfg = FitConfig(dataset="ml-latest-small", components=["popularity", "cooccurrence"], valid_users=100, min_gain=-1.0)
+    rec = Recommender.load(fit_bundle(cfg, tmp_path_factory.mktemp("dialogues") / "bundle", log=lambda m: None))
+    return CatalogueIndex.from_bundle(rec.bundle), (lambda h, pool, k: rec.rank_pool(h, pool, k, reasons=True))
+
+
+def test_the_whole_set_through_a_fitted_bundle_as_served(served):
+    catalogue, rank_fn = served
+    out = run_dialogues(load_dialogues(DIALOGUES), catalogue, rank_fn)
+    m = out["metrics"]
+    assert out["failures"] == []
+    assert m["mention_linking_accuracy_typos_or_missing_year"] >= 0.95
+    assert m["recommended_in_catalogue"] == m["recommended_never_mentioned_or_seen"] == 1.0
+    assert m["recommended_respect_constraints"] == m["ambiguous_asks_back"] == 1.0
+    assert out["counts"]["recommended"] > 50 and out["counts"]["popularity_variants"] == 2
