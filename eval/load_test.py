@@ -165,6 +165,8 @@ def spawn_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
         cmd += ["--model", args.model]
     if args.strategy:
         cmd += ["--strategy", args.strategy]
+    if getattr(args, "bundle", None):
+        cmd += ["--bundle", str(args.bundle)]
     if args.max_batch is not None:
         cmd += ["--max-batch", str(args.max_batch)]
     if args.batch_wait_ms is not None:

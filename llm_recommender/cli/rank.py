@@ -56,12 +56,21 @@ def rank(
     threads: ThreadsOpt = None,
     template_dir: TemplateDirOpt = None,
     indent: Annotated[int, typer.Option(help="JSON indentation of the output.")] = 2,
+    table: Annotated[bool, typer.Option("--table", help="Print a readable table (rank, title, P, reason) instead of JSON.")] = False,
 ) -> None:
-    """Rank the candidates of REQUEST for its user and print the response as JSON."""
+    """Rank the candidates of REQUEST for its user and print the response as JSON (or a table)."""
     from ..protocol import parse_request
 
     parsed = parse_request(read_request(request))  # validate before loading the model
     rec = make_recommender(bundle, model=model, backend=backend, base_url=base_url, strategy=strategy,
                            calibrator=calibrator, threads=threads, template_dir=template_dir)
     response = rec.rank_request(parsed)
-    typer.echo(response.model_dump_json(indent=indent or None))
+    if not table:
+        typer.echo(response.model_dump_json(indent=indent or None))
+        return
+    for it in response.items:
+        typer.echo(f"{it.rank:>3}. {it.title}  P={it.probability:.2f}")
+        if it.reason:
+            typer.echo(f"     {it.reason}")
+    for fb in response.fallbacks:
+        typer.echo(f"note: {fb.stage} fell back to {fb.used}: {fb.reason}", err=True)

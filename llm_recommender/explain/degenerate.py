@@ -99,7 +99,10 @@ def problem(text: str, *, titles: Iterable[str] = (), allowed_titles: Iterable[s
     for w in set(seq):
         if w not in STOPWORDS and w not in VERBS and len(w) > 4 and seq.count(w) >= 2:
             return f"repetition ({w!r})"
-    if re.search(r"[a-z]{2}[.!?]\s+[A-Z]", stripped):
+    untitled = stripped  # "Hot Shots! Part Deux" is one title, not two sentences
+    for t in sorted({f for t in titles for f in (t, _strip_year(t))}, key=len, reverse=True):
+        untitled = re.sub(re.escape(t), "TITLE", untitled, flags=re.IGNORECASE)
+    if re.search(r"[a-z]{2}[.!?]\s+[A-Z]", untitled):
         return "more than one sentence"
     if not any(w in VERBS or (len(w) > 4 and w.endswith(("ed", "ing"))) for w in seq):
         return "no verb"

@@ -47,3 +47,41 @@ def test_three_turns_ranked_by_the_default_model(rec):
         assert len(shown) == 3 and all(i in cat for i in shown) and not {"1", "16"} & set(shown)
         assert answer.recommendation.backend == "transformers"
     assert kinds == ["recommendation"] * 3
+
+
+@pytest.fixture(scope="module")
+def sample_bundle(tmp_path_factory):
+    from llm_recommender.bundle import FitConfig, fit_bundle
+
+    cfg = FitConfig(dataset="ml-latest-small", components=["popularity", "cooccurrence"], valid_users=100, min_gain=-1.0)
+    return fit_bundle(cfg, tmp_path_factory.mktemp("agent-real") / "bundle", log=lambda m: None)
+
+
+def test_dialogues_with_the_default_model_and_a_bundle_on_the_sample(sample_bundle, default_model_dir):
+    """A few committed dialogues: the LLM intent parser (real SmolLM2, JSON-schema constrained) and the
+    bundle's ranking with reasons the LLM phrases from the evidence (or the evidence text, recorded)."""
+    from pathlib import Path
+
+    from llm_recommender.agent import CatalogueIndex
+    from llm_recommender.agent.scoring import load_dialogues, run_dialogues
+
+    rec = Recommender.load(sample_bundle, backend="transformers")
+    cat = CatalogueIndex.from_bundle(rec.bundle)
+    seen: list = []
+
+    def rank_fn(history, pool, k):
+        resp = rec.rank_pool(history, pool, k, reasons="llm")
+        seen.append(resp)
+        return resp
+
+    path = Path(__file__).resolve().parents[2] / "eval" / "dialogues" / "dialogues.jsonl"
+    dialogues = [d for d in load_dialogues(path) if d["id"] in {"hated-and-genre", "typo-godfather"}]
+    assert len(dialogues) >= 2
+    out = run_dialogues(dialogues, cat, rank_fn, parser="llm", backend=rec.backend)
+    m = out["metrics"]
+    assert out["counts"]["recommended"] > 0
+    assert m["recommended_in_catalogue"] == 1.0 and m["recommended_never_mentioned_or_seen"] == 1.0
+    for resp in seen:  # every reason is there: the LLM's, or the evidence text with the rejection recorded
+        assert all(it.reason and it.evidence for it in resp.items)
+        rejected = sum(f.reason.count(": ") for f in resp.fallbacks if f.stage == "reason")
+        assert rejected <= len(resp.items) and resp.backend == "transformers"

@@ -32,6 +32,14 @@ def test_rank_from_file_and_stdin(tmp_path, sample_request):
     assert b.returncode == 0 and json.loads(b.stdout)["strategy"] == "pointwise"
 
 
+def test_rank_table_shows_titles_probabilities_and_reasons(sample_request):
+    out = run("rank", "-", "--backend", "fake", "--table", stdin=json.dumps({**sample_request, "reasons": True}).encode())
+    assert out.returncode == 0, out.stderr.decode()
+    lines = out.stdout.decode().splitlines()
+    assert lines[0].startswith("  1. ") and "P=" in lines[0]
+    assert lines[1].strip() == "It is much like what you watched before."  # the fake backend's reason
+
+
 @pytest.mark.parametrize(
     "payload, expected",
     [
