@@ -132,7 +132,6 @@ def fold_in(
 class ImplicitScorer(BaselineScorer):
     """Shared parts: config, fit bookkeeping, candidate lookup, save/load of item-side arrays."""
 
-    requires_fit = True
     config_class: ClassVar[type[_Config]]
 
     def __init__(self, config: _Config | dict[str, Any] | None = None, **options: Any) -> None:
