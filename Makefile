@@ -17,7 +17,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 QUIET := 2>&1 | { grep -v "^WARNING: Location" || true; }
 
-.PHONY: demo test test-unit test-fast bench eval clean help
+.PHONY: demo test test-unit lint bench clean help
 
 help:
 	@echo "make demo   - set up and rank movies for a sample user, with reasons"
