@@ -50,23 +50,23 @@ class TuneConfig(BaseModel):
     data_dir: Path | None = None
     model: str = "smollm2-135m-instruct"
     method: Literal["full", "lora", "auto"] = "auto"
-    full_max_params: int = Field(1_000_000_000, description="method auto: full fine-tuning up to this size, else LoRA")
-    lora_r: int = Field(16, ge=1)
+    full_max_params: int = Field(default=1_000_000_000, description="method auto: full fine-tuning up to this size, else LoRA")
+    lora_r: int = Field(default=16, ge=1)
     lora_alpha: int | None = None
-    lr: float | None = Field(None, gt=0, description="default: 1e-4 full, 1e-3 LoRA")
+    lr: float | None = Field(default=None, gt=0, description="default: 1e-4 full, 1e-3 LoRA")
     weight_decay: float = 0.0
-    warmup_steps: int = Field(10, ge=0)
-    steps: int = Field(300, ge=1)
-    batch_size: int = Field(8, ge=1)
-    history: int = Field(10, ge=0, description="history items in training and validation prompts")
-    candidates: int = Field(20, ge=2, description="verbalizer: candidates per training prompt")
-    max_per_user: int = Field(20, ge=1, description="training contexts sampled per user")
-    eval_every: int = Field(50, ge=1)
-    eval_users: int = Field(30, ge=1)
-    patience: int = Field(3, ge=1)
-    max_minutes: float | None = Field(None, gt=0)
+    warmup_steps: int = Field(default=10, ge=0)
+    steps: int = Field(default=300, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    history: int = Field(default=10, ge=0, description="history items in training and validation prompts")
+    candidates: int = Field(default=20, ge=2, description="verbalizer: candidates per training prompt")
+    max_per_user: int = Field(default=20, ge=1, description="training contexts sampled per user")
+    eval_every: int = Field(default=50, ge=1)
+    eval_users: int = Field(default=30, ge=1)
+    patience: int = Field(default=3, ge=1)
+    max_minutes: float | None = Field(default=None, gt=0)
     resume: bool = True
-    threads: int = Field(1, ge=1)
+    threads: int = Field(default=1, ge=1)
     seed: int = 0
     progress: bool = True
 
