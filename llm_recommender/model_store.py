@@ -79,9 +79,9 @@ def ensure_converted(name: str = DEFAULT_MODEL_ALIAS) -> Path:
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         # Dequantized weights are plain tensors now: drop the GGUF quantizer so the
         # folder saves and loads as an ordinary fp32 checkpoint.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # pyright: ignore[reportArgumentType]  (nn.Module.__setattr__'s stub)
         if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+            del model.config.quantization_config  # pyright: ignore[reportAttributeAccessIssue]  (hasattr above)
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         try:

@@ -182,5 +182,5 @@ class Backend(abc.ABC):
                 param="backend",
             )
 
-    def close(self) -> None:  # pragma: no cover - trivial
+    def close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing to release  # pragma: no cover
         """Release resources (processes, sessions)."""

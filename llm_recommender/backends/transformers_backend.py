@@ -88,7 +88,7 @@ class TransformersBackend(Backend):
                 param="model",
             ) from exc
         if not cuda and settings.device not in ("auto", "cpu"):
-            model = model.to(settings.device)
+            model = model.to(settings.device)  # pyright: ignore[reportArgumentType]  (transformers' stub types .to oddly)
         return model, tokenizer
 
     # ---- description --------------------------------------------------------------

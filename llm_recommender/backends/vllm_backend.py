@@ -146,7 +146,7 @@ class VLLMBackend(TokenizerMixin, Backend):
         except Exception as exc:  # a broken install fails here, not later
             raise ModelLoadError(f"vLLM is installed but cannot be imported: {exc}", param="backend") from exc
         self._SamplingParams = SamplingParams
-        self._TokensPrompt = TokensPrompt
+        self._TokensPrompt: Any = TokensPrompt  # a TypedDict, called as a dict constructor
         self._StructuredOutputsParams = StructuredOutputsParams
 
         self._name = self.settings.model
@@ -273,7 +273,7 @@ class VLLMBackend(TokenizerMixin, Backend):
 
     def close(self) -> None:
         """Free the engine so another one can start in this process."""
-        llm = self.__dict__.pop("llm", None)
+        llm = vars(self).pop("llm", None)
         if llm is None:
             return
         try:

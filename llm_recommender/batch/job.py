@@ -205,7 +205,8 @@ def _run_ray(config: BatchConfig, spec: RecommenderSpec, catalog: list[Item] | N
                                   param="use_ray") from None
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=config.address, include_dashboard=False, logging_level="warning", log_to_driver=True)
+        ray.init(address=config.address, include_dashboard=False, logging_level="warning",  # pyright: ignore[reportArgumentType]  (ray takes names too)
+                 log_to_driver=True)
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # ours counts users, not blocks

@@ -69,7 +69,7 @@ class TemperatureCalibrator(Calibrator):
         groups: np.ndarray | None = None,
         mode: str = "softmax",
         source: str | None = None,
-        **_: Any,
+        **_options: Any,
     ) -> TemperatureCalibrator:
         proto = cls(1.0, mode, source)  # validates mode/source
         x = check_finite(calibrator_input(proto.source, scores, probabilities), "scores")

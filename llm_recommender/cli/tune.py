@@ -59,11 +59,11 @@ def tune_generative(
 
     cfg = TuneConfig(
         out=out,
-        objective=objective,
+        objective=objective,  # pyright: ignore[reportArgumentType]  (pydantic parses the CLI's strings)
         dataset=dataset,
         data_dir=data_dir,
         model=model or "smollm2-135m-instruct",
-        method=method,
+        method=method,  # pyright: ignore[reportArgumentType]  (pydantic parses the CLI's strings)
         lora_r=lora_r,
         lr=lr or None,
         steps=steps,

@@ -247,7 +247,7 @@ def pointwise_cases(
     for uid in chosen:
         user = rated[uid]
         target = user.target(split)
-        label = int(float(target.rating) > threshold)
+        label = int(float(target.rating) > threshold)  # pyright: ignore[reportArgumentType]  (rated users only)
         cases.append(
             make_case(
                 dataset, user, split, [target.item_id], protocol="pointwise", history_len=history_len, labels=[label]

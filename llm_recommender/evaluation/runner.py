@@ -183,7 +183,7 @@ class EvalRunner:
                             component_config=cfg.fit_component_config,
                             n_candidates=cfg.n_candidates, max_history=cfg.max_history,
                             valid_users=cfg.fit_valid_users, cold_items=sorted(self.cold_items), threads=cfg.threads,
-                            progress=cfg.progress, command=cfg.command, **({"model": cfg.model} if cfg.model else {}))
+                            progress=cfg.progress, command=cfg.command, **({"model": cfg.model} if cfg.model else {}))  # pyright: ignore[reportArgumentType]  (one optional str)
         path = self.out / "bundle"
         want = fit_cfg.model_dump(mode="json")
         want.pop("command")
@@ -237,7 +237,7 @@ class EvalRunner:
         cfg = self.config
         self.dataset = ds = load_dataset(cfg.dataset, cfg.data_dir)
         self.splits = leave_one_out(ds)
-        common = dict(n_users=cfg.users, seed=cfg.seed, history_len=cfg.max_history, splits=self.splits)
+        common: dict[str, Any] = dict(n_users=cfg.users, seed=cfg.seed, history_len=cfg.max_history, splits=self.splits)
         if cfg.protocol == "cold-start":
             from .protocols import cold_start_cases, cold_start_items
 

@@ -71,7 +71,7 @@ class ItemEncoder:
         self.renderer = renderer
         self.model_name = model_name
         self.layer = resolve_layer(model, layer)
-        self.pooling = pooling
+        self.pooling: Pooling = pooling
         self.batch_size = batch_size
         self._mem: dict[str, np.ndarray] = {}
         self._dirty = False
@@ -219,9 +219,6 @@ def pooled_hidden_states(
     result = []
     for layer in layers:
         h = out.hidden_states[layer].float()
-        if pooling == "mean":
-            v = (h * m).sum(1) / m.sum(1)
-        else:
-            v = h[torch.arange(len(enc), device=device), lengths - 1]
+        v = (h * m).sum(1) / m.sum(1) if pooling == "mean" else h[torch.arange(len(enc), device=device), lengths - 1]
         result.append(v.cpu().numpy().astype(np.float32))
     return result

@@ -40,7 +40,7 @@ class LiveServer:
     def __init__(self, cmd: list[str], port: int, env: dict | None = None) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="llm-rec-serve-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="llm-rec-serve-", suffix=".log", delete=False)  # noqa: SIM115 - open for the process's life
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})})
 

@@ -11,8 +11,8 @@ import pytest
 from llm_recommender import PlattCalibrator, Recommender
 from llm_recommender.backends.fake import FakeBackend
 from llm_recommender.calibration import load_calibrator
-from llm_recommender.scorers.verbalizer import permutation_orders
 from llm_recommender.protocol import parse_request
+from llm_recommender.scorers.verbalizer import permutation_orders
 
 
 def label_of(prompt: str, title: str) -> str | None:
