@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
+from .model_store import DEFAULT_MODEL
 
 
 def secret_from_env(env_source: Callable[[], dict[str, Any]], field: str, env_name: str) -> Callable[[], dict[str, Any]]:

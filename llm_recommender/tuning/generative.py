@@ -37,6 +37,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InvalidRequestError
+from ..model_store import DEFAULT_MODEL
 
 TRAINER_STATE = "trainer_state.json"
 
@@ -48,7 +49,7 @@ class TuneConfig(BaseModel):
     objective: Literal["pointwise", "verbalizer"] = "pointwise"
     dataset: str = "ml-latest-small"
     data_dir: Path | None = None
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     method: Literal["full", "lora", "auto"] = "auto"
     full_max_params: int = Field(default=1_000_000_000, description="method auto: full fine-tuning up to this size, else LoRA")
     lora_r: int = Field(default=16, ge=1)
