@@ -41,6 +41,7 @@ from ..model_store import resolve_model
 from ..settings import Settings
 from ._tokenizer import TokenizerMixin, load_tokenizer
 from .base import Backend, Generation
+from .kit import auto_dtype
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,7 @@ def resolve_dtype(settings: Settings, cpu: bool) -> str:
     if settings.dtype != "auto":
         return settings.dtype
     if cpu:
-        from .transformers_backend import cpu_supports_bf16_fast
-
-        return "bfloat16" if cpu_supports_bf16_fast() else "float32"
+        return auto_dtype(cuda=False)
     return "auto"  # vLLM picks bf16/fp16 for the GPU
 
 

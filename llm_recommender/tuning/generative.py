@@ -142,14 +142,11 @@ def _batch_loss(
 ) -> Any:
     import torch
 
+    from ..backends.kit import mask_positions, padded_batch
+
     enc = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    width = max(len(e) for e in enc)
-    ids = torch.full((len(enc), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(enc), width), dtype=torch.long)
-    for r, e in enumerate(enc):  # left padding, as the backend scores
-        ids[r, width - len(e) :] = torch.tensor(e)
-        mask[r, width - len(e) :] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    ids, mask = padded_batch(enc, tokenizer.pad_token_id)  # left padding, as the backend scores
+    pos = mask_positions(mask)
     logits = (
         model(
             input_ids=ids.to(device),
@@ -176,7 +173,8 @@ def tune(
     from accelerate.utils import set_seed
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..backends.transformers_backend import TransformersBackend, cpu_supports_bf16_fast
+    from ..backends.kit import auto_dtype
+    from ..backends.transformers_backend import TransformersBackend
     from ..data import load_dataset
     from ..evaluation.metrics import ranking_metrics, target_rank
     from ..evaluation.protocols import leave_one_out, llmrank_cases
@@ -193,10 +191,7 @@ def tune(
     ckpt = out / "checkpoint"
 
     cuda = torch.cuda.is_available()
-    if cuda:
-        mp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    else:
-        mp = "bf16" if cpu_supports_bf16_fast() else "no"
+    mp = {"bfloat16": "bf16", "float16": "fp16", "float32": "no"}[auto_dtype(cuda)]  # the backends' dtype policy
     accelerator = Accelerator(mixed_precision=mp, cpu=not cuda)
     device = accelerator.device
 

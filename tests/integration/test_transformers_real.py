@@ -92,7 +92,7 @@ def test_batched_left_padding_matches_single_prompts(rec_padded, sample_request)
 
     # The check can fail: the same padded batch without the attention mask and position ids
     # (padding read as text) misses the single-prompt answer by far more than the tolerance.
-    enc = [backend._encode(p) for p in (long, short)]
+    enc = [backend.encode(p) for p in (long, short)]
     width = max(map(len, enc))
     rows = torch.tensor([[backend.tokenizer.pad_token_id] * (width - len(e)) + e for e in enc])
     with torch.inference_mode():
