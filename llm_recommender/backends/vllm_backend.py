@@ -39,8 +39,8 @@ import numpy as np
 from ..errors import BackendError, ModelLoadError
 from ..model_store import resolve_model
 from ..settings import Settings
-from ._tokenizer import TokenizerMixin, load_tokenizer
-from .base import Backend, Generation
+from ._tokenizer import TokenIdBackend, load_tokenizer
+from .base import Generation
 from .kit import auto_dtype
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def main_cannot_be_reimported() -> bool:
     return sys.argv[:1] == ["-"] or (main_file is not None and not os.path.isfile(main_file))
 
 
-class VLLMBackend(TokenizerMixin, Backend):
+class VLLMBackend(TokenIdBackend):
     name = "vllm"
     supports_logprobs = True
     supports_json_schema = True
@@ -215,16 +215,6 @@ class VLLMBackend(TokenizerMixin, Backend):
             except KeyError as exc:  # never happens with logprob_token_ids; never guess if it does
                 raise BackendError(f"vLLM returned no log-prob for token {exc}", param="backend") from None
         return out
-
-    # ---- scoring ------------------------------------------------------------------
-    def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
-        return self._score_ids([self.encode(p) for p in prompts], token_ids)
-
-    def prefix_next_token_logprobs(self, prefix: str, suffixes: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
-        # Tokenize prefix and suffixes separately, like the transformers backend's KV-cache
-        # reuse does; prefix caching then shares the prefix's full KV blocks.
-        head = self.encode(prefix)
-        return self._score_ids([head + self.encode(s) for s in suffixes], token_ids)
 
     # ---- generation ---------------------------------------------------------------
     def generate(self, prompts: Sequence[str], *, max_tokens: int, json_schema: dict[str, Any] | None = None) -> list[Generation]:
