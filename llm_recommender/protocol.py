@@ -113,7 +113,7 @@ class RankRequest(_Input):
                                    description="empty: a bundle retrieves candidates from its catalogue")
     top_k: int = Field(default=10, ge=1, le=MAX_CANDIDATES)
     reasons: bool | Literal["evidence", "llm"] = Field(
-        False, description="true: 'evidence' with a fused bundle ranking (rendered from what ranked the item), else 'llm'")
+        default=False, description="true: 'evidence' with a fused bundle ranking (rendered from what ranked the item), else 'llm'")
     strategy: str | None = None
 
 
@@ -156,7 +156,7 @@ class Evidence(_Model):
     history_items: list[EvidenceItem] = Field(default_factory=list)
     shared_attributes: dict[str, list[str]] = Field(
         default_factory=dict, description="attribute values the item shares with the cited history items")
-    known_item: bool = Field(True, description="False: the bundle never saw the item; scored from its text")
+    known_item: bool = Field(default=True, description="False: the bundle never saw the item; scored from its text")
 
 
 class RankedItem(_Model):

@@ -6,7 +6,7 @@ request -> validate -> prompt rendering -> backend -> scorer -> calibrator
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +232,7 @@ class Recommender:
     def rank_request(self, request: RankRequest | dict[str, Any]) -> RankResponse:
         return self.rank_many([request])[0]
 
-    def rank_many(self, requests: list[RankRequest | dict[str, Any]]) -> list[RankResponse]:
+    def rank_many(self, requests: Sequence[RankRequest | dict[str, Any]]) -> list[RankResponse]:
         """Rank many requests; requests sharing a strategy are scored as one batch.
 
         A request without candidates gets them from the bundle's catalogue (retrieval:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 from rapidfuzz import fuzz
 
@@ -346,7 +347,7 @@ class DeterministicParser:
                        score=pick.score, source="clarification")
 
     # ---- constraints ------------------------------------------------------------------------
-    def constraints(self, text: str, taken: list[tuple[int, int]], notes: list[str]) -> tuple[Constraints, str | None]:
+    def constraints(self, text: str, taken: list[tuple[int, int]], notes: list[str]) -> tuple[Constraints, Literal["older", "newer"] | None]:
         include: list[str] = []
         exclude: list[str] = []
         for genre, pattern in self._genres:
@@ -389,7 +390,7 @@ class DeterministicParser:
                 year_min, year_max = int(m.group(1)), None if year_max == int(m.group(1)) - 1 else year_max
             for m in _NOT_AFTER.finditer(masked):
                 year_min, year_max = None if year_min == int(m.group(1)) + 1 else year_min, int(m.group(1))
-        relative = None
+        relative: Literal["older", "newer"] | None = None
         if year_min is None and year_max is None:
             if _OLDER.search(masked):
                 relative = "older"

@@ -125,7 +125,7 @@ def run_dialogues(dialogues: list[dict[str, Any]], catalogue: CatalogueIndex, ra
                              ("newer_than_mentions", list(expected_ids))):
                 if exp.get(key):
                     c["relative_checks"] += 1
-                    years = [catalogue.years[i] for i in ref if catalogue.years.get(i)]
+                    years = [y for i in ref if (y := catalogue.years.get(i))]
                     got_years = [catalogue.years.get(i) or 0 for i in items]
                     ok = bool(items and years) and (all(y < min(years) for y in got_years) if key.startswith("older")
                                                     else all(y > max(years) for y in got_years))

@@ -1,7 +1,8 @@
-"""Tokenization shared by the vLLM and OpenAI-compatible backends.
+"""Tokenization shared by the backends, and the base of the two token-id backends.
 
-Both apply the chat template and tokenize *locally*, exactly as the transformers backend
-does, and send token ids to the engine/server. So the three backends see the same
+The transformers backend tokenizes with :class:`TokenizerMixin`; the vLLM and
+OpenAI-compatible backends (:class:`TokenIdBackend`) apply the chat template and tokenize
+*locally* with it too, and send token ids to the engine/server. So the three backends see the same
 token sequence for the same rendered prompt, and the agreement between them measures
 the numerics only, never a tokenization difference (BOS added or not, a space merged
 across the prefix/suffix boundary of the pointwise prompt...).
@@ -9,10 +10,15 @@ across the prefix/suffix boundary of the pointwise prompt...).
 
 from __future__ import annotations
 
+import abc
 import functools
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from ..errors import ModelLoadError
+from .base import Backend
 
 
 @functools.lru_cache(maxsize=8)  # read-only use; several backends of one model share it
@@ -48,3 +54,23 @@ class TokenizerMixin:
     def single_token_id(self, text: str) -> int | None:
         ids = self.encode(text)
         return ids[0] if len(ids) == 1 else None
+
+
+class TokenIdBackend(TokenizerMixin, Backend):
+    """A backend that scores token id lists (vLLM, an OpenAI-compatible server).
+
+    Subclasses implement :meth:`_score_ids`. Prefix and suffixes are tokenized separately,
+    as the transformers backend's KV-cache reuse does, so all backends see the same token
+    split; the engine's or server's prefix cache then shares the prefix's KV blocks.
+    """
+
+    @abc.abstractmethod
+    def _score_ids(self, prompts: list[list[int]], token_ids: Sequence[int]) -> np.ndarray:
+        """Next-token log-probabilities of ``token_ids`` after each prompt, ``(len(prompts), len(token_ids))``."""
+
+    def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
+        return self._score_ids([self.encode(p) for p in prompts], token_ids)
+
+    def prefix_next_token_logprobs(self, prefix: str, suffixes: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
+        head = self.encode(prefix)
+        return self._score_ids([head + self.encode(s) for s in suffixes], token_ids)

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -71,7 +71,6 @@ class BackendStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     forward_passes: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def snapshot(self) -> tuple[int, int, int]:
         return (self.prompt_tokens, self.completion_tokens, self.forward_passes)
@@ -199,5 +198,5 @@ class Backend(Configurable, abc.ABC):
                 param="backend",
             )
 
-    def close(self) -> None:  # pragma: no cover - trivial
+    def close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing to release  # pragma: no cover
         """Release resources (processes, sessions)."""

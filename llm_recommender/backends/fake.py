@@ -36,7 +36,7 @@ def default_generation(prompt: str, json_schema: dict[str, Any] | None) -> str:
         items = props["ranking"].get("items", {})
         ids = items.get("enum")
         if ids is None and "$ref" in items:  # pydantic puts Literal enums in $defs sometimes
-            ids = next(iter(json_schema.get("$defs", {}).values()), {}).get("enum", [])
+            ids = next(iter((json_schema or {}).get("$defs", {}).values()), {}).get("enum", [])
         return json.dumps({"ranking": ids or []})
     if "reason" in props:
         return json.dumps({"reason": "It is much like what you watched before."})

@@ -46,8 +46,8 @@ import numpy as np
 from ..errors import BackendError, CapabilityError, InvalidRequestError
 from ..model_store import is_alias, resolve_model
 from ..settings import Settings
-from ._tokenizer import TokenizerMixin, load_tokenizer
-from .base import Backend, Generation
+from ._tokenizer import TokenIdBackend, load_tokenizer
+from .base import Generation
 from .configs import OpenAIConfig
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class MalformedResponse(Exception):
     """A 2xx reply that is not the JSON shape of the OpenAI API."""
 
 
-class OpenAIBackend(TokenizerMixin, Backend):
+class OpenAIBackend(TokenIdBackend):
     name = "openai"
     config_class = OpenAIConfig
     supports_logprobs = True
@@ -238,13 +238,6 @@ class OpenAIBackend(TokenizerMixin, Backend):
                 for c in chunks]
         rows = [self._label_logprobs(choice, ids) for choices in self._parallel(jobs) for choice in choices]
         return np.asarray(rows, dtype=np.float64).reshape(len(prompts), len(ids))
-
-    def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
-        return self._score_ids([self.encode(p) for p in prompts], token_ids)
-
-    def prefix_next_token_logprobs(self, prefix: str, suffixes: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
-        head = self.encode(prefix)  # same token split as the in-process backends; the server's prefix cache reuses it
-        return self._score_ids([head + self.encode(s) for s in suffixes], token_ids)
 
     # ---- generation ---------------------------------------------------------------
     def generate(self, prompts: Sequence[str], *, max_tokens: int, json_schema: dict[str, Any] | None = None) -> list[Generation]:

@@ -13,7 +13,6 @@ import copy
 import json
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,22 +20,15 @@ import numpy as np
 from ..errors import ModelLoadError
 from ..model_store import resolve_model
 from ..settings import Settings
+from ._tokenizer import TokenizerMixin
 from .base import Backend, Generation
 from .configs import TransformersConfig
+from .kit import auto_dtype, mask_positions, padded_batch
 
 log = logging.getLogger(__name__)
 
 
-def cpu_supports_bf16_fast() -> bool:
-    """AMX or AVX512-BF16 make bf16 matmuls much faster than fp32 on CPU."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-class TransformersBackend(Backend):
+class TransformersBackend(TokenizerMixin, Backend):
     name = "transformers"
     config_class = TransformersConfig
     supports_logprobs = True
@@ -65,12 +57,7 @@ class TransformersBackend(Backend):
 
     # ---- loading ----------------------------------------------------------------
     def _dtype(self, settings: Settings, cuda: bool) -> Any:
-        torch = self._torch
-        if settings.dtype != "auto":
-            return getattr(torch, settings.dtype)
-        if cuda:
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_supports_bf16_fast() else torch.float32
+        return getattr(self._torch, settings.dtype if settings.dtype != "auto" else auto_dtype(cuda))
 
     def _load(self, settings: Settings) -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -91,7 +78,7 @@ class TransformersBackend(Backend):
                 param="model",
             ) from exc
         if not cuda and settings.device not in ("auto", "cpu"):
-            model = model.to(settings.device)
+            model = model.to(settings.device)  # pyright: ignore[reportArgumentType]  (transformers' stub types .to oddly)
         return model, tokenizer
 
     # ---- description --------------------------------------------------------------
@@ -109,23 +96,6 @@ class TransformersBackend(Backend):
     def dtype_name(self) -> str:
         return str(next(self.model.parameters()).dtype).replace("torch.", "")
 
-    # ---- tokenization -------------------------------------------------------------
-    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        # Base models without a chat template: a plain transcript.
-        return "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in messages) + "Assistant:"
-
-    def _encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def count_tokens(self, text: str) -> int:
-        return len(self._encode(text))
-
-    def single_token_id(self, text: str) -> int | None:
-        ids = self._encode(text)
-        return ids[0] if len(ids) == 1 else None
-
     # ---- scoring ------------------------------------------------------------------
     def _last_logprobs(self, logits: Any, token_ids: Sequence[int]) -> np.ndarray:
         torch = self._torch
@@ -139,15 +109,9 @@ class TransformersBackend(Backend):
         # adds padding (measured: 4 padded prompts cost 2.75 s each vs 1.7 s one by one).
         bs = self.settings.batch_size if self.device.type != "cpu" or self.settings.pad_batches_on_cpu else 1
         for start in range(0, len(prompts), bs):
-            chunk = [self._encode(p) for p in prompts[start : start + bs]]
-            width = max(len(c) for c in chunk)
-            pad = self.tokenizer.pad_token_id
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, c in enumerate(chunk):  # left padding: the last column is every row's last token
-                ids[r, width - len(c) :] = torch.tensor(c)
-                mask[r, width - len(c) :] = 1
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            chunk = [self.encode(p) for p in prompts[start : start + bs]]
+            ids, mask = padded_batch(chunk, self.tokenizer.pad_token_id)  # left: the last column is every row's last token
+            pos = mask_positions(mask)
             with torch.inference_mode():
                 logits = self.model(
                     input_ids=ids.to(self.device),
@@ -162,7 +126,7 @@ class TransformersBackend(Backend):
 
     def prefix_next_token_logprobs(self, prefix: str, suffixes: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
         torch = self._torch
-        prefix_ids = self._encode(prefix)
+        prefix_ids = self.encode(prefix)
         if not prefix_ids:
             return self.next_token_logprobs(list(suffixes), token_ids)
         with torch.inference_mode():
@@ -173,15 +137,11 @@ class TransformersBackend(Backend):
         out = []
         bs = self.settings.batch_size
         for start in range(0, len(suffixes), bs):
-            chunk = [self._encode(s) for s in suffixes[start : start + bs]]
+            chunk = [self.encode(s) for s in suffixes[start : start + bs]]
             lens = [len(c) for c in chunk]
             width = max(lens)
-            ids = torch.full((len(chunk), width), self.tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), p + width), dtype=torch.long)
-            mask[:, :p] = 1
-            for r, c in enumerate(chunk):  # right padding: each row's prefix stays aligned with the cache
-                ids[r, : len(c)] = torch.tensor(c)
-                mask[r, p : p + len(c)] = 1
+            # right padding: each row's prefix stays aligned with the cache
+            ids, mask = padded_batch(chunk, self.tokenizer.pad_token_id, side="right", prefix=p)
             batch_cache = copy.deepcopy(cache)
             batch_cache.batch_repeat_interleave(len(chunk))
             positions = torch.arange(p, p + width).unsqueeze(0).expand(len(chunk), -1)
@@ -256,14 +216,10 @@ class TransformersBackend(Backend):
         torch = self._torch
         from transformers import LogitsProcessorList
 
-        encoded = [self._encode(p) for p in prompts]
+        encoded = [self.encode(p) for p in prompts]
         width = max(len(e) for e in encoded)
         pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        for r, e in enumerate(encoded):  # left padding, so every row continues at the last column
-            ids[r, width - len(e) :] = torch.tensor(e)
-            mask[r, width - len(e) :] = 1
+        ids, mask = padded_batch(encoded, pad)  # left padding, so every row continues at the last column
         processors = LogitsProcessorList()
         if grammars:
             import xgrammar as xgr

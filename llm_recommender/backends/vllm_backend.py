@@ -39,9 +39,10 @@ import numpy as np
 from ..errors import BackendError, ModelLoadError
 from ..model_store import resolve_model
 from ..settings import Settings
-from ._tokenizer import TokenizerMixin, load_tokenizer
-from .base import Backend, Generation
+from ._tokenizer import TokenIdBackend, load_tokenizer
+from .base import Generation
 from .configs import VLLMConfig
+from .kit import auto_dtype
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,7 @@ def resolve_dtype(settings: Settings, cpu: bool) -> str:
     if settings.dtype != "auto":
         return settings.dtype
     if cpu:
-        from .transformers_backend import cpu_supports_bf16_fast
-
-        return "bfloat16" if cpu_supports_bf16_fast() else "float32"
+        return auto_dtype(cuda=False)
     return "auto"  # vLLM picks bf16/fp16 for the GPU
 
 
@@ -114,7 +113,7 @@ def main_cannot_be_reimported() -> bool:
     return sys.argv[:1] == ["-"] or (main_file is not None and not os.path.isfile(main_file))
 
 
-class VLLMBackend(TokenizerMixin, Backend):
+class VLLMBackend(TokenIdBackend):
     name = "vllm"
     config_class = VLLMConfig
     supports_logprobs = True
@@ -151,7 +150,7 @@ class VLLMBackend(TokenizerMixin, Backend):
         except Exception as exc:  # a broken install fails here, not later
             raise ModelLoadError(f"vLLM is installed but cannot be imported: {exc}", param="backend") from exc
         self._SamplingParams = SamplingParams
-        self._TokensPrompt = TokensPrompt
+        self._TokensPrompt: Any = TokensPrompt  # a TypedDict, called as a dict constructor
         self._StructuredOutputsParams = StructuredOutputsParams
 
         self._name = self.settings.model
@@ -222,16 +221,6 @@ class VLLMBackend(TokenizerMixin, Backend):
                 raise BackendError(f"vLLM returned no log-prob for token {exc}", param="backend") from None
         return out
 
-    # ---- scoring ------------------------------------------------------------------
-    def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
-        return self._score_ids([self.encode(p) for p in prompts], token_ids)
-
-    def prefix_next_token_logprobs(self, prefix: str, suffixes: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
-        # Tokenize prefix and suffixes separately, like the transformers backend's KV-cache
-        # reuse does; prefix caching then shares the prefix's full KV blocks.
-        head = self.encode(prefix)
-        return self._score_ids([head + self.encode(s) for s in suffixes], token_ids)
-
     # ---- generation ---------------------------------------------------------------
     def generate(self, prompts: Sequence[str], *, max_tokens: int, json_schema: dict[str, Any] | None = None) -> list[Generation]:
         return self.generate_batch(prompts, max_tokens=max_tokens, json_schemas=[json_schema] * len(prompts))
@@ -278,7 +267,7 @@ class VLLMBackend(TokenizerMixin, Backend):
 
     def close(self) -> None:
         """Free the engine so another one can start in this process."""
-        llm = self.__dict__.pop("llm", None)
+        llm = vars(self).pop("llm", None)
         if llm is None:
             return
         try:

@@ -35,7 +35,7 @@ def baseline_class(name: str) -> type[BaselineScorer]:
 
 
 def make_baseline(name: str, **options: Any) -> BaselineScorer:
-    """A baseline by name; those with ``requires_fit`` still need ``.fit(...)`` on training data."""
+    """A baseline by name; those that learn from interactions still need ``.fit(...)`` on training data."""
     return baseline_class(name)(**options)
 
 

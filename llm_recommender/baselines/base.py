@@ -4,13 +4,13 @@ Every baseline takes ``score_many(requests, cutoffs=None)``: ``cutoffs[k]`` is t
 of request ``k``'s target (the runner knows it; requests do not carry it). Only the
 time-aware baselines use it (popularity); the others accept and ignore it, so the
 runner can call all of them the same way. Baselines that learn from interactions
-(``requires_fit``) are given plain arrays through ``fit(...)``, never a dataset.
+are given plain arrays through ``fit(...)``, never a dataset.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 from ..errors import InvalidRequestError
 from ..protocol import Item, RankRequest
@@ -21,8 +21,6 @@ TEXT_FIELDS = ("title", "description", "attributes")
 
 
 class BaselineScorer(Scorer):
-    requires_fit: ClassVar[bool] = False
-
     def is_fitted(self) -> bool:
         return True
 

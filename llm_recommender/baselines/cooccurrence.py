@@ -33,7 +33,6 @@ NORMALIZATIONS = ("cosine", "jaccard", "count")
 
 class CooccurrenceScorer(BaselineScorer):
     name = "cooccurrence"
-    requires_fit = True
 
     def __init__(
         self, users: Sequence[Any] | None = None, items: Sequence[Any] | None = None, normalization: str = "cosine"

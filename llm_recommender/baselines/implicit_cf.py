@@ -133,8 +133,8 @@ def fold_in(
 class ImplicitScorer(BaselineScorer):
     """Shared parts: config, fit bookkeeping, candidate lookup, save/load of item-side arrays."""
 
-    requires_fit = True
     config_class: ClassVar[type[_Config]]
+    item_factors: np.ndarray  # ALS and BPR: set by fit or load
 
     def __init__(self, config: _Config | dict[str, Any] | None = None, **options: Any) -> None:
         self.config = self.validate_config(config, options)
@@ -212,10 +212,11 @@ class ImplicitScorer(BaselineScorer):
 
     def _gram(self) -> np.ndarray:
         """``V^T V`` of the factors the fold-in uses (BPR: without the bias column), computed once."""
-        if self._gram_cache is None:
+        gram = self._gram_cache
+        if gram is None:
             V = self._fold_in_factors()
-            self._gram_cache = V.T @ V
-        return self._gram_cache
+            gram = self._gram_cache = V.T @ V
+        return gram
 
     def _fold_in_factors(self) -> np.ndarray:
         return self.item_factors
@@ -375,10 +376,10 @@ class ItemKNNScorer(ImplicitScorer):
         elif c.weighting == "tfidf":
             weighted = nn.normalize(nn.tfidf_weight(X.T))
         else:
-            weighted = nn.bm25_weight(X.T, c.K1, c.B)
+            weighted = nn.bm25_weight(X.T, c.K1, c.B)  # pyright: ignore[reportArgumentType]  (K1 is a float; implicit annotates int)
         model = nn.ItemItemRecommender(K=c.K, num_threads=c.num_threads)
         model.fit(weighted.T.tocsr(), show_progress=False)
-        self.similarity = model.similarity.tocsr()
+        self.similarity = model.similarity.tocsr()  # pyright: ignore[reportOptionalMemberAccess]  (set by fit)
         self.user_factors_ = None
 
     def _raw_scores(self, hist: list[int], cols: np.ndarray, user_vector: np.ndarray | None) -> np.ndarray:

@@ -52,7 +52,6 @@ def _as_time(value: Any, what: str, param: str = "cutoffs") -> float:
 
 class PopularityScorer(BaselineScorer):
     name = "popularity"
-    requires_fit = True
 
     def __init__(self, items: Sequence[Any] | None = None, timestamps: Sequence[Any] | None = None) -> None:
         self._index: dict[str, tuple[int, int]] | None = None

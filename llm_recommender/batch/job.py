@@ -29,17 +29,17 @@ class BatchConfig(BaseModel):
     input: Path
     output: Path = Field(description="folder of part files; a rerun skips the users already in it")
     output_format: Format = "jsonl"
-    catalog: Path | None = Field(None, description="candidates for rows without their own (minus the history)")
-    top_k: int = Field(10, ge=1, description="default for rows without top_k")
+    catalog: Path | None = Field(default=None, description="candidates for rows without their own (minus the history)")
+    top_k: int = Field(default=10, ge=1, description="default for rows without top_k")
     reasons: bool = False
     strategy: str | None = None
-    batch_size: int = Field(16, ge=1, description="users per rank_many call and per part file")
-    limit: int | None = Field(None, ge=1, description="only the first N input rows")
+    batch_size: int = Field(default=16, ge=1, description="users per rank_many call and per part file")
+    limit: int | None = Field(default=None, ge=1, description="only the first N input rows")
     use_ray: bool = True
-    address: str | None = Field(None, description="existing Ray cluster; default: a local Ray for the job")
-    num_workers: int = Field(2, ge=1)
-    cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0)
+    address: str | None = Field(default=None, description="existing Ray cluster; default: a local Ray for the job")
+    num_workers: int = Field(default=2, ge=1)
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    gpus_per_worker: float = Field(default=0.0, ge=0)
     progress: bool = True
 
 
@@ -205,7 +205,8 @@ def _run_ray(config: BatchConfig, spec: RecommenderSpec, catalog: list[Item] | N
                                   param="use_ray") from None
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=config.address, include_dashboard=False, logging_level="warning", log_to_driver=True)
+        ray.init(address=config.address, include_dashboard=False, logging_level="warning",  # pyright: ignore[reportArgumentType]  (ray takes names too)
+                 log_to_driver=True)
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # ours counts users, not blocks

@@ -17,7 +17,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -127,7 +127,10 @@ class Component(Scorer):
 COMPONENTS: dict[str, type[Component]] = {}
 
 
-def register_component(cls: type[Component]) -> type[Component]:
+_T = TypeVar("_T", bound="type[Component]")
+
+
+def register_component(cls: _T) -> _T:
     COMPONENTS[cls.name] = cls
     return cls
 
@@ -164,6 +167,7 @@ class PopularityComponent(Component):
     name = "popularity"
     kind = "counts"
     config_class = PopularityConfig
+    config: PopularityConfig
 
     counts: np.ndarray
 
@@ -197,6 +201,7 @@ class CooccurrenceComponent(Component):
     name = "cooccurrence"
     kind = "counts"
     config_class = CooccurrenceConfig
+    config: CooccurrenceConfig
 
     def fit(self, data: TrainingData) -> CooccurrenceComponent:
         from scipy import sparse
@@ -268,6 +273,7 @@ class TextSimilarityConfig(ComponentConfig):
 class _TextSimilarity(Component):
     kind = "text"
     config_class = TextSimilarityConfig
+    config: TextSimilarityConfig
 
     def _unit(self, v: np.ndarray) -> np.ndarray:
         return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
@@ -323,6 +329,7 @@ class LLMStrategyComponent(Component):
     kind = "llm"
     needs_llm = True
     config_class = LLMStrategyConfig
+    config: LLMStrategyConfig
     llm_scorer: Scorer | None = None  # set by the Recommender (it owns the backend)
 
     def score_many(self, requests: list[RankRequest]) -> list[ScoreResult]:
@@ -355,6 +362,7 @@ class RandomComponent(Component):
     name = "random"
     kind = "reference"
     config_class = RandomConfig
+    config: RandomConfig
 
     def score_rows(self, request, history, candidates):  # type: ignore[no-untyped-def]
         import zlib

@@ -46,11 +46,11 @@ class FitConfig(BaseModel):
     model: str = DEFAULT_MODEL
     components: list[str] = Field(default_factory=lambda: list(DEFAULT_COMPONENTS))
     component_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    valid_users: int | None = Field(2000, ge=10, description="validation cases the fusion is fitted on (sampled)")
-    n_candidates: int = Field(20, ge=2)
-    max_history: int = Field(50, ge=1)
-    min_gain: float = Field(0.002, description="validation NDCG@10 a component must add to stay in the fusion")
-    l2: float = Field(1.0, gt=0)
+    valid_users: int | None = Field(default=2000, ge=10, description="validation cases the fusion is fitted on (sampled)")
+    n_candidates: int = Field(default=20, ge=2)
+    max_history: int = Field(default=50, ge=1)
+    min_gain: float = Field(default=0.002, description="validation NDCG@10 a component must add to stay in the fusion")
+    l2: float = Field(default=1.0, gt=0)
     seed: int = 0
     cold_items: list[str] = Field(default_factory=list, description="items kept out of training (cold-start)")
     threads: int | None = None

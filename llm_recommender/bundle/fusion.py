@@ -116,7 +116,7 @@ class Fusion:
     @classmethod
     def fit(
         cls, results: Mapping[str, list[ScoreResult]], labels: Sequence[np.ndarray], components: Sequence[str],
-        *, l2: float = 1.0, rows: Sequence[int] | None = None, reference: Sequence[int] = (),
+        *, l2: float = 1.0, rows: Sequence[int] | np.ndarray | None = None, reference: Sequence[int] = (),
     ) -> Fusion:
         rows = list(range(len(labels))) if rows is None else list(rows)
         feats = [request_features({c: results[c][k] for c in components}, components) for k in rows]

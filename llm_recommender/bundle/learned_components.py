@@ -3,6 +3,7 @@ sequence model and implicit CF when their packages are importable)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ class RepresentationComponent(Component):
     name = "representation"
     kind = "text"
     config_class = RepresentationHeadConfig
+    config: RepresentationHeadConfig
     head: RepresentationHead
 
     def fit(self, data: TrainingData) -> RepresentationComponent:
@@ -105,6 +107,7 @@ def _cf_component(scorer_name: str, defaults: dict[str, Any]) -> type[Component]
         name = scorer_name
         kind = "cf"
         config_class = config_cls
+        config: Any  # the model created above, with its one field ``options``
         scorer: Any
 
         def fit(self, data: TrainingData) -> Component:
@@ -155,6 +158,7 @@ class SequenceComponent(Component):
     name = "sequence"
     kind = "learned"
     config_class = SequenceComponentConfig
+    config: SequenceComponentConfig
 
     def _text(self) -> str | None:
         kind = self.config.text
@@ -169,14 +173,16 @@ class SequenceComponent(Component):
         text = self._text()
         cfg = SequenceModelConfig(**{"seed": data.seed, **self.config.model, "use_text": text is not None})
         cases = data.validation[: self.config.valid_cases]
-        valid_fn = None
+        valid_fn: Callable[[Any], float] | None = None
         if cases:
             reqs = [c.request for c in cases]
             gt = [c.ground_truth_index for c in cases]
 
-            def valid_fn(model: Any) -> float:
+            def validate(model: Any) -> float:
                 self.model = model
                 return ndcg10(self.score_many(reqs), gt)
+
+            valid_fn = validate
 
         vectors = self.space.vectors[text] if text else None
         self.model = SequenceModel.fit([s.tolist() for s in data.sequences], len(self.space), vectors, cfg,

@@ -57,7 +57,7 @@ class ComponentRecord(BaseModel):
     kept: bool = True
     reason: str = ""
     fit_seconds: float | None = None
-    marginal_gain: float | None = Field(None, description="validation NDCG@10 lost when this component is removed")
+    marginal_gain: float | None = Field(default=None, description="validation NDCG@10 lost when this component is removed")
     validation: dict[str, float] = Field(default_factory=dict, description="the component alone on validation")
 
 
@@ -67,7 +67,7 @@ class BundleManifest(BaseModel):
     format_version: int = FORMAT_VERSION
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     model: str = Field(description="the LLM whose representations the bundle holds (alias, folder or hub id)")
-    model_fingerprint: str | None = Field(None, description="hash of the LLM's config and a sample of its weights")
+    model_fingerprint: str | None = Field(default=None, description="hash of the LLM's config and a sample of its weights")
     templates: dict[str, str] = Field(default_factory=dict, description="template name -> sha256 of its source")
     representation: dict[str, Any] = Field(default_factory=dict, description="layer, pooling, dim of h_i")
     dataset: dict[str, Any] = Field(default_factory=dict, description="name, fingerprint, sizes")

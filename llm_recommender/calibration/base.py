@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -25,10 +25,13 @@ from ..configurable import ComponentConfig, Configurable
 from ..errors import InvalidRequestError, UnknownNameError
 from .features import FeatureSet
 
-CALIBRATORS: dict[str, type["Calibrator"]] = {}
+CALIBRATORS: dict[str, type[Calibrator]] = {}
 
 
-def register_calibrator(cls: type["Calibrator"]) -> type["Calibrator"]:
+_C = TypeVar("_C", bound="type[Calibrator]")
+
+
+def register_calibrator(cls: _C) -> _C:
     CALIBRATORS[cls.name] = cls
     return cls
 
@@ -79,7 +82,7 @@ class Calibrator(Configurable, abc.ABC):
         probabilities: np.ndarray | None = None,
         groups: np.ndarray | None = None,
         **options: Any,
-    ) -> "Calibrator":
+    ) -> Calibrator:
         """Fit on flat validation arrays (``groups``: request index per row); returns a new calibrator."""
         raise NotImplementedError(f"calibrator {cls.name!r} cannot be fitted")
 
@@ -87,7 +90,7 @@ class Calibrator(Configurable, abc.ABC):
         return self.config.model_dump(mode="json")
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "Calibrator":
+    def from_params(cls, params: dict[str, Any]) -> Calibrator:
         return cls(config=params)
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,7 +116,7 @@ class IdentityCalibrator(Calibrator):
         return np.clip(np.asarray(probabilities, dtype=float), 0.0, 1.0)
 
     @classmethod
-    def fit(cls, scores: np.ndarray, labels: np.ndarray, **_: Any) -> "IdentityCalibrator":
+    def fit(cls, scores: np.ndarray, labels: np.ndarray, **_: Any) -> IdentityCalibrator:
         return cls()
 
 

@@ -80,7 +80,7 @@ class TemperatureCalibrator(Calibrator):
         groups: np.ndarray | None = None,
         mode: str = "softmax",
         source: str | None = None,
-        **_: Any,
+        **_options: Any,
     ) -> TemperatureCalibrator:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")

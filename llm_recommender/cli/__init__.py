@@ -17,14 +17,7 @@ app = typer.Typer(
 )
 
 # Each module registers its command(s) on `app` when imported.
-from . import demo, fit, rank  # noqa: E402,F401
-
-for _optional in ("batch", "eval", "serve", "serve_model", "tune"):
-    try:
-        __import__(f"{__name__}.{_optional}")
-    except ModuleNotFoundError as exc:  # command module not written yet
-        if exc.name != f"{__name__}.{_optional}":
-            raise
+from . import batch, demo, eval, fit, rank, serve, serve_model, tune  # noqa: E402,F401
 
 
 def main() -> None:

@@ -49,7 +49,7 @@ def batch(
     from ..batch import BatchConfig, RecommenderSpec, run_batch
     from ..settings import Settings
 
-    config = BatchConfig(input=input, output=output, output_format=output_format, catalog=catalog, top_k=top_k,
+    config = BatchConfig(input=input, output=output, output_format=output_format, catalog=catalog, top_k=top_k,  # pyright: ignore[reportArgumentType]  (pydantic parses the CLI's strings)
                          reasons=reasons, strategy=strategy, batch_size=batch_size, limit=limit, use_ray=ray,
                          address=address, num_workers=num_workers, cpus_per_worker=cpus_per_worker,
                          gpus_per_worker=gpus_per_worker, progress=not quiet)

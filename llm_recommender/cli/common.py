@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model alias, local folder or Hugging Face id (default: the embedded SmolLM2-135M-Instruct).")]
-BackendOpt = Annotated[Optional[str], typer.Option("--backend", "-b", help="transformers | vllm | openai | auto (vLLM if installed and usable, else transformers).")]
-BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server for --backend openai, e.g. http://127.0.0.1:8000/v1 (see serve-model).")]
-StrategyOpt = Annotated[Optional[str], typer.Option("--strategy", "-s", help="verbalizer | pointwise | listwise.")]
-CalibratorOpt = Annotated[Optional[Path], typer.Option("--calibrator", help="JSON file of a fitted calibrator.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch threads (default: all cores; 2 ran 2x faster than 1 on an idle 2-core CPU).")]
-TemplateDirOpt = Annotated[Optional[Path], typer.Option("--template-dir", help="Folder of your own *.j2 prompt templates.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model alias, local folder or Hugging Face id (default: the embedded SmolLM2-135M-Instruct).")]
+BackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="transformers | vllm | openai | auto (vLLM if installed and usable, else transformers).")]
+BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible server for --backend openai, e.g. http://127.0.0.1:8000/v1 (see serve-model).")]
+StrategyOpt = Annotated[str | None, typer.Option("--strategy", "-s", help="verbalizer | pointwise | listwise.")]
+CalibratorOpt = Annotated[Path | None, typer.Option("--calibrator", help="JSON file of a fitted calibrator.")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch threads (default: all cores; 2 ran 2x faster than 1 on an idle 2-core CPU).")]
+TemplateDirOpt = Annotated[Path | None, typer.Option("--template-dir", help="Folder of your own *.j2 prompt templates.")]
 
 
 def recommender_kwargs(**opts: Any) -> dict[str, Any]:
     """Drop unset options so Settings defaults (and LLM_REC_* env vars) apply."""
     return {k: v for k, v in opts.items() if v is not None}
-BundleOpt = Annotated[Optional[Path], typer.Option("--bundle", help="Folder of a recommender fitted by `llm-rec fit` (default strategy: its fused ranking; requests may omit candidates).")]
+BundleOpt = Annotated[Path | None, typer.Option("--bundle", help="Folder of a recommender fitted by `llm-rec fit` (default strategy: its fused ranking; requests may omit candidates).")]
 
 
 def make_recommender(bundle: Path | None = None, **opts: Any) -> Any:

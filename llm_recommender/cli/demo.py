@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -52,7 +52,7 @@ def demo(
     model: ModelOpt = None,
     backend: BackendOpt = None,
     threads: ThreadsOpt = None,
-    catalogue: Annotated[Optional[int], typer.Option(help="Instead of sampled candidates: recommend the top N of the whole catalogue.")] = None,
+    catalogue: Annotated[int | None, typer.Option(help="Instead of sampled candidates: recommend the top N of the whole catalogue.")] = None,
 ) -> None:
     """Rank movies for a MovieLens user with a fitted recommender and show what carried each item's score."""
     from rich.console import Console

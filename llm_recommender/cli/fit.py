@@ -6,7 +6,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,14 +18,14 @@ from .common import ModelOpt, ThreadsOpt
 def fit_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to write (replaced atomically when the fit completes).")],
     dataset: Annotated[str, typer.Option(help="ml-100k | ml-1m | ml-latest-small (bundled) | amazon-beauty | generic.")] = "ml-latest-small",
-    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the dataset's files [default: the bundled copy, ml-latest-small only].")] = None,
-    components: Annotated[Optional[str], typer.Option(help="Comma-separated components to fit (default: all available); the fit keeps those that help on validation.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder with the dataset's files [default: the bundled copy, ml-latest-small only].")] = None,
+    components: Annotated[str | None, typer.Option(help="Comma-separated components to fit (default: all available); the fit keeps those that help on validation.")] = None,
     model: ModelOpt = None,
     valid_users: Annotated[int, typer.Option(help="Validation cases (one per sampled user) the fusion is fitted on.")] = 2000,
     min_gain: Annotated[float, typer.Option(help="Validation NDCG@10 a component must add to stay in the fusion.")] = 0.002,
     seed: Annotated[int, typer.Option(help="Seed for sampling, initialisation and the reference items.")] = 0,
     threads: ThreadsOpt = None,
-    config: Annotated[Optional[str], typer.Option(help='JSON of per-component configs, e.g. \'{"sequence": {"model": {"epochs": 10}}}\'.')] = None,
+    config: Annotated[str | None, typer.Option(help='JSON of per-component configs, e.g. \'{"sequence": {"model": {"epochs": 10}}}\'.')] = None,
 ) -> None:
     """Fit a recommender on the training split (no validation or test target is seen) and write BUNDLE.
 
@@ -36,6 +36,6 @@ def fit_command(
     names = components.split(",") if components else available_components(list(DEFAULT_COMPONENTS))
     cfg = FitConfig(dataset=dataset, data_dir=data_dir, components=names, valid_users=valid_users, min_gain=min_gain,
                     seed=seed, threads=threads, component_config=json.loads(config) if config else {}, command="llm-rec " + shlex.join(sys.argv[1:]),
-                    **({"model": model} if model else {}))
+                    **({"model": model} if model else {}))  # pyright: ignore[reportArgumentType]  (one optional str)
     path = fit_bundle(cfg, out)
     typer.echo(str(path))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -23,20 +23,20 @@ from .common import (
 
 @app.command()
 def serve(
-    host: Annotated[Optional[str], typer.Option(help="Interface to bind (default: 127.0.0.1).")] = None,
-    port: Annotated[Optional[int], typer.Option(help="TCP port (default: 8000).")] = None,
-    api_key: Annotated[Optional[str], typer.Option(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default: 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (default: 8000).")] = None,
+    api_key: Annotated[str | None, typer.Option(
         "--api-key", help="Require 'Authorization: Bearer KEY' on /v1/* (default: env LLM_REC_SERVER_API_KEY, else none).",
         show_default=False)] = None,
-    served_model_name: Annotated[Optional[str], typer.Option(help="Model id clients send (default: the model's name).")] = None,
-    max_concurrency: Annotated[Optional[int], typer.Option(help="Rankings running at once (default: 1).")] = None,
-    max_queue: Annotated[Optional[int], typer.Option(help="Requests waiting beyond those; more get 429 (default: 64).")] = None,
-    max_batch: Annotated[Optional[int], typer.Option(help="Queued requests ranked together in one batch (default: 8; 1: one at a time).")] = None,
-    batch_wait_ms: Annotated[Optional[float], typer.Option(help="A free slot waits this long for more requests to batch (default: 5).")] = None,
-    max_body_bytes: Annotated[Optional[int], typer.Option(help="Larger bodies get 413 (default: 1048576).")] = None,
-    max_candidates: Annotated[Optional[int], typer.Option(help="More candidates get 400 (default: 100).")] = None,
-    graceful_timeout: Annotated[Optional[float], typer.Option(help="SIGTERM: seconds to finish in-flight requests (default: 30).")] = None,
-    log_level: Annotated[Optional[str], typer.Option(help="debug | info | warning | error (default: info).")] = None,
+    served_model_name: Annotated[str | None, typer.Option(help="Model id clients send (default: the model's name).")] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="Rankings running at once (default: 1).")] = None,
+    max_queue: Annotated[int | None, typer.Option(help="Requests waiting beyond those; more get 429 (default: 64).")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="Queued requests ranked together in one batch (default: 8; 1: one at a time).")] = None,
+    batch_wait_ms: Annotated[float | None, typer.Option(help="A free slot waits this long for more requests to batch (default: 5).")] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(help="Larger bodies get 413 (default: 1048576).")] = None,
+    max_candidates: Annotated[int | None, typer.Option(help="More candidates get 400 (default: 100).")] = None,
+    graceful_timeout: Annotated[float | None, typer.Option(help="SIGTERM: seconds to finish in-flight requests (default: 30).")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error (default: info).")] = None,
     bundle: BundleOpt = None,
     model: ModelOpt = None,
     backend: BackendOpt = None,

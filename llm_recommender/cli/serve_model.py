@@ -41,7 +41,7 @@ def serve_model(
         extra += ["--api-key", api_key]
     server = VLLMServer(settings, host=host, port=port or None, served_model_name=served_model_name, extra_args=extra)
 
-    stopping = {"signal": None}
+    stopping: dict[str, int | None] = {"signal": None}
 
     def on_signal(signum: int, _frame: object) -> None:
         stopping["signal"] = signum

@@ -55,15 +55,16 @@ def tune_generative(
     seed: SeedOpt = 0,
 ) -> None:
     """Fine-tune a generative scorer on the training split; writes a merged model folder OUT/model."""
+    from ..settings import DEFAULT_MODEL
     from ..tuning import TuneConfig, tune
 
     cfg = TuneConfig(
         out=out,
-        objective=objective,
+        objective=objective,  # pyright: ignore[reportArgumentType]  (pydantic parses the CLI's strings)
         dataset=dataset,
         data_dir=data_dir,
-        model=model or "smollm2-135m-instruct",
-        method=method,
+        model=model or DEFAULT_MODEL,
+        method=method,  # pyright: ignore[reportArgumentType]  (pydantic parses the CLI's strings)
         lora_r=lora_r,
         lr=lr or None,
         steps=steps,

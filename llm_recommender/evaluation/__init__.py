@@ -25,7 +25,6 @@ from .metrics import (
 )
 from .protocols import (
     EvalCase,
-    Timeline,
     UserSplit,
     leave_one_out,
     llmrank_cases,
@@ -39,7 +38,6 @@ from .protocols import (
 __all__ = [
     "EvalCase",
     "ReliabilityBin",
-    "Timeline",
     "UserSplit",
     "auc",
     "brier",

@@ -78,7 +78,7 @@ def position_bias(results: dict[str, Any], path: Path) -> bool:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for strategy, entry in sweep.items():
-        for key, curve in entry.items():
+        for curve in entry.values():
             if not isinstance(curve, dict):
                 continue
             xs = entry.get("positions") or list(range(1, len(curve["ndcg@10"]) + 1))

@@ -20,8 +20,7 @@ generator seeded from ``(protocol, seed, split, user)``, so a user's candidates 
 depend on which other users were sampled.
 
 Leakage: a case carries only interactions strictly before its target
-(:meth:`UserSplit.history`); :class:`Timeline` gives baselines the global interactions
-(and item counts) strictly before a case's target.
+(:meth:`UserSplit.history`).
 """
 
 from __future__ import annotations
@@ -29,10 +28,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from functools import cached_property
 from typing import Literal
-
-import numpy as np
 
 from ..data.base import Interaction, RecDataset
 from ..errors import InvalidRequestError
@@ -82,8 +78,7 @@ def training_interactions(splits: dict[str, UserSplit], split: Split = "test") -
     """The leave-one-out training data for fitting models evaluated on ``split``:
     every user's interactions before their own ``split`` target (``valid``: all but the last
     two; ``test``: all but the last), as ``(user_id, interaction)`` pairs. No user's target
-    for ``split`` is included (other users' earlier-in-sequence items may be later in time:
-    use :class:`Timeline` for strictly-before-in-time data)."""
+    for ``split`` is included (other users' earlier-in-sequence items may be later in time)."""
     return [(uid, x) for uid, user in splits.items() for x in user.before(split)]
 
 
@@ -252,7 +247,7 @@ def pointwise_cases(
     for uid in chosen:
         user = rated[uid]
         target = user.target(split)
-        label = int(float(target.rating) > threshold)
+        label = int(float(target.rating) > threshold)  # pyright: ignore[reportArgumentType]  (rated users only)
         cases.append(
             make_case(
                 dataset, user, split, [target.item_id], protocol="pointwise", history_len=history_len, labels=[label]
@@ -281,70 +276,6 @@ def position_variants(case: EvalCase) -> list[EvalCase]:
     n = len(case.request.candidates)
     others = [i for i in range(n) if i != case.ground_truth_index]
     return [case.with_candidate_order(others[:p] + [case.ground_truth_index] + others[p:]) for p in range(n)]
-
-
-class Timeline:
-    """Global interactions in time order, for baselines that must only see the past.
-
-    ``before(case)`` are the interactions a model may use for ``case``: for datasets with
-    real timestamps, every user's interactions with ``timestamp < case.target_timestamp``,
-    plus the case user's own interactions before the target (equal timestamps earlier in
-    the user's order included, as in the history). Datasets with only an order have no
-    global clock; there it is every other user's leave-one-out training part (their
-    sequence without the validation and test targets) plus the case user's interactions
-    before the target. The case's own target and anything after it are never included.
-    """
-
-    def __init__(self, dataset: RecDataset, splits: dict[str, UserSplit] | None = None) -> None:
-        self.dataset = dataset
-        self.splits = splits if splits is not None else leave_one_out(dataset)
-        self.item_ids: list[str] = list(dataset.item_ids)
-        self.item_index = {iid: i for i, iid in enumerate(self.item_ids)}
-
-    @cached_property
-    def _by_time(self) -> tuple[np.ndarray, np.ndarray]:
-        """Row numbers sorted by ``(timestamp, row)`` and their timestamps."""
-        ts = np.asarray(self.dataset.column("interactions", "timestamp"), dtype=np.int64)
-        order = np.lexsort((np.arange(len(ts)), ts))
-        return order, ts[order]
-
-    @cached_property
-    def _item_codes(self) -> np.ndarray:
-        items = self.dataset.column("interactions", "item_id")
-        return np.fromiter((self.item_index[i] for i in items), dtype=np.int64, count=len(items))
-
-    def _rows_before(self, case: EvalCase) -> np.ndarray:
-        seq = self.dataset.sequences[case.user_id]
-        own_before = [x.row for x in seq[: case.target_position]]
-        if self.dataset.time_kind == "unix":
-            order, ts = self._by_time
-            k = int(np.searchsorted(ts, case.target_timestamp, side="left"))
-            # strictly earlier timestamps globally, plus the user's own equal-timestamp predecessors
-            tied = [x.row for x in seq[: case.target_position] if x.timestamp == case.target_timestamp]
-            return np.concatenate([order[:k], np.asarray(tied, dtype=np.int64)])
-        mask = self._train_mask.copy()
-        mask[[x.row for x in seq]] = False
-        return np.concatenate([np.flatnonzero(mask), np.asarray(own_before, dtype=np.int64)])
-
-    @cached_property
-    def _train_mask(self) -> np.ndarray:
-        """Order-only datasets: rows of every user's sequence without its last two interactions."""
-        mask = np.zeros(len(self.dataset.interactions), dtype=bool)
-        mask[[x.row for seq in self.dataset.sequences.values() for x in seq[:-2]]] = True
-        return mask
-
-    def before(self, case: EvalCase) -> list[Interaction]:
-        """The interactions a model may learn from for ``case`` (see the class docstring), in file order."""
-        items, ts, ratings = self._columns
-        return [Interaction(items[r], ts[r], ratings[r], r) for r in np.sort(self._rows_before(case)).tolist()]
-
-    @cached_property
-    def _columns(self) -> tuple[list[str], list[int], list[float | None]]:
-        return tuple(self.dataset.column("interactions", c) for c in ("item_id", "timestamp", "rating"))  # type: ignore[return-value]
-
-    def item_counts_before(self, case: EvalCase) -> np.ndarray:
-        """Interaction counts per item (aligned with ``self.item_ids``) over :meth:`before`."""
-        return np.bincount(self._item_codes[self._rows_before(case)], minlength=len(self.item_ids))
 
 
 # ---- cold start ------------------------------------------------------------------------

@@ -163,7 +163,7 @@ def write_report(results: dict[str, Any], out: Path, plots: list[str]) -> None:
         lines += ["", "## Position bias (test cases, the ground truth moved to each swept position)", ""]
         rows = []
         for strategy, entry in sweep.items():
-            for key, curve in entry.items():
+            for curve in entry.values():
                 if isinstance(curve, dict):
                     nd = curve["ndcg@10"]
                     rows.append(

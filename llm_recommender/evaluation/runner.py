@@ -86,35 +86,35 @@ class EvalConfig(BaseModel):
     dataset: str = "ml-latest-small"
     data_dir: Path | None = None
     protocol: Literal["llmrank", "cold-start"] = "llmrank"
-    users: int = Field(200, ge=1)
+    users: int = Field(default=200, ge=1)
     seed: int = 0
-    n_candidates: int = Field(20, ge=2)
+    n_candidates: int = Field(default=20, ge=2)
     exclude_history: bool = False
-    cold_share: float = Field(0.1, gt=0, lt=1, description="cold-start: share of items kept out of training")
+    cold_share: float = Field(default=0.1, gt=0, lt=1, description="cold-start: share of items kept out of training")
     scorers: list[str] = Field(default_factory=lambda: default_scorers())
-    bundle: Path | None = Field(None, description="evaluate this bundle instead of fitting one into OUT/bundle")
-    fit_components: list[str] | None = Field(None, description="components the run's own fit trains (default: all)")
-    fit_valid_users: int = Field(2000, ge=10)
+    bundle: Path | None = Field(default=None, description="evaluate this bundle instead of fitting one into OUT/bundle")
+    fit_components: list[str] | None = Field(default=None, description="components the run's own fit trains (default: all)")
+    fit_valid_users: int = Field(default=2000, ge=10)
     fit_component_config: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-component configs for the fit")
     out: Path = Path("eval/runs/latest")
     backend: str | None = None
     model: str | None = None
     threads: int | None = None
-    max_history: int = Field(50, ge=1, description="history items per case (protocol: 50)")
-    llm_history: int | None = Field(None, ge=0, description="LLM prompts: only the most recent N history items")
+    max_history: int = Field(default=50, ge=1, description="history items per case (protocol: 50)")
+    llm_history: int | None = Field(default=None, ge=0, description="LLM prompts: only the most recent N history items")
     calibrators: list[str] = Field(default_factory=lambda: list(CALIBRATOR_NAMES))
     calibration_protocol: Literal["llmrank", "likes", "both"] = "both"
-    permutations: int = Field(1, ge=1, le=16, description="the LLM scorers' own permutation averaging")
-    llm_users: int | None = Field(None, ge=1, description="LLM strategies: only the first N sampled users")
-    listwise_users: int | None = Field(None, ge=1, description="listwise: only the first N sampled users")
+    permutations: int = Field(default=1, ge=1, le=16, description="the LLM scorers' own permutation averaging")
+    llm_users: int | None = Field(default=None, ge=1, description="LLM strategies: only the first N sampled users")
+    listwise_users: int | None = Field(default=None, ge=1, description="listwise: only the first N sampled users")
     position_bias: bool = False
-    position_users: int = Field(10, ge=1)
-    position_points: int | None = Field(None, ge=2, description="sweep only N evenly spaced positions (None: all)")
+    position_users: int = Field(default=10, ge=1)
+    position_points: int | None = Field(default=None, ge=2, description="sweep only N evenly spaced positions (None: all)")
     position_strategies: list[str] = Field(default_factory=lambda: list(POSITION_STRATEGIES))
-    listwise_position_users: int | None = Field(None, ge=1)
-    sweep_permutations: int = Field(3, ge=2, le=16, description="the 'with averaging' curve of the sweep")
-    batch_size: int = Field(8, ge=1, description="LLM requests per scored (and cached) batch")
-    stop_after: int | None = Field(None, ge=0, description="stop after N new LLM requests (testing resume)")
+    listwise_position_users: int | None = Field(default=None, ge=1)
+    sweep_permutations: int = Field(default=3, ge=2, le=16, description="the 'with averaging' curve of the sweep")
+    batch_size: int = Field(default=8, ge=1, description="LLM requests per scored (and cached) batch")
+    stop_after: int | None = Field(default=None, ge=0, description="stop after N new LLM requests (testing resume)")
     progress: bool = True
     command: str | None = None
 
@@ -183,7 +183,7 @@ class EvalRunner:
                             component_config=cfg.fit_component_config,
                             n_candidates=cfg.n_candidates, max_history=cfg.max_history,
                             valid_users=cfg.fit_valid_users, cold_items=sorted(self.cold_items), threads=cfg.threads,
-                            progress=cfg.progress, command=cfg.command, **({"model": cfg.model} if cfg.model else {}))
+                            progress=cfg.progress, command=cfg.command, **({"model": cfg.model} if cfg.model else {}))  # pyright: ignore[reportArgumentType]  (one optional str)
         path = self.out / "bundle"
         want = fit_cfg.model_dump(mode="json")
         want.pop("command")
@@ -237,7 +237,7 @@ class EvalRunner:
         cfg = self.config
         self.dataset = ds = load_dataset(cfg.dataset, cfg.data_dir)
         self.splits = leave_one_out(ds)
-        common = dict(n_users=cfg.users, seed=cfg.seed, history_len=cfg.max_history, splits=self.splits)
+        common: dict[str, Any] = dict(n_users=cfg.users, seed=cfg.seed, history_len=cfg.max_history, splits=self.splits)
         if cfg.protocol == "cold-start":
             from .protocols import cold_start_cases, cold_start_items
 

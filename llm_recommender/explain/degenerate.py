@@ -20,19 +20,12 @@ from collections.abc import Iterable
 
 _WORD = re.compile(r"[a-z][a-z'\-]*")
 STOPWORDS = frozenset(
-    "a an the of to and or in on at for with by from as it its this that these those is are was were be been "
-    "you your i me my we our they them their he she his her so too also very more most than then".split())
+    ["a", "an", "the", "of", "to", "and", "or", "in", "on", "at", "for", "with", "by", "from", "as", "it", "its", "this", "that", "these", "those", "is", "are", "was", "were", "be", "been", "you", "your", "i", "me", "my", "we", "our", "they", "them", "their", "he", "she", "his", "her", "so", "too", "also", "very", "more", "most", "than", "then"])
 # Words that make a sentence a sentence. A lexicon, not a parser: enough for one-sentence reasons.
 VERBS = frozenset(
-    "is are was were be been being has have had do does did can could may might will would should shall must "
-    "like likes liked love loves loved enjoy enjoys enjoyed watch watches watched see sees saw seen rate rates "
-    "rated share shares shared follow follows followed fit fits fitted suit suits match matches matched "
-    "feel feels felt offer offers combine combines bring brings make makes made keep keeps give gives "
-    "tell tells told set sets star stars starring feature features mix mixes want wants find finds "
-    "appeal appeals appealed resemble resembles recall recalls echo echoes continue continues".split())
+    ["is", "are", "was", "were", "be", "been", "being", "has", "have", "had", "do", "does", "did", "can", "could", "may", "might", "will", "would", "should", "shall", "must", "like", "likes", "liked", "love", "loves", "loved", "enjoy", "enjoys", "enjoyed", "watch", "watches", "watched", "see", "sees", "saw", "seen", "rate", "rates", "rated", "share", "shares", "shared", "follow", "follows", "followed", "fit", "fits", "fitted", "suit", "suits", "match", "matches", "matched", "feel", "feels", "felt", "offer", "offers", "combine", "combines", "bring", "brings", "make", "makes", "made", "keep", "keeps", "give", "gives", "tell", "tells", "told", "set", "sets", "star", "stars", "starring", "feature", "features", "mix", "mixes", "want", "wants", "find", "finds", "appeal", "appeals", "appealed", "resemble", "resembles", "recall", "recalls", "echo", "echoes", "continue", "continues"])
 # Words a finished sentence does not end on ("...most similar to the recommended item is").
-DANGLING = frozenset("a an the of to and or in on at for with by from as is are was were be than that this its "
-                     "your my our their his her".split())
+DANGLING = frozenset(["a", "an", "the", "of", "to", "and", "or", "in", "on", "at", "for", "with", "by", "from", "as", "is", "are", "was", "were", "be", "than", "that", "this", "its", "your", "my", "our", "their", "his", "her"])
 META = ("the user", "the movie", "the viewer", "the recommended item", "recommended item", "the item", "history item", "the candidate")
 TERMINAL = (".", "!", "?", "…")
 
@@ -100,8 +93,8 @@ def problem(text: str, *, titles: Iterable[str] = (), allowed_titles: Iterable[s
         if w not in STOPWORDS and w not in VERBS and len(w) > 4 and seq.count(w) >= 2:
             return f"repetition ({w!r})"
     untitled = stripped  # "Hot Shots! Part Deux" is one title, not two sentences
-    for t in sorted({f for t in titles for f in (t, _strip_year(t))}, key=len, reverse=True):
-        untitled = re.sub(re.escape(t), "TITLE", untitled, flags=re.IGNORECASE)
+    for form in sorted({f for t in titles for f in (t, _strip_year(t))}, key=len, reverse=True):
+        untitled = re.sub(re.escape(form), "TITLE", untitled, flags=re.IGNORECASE)
     if re.search(r"[a-z]{2}[.!?]\s+[A-Z]", untitled):
         return "more than one sentence"
     if not any(w in VERBS or (len(w) > 4 and w.endswith(("ed", "ing"))) for w in seq):

@@ -17,6 +17,9 @@ from torch import nn
 class ItemTower(nn.Module):
     """h_i = ID embedding (known items) + LayerNorm(Linear(standardized text vector))."""
 
+    text_mean: torch.Tensor  # buffers (with text), declared for the type checker
+    text_std: torch.Tensor
+
     def __init__(self, n_items: int, dim: int, text_dim: int, *, use_id: bool, use_text: bool, item_bias: bool):
         super().__init__()
         self.use_id, self.use_text = use_id, use_text
@@ -31,7 +34,7 @@ class ItemTower(nn.Module):
         if use_text:
             self.text_proj = nn.Sequential(nn.Linear(text_dim, dim), nn.LayerNorm(dim))
             # Start the text part at the ID part's scale (norm about 1), so neither swamps the other.
-            nn.init.constant_(self.text_proj[1].weight, dim**-0.5)
+            nn.init.constant_(self.text_proj[1].weight, dim**-0.5)  # pyright: ignore[reportArgumentType]  (a LayerNorm's weight)
             # Standardization statistics of the known items' vectors, saved with the weights.
             self.register_buffer("text_mean", torch.zeros(text_dim))
             self.register_buffer("text_std", torch.ones(text_dim))
@@ -103,6 +106,8 @@ class SequenceEncoder(nn.Module):
 
 
 class SequenceNet(nn.Module):
+    item_vectors: torch.Tensor  # a buffer, declared for the type checker
+
     def __init__(self, n_items: int, text_dim: int, cfg) -> None:  # cfg: SequenceModelConfig
         super().__init__()
         self.items = ItemTower(

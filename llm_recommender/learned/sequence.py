@@ -46,27 +46,27 @@ RESUMABLE_CHANGES = {"epochs", "patience"}
 class SequenceModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dim: int = Field(64, ge=8)
-    layers: int = Field(2, ge=1)
-    heads: int = Field(2, ge=1)
-    max_len: int = Field(50, ge=2)
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    dim: int = Field(default=64, ge=8)
+    layers: int = Field(default=2, ge=1)
+    heads: int = Field(default=2, ge=1)
+    max_len: int = Field(default=50, ge=2)
+    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
     use_id_embedding: bool = True
     use_text: bool = True
-    text_dim: int = Field(0, ge=0, description="set by fit from the item vectors")
+    text_dim: int = Field(default=0, ge=0, description="set by fit from the item vectors")
     item_bias: bool = False
-    id_dropout: float = Field(0.0, ge=0.0, le=1.0, description="share of items whose ID part is zeroed per step")
-    all_windows: bool = Field(True, description="train on every max_len window of a long sequence, not only the last")
-    epochs: int = Field(50, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    grad_clip: float | None = Field(1.0, gt=0.0)
+    id_dropout: float = Field(default=0.0, ge=0.0, le=1.0, description="share of items whose ID part is zeroed per step")
+    all_windows: bool = Field(default=True, description="train on every max_len window of a long sequence, not only the last")
+    epochs: int = Field(default=50, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=1e-3, gt=0.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    grad_clip: float | None = Field(default=1.0, gt=0.0)
     loss: Literal["full_softmax", "sampled"] = "full_softmax"
-    n_negatives: int = Field(256, ge=1)
+    n_negatives: int = Field(default=256, ge=1)
     seed: int = 0
-    bf16: bool = Field(False, description="bf16 autocast in training (measured slower here: see results.md)")
-    patience: int | None = Field(5, ge=1, description="epochs without a better valid_fn before stopping")
+    bf16: bool = Field(default=False, description="bf16 autocast in training (measured slower here: see results.md)")
+    patience: int | None = Field(default=5, ge=1, description="epochs without a better valid_fn before stopping")
 
     @model_validator(mode="after")
     def _check(self) -> SequenceModelConfig:

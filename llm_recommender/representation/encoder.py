@@ -71,7 +71,7 @@ class ItemEncoder:
         self.renderer = renderer
         self.model_name = model_name
         self.layer = resolve_layer(model, layer)
-        self.pooling = pooling
+        self.pooling: Pooling = pooling
         self.batch_size = batch_size
         self._mem: dict[str, np.ndarray] = {}
         self._dirty = False
@@ -202,15 +202,12 @@ def pooled_hidden_states(
     """For each layer in ``layers``, an ``(len(texts), hidden)`` float32 array of pooled states."""
     import torch
 
+    from ..backends.kit import padded_batch
+
     enc = [tokenizer(t, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id] for t in texts]
-    width = max(len(e) for e in enc)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
-    ids = torch.full((len(enc), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(enc), width), dtype=torch.long)
-    for r, e in enumerate(enc):  # right padding: positions start at 0 for every row
-        ids[r, : len(e)] = torch.tensor(e)
-        mask[r, : len(e)] = 1
+    ids, mask = padded_batch(enc, pad, side="right")  # right padding: positions start at 0 for every row
     body = getattr(model, "base_model", model)  # the decoder without the LM head: its logits are not needed
     with torch.inference_mode():
         out = body(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True, use_cache=False)
@@ -219,9 +216,6 @@ def pooled_hidden_states(
     result = []
     for layer in layers:
         h = out.hidden_states[layer].float()
-        if pooling == "mean":
-            v = (h * m).sum(1) / m.sum(1)
-        else:
-            v = h[torch.arange(len(enc), device=device), lengths - 1]
+        v = (h * m).sum(1) / m.sum(1) if pooling == "mean" else h[torch.arange(len(enc), device=device), lengths - 1]
         result.append(v.cpu().numpy().astype(np.float32))
     return result

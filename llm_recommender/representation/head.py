@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelLoadError
+from ..settings import DEFAULT_MODEL
 
 HEAD_JSON = "head.json"
 HEAD_TENSORS = "head.safetensors"
@@ -33,7 +34,7 @@ HEAD_TENSORS = "head.safetensors"
 class HeadConfig:
     """How the head was built; ``encoder`` fields tell the scorer how to compute h_i and h_u."""
 
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     layer: int | None = None  # hidden_states index; None: the middle layer (measured best on SmolLM2)
     pooling: str = "mean"
     recency_decay: float = 0.9  # h_u = sum_k decay^age_k h_{i_k} / sum_k decay^age_k

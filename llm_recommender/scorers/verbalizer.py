@@ -112,7 +112,7 @@ class VerbalizerScorer(LLMScorer):
         """``orders`` overrides the presentation orders (used by the position-bias sweep)."""
         self.backend.require("logprobs")
         prompts: list[str] = []
-        plan: list[tuple[list[list[int]], list[int], int, list[str]]] = []
+        plan: list[tuple[list[list[int]], list[int], int, list[str], tuple[int, int, int]]] = []
         for r_idx, request in enumerate(requests):
             n = len(request.candidates)
             labels, ids = self._labels(n)

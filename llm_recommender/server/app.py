@@ -73,7 +73,8 @@ def run_server(recommender: Recommender | Callable[[], Recommender], settings: S
     app = create_app(recommender, settings, on_load_failure=load_failed)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
-        timeout_graceful_shutdown=settings.graceful_timeout_s, server_header=False,
+        timeout_graceful_shutdown=settings.graceful_timeout_s,  # pyright: ignore[reportArgumentType]  (a float works)
+        server_header=False,
     )
     server = uvicorn.Server(config)
     server.run()

@@ -36,17 +36,17 @@ class ServerSettings(BaseSettings):
         return init_settings, secret_from_env(env_settings, "api_key", "LLM_REC_SERVER_API_KEY"), dotenv_settings, file_secret_settings
 
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    port: int = Field(default=8000, ge=0, le=65535)
     # SecretStr: never shown by repr/logging of the settings.
-    api_key: SecretStr | None = Field(None, description="Bearer token required on /v1/*")
-    served_model_name: str | None = Field(None, description="model id clients send (default: the model's name)")
-    max_concurrency: int = Field(1, ge=1, description="rankings running at once; torch models are not thread-safe")
-    max_queue: int = Field(64, ge=0, description="requests waiting for a slot; beyond it: 429")
+    api_key: SecretStr | None = Field(default=None, description="Bearer token required on /v1/*")
+    served_model_name: str | None = Field(default=None, description="model id clients send (default: the model's name)")
+    max_concurrency: int = Field(default=1, ge=1, description="rankings running at once; torch models are not thread-safe")
+    max_queue: int = Field(default=64, ge=0, description="requests waiting for a slot; beyond it: 429")
     # Batching shares the model's forward passes between users; 1 ranks requests one at a time.
-    max_batch: int = Field(8, ge=1, description="queued requests ranked together in one rank_many call")
-    batch_wait_ms: float = Field(5.0, ge=0, le=10_000, description="a free slot waits this long for more requests to batch")
-    max_body_bytes: int = Field(1_048_576, ge=1024, description="request bodies above this get 413")
-    max_candidates: int = Field(100, ge=1, le=MAX_CANDIDATES, description="candidates per request; more get 400")
-    retry_after_s: int = Field(1, ge=1, description="minimum Retry-After (seconds) sent with 429")
-    graceful_timeout_s: float = Field(30.0, ge=0, description="SIGTERM: wait this long for in-flight requests")
+    max_batch: int = Field(default=8, ge=1, description="queued requests ranked together in one rank_many call")
+    batch_wait_ms: float = Field(default=5.0, ge=0, le=10_000, description="a free slot waits this long for more requests to batch")
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="request bodies above this get 413")
+    max_candidates: int = Field(default=100, ge=1, le=MAX_CANDIDATES, description="candidates per request; more get 400")
+    retry_after_s: int = Field(default=1, ge=1, description="minimum Retry-After (seconds) sent with 429")
+    graceful_timeout_s: float = Field(default=30.0, ge=0, description="SIGTERM: wait this long for in-flight requests")
     log_level: str = "info"

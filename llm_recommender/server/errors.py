@@ -77,7 +77,7 @@ class ClientDisconnectedError(RecommenderError):
     code = "client_disconnected"
 
 
-def from_request_validation(exc: RequestValidationError) -> InvalidRequestError:
+def from_request_validation(exc: RequestValidationError) -> ClientError:
     """FastAPI's body/query validation error -> the project's error naming the field."""
     errors = list(exc.errors())
     first = errors[0] if errors else {}

@@ -175,7 +175,7 @@ class InferenceGate:
         head = batch[0]
         try:
             if head.batch_fn is None:
-                results: Sequence[Any] = [await asyncio.get_running_loop().run_in_executor(self._pool, _capture, head.call)]
+                results: Sequence[Any] = [await asyncio.get_running_loop().run_in_executor(self._pool, _capture, head.call)]  # pyright: ignore[reportArgumentType]  (set without batch_fn)
             else:
                 results = await asyncio.get_running_loop().run_in_executor(
                     self._pool, head.batch_fn, [e.item for e in batch])

@@ -106,7 +106,7 @@ class ChatCompletionResponse(BaseModel):
     usage: UsageInfo
     system_fingerprint: str | None = None
     recommendation: RankResponse | None = Field(
-        None, description="the agent's ranked list in the /v1/recommendations shape (conversational turns)")
+        default=None, description="the agent's ranked list in the /v1/recommendations shape (conversational turns)")
 
 
 class DeltaMessage(BaseModel):

@@ -260,7 +260,7 @@ class RecommenderServing:
         schema = fmt.json_schema.schema_
         if schema is None:
             return None
-        import jsonschema
+        import jsonschema.validators
 
         try:
             jsonschema.validators.validator_for(schema).check_schema(schema)

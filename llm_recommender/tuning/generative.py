@@ -37,6 +37,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InvalidRequestError
+from ..settings import DEFAULT_MODEL
 
 TRAINER_STATE = "trainer_state.json"
 
@@ -48,25 +49,25 @@ class TuneConfig(BaseModel):
     objective: Literal["pointwise", "verbalizer"] = "pointwise"
     dataset: str = "ml-latest-small"
     data_dir: Path | None = None
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     method: Literal["full", "lora", "auto"] = "auto"
-    full_max_params: int = Field(1_000_000_000, description="method auto: full fine-tuning up to this size, else LoRA")
-    lora_r: int = Field(16, ge=1)
+    full_max_params: int = Field(default=1_000_000_000, description="method auto: full fine-tuning up to this size, else LoRA")
+    lora_r: int = Field(default=16, ge=1)
     lora_alpha: int | None = None
-    lr: float | None = Field(None, gt=0, description="default: 1e-4 full, 1e-3 LoRA")
+    lr: float | None = Field(default=None, gt=0, description="default: 1e-4 full, 1e-3 LoRA")
     weight_decay: float = 0.0
-    warmup_steps: int = Field(10, ge=0)
-    steps: int = Field(300, ge=1)
-    batch_size: int = Field(8, ge=1)
-    history: int = Field(10, ge=0, description="history items in training and validation prompts")
-    candidates: int = Field(20, ge=2, description="verbalizer: candidates per training prompt")
-    max_per_user: int = Field(20, ge=1, description="training contexts sampled per user")
-    eval_every: int = Field(50, ge=1)
-    eval_users: int = Field(30, ge=1)
-    patience: int = Field(3, ge=1)
-    max_minutes: float | None = Field(None, gt=0)
+    warmup_steps: int = Field(default=10, ge=0)
+    steps: int = Field(default=300, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    history: int = Field(default=10, ge=0, description="history items in training and validation prompts")
+    candidates: int = Field(default=20, ge=2, description="verbalizer: candidates per training prompt")
+    max_per_user: int = Field(default=20, ge=1, description="training contexts sampled per user")
+    eval_every: int = Field(default=50, ge=1)
+    eval_users: int = Field(default=30, ge=1)
+    patience: int = Field(default=3, ge=1)
+    max_minutes: float | None = Field(default=None, gt=0)
     resume: bool = True
-    threads: int = Field(1, ge=1)
+    threads: int = Field(default=1, ge=1)
     seed: int = 0
     progress: bool = True
 
@@ -141,14 +142,11 @@ def _batch_loss(
 ) -> Any:
     import torch
 
+    from ..backends.kit import mask_positions, padded_batch
+
     enc = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    width = max(len(e) for e in enc)
-    ids = torch.full((len(enc), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(enc), width), dtype=torch.long)
-    for r, e in enumerate(enc):  # left padding, as the backend scores
-        ids[r, width - len(e) :] = torch.tensor(e)
-        mask[r, width - len(e) :] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    ids, mask = padded_batch(enc, tokenizer.pad_token_id)  # left padding, as the backend scores
+    pos = mask_positions(mask)
     logits = (
         model(
             input_ids=ids.to(device),
@@ -175,7 +173,8 @@ def tune(
     from accelerate.utils import set_seed
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..backends.transformers_backend import TransformersBackend, cpu_supports_bf16_fast
+    from ..backends.kit import auto_dtype
+    from ..backends.transformers_backend import TransformersBackend
     from ..data import load_dataset
     from ..evaluation.metrics import ranking_metrics, target_rank
     from ..evaluation.protocols import leave_one_out, llmrank_cases
@@ -192,10 +191,7 @@ def tune(
     ckpt = out / "checkpoint"
 
     cuda = torch.cuda.is_available()
-    if cuda:
-        mp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    else:
-        mp = "bf16" if cpu_supports_bf16_fast() else "no"
+    mp = {"bfloat16": "bf16", "float16": "fp16", "float32": "no"}[auto_dtype(cuda)]  # the backends' dtype policy
     accelerator = Accelerator(mixed_precision=mp, cpu=not cuda)
     device = accelerator.device
 

@@ -24,6 +24,7 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("uvicorn")
 
 from llm_recommender import RankResponse  # noqa: E402
+from llm_recommender.settings import DEFAULT_MODEL  # noqa: E402
 from tests.conftest import skip_or_fail  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +41,7 @@ class LiveServer:
     def __init__(self, cmd: list[str], port: int, env: dict | None = None) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="llm-rec-serve-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="llm-rec-serve-", suffix=".log", delete=False)  # noqa: SIM115 - open for the process's life
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})})
 
@@ -234,4 +235,4 @@ def test_load_real_default_model(default_model_dir):
     result = run_load_test("--spawn", "--backend", "transformers", "--clients", "4", "--requests", "8",
                            "--candidates", "5", "--max-seconds", "240", "--startup-timeout", "300")
     assert result["requests"] == 8 and result["statuses"] == {"200": 8}
-    assert result["model"] == "smollm2-135m-instruct"
+    assert result["model"] == DEFAULT_MODEL

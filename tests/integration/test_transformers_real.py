@@ -9,6 +9,7 @@ import pytest
 
 from llm_recommender import Recommender
 from llm_recommender.errors import ModelLoadError
+from llm_recommender.settings import DEFAULT_MODEL
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,7 @@ def test_default_model_loads_from_converted_cache(rec, default_model_dir):
 @pytest.mark.parametrize("strategy", ["verbalizer", "pointwise", "listwise"])
 def test_each_strategy_ranks_for_real(rec, sample_request, strategy):
     resp = rec.rank_request({**sample_request, "strategy": strategy, "top_k": 4})
-    assert resp.model == "smollm2-135m-instruct" and resp.backend == "transformers"
+    assert resp.model == DEFAULT_MODEL and resp.backend == "transformers"
     assert sorted(i.id for i in resp.items) == ["10", "11", "12", "13"]
     assert [i.rank for i in resp.items] == [1, 2, 3, 4]
     assert all(0.0 <= i.probability <= 1.0 for i in resp.items)
@@ -91,7 +92,7 @@ def test_batched_left_padding_matches_single_prompts(rec_padded, sample_request)
 
     # The check can fail: the same padded batch without the attention mask and position ids
     # (padding read as text) misses the single-prompt answer by far more than the tolerance.
-    enc = [backend._encode(p) for p in (long, short)]
+    enc = [backend.encode(p) for p in (long, short)]
     width = max(map(len, enc))
     rows = torch.tensor([[backend.tokenizer.pad_token_id] * (width - len(e)) + e for e in enc])
     with torch.inference_mode():

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from llm_recommender.settings import DEFAULT_MODEL
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))
 from test_representation import write_tiny_dataset
 
@@ -99,6 +101,6 @@ def test_fit_with_llm_representations_then_rank_with_the_bundle(tiny_model_dir, 
     assert [i.score for i in again.items] == [i["score"] for i in first["items"]]
     assert Bundle.load(bundle).manifest.model == str(tiny_model_dir)
     # another model than the bundle's cannot represent unseen items the same way: a typed error
-    other = Recommender.load(bundle, strategy="representation", model="smollm2-135m-instruct")
+    other = Recommender.load(bundle, strategy="representation", model=DEFAULT_MODEL)
     with pytest.raises(BundleError, match="fingerprint"):
         other.rank_request(sample_request)

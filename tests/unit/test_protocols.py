@@ -12,7 +12,6 @@ import pytest
 from llm_recommender.data import load_dataset
 from llm_recommender.errors import InvalidRequestError
 from llm_recommender.evaluation import (
-    Timeline,
     expected_random,
     leave_one_out,
     llmrank_cases,
@@ -165,10 +164,8 @@ def test_position_variants(tiny):
 
 
 def test_no_leakage(latest_small):
-    """No target, and nothing after it, reaches a case's history or the Timeline's data."""
+    """No target, and nothing after it, reaches a case's history."""
     splits = leave_one_out(latest_small)
-    timeline = Timeline(latest_small, splits)
-    ts_all = np.asarray(latest_small.interactions["timestamp"])
     for split in ("valid", "test"):
         cases = llmrank_cases(latest_small, split=split, n_users=300, seed=0, splits=splits)
         for c in cases:
@@ -179,36 +176,10 @@ def test_no_leakage(latest_small):
             assert all(h.timestamp <= c.target_timestamp for h in c.request.history)
             later = {x.row for x in seq[c.target_position :]}
             assert not later & {x.row for x in expected}
-        for c in cases[:8]:
-            before = timeline.before(c)
-            seq = splits[c.user_id].sequence
-            own_after = {x.row for x in seq[c.target_position :]}
-            assert not own_after & {x.row for x in before}
-            own_rows = {y.row for y in seq}
-            others = [x for x in before if x.row not in own_rows]
-            assert all(x.timestamp < c.target_timestamp for x in others)
-            assert len(before) == int(np.sum(ts_all < c.target_timestamp)) + sum(
-                1 for x in seq[: c.target_position] if x.timestamp == c.target_timestamp
-            )
-            counts = timeline.item_counts_before(c)
-            assert dict(Counter(x.item_id for x in before)) == {
-                timeline.item_ids[i]: int(n) for i, n in enumerate(counts) if n
-            }
     # training data for test: no user's test target
     train = training_interactions(splits, "test")
     targets = {(u, s.target("test").row) for u, s in splits.items()}
     assert not targets & {(u, x.row) for u, x in train}
-
-
-def test_timeline_order_only(tmp_path):
-    rows = [{"user_id": u, "item_id": f"i{k}"} for u, ks in [("a", [0, 1, 2, 3]), ("b", [4, 5, 6])] for k in ks]
-    ds = _generic(tmp_path, rows, n_items=8, name="order")
-    case = llmrank_cases(ds, users=["a"], n_candidates=3, seed=0)[0]
-    before = Timeline(ds).before(case)
-    # a's items before its test target (i0..i2) + b's training part (i4; not its targets i5, i6)
-    assert sorted(x.item_id for x in before) == ["i0", "i1", "i2", "i4"]
-    valid = llmrank_cases(ds, users=["a"], split="valid", n_candidates=3, seed=0)[0]
-    assert sorted(x.item_id for x in Timeline(ds).before(valid)) == ["i0", "i1", "i4"]
 
 
 def test_gt_position_spread(latest_small):

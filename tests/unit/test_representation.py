@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 
-
 def write_tiny_dataset(folder, n_users=30, n_items=40, per_user=15, seed=0):
     """Two taste groups (sci-fi / romance); users mostly pick from their own group."""
     rng = random.Random(seed)
