@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -221,7 +221,7 @@ class Recommender:
         return self.rank_request(request)
 
     def rank_pool(self, history: list[HistoryEntry], pool: list[Item], top_k: int,
-                  reasons: bool | str = False) -> RankResponse:
+                  reasons: bool | Literal["evidence", "llm"] = False) -> RankResponse:
         """Rank the best ``top_k`` of a (possibly large) pool: the bundle retrieves from it, then ranks."""
         if self.bundle is None:
             raise InvalidRequestError("ranking a pool of items needs a bundle (Recommender.load)", param="candidates")

@@ -32,7 +32,7 @@ class AgentAnswer(BaseModel):
     recommendation: RankResponse | None = None
     plan: TurnPlan
     pieces: list[str] = Field(description="the text in streaming order (the list first); text is their join")
-    list_pieces: int = Field(0, description="how many of ``pieces`` are the ranked list (sent before the reasons)")
+    list_pieces: int = Field(default=0, description="how many of ``pieces`` are the ranked list (sent before the reasons)")
 
     @property
     def text(self) -> str:

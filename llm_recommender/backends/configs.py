@@ -22,8 +22,8 @@ class FakeConfig(ComponentConfig):
     """The scripted fake's knobs (its scripted callables are constructor arguments, not config)."""
 
     model_name: str = "fake-model"
-    context_length: int = Field(8192, ge=1)
-    leftover_mass: float = Field(0.3, ge=0, lt=1, description="probability kept for tokens outside those asked for")
+    context_length: int = Field(default=8192, ge=1)
+    leftover_mass: float = Field(default=0.3, ge=0, lt=1, description="probability kept for tokens outside those asked for")
     supports_logprobs: bool = True
     supports_json_schema: bool = True
     supports_permutation_decoding: bool = False
@@ -33,8 +33,8 @@ class TransformersConfig(ComponentConfig):
     model: str = DEFAULT_MODEL
     dtype: Dtype = "auto"
     device: str = "auto"
-    threads: int | None = Field(None, ge=1)
-    batch_size: int = Field(16, ge=1)
+    threads: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=16, ge=1)
     pad_batches_on_cpu: bool = False
 
 
@@ -44,11 +44,11 @@ class VLLMConfig(ComponentConfig):
     tokenizer: str | None = None
     dtype: Dtype = "auto"
     permutation_seed: int = 0  # the engine's seed
-    kv_cache_gib: float = Field(1.0, gt=0)
-    max_model_len: int | None = Field(4096, ge=128)
-    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    kv_cache_gib: float = Field(default=1.0, gt=0)
+    max_model_len: int | None = Field(default=4096, ge=128)
+    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
     enforce_eager: bool | None = None
-    max_logprobs: int = Field(32, ge=1)
+    max_logprobs: int = Field(default=32, ge=1)
     in_process: bool = False
     cpu_threads_bind: str | None = None
 
@@ -58,8 +58,8 @@ class OpenAIConfig(ComponentConfig):
     base_url: str | None = None
     served_model: str | None = None
     tokenizer: str | None = None
-    request_timeout: float = Field(120.0, gt=0)
-    max_retries: int = Field(3, ge=0, le=10)
-    retry_backoff: float = Field(0.5, ge=0)
-    top_logprobs: int = Field(20, ge=1)
-    batch_size: int = Field(16, ge=1)
+    request_timeout: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    retry_backoff: float = Field(default=0.5, ge=0)
+    top_logprobs: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=16, ge=1)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -59,7 +59,7 @@ class FakeBackend(Backend):
     ) -> None:
         """``kwargs`` are :class:`FakeConfig` fields (``model_name``, ``context_length``, ``supports_logprobs``...)."""
         super().__init__()
-        self.config = self.validate_config(config, kwargs)
+        self.config = cast(FakeConfig, self.validate_config(config, kwargs))
         self.score_fn = score_fn or (lambda prompt, token: 0.0)
         if generations is None:
             generations = default_generation

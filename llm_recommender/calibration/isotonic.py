@@ -42,7 +42,7 @@ class IsotonicConfig(ComponentConfig):
     x: list[float] = Field(description="breakpoints, increasing")
     y: list[float] = Field(description="values at the breakpoints, non-decreasing, in [0, 1]")
     source: Source = "score"
-    eps: float = Field(1e-4, ge=0, lt=0.5)
+    eps: float = Field(default=1e-4, ge=0, lt=0.5)
 
     @model_validator(mode="after")
     def _check(self) -> IsotonicConfig:

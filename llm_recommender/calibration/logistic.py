@@ -40,7 +40,7 @@ class LogisticFeature(ComponentConfig):
     """One feature column: its width, the validation mean/scale it is standardised with, its weights."""
 
     name: str = Field(min_length=1)
-    dim: int = Field(1, ge=1)
+    dim: int = Field(default=1, ge=1)
     mean: list[float] | None = None  # None: zeros
     scale: list[float] | None = None  # None: ones
     theta: list[float]
@@ -59,8 +59,8 @@ class LogisticFeature(ComponentConfig):
 
 class LogisticConfig(ComponentConfig):
     features: list[LogisticFeature] = Field(min_length=1)
-    bias: float = Field(0.0, allow_inf_nan=False)
-    l2: float = Field(1.0, allow_inf_nan=False)
+    bias: float = Field(default=0.0, allow_inf_nan=False)
+    l2: float = Field(default=1.0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _unique(self) -> LogisticConfig:

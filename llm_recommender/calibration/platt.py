@@ -13,8 +13,8 @@ from .base import Calibrator, register_calibrator
 
 
 class PlattConfig(ComponentConfig):
-    a: float = Field(1.0, allow_inf_nan=False)
-    b: float = Field(0.0, allow_inf_nan=False)
+    a: float = Field(default=1.0, allow_inf_nan=False)
+    b: float = Field(default=0.0, allow_inf_nan=False)
     source: Source = "score"
 
 

@@ -43,7 +43,7 @@ def _softmax_rows(z: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 class TemperatureConfig(ComponentConfig):
-    temperature: float = Field(1.0, gt=0, allow_inf_nan=False)
+    temperature: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     mode: Literal["softmax", "sigmoid"] = "softmax"
     source: Source | None = None  # None: the mode's default (DEFAULT_SOURCE)
 

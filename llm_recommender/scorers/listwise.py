@@ -38,12 +38,12 @@ class ListwiseConfig(ComponentConfig):
     """Listwise knobs (``Settings`` names: ``listwise_<field>``), and the verbalizer pass it starts from."""
 
     settings_prefix = "listwise_"
-    retries: int = Field(2, ge=0, le=5, description="re-asks after invalid output")
-    max_tokens: int = Field(400, ge=16)
+    retries: int = Field(default=2, ge=0, le=5, description="re-asks after invalid output")
+    max_tokens: int = Field(default=400, ge=16)
     decoding: Literal["auto", "constrained", "validated"] = "auto"
     keys: Literal["ids", "labels"] = "ids"
-    top_k: int | None = Field(None, ge=1, description="rank only the best k (None: all)")
-    verbalizer: VerbalizerConfig = Field(default_factory=VerbalizerConfig)
+    top_k: int | None = Field(default=None, ge=1, description="rank only the best k (None: all)")
+    verbalizer: VerbalizerConfig = Field(default_factory=lambda: VerbalizerConfig())
 
 
 class ListwiseScorer(LLMScorer):

@@ -70,10 +70,10 @@ _PRIORS: dict[tuple[str, str, int], np.ndarray] = {}  # (model, template source,
 class VerbalizerConfig(ComponentConfig):
     """The verbalizer's knobs (the same names in ``Settings``)."""
 
-    permutations: int = Field(1, ge=1, le=16, description="orders averaged to reduce position bias")
+    permutations: int = Field(default=1, ge=1, le=16, description="orders averaged to reduce position bias")
     permutation_seed: int = 0
     permutation_mode: Literal["random", "cyclic"] = "random"
-    label_prior: bool = Field(False, description="divide out the model's label prior (contextual calibration)")
+    label_prior: bool = Field(default=False, description="divide out the model's label prior (contextual calibration)")
 
 
 class VerbalizerScorer(LLMScorer):
