@@ -121,7 +121,7 @@ def main() -> None:
                f"{r['grounded_share']:.1%} of {r['reasons']}",
                f"- distinct within a response: mean {r['distinct_share_mean']:.1%}, worst {r['distinct_share_min']:.0%}",
                f"- ranking p50 {r['ranking_p50_ms']:.1f} ms, with reasons {r['with_reasons_p50_ms']:.1f} ms "
-               f"(+{r['reasons_overhead']:.0%})"]
+               f"({r['reasons_overhead']:+.0%})"]
         if mode == "llm":
             md.append(f"- LLM phrasing rejected by the filter, evidence text used instead: {r['fallback_share']:.0%}")
         md += ["", "Ten unedited examples:", "", "| user | item | P | reason |", "|---|---|---|---|",
