@@ -106,6 +106,8 @@ class CatalogueIndex:
                 self._keys.append(_LEADING_ARTICLE.sub("", key))
                 self._owner.append(i)
         self._position = {it.id: i for i, it in enumerate(self.items)}
+        self._lengths = np.fromiter((len(k) for k in self._keys), dtype=np.int32, count=len(self._keys))
+        self._prefixes: dict[int, list[str]] = {}  # n -> every key cut to n characters (built once per n)
         self.genre_names = sorted({g for gs in self.genres.values() for g in gs})
         self._embed = embed
         self._vectors: np.ndarray | None = None
@@ -136,16 +138,20 @@ class CatalogueIndex:
         query = _LEADING_ARTICLE.sub("", full)
         if not query:
             return []
-        scores = process.cdist([query], self._keys, scorer=fuzz.ratio, dtype=np.float32)[0]
+        # score_cutoff: a match under 50 is dropped below anyway, and the cutoff lets rapidfuzz skip most titles early
+        scores = process.cdist([query], self._keys, scorer=fuzz.ratio, dtype=np.float32, score_cutoff=50)[0]
         if len(query) >= 7:  # a short word inside a long title is a coincidence, not a mention
-            lengths = np.fromiter((len(k) for k in self._keys), dtype=np.int32, count=len(self._keys))
-            partial = process.cdist([query], self._keys, scorer=fuzz.partial_ratio, dtype=np.float32)[0]
+            lengths = self._lengths
+            partial = process.cdist([query], self._keys, scorer=fuzz.partial_ratio, dtype=np.float32, score_cutoff=55)[0]
             # The title's beginning, typo'd ("termintor 2" ~ "terminator 2: judgment day"): partial_ratio's
             # fixed-width windows miss a typo that shifts the length, a prefix comparison does not.
             prefix = np.zeros_like(scores)
             for n in (len(query), len(query) + 1, len(query) + 2):  # a typo changes the length by a letter or two
-                cut = [k[:n].rstrip() for k in self._keys]
-                prefix = np.maximum(prefix, process.cdist([query], cut, scorer=fuzz.ratio, dtype=np.float32)[0])
+                cut = self._prefixes.get(n)
+                if cut is None:
+                    cut = self._prefixes[n] = [k[:n].rstrip() for k in self._keys]
+                prefix = np.maximum(prefix, process.cdist([query], cut, scorer=fuzz.ratio, dtype=np.float32,
+                                                          score_cutoff=55)[0])
             scores = np.where(lengths > len(query), np.maximum(scores, 0.9 * np.maximum(partial, prefix)), scores)
         top = np.argsort(-scores)[: max(limit * 8, 40)]
         wanted = _numbers(query)
