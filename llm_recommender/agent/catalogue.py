@@ -107,7 +107,10 @@ class CatalogueIndex:
                 self._owner.append(i)
         self._position = {it.id: i for i, it in enumerate(self.items)}
         self._lengths = np.fromiter((len(k) for k in self._keys), dtype=np.int32, count=len(self._keys))
-        self._prefixes: dict[int, list[str]] = {}  # n -> every key cut to n characters (built once per n)
+        self._by_length = np.argsort(-self._lengths, kind="stable")  # key positions, longest key first
+        self._sorted_lengths = self._lengths[self._by_length]
+        self._keys_by_length = [self._keys[i] for i in self._by_length]
+        self._prefixes: dict[int, list[str]] = {}  # n -> every key (longest first) cut to n characters, built once
         self.genre_names = sorted({g for gs in self.genres.values() for g in gs})
         self._embed = embed
         self._vectors: np.ndarray | None = None
@@ -141,18 +144,22 @@ class CatalogueIndex:
         # score_cutoff: a match under 50 is dropped below anyway, and the cutoff lets rapidfuzz skip most titles early
         scores = process.cdist([query], self._keys, scorer=fuzz.ratio, dtype=np.float32, score_cutoff=50)[0]
         if len(query) >= 7:  # a short word inside a long title is a coincidence, not a mention
-            lengths = self._lengths
-            partial = process.cdist([query], self._keys, scorer=fuzz.partial_ratio, dtype=np.float32, score_cutoff=55)[0]
+            # Partial and prefix matches only count for titles longer than the mention: score just those
+            # (keys are kept sorted by length, longest first, so they are a prefix of that order).
+            m = int(np.searchsorted(-self._sorted_lengths, -len(query), side="left"))
+            longer = self._keys_by_length[:m]
+            partial = process.cdist([query], longer, scorer=fuzz.partial_ratio, dtype=np.float32, score_cutoff=55)[0]
             # The title's beginning, typo'd ("termintor 2" ~ "terminator 2: judgment day"): partial_ratio's
             # fixed-width windows miss a typo that shifts the length, a prefix comparison does not.
-            prefix = np.zeros_like(scores)
+            prefix = np.zeros_like(partial)
             for n in (len(query), len(query) + 1, len(query) + 2):  # a typo changes the length by a letter or two
                 cut = self._prefixes.get(n)
                 if cut is None:
-                    cut = self._prefixes[n] = [k[:n].rstrip() for k in self._keys]
-                prefix = np.maximum(prefix, process.cdist([query], cut, scorer=fuzz.ratio, dtype=np.float32,
+                    cut = self._prefixes[n] = [k[:n].rstrip() for k in self._keys_by_length]
+                prefix = np.maximum(prefix, process.cdist([query], cut[:m], scorer=fuzz.ratio, dtype=np.float32,
                                                           score_cutoff=55)[0])
-            scores = np.where(lengths > len(query), np.maximum(scores, 0.9 * np.maximum(partial, prefix)), scores)
+            rows = self._by_length[:m]
+            scores[rows] = np.maximum(scores[rows], 0.9 * np.maximum(partial, prefix))
         top = np.argsort(-scores)[: max(limit * 8, 40)]
         wanted = _numbers(query)
         best: dict[int, Match] = {}
