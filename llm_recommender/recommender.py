@@ -111,13 +111,12 @@ class Recommender:
         from .representation.encoder import ItemEncoder
 
         backend = self.backend
-        if getattr(backend, "model", None) is None:
+        if not backend.supports_hidden_states:
             raise CapabilityError(
-                f"items the bundle has not seen are represented with the LLM's hidden states: that needs the "
-                f"transformers backend, not {backend.name!r}", param="backend")
+                f"items the bundle has not seen are represented with the LLM's hidden states: backend "
+                f"{backend.name!r} has none (use the transformers backend)", param="backend")
         rep = self.bundle.manifest.representation
-        enc = ItemEncoder(backend.model, backend.tokenizer, self.renderer, model_name=backend.model_name,  # type: ignore[attr-defined]
-                          layer=rep.get("layer"), pooling=rep.get("pooling", "mean"))
+        enc = ItemEncoder.from_backend(backend, self.renderer, layer=rep.get("layer"), pooling=rep.get("pooling", "mean"))
         if enc.model_fingerprint() != self.bundle.manifest.model_fingerprint:
             raise BundleError(
                 f"the bundle was fitted with model {self.bundle.manifest.model!r}; the loaded model "

@@ -93,6 +93,7 @@ class Backend(Configurable, abc.ABC):
     supports_json_schema: ClassVar[bool] = True
     # Can force a duplicate-free ranking token by token (llm_recommender/constrained.py).
     supports_permutation_decoding: ClassVar[bool] = False
+    supports_hidden_states: ClassVar[bool] = False  # hidden_states(): item representations for the bundle
 
     def __init__(self) -> None:
         self.stats = BackendStats()
@@ -189,6 +190,17 @@ class Backend(Configurable, abc.ABC):
                               ks: Sequence[int]) -> list[Generation]:
         """One greedy ``{"ranking": [...]}`` per prompt: ``ks[i]`` distinct keys of ``keys[i]``, by construction."""
         raise CapabilityError(f"backend {self.name!r} cannot constrain a ranking to a permutation", param="backend")
+
+    def hidden_states(self, texts: Sequence[str], *, layers: Sequence[int], pooling: str = "mean") -> list[Any]:
+        """Per layer, an array (len(texts), hidden_size) of hidden states pooled over each text's tokens
+        (``mean``) or taken at its last token (``last``). Backends with ``supports_hidden_states``."""
+        self.require("hidden_states")
+        raise NotImplementedError
+
+    def hidden_state_identity(self) -> dict[str, Any]:
+        """``num_layers``, ``hidden_size`` and what vectors depend on (config, dtype, a weights sample)."""
+        self.require("hidden_states")
+        raise NotImplementedError
 
     # ---- helpers shared by all backends ---------------------------------------------
     def require(self, capability: str) -> None:

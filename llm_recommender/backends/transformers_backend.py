@@ -34,6 +34,7 @@ class TransformersBackend(TokenizerMixin, Backend):
     supports_logprobs = True
     supports_json_schema = True
     supports_permutation_decoding = True
+    supports_hidden_states = True
 
     def __init__(self, settings: Settings | None = None, model: Any = None, tokenizer: Any = None, *,
                  config: TransformersConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -175,6 +176,16 @@ class TransformersBackend(TokenizerMixin, Backend):
                 self._grammars.clear()
             self._grammars[key] = self._xgr_compiler.compile_json_schema(key, any_whitespace=False)
         return self._grammars[key]
+
+    def hidden_states(self, texts: Sequence[str], *, layers: Sequence[int], pooling: str = "mean") -> list[Any]:
+        from ..representation.encoder import pooled_hidden_states
+
+        return pooled_hidden_states(self.model, self.tokenizer, list(texts), layers=layers, pooling=pooling)  # type: ignore[arg-type]
+
+    def hidden_state_identity(self) -> dict[str, Any]:
+        from ..representation.encoder import model_identity
+
+        return model_identity(self.model)
 
     def generate(self, prompts: Sequence[str], *, max_tokens: int, json_schema: dict[str, Any] | None = None) -> list[Generation]:
         return self.generate_batch(prompts, max_tokens=max_tokens, json_schemas=[json_schema] * len(prompts))

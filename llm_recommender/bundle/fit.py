@@ -188,13 +188,11 @@ def _llm_encoder(config: FitConfig, backend: Any, space: ItemSpace) -> Any:
 
     settings = Settings(model=config.model, threads=config.threads)
     backend = backend if backend is not None else make_backend("transformers", settings)
-    model, tokenizer = getattr(backend, "model", None), getattr(backend, "tokenizer", None)
-    if model is None:
+    if not backend.supports_hidden_states:
         raise InvalidRequestError(
-            f"item representations need the in-process transformers backend, not {backend.name!r}", param="backend"
-        )
-    return ItemEncoder(model, tokenizer, PromptRenderer(backend, settings), model_name=backend.model_name,
-                       batch_size=32)
+            f"item representations need a backend with hidden states (transformers), not {backend.name!r}",
+            param="backend")
+    return ItemEncoder.from_backend(backend, PromptRenderer(backend, settings), batch_size=32)
 
 
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"

@@ -45,11 +45,29 @@ def _plain_item(item: Item) -> Item:
     )
 
 
-class ItemEncoder:
-    """Pooled hidden states of ``model`` over rendered item texts, with an on-disk cache.
+def model_identity(model: Any) -> dict[str, Any]:
+    """What item vectors depend on: layer count, width, config, dtype and a sample of the weights
+    (two fine-tunes of one architecture share name and config, so a few weights are hashed too)."""
+    import torch
 
-    ``model``/``tokenizer`` are a loaded causal LM (e.g. ``TransformersBackend.model``);
-    ``renderer`` renders the item template. ``cache=False`` keeps vectors in memory only.
+    cfg = {k: v for k, v in model.config.to_dict().items()
+           if k not in ("_name_or_path", "transformers_version", "dtype", "torch_dtype")}
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for i, (name, p) in enumerate(model.named_parameters()):
+            if i % 7 == 0:
+                h.update(name.encode())
+                h.update(p.detach().float().flatten()[:64].cpu().numpy().tobytes())
+    return {"num_layers": int(model.config.num_hidden_layers), "hidden_size": int(model.config.hidden_size),
+            "config": cfg, "dtype": str(next(model.parameters()).dtype), "weights": h.hexdigest()[:16]}
+
+
+class ItemEncoder:
+    """Pooled hidden states over rendered item texts, with an on-disk cache.
+
+    Built from a backend that ``supports_hidden_states`` (:meth:`from_backend`), or from a loaded
+    causal LM and its tokenizer directly. ``renderer`` renders the item template.
+    ``cache=False`` keeps vectors in memory only.
     """
 
     def __init__(
@@ -63,14 +81,23 @@ class ItemEncoder:
         pooling: Pooling = "mean",
         batch_size: int = 32,
         cache: bool | Path = True,
+        backend: Any = None,
     ) -> None:
         if pooling not in ("mean", "last"):
             raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
-        self.model = model
-        self.tokenizer = tokenizer
+        if backend is not None:
+            self._identity = backend.hidden_state_identity()
+            self._pool = backend.hidden_states
+        else:
+            self._identity = model_identity(model)
+
+            def pool(texts: Sequence[str], *, layers: Sequence[int], pooling: Pooling) -> list[np.ndarray]:
+                return pooled_hidden_states(model, tokenizer, list(texts), layers=layers, pooling=pooling)
+
+            self._pool = pool
         self.renderer = renderer
         self.model_name = model_name
-        self.layer = resolve_layer(model, layer)
+        self.layer = resolve_layer(self._identity["num_layers"], layer)
         self.pooling: Pooling = pooling
         self.batch_size = batch_size
         self._mem: dict[str, np.ndarray] = {}
@@ -81,26 +108,27 @@ class ItemEncoder:
             self.cache_path = root / self.cache_key() / "vectors.npz"
             self._load_cache()
 
+    @classmethod
+    def from_backend(cls, backend: Any, renderer: PromptRenderer, **kwargs: Any) -> ItemEncoder:
+        """The encoder over ``backend``'s hidden states; a typed error if the backend has none."""
+        backend.require("hidden_states")
+        return cls(None, None, renderer, model_name=backend.model_name, backend=backend, **kwargs)
+
     # ---- identity -------------------------------------------------------------------
     def template_source(self) -> str:
         env = self.renderer.env
         return env.loader.get_source(env, ITEM_TEMPLATE)[0]  # type: ignore[union-attr]
 
     def cache_key(self) -> str:
-        cfg = self.model.config.to_dict()
-        cfg = {
-            k: v for k, v in cfg.items() if k not in ("_name_or_path", "transformers_version", "dtype", "torch_dtype")
-        }
-        dtype = str(next(self.model.parameters()).dtype)
         ident = json.dumps(
             {
                 "model": self.model_name,
-                "config": cfg,
-                "dtype": dtype,
+                "config": self._identity["config"],
+                "dtype": self._identity["dtype"],
                 "template": self.template_source(),
                 "layer": self.layer,
                 "pooling": self.pooling,
-                "weights": self._weights_fingerprint(),
+                "weights": self._identity["weights"],
             },
             sort_keys=True,
             default=str,
@@ -111,21 +139,9 @@ class ItemEncoder:
         """Model identity (config, dtype, a sample of the weights): what a bundle's vectors depend on."""
         return self.cache_key()
 
-    def _weights_fingerprint(self) -> str:
-        # Two fine-tunes of one architecture share name and config: hash a few weights too.
-        import torch
-
-        h = hashlib.sha256()
-        with torch.no_grad():
-            for i, (name, p) in enumerate(self.model.named_parameters()):
-                if i % 7 == 0:
-                    h.update(name.encode())
-                    h.update(p.detach().float().flatten()[:64].cpu().numpy().tobytes())
-        return h.hexdigest()[:16]
-
     @property
     def dim(self) -> int:
-        return int(self.model.config.hidden_size)
+        return int(self._identity["hidden_size"])
 
     # ---- cache ----------------------------------------------------------------------
     def _load_cache(self) -> None:
@@ -183,12 +199,14 @@ class ItemEncoder:
         return self.encode_texts([self.item_text(i) for i in items])
 
     def _forward(self, texts: list[str]) -> np.ndarray:
-        return pooled_hidden_states(self.model, self.tokenizer, texts, layers=[self.layer], pooling=self.pooling)[0]
+        return self._pool(texts, layers=[self.layer], pooling=self.pooling)[0]
 
 
 def resolve_layer(model: Any, layer: int | None) -> int:
-    """``None`` -> the middle layer (``n // 2 + 1`` of ``n``); negatives count from the top."""
-    n = int(model.config.num_hidden_layers)
+    """``None`` -> the middle layer (``n // 2 + 1`` of ``n``); negatives count from the top.
+
+    ``model`` is the layer count ``n`` or a model with ``config.num_hidden_layers``."""
+    n = int(model) if isinstance(model, int) else int(model.config.num_hidden_layers)
     if layer is None:
         return min(n, n // 2 + 1)
     if not -(n + 1) <= layer <= n:

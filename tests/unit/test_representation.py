@@ -144,3 +144,17 @@ def test_saved_head_with_a_transposed_projection_loads_identical(tmp_path):
     head.save(tmp_path / "h")
     loaded = RepresentationHead.load(tmp_path / "h")
     np.testing.assert_array_equal(loaded.projection, head.projection)
+
+
+def test_backends_without_hidden_states_are_a_typed_error():
+    from llm_recommender.backends.fake import FakeBackend
+    from llm_recommender.errors import CapabilityError
+    from llm_recommender.prompts import PromptRenderer
+    from llm_recommender.representation.encoder import ItemEncoder
+    from llm_recommender.settings import Settings
+
+    backend = FakeBackend()
+    assert not backend.supports_hidden_states
+    with pytest.raises(CapabilityError) as err:
+        ItemEncoder.from_backend(backend, PromptRenderer(backend, Settings()))
+    assert err.value.param == "backend" and "hidden_states" in err.value.message
