@@ -48,7 +48,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed for sampling the candidates.")] = 0,
     bundle: BundleOpt = None,
     strategy: StrategyOpt = None,
-    reasons: Annotated[bool, typer.Option(help="Also ask the LLM for a short reason per item (slow on a CPU).")] = False,
+    reasons: Annotated[str, typer.Option(help="evidence: a reason rendered from what carried each item (no LLM, the default); llm: the LLM phrases it (seconds per item on a CPU); none.")] = "evidence",
     model: ModelOpt = None,
     backend: BackendOpt = None,
     threads: ThreadsOpt = None,
@@ -72,7 +72,11 @@ def demo(
 
         raise InvalidRequestError(f"user {user!r} is not in the sample (ids 1..{len(splits)})", param="user")
     case = llmrank_cases(ds, split="test", users=[user], n_candidates=candidates, seed=seed, splits=splits)[0]
-    request = case.request.model_copy(update={"top_k": top_k, "reasons": reasons,
+    if reasons not in ("evidence", "llm", "none"):
+        from ..errors import InvalidRequestError
+
+        raise InvalidRequestError(f"--reasons must be evidence, llm or none, not {reasons!r}", param="reasons")
+    request = case.request.model_copy(update={"top_k": top_k, "reasons": False if reasons == "none" else reasons,
                                               "candidates": [] if catalogue else case.request.candidates})
     start = time.perf_counter()
     response = rec.rank_request(request)
@@ -86,10 +90,10 @@ def demo(
     table.add_column("#", justify="right")
     table.add_column("movie")
     table.add_column("P(like)", justify="right")
-    table.add_column("what carried it" if not reasons else "reason")
+    table.add_column("why (and what carried it)")
     for it in response.items:
         mark = " [green](held-out)[/green]" if it.id == case.target_item_id else ""
-        why = it.reason if reasons else _carried(it)
+        why = "\n".join(x for x in (it.reason, f"[dim]{_carried(it)}[/dim]" if it.evidence else None) if x)
         table.add_row(str(it.rank), it.title + mark, f"{it.probability:.3f}", why or "[dim]-[/dim]")
     console.print(table)
     target_title = ds.item(case.target_item_id).title
