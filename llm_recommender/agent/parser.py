@@ -60,8 +60,10 @@ _BEFORE = re.compile(r"\b(?:before|earlier than|older than|prior to|pre-?)\s*((?
 _AFTER = re.compile(r"\b(after|since|newer than|later than|post-?|from)\s*((?:19|20)\d\d)\b(?!\s*(?:to|-|–|and))",
                     re.IGNORECASE)
 _BETWEEN = re.compile(r"\b(?:between|from)?\s*((?:19|20)\d\d)\s*(?:-|–|to|and|until)\s*((?:19|20)\d\d)\b", re.IGNORECASE)
-_NOT_BEFORE = re.compile(r"\b(?:not|no)\s+(?:older than|before|earlier than)\s*((?:19|20)\d\d)\b", re.IGNORECASE)
-_NOT_AFTER = re.compile(r"\b(?:not|no)\s+(?:newer than|after|later than)\s*((?:19|20)\d\d)\b", re.IGNORECASE)
+# "not before 1990", "nothing older than 1990", "none made after 2000", "nothing released after 2000"
+_NEGATED = r"\b(?:not|no|nothing|none)\s+(?:(?:made|released|from|that came out)\s+)?"
+_NOT_BEFORE = re.compile(_NEGATED + r"(?:older than|before|earlier than)\s*((?:19|20)\d\d)\b", re.IGNORECASE)
+_NOT_AFTER = re.compile(_NEGATED + r"(?:newer than|after|later than)\s*((?:19|20)\d\d)\b", re.IGNORECASE)
 _OLDER = re.compile(r"\b(?:older|earlier|classics?|less recent|not as new)\b", re.IGNORECASE)
 _NEWER = re.compile(r"\b(?:newer|more recent|recent|latest|modern|not as old)\b", re.IGNORECASE)
 _COUNT = re.compile(

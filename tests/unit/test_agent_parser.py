@@ -131,3 +131,14 @@ def test_a_full_stop_inside_a_title_does_not_end_the_sentence():
     p = DeterministicParser(cat)
     assert linked(p.parse("I loved kil bill: vol. 2")) == [("1", "liked")]
     assert linked(p.parse("I liked Mrs. Doubtfire. Heat too.")) == [("3", "liked"), ("4", "liked")]
+
+
+@pytest.mark.parametrize(("text", "year_min", "year_max"), [
+    ("I loved Alien, nothing after 2000", None, 2000),  # read as "from 2001 on" before
+    ("I loved Alien, nothing released after 1990", None, 1990),
+    ("I loved Alien, nothing older than 1980", 1980, None),
+    ("I loved Alien, after 1990", 1991, None),
+])
+def test_negated_year_bounds(parser, text, year_min, year_max):
+    c = parser.parse(text).constraints
+    assert (c.year_min, c.year_max) == (year_min, year_max)
