@@ -36,19 +36,23 @@ def evidence_reasons(items: list[Item], evidence: list[Evidence], template_dir: 
     for item, ev in zip(items, evidence):
         fresh = [e for e in ev.history_items if e.id not in used]
         cited = (fresh or ev.history_items or [None])[0]
+        repeat = cited is not None and cited.id in used
         if cited is not None:
             used.add(cited.id)
-        out.append(evidence_reason(item, ev, template_dir, cited=cited))
+        # citing the same history item again: name the recommended item, so the two reasons still differ
+        out.append(evidence_reason(item, ev, template_dir, cited=cited, name_item=repeat))
     return out
 
 
-def evidence_reason(item: Item, evidence: Evidence, template_dir: Path | None = None, cited: Any = None) -> str:
+def evidence_reason(item: Item, evidence: Evidence, template_dir: Path | None = None, cited: Any = None,
+                    name_item: bool = False) -> str:
     top = max(evidence.contributions, key=lambda c: evidence.contributions[c], default="")
     cited = cited if cited is not None else (evidence.history_items[0] if evidence.history_items else None)
     if cited is not None:  # "The Godfather (1972)", not the file's "Godfather, The (1972)"
         cited = cited.model_copy(update={"title": natural_title(cited.title)})
     genres = (cited.shared if cited is not None else sorted({v for vs in evidence.shared_attributes.values() for v in vs}))[:3]
     text = _env(str(template_dir) if template_dir else None).get_template(TEMPLATE).render(
-        item=item, evidence=evidence, top=top, cited=cited, genres=[g.lower() for g in genres])
+        item=item, evidence=evidence, top=top, cited=cited, genres=[g.lower() for g in genres],
+        this=natural_title(item.title) if name_item else "this")
     return " ".join(text.split())
 

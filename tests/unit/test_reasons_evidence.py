@@ -17,7 +17,7 @@ from llm_recommender.protocol import Item
 from tests.synthetic import hash_encoder, write_generic_dataset
 
 COMPONENTS = ["popularity", "cooccurrence", "embedding"]
-PHRASES = {"cooccurrence": "people who watched it often watched this too", "embedding": "described in much the same words",
+PHRASES = {"cooccurrence": "people who watched it often watched", "embedding": "described in much the same words",
            "popularity": "widely watched"}
 GENRES = ["Drama", "Comedy", "Action", "Horror"]
 
@@ -159,3 +159,15 @@ def test_degenerate_llm_reasons_fall_back_to_the_evidence_text_and_say_so(setup,
     evidence_text = rec_with(bundle).rank_request(req.model_copy(update={"reasons": "evidence"}))
     assert [i.reason for i in resp.items] == [i.reason for i in evidence_text.items]
     assert resp.fallback_used and resp.fallbacks[0].stage == "reason" and resp.fallbacks[0].used == "evidence"
+
+
+def test_citing_the_same_history_item_again_names_the_item_so_reasons_differ():
+    from llm_recommender.explain.reasons import evidence_reasons
+    from llm_recommender.protocol import Evidence, EvidenceItem
+
+    cited = EvidenceItem(id="h1", title="Godfather, The (1972)", component="cooccurrence", strength=9.0, rating=5.0)
+    ev = Evidence(contributions={"cooccurrence": 1.0}, shares={"cooccurrence": 1.0}, history_items=[cited])
+    items = [Item(id="a", title="Godfather: Part II, The (1974)"), Item(id="b", title="American History X (1998)")]
+    first, second = evidence_reasons(items, [ev, ev])
+    assert "The Godfather (1972) 5★" in first and "often watched this too" in first
+    assert "often watched American History X (1998) too" in second and first != second
