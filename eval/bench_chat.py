@@ -58,13 +58,20 @@ def main() -> int:
         # rank_fn that records its arguments and answers with the server's own response.
         from llm_recommender.agent import CatalogueIndex, chat_turn
         from llm_recommender.bundle import Bundle
+        from llm_recommender.protocol import RankResponse
 
         catalogue = CatalogueIndex.from_bundle(Bundle.load(args.bundle))
         bodies = []
         for text, rec in pairs:
-            chat_turn([{"role": "user", "content": text}], catalogue, lambda h, pool, k, rec=rec: _stash(h, k, rec))
-            history = [h.model_dump(mode="json", exclude_none=True) for h in _STASH["history"]]
-            bodies.append((text, {"history": history, "candidates": [], "top_k": _STASH["k"], "reasons": True}))
+            asked: dict = {}
+
+            def record(history, pool, k, rec=rec, asked=asked):  # type: ignore[no-untyped-def]
+                asked.update(history=history, k=k)
+                return RankResponse.model_validate(rec)
+
+            chat_turn([{"role": "user", "content": text}], catalogue, record)
+            history = [h.model_dump(mode="json", exclude_none=True) for h in asked["history"]]
+            bodies.append((text, {"history": history, "candidates": [], "top_k": asked["k"], "reasons": True}))
         chat_s, rec_s = [], []
         for rep in range(args.repeats + 1):  # pass 0 is the warm-up
             for text, body in bodies:
@@ -87,17 +94,6 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))
     return 0
-
-
-_STASH: dict = {}
-
-
-def _stash(history, k, rec):  # type: ignore[no-untyped-def]
-    """A rank_fn that records what the agent asked for and answers with the served response."""
-    from llm_recommender.protocol import RankResponse
-
-    _STASH.update(history=history, k=k)
-    return RankResponse.model_validate(rec)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from llm_recommender import Recommender
 from llm_recommender.data import load_dataset
 from llm_recommender.data.movielens import natural_title
 from llm_recommender.evaluation.protocols import llmrank_cases
+from llm_recommender.protocol import item_genres
 
 
 def _forms(title: str) -> set[str]:
@@ -55,11 +56,6 @@ def check(item, reason: str, history_titles: set[str], genres: set[str], item_ge
     return problems
 
 
-def genres_of(item) -> set[str]:  # type: ignore[no-untyped-def]
-    vals = (item.attributes or {}).get("genres", [])
-    return set(vals if isinstance(vals, list) else [vals])
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", type=Path, required=True)
@@ -73,7 +69,7 @@ def main() -> None:
     rec = Recommender.load(a.bundle)
     ds = load_dataset(a.dataset, a.data_dir)
     cases = llmrank_cases(ds, split="test", n_users=a.users, seed=0)
-    genres = set().union(*(genres_of(it) for it in rec.bundle.space.items))
+    genres = set().union(*(item_genres(it) for it in rec.bundle.space.items))
     modes = {}
     for mode, n_users in (("evidence", a.users), ("llm", a.llm_users)):
         if n_users <= 0:
@@ -95,7 +91,7 @@ def main() -> None:
                         for part in f.reason.split("; ") if ": " in part}
             fallback_items += len(rejected)
             for it in resp.items:
-                bad = check(it, it.reason, titles, genres, genres_of(by_id[it.id]))
+                bad = check(it, it.reason, titles, genres, set(item_genres(by_id[it.id])))
                 problems += [(c.user_id, it.title, b) for b in bad]
                 rows.append({"user": c.user_id, "item": it.title, "p": round(it.probability, 3), "reason": it.reason,
                              "llm_rejected": rejected.get(it.id)})

@@ -94,6 +94,14 @@ class Item(_Input):
         return v
 
 
+def item_genres(item: Item) -> list[str]:
+    """The item's ``genres`` attribute as a list of strings (empty when it has none)."""
+    genres = (item.attributes or {}).get("genres")
+    if isinstance(genres, list):
+        return [g for g in genres if isinstance(g, str)]
+    return [genres] if isinstance(genres, str) else []
+
+
 class HistoryEntry(Item):
     """An item the user interacted with, plus optional rating and timestamp."""
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from .backends.base import Backend
 from .explain.degenerate import problem
-from .explain.llm_reasons import genres_of
 from .prompts import PromptRenderer
-from .protocol import Fallback, Item, RankRequest
+from .protocol import Fallback, Item, RankRequest, item_genres
 from .settings import Settings
 from .structured import ParseFailure, parse_reason, reason_schema
 
@@ -46,7 +45,7 @@ def generate_reasons(
             continue
         why = problem(text.split(": ", 1)[1] if text.startswith("Like ") and ": " in text else text,
                       titles=[*history_titles, item.title], allowed_titles=[*recent_titles, item.title],
-                      item_genres=genres_of(item), known_genres=known_genres or [])
+                      item_genres=item_genres(item), known_genres=known_genres or [])
         reasons.append(None if why else text)
         if why:
             failures.append(f"{item.id}: {why}")

@@ -17,7 +17,17 @@ from .backends.base import UsageMeter, metered
 from .calibration import Calibrator, IdentityCalibrator, check_fitted_for, load_calibrator
 from .errors import InvalidRequestError, from_validation_error
 from .prompts import PromptRenderer
-from .protocol import HistoryEntry, Item, RankedItem, RankRequest, RankResponse, Usage, coerce_items, parse_request
+from .protocol import (
+    HistoryEntry,
+    Item,
+    RankedItem,
+    RankRequest,
+    RankResponse,
+    Usage,
+    coerce_items,
+    item_genres,
+    parse_request,
+)
 from .reasons import generate_reasons
 from .scorers import ScoreResult, strategy_class
 from .scorers.base import Scorer
@@ -271,13 +281,11 @@ class Recommender:
 
     def known_genres(self, request: RankRequest) -> list[str]:
         """The genre vocabulary a reason is checked against: the bundle's catalogue, else this request's items."""
-        from .explain.llm_reasons import genres_of
-
         if self.bundle is not None:
             if self._genres is None:
-                self._genres = sorted({g for it in self.bundle.space.items for g in genres_of(it)})
+                self._genres = sorted({g for it in self.bundle.space.items for g in item_genres(it)})
             return self._genres
-        return sorted({g for it in [*request.candidates, *request.history] for g in genres_of(it)})
+        return sorted({g for it in [*request.candidates, *request.history] for g in item_genres(it)})
 
     def _respond(self, request: RankRequest, result: ScoreResult, strategy: str, scoring_usage: tuple[int, ...]) -> RankResponse:
         reasons_meter = UsageMeter()

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from rapidfuzz import fuzz, process
 
-from ..protocol import Item
+from ..protocol import Item, item_genres
 
 _YEAR = re.compile(r"\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
 _LEADING_ARTICLE = re.compile(r"^(?:the|a|an)\s+")
@@ -41,13 +41,6 @@ def item_year(item: Item) -> int | None:
         return year
     m = _YEAR.search(item.title)
     return int(m.group(1)) if m else None
-
-
-def item_genres(item: Item) -> list[str]:
-    genres = (item.attributes or {}).get("genres")
-    if isinstance(genres, list):
-        return [g for g in genres if isinstance(g, str)]
-    return [genres] if isinstance(genres, str) else []
 
 
 def normalize(text: str, *, keep_article: bool = False) -> str:

@@ -34,8 +34,13 @@ def _norm(text: str) -> str:
     return " ".join(_WORD.findall(text.lower()))
 
 
-def _strip_year(title: str) -> str:
+def strip_year(title: str) -> str:
     return re.sub(r"\s*\(\d{4}\)\s*$", "", title).strip()
+
+
+def _forms(title: str) -> set[str]:
+    """A title's match keys: normalised, with and without its year."""
+    return {_norm(title), _norm(strip_year(title))}
 
 
 def _genre_forms(genre: str) -> set[str]:
@@ -60,25 +65,19 @@ def problem(text: str, *, titles: Iterable[str] = (), allowed_titles: Iterable[s
     ``ratings``: the star ratings the reason may state (an invented "2 stars" fails).
     """
     stripped = " ".join(text.split())
-    words = _WORD.findall(stripped.lower())
-    if len(words) < 4:
-        norm = _norm(stripped)
-        if any(norm in (_norm(t), _norm(_strip_year(t))) for t in titles):
-            return "bare title"
-        return "too short"
-    # A bare title with a little punctuation or a year around it.
     norm = _norm(stripped)
-    for t in titles:
-        if norm in (_norm(t), _norm(_strip_year(t))):
-            return "bare title"
+    if any(norm in _forms(t) for t in titles):  # a bare title, with a little punctuation or a year around it
+        return "bare title"
+    if len(norm.split()) < 4:
+        return "too short"
     lowered = stripped.lower()
     for phrase in META:
         if re.search(rf"\b{re.escape(phrase)}\b", lowered):
             return f"template-speak ({phrase!r})"
     # Repetition: a bigram with a content word, said twice (titles excepted: naming one is fine).
-    content = _norm(lowered)
+    content = norm
     for t in titles:
-        for form in {_norm(t), _norm(_strip_year(t))}:
+        for form in _forms(t):
             if form:
                 content = re.sub(rf"(?<![a-z'\-]){re.escape(form)}(?![a-z'\-])", " ", content)
     seq = content.split()
@@ -93,7 +92,7 @@ def problem(text: str, *, titles: Iterable[str] = (), allowed_titles: Iterable[s
         if w not in STOPWORDS and w not in VERBS and len(w) > 4 and seq.count(w) >= 2:
             return f"repetition ({w!r})"
     untitled = stripped  # "Hot Shots! Part Deux" is one title, not two sentences
-    for form in sorted({f for t in titles for f in (t, _strip_year(t))}, key=len, reverse=True):
+    for form in sorted({f for t in titles for f in (t, strip_year(t))}, key=len, reverse=True):
         untitled = re.sub(re.escape(form), "TITLE", untitled, flags=re.IGNORECASE)
     if re.search(r"[a-z]{2}[.!?]\s+[A-Z]", untitled):
         return "more than one sentence"
@@ -102,7 +101,7 @@ def problem(text: str, *, titles: Iterable[str] = (), allowed_titles: Iterable[s
     if not stripped.endswith(TERMINAL) or (seq and seq[-1] in DANGLING):
         return "cut off"
     if must_name:
-        forms = {_norm(must_name), _norm(_strip_year(must_name))}
+        forms = _forms(must_name)
         forms |= {re.sub(r"^(the|a|an) ", "", f) for f in forms}
         if not any(f and re.search(rf"\b{re.escape(f)}\b", norm) for f in forms):
             return f"does not name {must_name!r} as asked"
@@ -110,13 +109,13 @@ def problem(text: str, *, titles: Iterable[str] = (), allowed_titles: Iterable[s
     if stated - {float(r) for r in ratings}:
         return "states a rating the user did not give"
     if item_title:
-        own = {f for f in (_norm(item_title), _norm(_strip_year(item_title))) if len(f) >= 4}
-        own -= {_norm(t) for t in allowed_titles} | {_norm(_strip_year(t)) for t in allowed_titles}
+        own = {f for f in _forms(item_title) if len(f) >= 4}
+        own -= {f for t in allowed_titles for f in _forms(t)}
         if any(re.search(rf"\b{re.escape(f)}\b", norm) for f in own):
             return "names the recommended item as if it were in the history"
-    allowed = {_norm(t) for t in allowed_titles} | {_norm(_strip_year(t)) for t in allowed_titles}
+    allowed = {f for t in allowed_titles for f in _forms(t)}
     for t in titles:
-        for form in {_norm(t), _norm(_strip_year(t))}:
+        for form in _forms(t):
             if len(form) >= 4 and re.search(rf"\b{re.escape(form)}\b", norm) and form not in allowed:
                 return f"cites {t!r}, not in the evidence"
     mine = {f for g in item_genres for f in _genre_forms(g)}

@@ -17,10 +17,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..data.movielens import natural_title
-from ..protocol import Evidence, Fallback, Item, RankRequest
+from ..protocol import Evidence, Fallback, Item, RankRequest, item_genres
 from ..structured import ParseFailure, extract_json_object
-from .degenerate import _strip_year, problem
-from .reasons import evidence_reasons
+from .degenerate import problem, strip_year
+from .reasons import citations, evidence_reasons
 
 log = logging.getLogger(__name__)
 
@@ -46,33 +46,27 @@ def _example(movie: str, fact: str, title: str, liked: str, watched: str) -> dic
             for kind, how, stars, reason in (("liked", "rated", " 5 stars", liked), ("watched", "watched", "", watched))}
 
 
-_CO = _example('"Toy Story 2 (1999)" (genres: Animation, Children, Comedy)', "People who watched your movies often watched it too.",
+_CO = _example('"Toy Story 2 (1999)" (genres: Animation, Children, Comedy)', FACTS["cooccurrence"],
                "Finding Nemo (2003)", "You gave {t} 5 stars, and its fans often pick this one next.",
                "You watched {t}, and its fans often pick this one next.")
-_TASTE = _example('"Heat (1995)" (genres: Action, Crime, Thriller)', "It matches the taste your whole history shows.",
+_TASTE = _example('"Heat (1995)" (genres: Action, Crime, Thriller)', FACTS["als"],
                   "Casino (1995)", "You gave {t} 5 stars, so this one should fit your taste.",
                   "Since you watched {t}, this one fits your taste.")
-_TEXT = _example('"Aliens (1986)" (genres: Action, Horror, Sci-Fi)', "Its description reads much like your movies.",
+_TEXT = _example('"Aliens (1986)" (genres: Action, Horror, Sci-Fi)', FACTS["embedding"],
                  "Alien (1979)", "Its story reads much like {t}, which you rated 5 stars.",
                  "Its story reads much like {t}, which you watched.")
 EXAMPLES = {
     "cooccurrence": _CO, "itemknn": _CO, "als": _TASTE, "bpr": _TASTE, "embedding": _TEXT, "representation": _TEXT,
     "sequence": _example('"Shrek (2001)" (genres: Adventure, Animation, Comedy)',
-                         "It follows on naturally from what you watched most recently.", "Toy Story (1995)",
+                         FACTS["sequence"], "Toy Story (1995)",
                          "It follows on nicely from {t}, which you rated 5 stars.",
                          "It follows on nicely from {t}, which you watched recently."),
     "popularity": _example('"Forrest Gump (1994)" (genres: Comedy, Drama, Romance)',
-                           "It is widely watched by people with histories like yours.", "Apollo 13 (1995)",
+                           FACTS["popularity"], "Apollo 13 (1995)",
                            "Viewers who liked {t} as much as you did very often watch it as well.",
                            "Viewers who watched {t}, as you did, very often watch it as well."),
 }
 JSON_TOKENS = 24  # the reply's JSON keys and the cited title, on top of the reason's own token cap
-
-
-def genres_of(item: Item) -> list[str]:
-    attrs = item.attributes or {}
-    vals = attrs.get("genres", attrs.get("genre", []))
-    return [str(v) for v in (vals if isinstance(vals, list) else [vals])]
 
 
 def facts_for(item: Item, ev: Evidence) -> list[str]:
@@ -96,7 +90,7 @@ def _schema(titles: list[str], max_chars: int) -> dict[str, Any]:
     it writes freely: "Back to Future", "MeaGirls"), then is free text to a full stop."""
     reason: dict[str, Any] = {"type": "string", "minLength": 12, "maxLength": max_chars}
     if titles:
-        name = re.escape(_strip_year(titles[0]))
+        name = re.escape(strip_year(titles[0]))
         # Fixed openers (the examples' own) and no full stop before the end except in a rating ("4.5 stars"):
         # a free "[a-z]+" opener let the model run on for the whole budget, and an ambiguous tail made each
         # token's grammar mask several times slower.
@@ -124,12 +118,8 @@ def llm_evidence_reasons(backend: Any, renderer: Any, settings: Any, request: Ra
     history_titles = [h.title for h in request.history]
     by_id = {h.id: h for h in request.history}
     prompts, allowed, schemas, asked = [], [], [], []
-    used: set[str] = set()
-    for item, ev in zip(items, evidence):
-        # like the evidence text: cite, where possible, a history item no earlier reason cited, so reasons differ
-        fresh = [e for e in ev.history_items if e.id not in used] or ev.history_items
-        cited = [by_id[fresh[0].id]] if fresh and fresh[0].id in by_id else []
-        used.update(h.id for h in cited)
+    for item, ev, (choice, _) in zip(items, evidence, citations(evidence)):  # the same citation as the evidence text
+        cited = [by_id[choice.id]] if choice is not None and choice.id in by_id else []
         allowed.append([e.title for e in ev.history_items])
         top = max(ev.shares, key=lambda c: ev.shares[c], default="")
         prompts.append(renderer.chat(
@@ -156,7 +146,7 @@ def llm_evidence_reasons(backend: Any, renderer: Any, settings: Any, request: Ra
         if why is None:
             why = problem(text, titles=[*history_titles, *map(natural_title, history_titles)],
                           allowed_titles=[*ok_titles, *map(natural_title, ok_titles)], item_title=natural_title(item.title),
-                          item_genres=genres_of(item), known_genres=known_genres, must_name=name,
+                          item_genres=item_genres(item), known_genres=known_genres, must_name=name,
                           ratings=[e.rating for e in ev.history_items if e.rating is not None and e.rating >= 4])
         if why is None and text in texts:
             why = "same as an earlier reason in this response"

@@ -16,7 +16,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from ..data.movielens import natural_title
 from ..prompts import builtin_template_dir
-from ..protocol import Evidence, Item
+from ..protocol import Evidence, EvidenceItem, Item
 
 TEMPLATE = "reason_evidence.j2"
 
@@ -29,19 +29,24 @@ def _env(template_dir: str | None) -> SandboxedEnvironment:
                                 autoescape=False, trim_blocks=True, lstrip_blocks=True)
 
 
-def evidence_reasons(items: list[Item], evidence: list[Evidence], template_dir: Path | None = None) -> list[str]:
-    """One reason per item; each cites, where it can, a history item no earlier reason cited (so they differ)."""
+def citations(evidence: list[Evidence]) -> list[tuple[EvidenceItem | None, bool]]:
+    """Per item of a response, the history item its reason cites (where it can, one no earlier reason
+    cited, so reasons differ) and whether an earlier reason already cited it."""
     used: set[str] = set()
-    out = []
-    for item, ev in zip(items, evidence):
+    out: list[tuple[EvidenceItem | None, bool]] = []
+    for ev in evidence:
         fresh = [e for e in ev.history_items if e.id not in used]
         cited = (fresh or ev.history_items or [None])[0]
-        repeat = cited is not None and cited.id in used
+        out.append((cited, cited is not None and cited.id in used))
         if cited is not None:
             used.add(cited.id)
-        # citing the same history item again: name the recommended item, so the two reasons still differ
-        out.append(evidence_reason(item, ev, template_dir, cited=cited, name_item=repeat))
     return out
+
+
+def evidence_reasons(items: list[Item], evidence: list[Evidence], template_dir: Path | None = None) -> list[str]:
+    """One reason per item; a history item cited again is said with the recommended item's name, so they differ."""
+    return [evidence_reason(item, ev, template_dir, cited=cited, name_item=repeat)
+            for item, ev, (cited, repeat) in zip(items, evidence, citations(evidence))]
 
 
 def evidence_reason(item: Item, evidence: Evidence, template_dir: Path | None = None, cited: Any = None,
