@@ -2,14 +2,14 @@
 
 * ``next_token_logprobs`` batches prompts with left padding and explicit position ids.
 * ``prefix_next_token_logprobs`` runs the shared prefix once, keeps its KV cache, and
-  scores all suffixes as one batch on top of it (prefix reuse for the pointwise strategy).
+  scores the suffixes packed into one row on top of it, each masked from the others
+  (prefix reuse for the pointwise strategy: no cache copies and no padding).
 * ``generate`` is greedy; a JSON schema is enforced with xgrammar's logits processor
   when xgrammar is installed (otherwise output is parsed and validated afterwards).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from collections.abc import Sequence
@@ -20,12 +20,16 @@ import numpy as np
 from ..errors import ModelLoadError
 from ..model_store import resolve_model
 from ..settings import Settings
+from . import cpu_attention
 from ._tokenizer import TokenizerMixin
 from .base import Backend, Generation
 from .configs import TransformersConfig
 from .kit import auto_dtype, mask_positions, padded_batch
 
 log = logging.getLogger(__name__)
+
+# Suffix tokens packed into one pass over the cached prefix (pointwise: about 40 per candidate).
+SUFFIX_PACK_TOKENS = 2048
 
 
 class TransformersBackend(TokenizerMixin, Backend):
@@ -67,6 +71,8 @@ class TransformersBackend(TokenizerMixin, Backend):
         path = resolve_model(settings.model)
         cuda = torch.cuda.is_available() and settings.device in ("auto", "cuda")
         kwargs: dict[str, Any] = {"dtype": self._dtype(settings, cuda)}
+        if not cuda and settings.device in ("auto", "cpu"):
+            kwargs["attn_implementation"] = cpu_attention.register()  # faster prefill and packed suffixes on CPU
         if cuda:
             kwargs["device_map"] = "auto"  # accelerate places layers over the GPUs
         try:
@@ -135,31 +141,34 @@ class TransformersBackend(TokenizerMixin, Backend):
         self.stats.add(prompt_tokens=len(prefix_ids), forward_passes=1)
         cache = prefix_out.past_key_values
         p = len(prefix_ids)
+        encoded = [self.encode(s) for s in suffixes]
         out = []
-        bs = self.settings.batch_size
-        for start in range(0, len(suffixes), bs):
-            chunk = [self.encode(s) for s in suffixes[start : start + bs]]
+        for chunk in _packs(encoded, SUFFIX_PACK_TOKENS):
+            # All suffixes of the chunk in one row after the cached prefix (no cache copies, no
+            # padding): each attends to the prefix and causally to itself, never to the others.
             lens = [len(c) for c in chunk]
-            width = max(lens)
-            # right padding: each row's prefix stays aligned with the cache
-            ids, mask = padded_batch(chunk, self.tokenizer.pad_token_id, side="right", prefix=p)
-            batch_cache = copy.deepcopy(cache)
-            batch_cache.batch_repeat_interleave(len(chunk))
-            positions = torch.arange(p, p + width).unsqueeze(0).expand(len(chunk), -1)
-            with torch.inference_mode():
+            ends = np.cumsum(lens)
+            width = int(ends[-1])
+            mask = torch.zeros((1, 1, width, p + width), dtype=torch.bool)
+            mask[..., :p] = True
+            positions = torch.empty(width, dtype=torch.long)
+            for start, n in zip(ends - lens, lens):
+                mask[0, 0, start : start + n, p + start : p + start + n] = torch.ones(n, n, dtype=torch.bool).tril()
+                positions[start : start + n] = torch.arange(p, p + n)
+            with torch.inference_mode(), cpu_attention.packed_suffixes(p, lens):
                 logits = self.model(
-                    input_ids=ids.to(self.device),
+                    input_ids=torch.tensor([sum(chunk, [])], device=self.device),
                     attention_mask=mask.to(self.device),
-                    position_ids=positions.to(self.device),
-                    past_key_values=batch_cache,
+                    position_ids=positions.unsqueeze(0).to(self.device),
+                    past_key_values=cache,
                     use_cache=True,
-                ).logits
-            last = logits[torch.arange(len(chunk)), torch.tensor(lens) - 1, :]
-            out.append(self._last_logprobs(last, token_ids))
-            self.stats.add(prompt_tokens=sum(lens), forward_passes=1)
+                    logits_to_keep=torch.as_tensor(ends - 1, device=self.device),
+                ).logits[0]
+            cache.crop(-width)  # drop this chunk's keys and values: the next chunk starts after the prefix again
+            out.append(self._last_logprobs(logits, token_ids))
+            self.stats.add(prompt_tokens=width, forward_passes=1)
         return np.concatenate(out, axis=0)
 
-    # ---- generation ---------------------------------------------------------------
     def _compiled_grammar(self, json_schema: dict[str, Any]) -> Any | None:
         """xgrammar grammar for ``json_schema`` (compiled once per distinct schema), or None."""
         try:
@@ -263,3 +272,16 @@ class TransformersBackend(TokenizerMixin, Backend):
             results.append(Generation(text=text, finish_reason="stop" if stopped or len(new) < max_tokens else "length",
                                       prompt_tokens=len(e), completion_tokens=len(new)))
         return results
+
+
+def _packs(seqs: list[list[int]], budget: int) -> list[list[list[int]]]:
+    """Consecutive groups of ``seqs`` of at most ``budget`` tokens each (a longer one alone)."""
+    packs: list[list[list[int]]] = []
+    size = budget
+    for seq in seqs:
+        if size + len(seq) > budget:
+            packs.append([])
+            size = 0
+        packs[-1].append(seq)
+        size += len(seq)
+    return packs

@@ -1,0 +1,62 @@
+"""The CPU attention kernels against torch's SDPA with an explicit mask (fp32, so exact)."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+from llm_recommender.backends import cpu_attention  # noqa: E402
+
+
+def _qkv(heads, kv_heads, q_len, kv_len, dim=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(1, heads, q_len, dim, generator=g), torch.randn(1, kv_heads, kv_len, dim, generator=g),
+            torch.randn(1, kv_heads, kv_len, dim, generator=g))
+
+
+def _reference(q, k, v, mask):
+    rep = q.shape[1] // k.shape[1]
+    out = F.scaled_dot_product_attention(q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), attn_mask=mask)
+    return out.transpose(1, 2)
+
+
+@pytest.mark.parametrize("length", [1, 7, 128, 300])
+def test_blocked_causal_attention_equals_sdpa(length):
+    q, k, v = _qkv(6, 2, length, length)
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    got = cpu_attention.blocked_causal_attention(q, k, v, scale=q.shape[-1] ** -0.5, block=64)
+    torch.testing.assert_close(got, _reference(q, k, v, causal), atol=1e-5, rtol=1e-5)
+
+
+def test_packed_suffix_attention_equals_the_masked_pass():
+    prefix, lengths = 50, [3, 9, 1, 5]
+    total = sum(lengths)
+    q, k, v = _qkv(6, 3, total, prefix + total, seed=1)
+    mask = torch.zeros(total, prefix + total, dtype=torch.bool)
+    mask[:, :prefix] = True
+    start = 0
+    for n in lengths:
+        mask[start : start + n, prefix + start : prefix + start + n] = torch.ones(n, n, dtype=torch.bool).tril()
+        start += n
+    got = cpu_attention.packed_suffix_attention(q, k, v, q.shape[-1] ** -0.5, prefix, lengths)
+    torch.testing.assert_close(got, _reference(q, k, v, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_the_registered_attention_falls_back_where_the_kernels_do_not_apply():
+    """A padded batch (explicit mask) and a decoding step go to transformers' SDPA, unchanged."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    module = torch.nn.Module()
+    module.is_causal = True
+    module.num_key_value_groups = 2
+    q, k, v = _qkv(4, 2, 1, 9)  # one decoding step over 9 cached positions
+    want, _ = sdpa_attention_forward(module, q, k, v, None)
+    got, _ = cpu_attention.attention_forward(module, q, k, v, None)
+    torch.testing.assert_close(got, want)
+    q, k, v = _qkv(4, 2, 5, 5)
+    mask = torch.ones(1, 1, 5, 5, dtype=torch.bool).tril()
+    mask[..., 0] = False  # a left pad
+    mask[0, 0, 0, 0] = True
+    want, _ = sdpa_attention_forward(module, q, k, v, mask)
+    got, _ = cpu_attention.attention_forward(module, q, k, v, mask)
+    torch.testing.assert_close(got, want)
