@@ -36,7 +36,7 @@ def batch(
     num_workers: Annotated[int, typer.Option(help="Ray actors, each holding one Recommender.")] = 2,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs per actor (fractions allowed, e.g. 0.5).")] = 1.0,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per actor (fractions allowed).")] = 0.0,
-    bundle: Annotated[Path | None, typer.Option(help="Fitted bundle folder (Recommender.load); replaces --model etc.")] = None,
+    bundle: Annotated[Path | None, typer.Option(help="Fitted bundle folder (Recommender.load); its model unless --model; --backend, --threads etc. still apply.")] = None,
     model: ModelOpt = None,
     backend: ServiceBackendOpt = None,
     base_url: BaseUrlOpt = None,
