@@ -138,7 +138,12 @@ class TreePeak:
 
 # ---- one backend, in its own process -------------------------------------------------------
 def cpu_bind(threads: int) -> str:
-    """``VLLM_CPU_OMP_THREADS_BIND`` for ``threads`` OpenMP threads: the first allowed cores, e.g. '0-1' or '0,2'."""
+    """``VLLM_CPU_OMP_THREADS_BIND`` for ``threads`` OpenMP threads: the first allowed cores, e.g. '0-1' or '0,2'.
+
+    A value the caller exported wins (the backend does not override it), so it is what is recorded.
+    """
+    if os.environ.get("VLLM_CPU_OMP_THREADS_BIND"):
+        return os.environ["VLLM_CPU_OMP_THREADS_BIND"]
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     chosen = cores[: max(1, threads)]
     if chosen == list(range(chosen[0], chosen[0] + len(chosen))):
