@@ -15,13 +15,21 @@ Concurrency ``c`` (``--concurrency 1,4,16``) means c requests in flight:
 * the vLLM server: c client threads each send one request at a time through the
   ``openai`` backend; the server batches what is in flight.
 
+Threads are equal for every backend (``--threads``, default: all cores, ``os.cpu_count()``):
+torch's intra-op threads for transformers, and on vLLM's CPU build the engine's OpenMP threads
+bound to the first N allowed cores (``VLLM_CPU_OMP_THREADS_BIND``, e.g. ``0-1``; vLLM's own
+``auto`` reserves one core for its scheduler, which on a 2-core machine leaves the model ONE
+thread). Both are recorded in the JSON and the table. ``--strategy pointwise`` measures prefix
+reuse: transformers' KV-cache reuse of the shared history prefix against vLLM's prefix caching.
+
 Each backend runs in its own child process, one after another, so memory is its own:
 peak RSS of that process (for the server: the client process plus the server's process
 tree, peak of each). Start-up (model load / engine / server start) is reported apart
 and excluded from throughput; one warm-up request precedes the timed runs.
 
-    python eval/bench_backends.py --users 200
-    python eval/bench_backends.py --users 20 --concurrency 1,4 --backends vllm,openai   # quick
+    python eval/bench_backends.py --users 40 --concurrency 1,16 --dtype bfloat16
+    python eval/bench_backends.py --users 40 --concurrency 1,16 --strategy pointwise
+    python eval/bench_backends.py --users 3 --concurrency 1 --backends transformers   # smoke run
 
 This is a benchmark, not a test: nothing asserts speed.
 """
@@ -129,6 +137,20 @@ class TreePeak:
 
 
 # ---- one backend, in its own process -------------------------------------------------------
+def cpu_bind(threads: int) -> str:
+    """``VLLM_CPU_OMP_THREADS_BIND`` for ``threads`` OpenMP threads: the first allowed cores, e.g. '0-1' or '0,2'.
+
+    A value the caller exported wins (the backend does not override it), so it is what is recorded.
+    """
+    if os.environ.get("VLLM_CPU_OMP_THREADS_BIND"):
+        return os.environ["VLLM_CPU_OMP_THREADS_BIND"]
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    chosen = cores[: max(1, threads)]
+    if chosen == list(range(chosen[0], chosen[0] + len(chosen))):
+        return str(chosen[0]) if len(chosen) == 1 else f"{chosen[0]}-{chosen[-1]}"
+    return ",".join(str(c) for c in chosen)
+
+
 def worker(args: argparse.Namespace) -> dict:
     from llm_recommender import Recommender
 
@@ -137,6 +159,7 @@ def worker(args: argparse.Namespace) -> dict:
     for r in requests:
         r["strategy"] = args.strategy
     opts = {"dtype": args.dtype, "threads": args.threads}
+    bind = None  # vLLM's OpenMP binding (CPU build only; a CUDA build ignores it)
     server = tree = None
     t0 = time.perf_counter()
     if args.worker == "openai":
@@ -146,13 +169,18 @@ def worker(args: argparse.Namespace) -> dict:
 
         # Dev mode (loopback only) adds POST /reset_prefix_cache, used between the runs below.
         os.environ["VLLM_SERVER_DEV_MODE"] = "1"
-        server = VLLMServer(Settings(dtype=args.dtype)).start(timeout=600)
+        bind = cpu_bind(args.threads) if is_cpu_build() else None
+        server = VLLMServer(Settings(dtype=args.dtype, vllm_cpu_threads_bind=bind)).start(timeout=600)
         tree = TreePeak(server.process.pid)
         rec = Recommender(backend="openai", base_url=server.url, **opts)
         dtype = resolve_dtype(Settings(dtype=args.dtype), is_cpu_build())
     else:
         if args.worker == "vllm":
+            from llm_recommender.backends.vllm_backend import is_cpu_build
+
+            bind = cpu_bind(args.threads) if is_cpu_build() else None
             opts["vllm_in_process"] = args.vllm_in_process
+            opts["vllm_cpu_threads_bind"] = bind
             tree = TreePeak(os.getpid())  # the engine core may run in a child process
         rec = Recommender(backend=args.worker, **opts)
         dtype = getattr(rec.backend, "dtype_name", args.dtype)
@@ -211,7 +239,10 @@ def worker(args: argparse.Namespace) -> dict:
     elif tree is not None:  # in-process backend with an engine child: the tree's peak
         client_peak_kib = max(client_peak_kib, tree.stop())
     rec.backend.close()
-    return {"backend": args.worker, "engine": "in-process" if args.vllm_in_process else "child process", "dtype": dtype, "startup_s": round(startup, 1), "runs": runs,
+    engine = ("in-process" if args.vllm_in_process else "child process") if args.worker == "vllm" else None
+    return {"backend": args.worker, "engine": engine, "dtype": dtype,
+            "strategy": args.strategy, "threads": args.threads, "vllm_cpu_threads_bind": bind,
+            "startup_s": round(startup, 1), "runs": runs,
             "client_peak_rss_gib": round(client_peak_kib / 2**20, 2),
             "server_peak_rss_gib": round(server_peak_kib / 2**20, 2) if server_peak_kib is not None else None}
 
@@ -230,19 +261,20 @@ def run_worker(backend: str, args: argparse.Namespace) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| backend | dtype | concurrency | users/s | p50 latency (s) | p95 latency (s) | HR@1 | start-up (s) | peak RSS (GiB) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| backend | strategy | dtype | threads | concurrency | users/s | p50 latency (s) | p95 latency (s) | HR@1 | start-up (s) | peak RSS (GiB) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for res in results:
         if "error" in res:
-            lines.append(f"| {res['backend']} | - | - | error: {res['error']} | | | | | |")
+            lines.append(f"| {res['backend']} | - | - | - | - | error: {res['error']} | | | | | |")
             continue
         name = {"transformers": "transformers (in-process)", "vllm": f"vLLM engine ({res.get('engine', 'child process')})",
                 "openai": "vLLM server (openai backend)"}[res["backend"]]
         mem = f"{res['client_peak_rss_gib']}"
         if res["server_peak_rss_gib"] is not None:
             mem = f"{res['client_peak_rss_gib']} client + {res['server_peak_rss_gib']} server"
+        threads = f"{res['threads']}" + (f" (bind {res['vllm_cpu_threads_bind']})" if res.get("vllm_cpu_threads_bind") else "")
         for run in res["runs"]:
-            lines.append(f"| {name} | {res['dtype']} | {run['concurrency']} | {run['users_per_s']} | {run['latency_p50_s']} | "
+            lines.append(f"| {name} | {res['strategy']} | {res['dtype']} | {threads} | {run['concurrency']} | {run['users_per_s']} | {run['latency_p50_s']} | "
                          f"{run['latency_p95_s']} | {run['hit_at_1']} | {res['startup_s']} | {mem} |")
     return "\n".join(lines)
 
@@ -257,9 +289,13 @@ def main() -> None:
                    help="requests in flight, comma-separated (default: 1,4,16)")
     p.add_argument("--backends", type=lambda s: s.split(","), default=list(BACKENDS),
                    help="comma-separated subset of transformers,vllm,openai (default: all three)")
-    p.add_argument("--strategy", default="verbalizer", help="scoring strategy (default: verbalizer)")
+    p.add_argument("--strategy", choices=("verbalizer", "pointwise", "listwise"), default="verbalizer",
+                   help="scoring strategy (default: verbalizer, one forward pass per request; pointwise: a shared "
+                        "history prefix and one suffix per candidate, which measures prefix reuse)")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on AMX CPUs) | float32 | bfloat16 (default: auto)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads of the transformers backend (default: 1)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="threads for EVERY backend: torch threads (transformers) and vLLM's bound OpenMP threads "
+                        f"(CPU build) (default: all cores, os.cpu_count() = {os.cpu_count()})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vllm-in-process", action="store_true",
                    help="vLLM engine core in the benchmark process (VLLM_ENABLE_V1_MULTIPROCESSING=0) instead of a child")
@@ -290,7 +326,8 @@ def main() -> None:
     md = table(results)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
     header = (f"command: python eval/bench_backends.py {' '.join(sys.argv[1:])}\ncommit: {commit}; machine: {platform.machine()}, "
-              f"{os.cpu_count()} CPUs; model: smollm2-135m-instruct; strategy: {args.strategy}; {args.users} users, "
+              f"{os.cpu_count()} CPUs; model: smollm2-135m-instruct; strategy: {args.strategy}; threads: {args.threads} "
+              f"(vLLM CPU bind {cpu_bind(args.threads)}); {args.users} users, "
               f"{args.candidates} candidates, {args.history} history items")
     print(header)
     print(md)
@@ -300,7 +337,8 @@ def main() -> None:
         for r in results:
             for run in r.get("runs", []):
                 run.pop("top1", None)
-        args.out.write_text(json.dumps({"command": header, "results": results, "top1_agreement": agreement}, indent=2))
+        args.out.write_text(json.dumps({"command": header, "strategy": args.strategy, "threads": args.threads,
+                                        "results": results, "top1_agreement": agreement}, indent=2))
         args.out.with_suffix(".md").write_text(header + "\n\n" + md + "\n")
 
 

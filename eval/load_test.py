@@ -6,8 +6,17 @@ Every answer is checked: a 200 must be a well-formed ranking of the request's ca
 OpenAI error shape. Prints requests/s, p50/p90/p99 latency and status counts; exits 1 on
 any 5xx, malformed answer or transport error.
 
+Replicas: ``--spawn --replicas N`` starts N ``llm-rec serve`` processes on free loopback ports
+(same bundle, backend and settings) and sends the requests round-robin across them (request i
+to replica i mod N), as a load balancer would; ``--url A,B`` does the same over servers you
+started. The result has the total and, under ``replicas``, each replica's requests, statuses
+and latency. With ``--backend openai --base-url URL`` every replica ranks through the same
+upstream OpenAI-compatible server, e.g. one ``llm-rec serve-model`` (vLLM).
+
     python eval/load_test.py --spawn --backend fake --clients 32 --requests 400
     python eval/load_test.py --url http://127.0.0.1:8000 --api-key KEY --clients 4 --requests 8
+    python eval/load_test.py --spawn --replicas 2 --backend fake --clients 16 --requests 200
+    python eval/load_test.py --spawn --replicas 2 --backend openai --base-url http://127.0.0.1:8001/v1 --clients 8 --requests 64
 """
 
 from __future__ import annotations
@@ -98,7 +107,7 @@ def check_answer(kind: str, status: int, body: str, request: dict) -> str | None
         return f"malformed: {type(exc).__name__}: {exc}"
 
 
-async def run_load(url: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
+async def run_load(urls: list[str], model: str, args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     titles = load_titles()
     kinds = list(ENDPOINTS) if args.endpoint == "mixed" else [args.endpoint]
@@ -108,6 +117,7 @@ async def run_load(url: str, model: str, args: argparse.Namespace) -> dict[str, 
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
     problems: Counter[str] = Counter()
+    per_replica: list[dict[str, Any]] = [{"url": u, "latencies": [], "statuses": Counter()} for u in urls]
     next_index = 0
     deadline = time.monotonic() + args.max_seconds
     limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
@@ -115,8 +125,11 @@ async def run_load(url: str, model: str, args: argparse.Namespace) -> dict[str, 
     async def client(http: httpx.AsyncClient) -> None:
         nonlocal next_index
         while next_index < len(plan) and time.monotonic() < deadline:
-            kind, request = plan[next_index]
+            index = next_index
+            kind, request = plan[index]
             next_index += 1
+            replica = per_replica[index % len(urls)]  # round robin
+            url = replica["url"]
             if kind == "native":
                 path, payload = "/v1/recommendations", request
             else:
@@ -129,10 +142,13 @@ async def run_load(url: str, model: str, args: argparse.Namespace) -> dict[str, 
                 body = r.text
             except httpx.HTTPError as exc:
                 statuses["transport-error"] += 1
+                replica["statuses"]["transport-error"] += 1
                 problems[f"{type(exc).__name__}"] += 1
                 continue
             latencies.append(time.perf_counter() - start)
+            replica["latencies"].append(latencies[-1])
             statuses[str(r.status_code)] += 1
+            replica["statuses"][str(r.status_code)] += 1
             problem = check_answer(kind, r.status_code, body, request)
             if problem:
                 problems[problem[:120]] += 1
@@ -141,26 +157,38 @@ async def run_load(url: str, model: str, args: argparse.Namespace) -> dict[str, 
     async with httpx.AsyncClient(timeout=args.timeout, limits=limits) as http:
         await asyncio.gather(*(client(http) for _ in range(args.clients)))
     wall = time.perf_counter() - t0
-    lat = sorted(latencies)
-
-    def pct(p: float) -> float | None:
+    def pct(lat: list[float], p: float) -> float | None:
         return round(lat[min(len(lat) - 1, int(p / 100 * len(lat)))] * 1000, 1) if lat else None
 
-    done = sum(v for k, v in statuses.items() if k != "transport-error")
+    def latency_ms(values: list[float]) -> dict[str, float | None]:
+        lat = sorted(values)
+        return {"p50": pct(lat, 50), "p90": pct(lat, 90), "p99": pct(lat, 99), "max": round(lat[-1] * 1000, 1) if lat else None}
+
+    def answered(counts: Counter[str]) -> int:
+        return sum(v for k, v in counts.items() if k != "transport-error")
+
+    done = answered(statuses)
     server_errors = sum(v for k, v in statuses.items() if k.isdigit() and int(k) >= 500)
     return {
         "requests": done, "planned": len(plan), "clients": args.clients, "wall_s": round(wall, 2),
         "requests_per_s": round(done / wall, 2) if wall else None,
-        "latency_ms": {"p50": pct(50), "p90": pct(90), "p99": pct(99), "max": round(lat[-1] * 1000, 1) if lat else None},
+        "latency_ms": latency_ms(latencies),
         "statuses": dict(statuses), "server_errors": server_errors, "malformed": dict(problems),
+        "replicas": [{"url": r["url"], "requests": answered(r["statuses"]), "statuses": dict(r["statuses"]),
+                      "latency_ms": latency_ms(r["latencies"])} for r in per_replica],
         "endpoint": args.endpoint, "candidates": args.candidates, "history": args.history, "reasons": args.reasons,
     }
 
 
-def spawn_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+    """One ``llm-rec serve`` on a free loopback port, not yet waited for."""
     port = free_port()
     cmd = [sys.executable, "-m", "llm_recommender.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--backend", args.backend, "--max-queue", str(max(64, args.clients)), "--log-level", "warning"]
+    if args.base_url:
+        cmd += ["--base-url", args.base_url]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
     if args.model:
         cmd += ["--model", args.model]
     if args.strategy:
@@ -173,23 +201,42 @@ def spawn_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
         cmd += ["--batch-wait-ms", str(args.batch_wait_ms)]
     env = dict(os.environ, **({"LLM_REC_SERVER_API_KEY": args.api_key} if args.api_key else {}))
     proc = subprocess.Popen(cmd, cwd=REPO, env=env)
-    url = f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def spawn_servers(args: argparse.Namespace) -> list[tuple[subprocess.Popen, str]]:
+    """``--replicas`` servers started together (each loads its own model), returned once all are healthy."""
+    servers = [start_server(args) for _ in range(args.replicas)]
+    waiting = dict(servers)
     deadline = time.monotonic() + args.startup_timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode} before it was ready")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
+    while waiting and time.monotonic() < deadline:
+        for proc, url in list(waiting.items()):
+            if proc.poll() is not None:
+                stop_servers(servers)
+                raise SystemExit(f"server {url} exited with {proc.returncode} before it was ready")
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    del waiting[proc]
+            except httpx.HTTPError:
+                pass
         time.sleep(0.25)
-    stop_server(proc)
-    raise SystemExit(f"server not ready after {args.startup_timeout} s")
+    if waiting:
+        stop_servers(servers)
+        raise SystemExit(f"{len(waiting)} of {len(servers)} servers not ready after {args.startup_timeout} s")
+    return servers
+
+
+def stop_servers(servers: list[tuple[subprocess.Popen, str]]) -> None:
+    for proc, _ in servers:  # SIGTERM to all first: they drain in parallel
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc, _ in servers:
+        stop_server(proc)
 
 
 def stop_server(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
@@ -209,9 +256,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 2)[2])
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 (loopback only)")
+    where.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000, or several, comma-separated, "
+                                     "sent round-robin (loopback only)")
     where.add_argument("--spawn", action="store_true", help="start `llm-rec serve` on a free loopback port, stop it after")
+    p.add_argument("--replicas", type=int, default=1, help="--spawn: servers to start, requests sent round-robin (default: 1)")
     p.add_argument("--backend", default="fake", help="--spawn: backend (default: fake)")
+    p.add_argument("--base-url", help="--spawn --backend openai: the upstream OpenAI-compatible server every replica "
+                                      "ranks through, e.g. `llm-rec serve-model`'s http://127.0.0.1:8001/v1")
+    p.add_argument("--bundle", type=Path, help="--spawn: a fitted bundle folder each replica serves")
+    p.add_argument("--threads", type=int, help="--spawn: torch threads per replica (default: the server's, all cores)")
     p.add_argument("--model", help="--spawn: model (default: the embedded SmolLM2)")
     p.add_argument("--strategy", help="--spawn: default strategy")
     p.add_argument("--max-batch", type=int, help="--spawn: queued requests ranked together (server default: 8; 1: one at a time)")
@@ -230,28 +283,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write the result (with command and commit) to this file")
     args = p.parse_args(argv)
-    if args.url and httpx.URL(args.url).host not in ("127.0.0.1", "localhost", "::1"):
-        p.error("--url must be a loopback address")
+    urls = [u.strip().rstrip("/") for u in args.url.split(",") if u.strip()] if args.url else []
+    if any(httpx.URL(u).host not in ("127.0.0.1", "localhost", "::1") for u in urls):
+        p.error("--url must be loopback addresses")
+    if args.replicas < 1 or (args.replicas > 1 and not args.spawn):
+        p.error("--replicas N needs --spawn (with --url, list the servers: --url A,B)")
+    if args.base_url and args.backend != "openai":
+        p.error("--base-url is the upstream of --backend openai")
 
-    proc = None
+    servers: list[tuple[subprocess.Popen, str]] = []
     if args.spawn:
-        proc, url = spawn_server(args)
-    else:
-        url = args.url.rstrip("/")
+        servers = spawn_servers(args)
+        urls = [url for _, url in servers]
     try:
         headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-        model = httpx.get(url + "/v1/models", headers=headers, timeout=10).json()["data"][0]["id"]
-        result = asyncio.run(run_load(url, model, args))
+        models = {httpx.get(u + "/v1/models", headers=headers, timeout=10).json()["data"][0]["id"] for u in urls}
+        if len(models) != 1:
+            raise SystemExit(f"the replicas serve different models: {sorted(models)}")
+        model = models.pop()
+        result = asyncio.run(run_load(urls, model, args))
     finally:
-        if proc is not None:
-            stop_server(proc)
-    result.update(model=model, backend=args.backend if args.spawn else None, commit=git_commit(),
+        stop_servers(servers)
+    result.update(model=model, backend=args.backend if args.spawn else None, base_url=args.base_url, commit=git_commit(),
                   command=" ".join(["python", "eval/load_test.py", *(argv if argv is not None else sys.argv[1:])]),
                   machine=f"{platform.machine()}, {os.cpu_count()} CPUs")
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     ok = result["server_errors"] == 0 and not result["malformed"] and "transport-error" not in result["statuses"]
+    ok = ok and all(r["requests"] > 0 for r in result["replicas"][: result["planned"]])  # every replica answered
     return 0 if ok and result["requests"] > 0 else 1
 
 

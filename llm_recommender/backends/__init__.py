@@ -19,7 +19,10 @@ BACKENDS: dict[str, str] = {
     "vllm": "llm_recommender.backends.vllm_backend:VLLMBackend",
     "openai": "llm_recommender.backends.openai_backend:OpenAIBackend",
 }
-# "auto" is not a class: the vLLM engine where it is installed and starts, else transformers.
+# "auto" is not a class: the vLLM engine on a CUDA GPU (where it is installed and starts), else
+# transformers. On CPU transformers is the choice by measurement: on the 2-core CPU machine, with
+# equal threads, it ranked more users/s than the vLLM engine (3.25 vs 2.36 at c=1), started in
+# 4.8 s rather than 25.6 s and used 1.4 GiB rather than 4.1 (eval/bench_backends.py, README).
 AUTO = "auto"
 
 
@@ -39,15 +42,39 @@ def make_backend(name: str, settings: Settings) -> Backend:
     return cls(settings)
 
 
+def cuda_available() -> bool:
+    """True where torch sees a CUDA GPU (False without torch)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    try:
+        return bool(torch.cuda.is_available())
+    except Exception:  # a broken CUDA setup: treat as CPU
+        return False
+
+
 def _auto_backend(settings: Settings) -> Backend:
-    from .vllm_backend import vllm_installed
+    from . import vllm_backend
 
-    if vllm_installed():
-        try:
-            return backend_class("vllm")(settings)
-        except Exception as exc:  # installed but unusable here (no GPU for the CUDA build, ...)
-            log.warning("backend 'auto': vLLM is installed but could not start (%s); using transformers", exc)
-    return backend_class("transformers")(settings)
+    if not cuda_available():
+        # WARNING where vLLM is installed (its user may expect it), INFO where it is not.
+        level = logging.WARNING if vllm_backend.vllm_installed() else logging.INFO
+        log.log(level, "backend auto: transformers (CPU: measured faster than vLLM on CPU, see README); "
+                "pass --backend vllm to override")
+        return backend_class("transformers")(settings)
+    if not vllm_backend.vllm_installed():
+        log.warning("backend auto: transformers (CUDA GPU, but vLLM is not installed: pip install "
+                    "'llm-recommender[vllm]' for continuous batching); pass --backend transformers to silence this")
+        return backend_class("transformers")(settings)
+    try:
+        backend = backend_class("vllm")(settings)
+    except Exception as exc:  # installed but unusable here (a CPU-only build, no free GPU memory, ...)
+        log.warning("backend auto: transformers (CUDA GPU, but vLLM could not start: %s); "
+                    "pass --backend vllm to see the full error", exc)
+        return backend_class("transformers")(settings)
+    log.info("backend auto: vllm (CUDA GPU: continuous batching); pass --backend transformers to override")
+    return backend
 
 
-__all__ = ["AUTO", "BACKENDS", "Backend", "Generation", "backend_class", "make_backend"]
+__all__ = ["AUTO", "BACKENDS", "Backend", "Generation", "backend_class", "cuda_available", "make_backend"]

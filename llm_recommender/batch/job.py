@@ -55,7 +55,8 @@ class RecommenderSpec:
         if self.factory is not None:
             return self.factory()
         if self.bundle is not None:
-            return Recommender.load(self.bundle)  # type: ignore[attr-defined]
+            # The options (--backend, --threads, --base-url ...) apply to a bundle too, as in `llm-rec serve`.
+            return Recommender.load(self.bundle, **self.kwargs)  # type: ignore[attr-defined]
         return Recommender(**self.kwargs)
 
 
@@ -211,8 +212,8 @@ def _run_ray(config: BatchConfig, spec: RecommenderSpec, catalog: list[Item] | N
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # ours counts users, not blocks
         # Without threads set, each worker's torch would use all cores and the workers would fight for them.
-        if spec.factory is None and spec.bundle is None and "threads" not in spec.kwargs:
-            spec = RecommenderSpec(kwargs={**spec.kwargs, "threads": max(1, int(config.cpus_per_worker))})
+        if spec.factory is None and "threads" not in spec.kwargs:
+            spec = RecommenderSpec(bundle=spec.bundle, kwargs={**spec.kwargs, "threads": max(1, int(config.cpus_per_worker))})
         ds = ray.data.from_items(todo, override_num_blocks=max(1, -(-len(todo) // config.batch_size)))
         ranked = ds.map_batches(
             RankWorker,

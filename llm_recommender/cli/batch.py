@@ -9,14 +9,15 @@ import typer
 
 from . import app
 from .common import (
-    BackendOpt,
     BaseUrlOpt,
     CalibratorOpt,
     ModelOpt,
+    ServiceBackendOpt,
     StrategyOpt,
     TemplateDirOpt,
     ThreadsOpt,
     recommender_kwargs,
+    service_backend,
 )
 
 
@@ -35,9 +36,9 @@ def batch(
     num_workers: Annotated[int, typer.Option(help="Ray actors, each holding one Recommender.")] = 2,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs per actor (fractions allowed, e.g. 0.5).")] = 1.0,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per actor (fractions allowed).")] = 0.0,
-    bundle: Annotated[Path | None, typer.Option(help="Fitted bundle folder (Recommender.load); replaces --model etc.")] = None,
+    bundle: Annotated[Path | None, typer.Option(help="Fitted bundle folder (Recommender.load); its model unless --model; --backend, --threads etc. still apply.")] = None,
     model: ModelOpt = None,
-    backend: BackendOpt = None,
+    backend: ServiceBackendOpt = None,
     base_url: BaseUrlOpt = None,
     strategy: StrategyOpt = None,
     calibrator: CalibratorOpt = None,
@@ -53,7 +54,8 @@ def batch(
                          reasons=reasons, strategy=strategy, batch_size=batch_size, limit=limit, use_ray=ray,
                          address=address, num_workers=num_workers, cpus_per_worker=cpus_per_worker,
                          gpus_per_worker=gpus_per_worker, progress=not quiet)
-    kwargs = recommender_kwargs(model=model, backend=backend, base_url=base_url, calibrator=calibrator,
+    # Each worker resolves "auto" on its own hardware: the vLLM engine on a GPU worker, transformers on CPU.
+    kwargs = recommender_kwargs(model=model, backend=service_backend(backend), base_url=base_url, calibrator=calibrator,
                                 threads=threads, template_dir=template_dir)
     if bundle is None:
         Settings(**{k: v for k, v in kwargs.items() if k != "calibrator"})  # typos fail before Ray starts

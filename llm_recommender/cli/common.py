@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model alias, local folder or Hugging Face id (default: the embedded SmolLM2-135M-Instruct).")]
-BackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="transformers | vllm | openai | auto (vLLM if installed and usable, else transformers).")]
+BackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="transformers | vllm | openai | auto (the vLLM engine on a CUDA GPU, transformers on CPU, where it was measured faster).")]
+ServiceBackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="transformers | vllm | openai | auto (default: auto, i.e. the vLLM engine on a CUDA GPU, transformers on CPU, where it was measured faster; env LLM_REC_BACKEND).", show_default=False)]
 BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible server for --backend openai, e.g. http://127.0.0.1:8000/v1 (see serve-model).")]
 StrategyOpt = Annotated[str | None, typer.Option("--strategy", "-s", help="verbalizer | pointwise | listwise.")]
 CalibratorOpt = Annotated[Path | None, typer.Option("--calibrator", help="JSON file of a fitted calibrator.")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch threads (default: all cores; 2 ran 2x faster than 1 on an idle 2-core CPU).")]
 TemplateDirOpt = Annotated[Path | None, typer.Option("--template-dir", help="Folder of your own *.j2 prompt templates.")]
+
+
+def service_backend(backend: str | None) -> str | None:
+    """``serve`` and ``batch`` default to ``auto`` (vLLM on a GPU); --backend or LLM_REC_BACKEND win."""
+    if backend is not None or os.environ.get("LLM_REC_BACKEND"):
+        return backend
+    from ..backends import AUTO
+
+    return AUTO
 
 
 def recommender_kwargs(**opts: Any) -> dict[str, Any]:

@@ -9,15 +9,17 @@ import typer
 
 from . import app
 from .common import (
-    BackendOpt,
+    BaseUrlOpt,
     BundleOpt,
     CalibratorOpt,
     ModelOpt,
+    ServiceBackendOpt,
     StrategyOpt,
     TemplateDirOpt,
     ThreadsOpt,
     make_recommender,
     recommender_kwargs,
+    service_backend,
 )
 
 
@@ -39,14 +41,15 @@ def serve(
     log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error (default: info).")] = None,
     bundle: BundleOpt = None,
     model: ModelOpt = None,
-    backend: BackendOpt = None,
+    backend: ServiceBackendOpt = None,
+    base_url: BaseUrlOpt = None,
     strategy: StrategyOpt = None,
     calibrator: CalibratorOpt = None,
     threads: ThreadsOpt = None,
     template_dir: TemplateDirOpt = None,
 ) -> None:
     """Serve /v1/models, /v1/chat/completions, /v1/recommendations, /health and /metrics."""
-    from ..backends import backend_class
+    from ..backends import AUTO, backend_class
     from ..scorers import strategy_class
     from ..server import ServerSettings, run_server
     from ..settings import Settings
@@ -56,11 +59,12 @@ def serve(
         max_queue=max_queue, max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_body_bytes=max_body_bytes, max_candidates=max_candidates,
         graceful_timeout_s=graceful_timeout, log_level=log_level))
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    kwargs = recommender_kwargs(model=model, backend=backend, strategy=strategy, calibrator=calibrator,
-                                threads=threads, template_dir=template_dir)
+    kwargs = recommender_kwargs(model=model, backend=service_backend(backend), base_url=base_url, strategy=strategy,
+                                calibrator=calibrator, threads=threads, template_dir=template_dir)
     # Fail fast on typos before the (slow) model load starts in the background.
     core = Settings(**{k: v for k, v in kwargs.items() if k != "calibrator"})
-    backend_class(core.backend)
+    if core.backend != AUTO:
+        backend_class(core.backend)
     if bundle is None:
         strategy_class(core.strategy)
     else:

@@ -178,6 +178,35 @@ def test_load_fake_backend(live):
     assert result["server_errors"] == 0 and result["malformed"] == {}
 
 
+def test_load_two_replicas_round_robin():
+    """Two `llm-rec serve` processes (fake backend) behind the load test's round robin: both answer, 0 errors."""
+    result = run_load_test("--spawn", "--replicas", "2", "--backend", "fake", "--clients", "8", "--requests", "40",
+                           "--max-seconds", "60", "--startup-timeout", "120")
+    assert result["requests"] == 40 and result["statuses"] == {"200": 40}
+    assert result["server_errors"] == 0 and result["malformed"] == {}
+    replicas = result["replicas"]
+    assert len({r["url"] for r in replicas}) == 2  # two servers, two ports
+    assert [r["requests"] for r in replicas] == [20, 20] and all(r["statuses"] == {"200": 20} for r in replicas)
+
+
+def test_load_two_replicas_share_one_upstream(default_model_dir):
+    """`--backend openai --base-url`: both replicas rank through ONE OpenAI-compatible upstream (scripted here)."""
+    from tests.integration.test_openai_errors import ScriptedServer
+
+    upstream = ScriptedServer()
+    try:
+        result = run_load_test("--spawn", "--replicas", "2", "--backend", "openai", "--base-url", upstream.url,
+                               "--endpoint", "native", "--clients", "4", "--requests", "8", "--candidates", "4",
+                               "--max-seconds", "120", "--startup-timeout", "240")
+    finally:
+        upstream.stop()
+    assert result["statuses"] == {"200": 8} and result["server_errors"] == 0 and result["malformed"] == {}
+    assert [r["requests"] for r in result["replicas"]] == [4, 4]
+    assert result["model"] == DEFAULT_MODEL and result["base_url"] == upstream.url
+    # every ranking went upstream: one verbalizer prompt each (the replicas may batch several per request)
+    assert sum(len(body["prompt"]) for body in upstream.requests) == 8
+
+
 def test_disconnect_drops_queued_work_and_sigterm_finishes_in_flight(sample_request):
     port = free_port()
     server = LiveServer([sys.executable, str(REPO / "tests" / "integration" / "_server_launcher.py"), str(port), "3"], port)

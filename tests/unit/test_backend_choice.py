@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -12,14 +13,19 @@ from llm_recommender.settings import Settings
 from llm_recommender.testing import BackendTests, FakeBackend, hashed_score_fn
 
 
-class Recorded:
-    """Stands in for a real backend class in the registry."""
+class Recorded(FakeBackend):
+    """The fake backend standing in for a real backend class in the registry; records what was made."""
 
     made: list[str] = []
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__()
         self.settings = settings
         Recorded.made.append(settings.backend)
+
+
+class RecordedVLLM(Recorded):
+    name = "vllm"
 
 
 class Broken:
@@ -29,8 +35,13 @@ class Broken:
 
 @pytest.fixture
 def registry(monkeypatch):
+    """transformers and vllm replaced by fakes; CPU-only and vLLM installed unless a test says otherwise."""
+    pytest.importorskip("torch")
     Recorded.made = []
     monkeypatch.setitem(BACKENDS, "transformers", f"{__name__}:Recorded")
+    monkeypatch.setitem(BACKENDS, "vllm", f"{__name__}:RecordedVLLM")
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setattr("llm_recommender.backends.vllm_backend.vllm_installed", lambda: True)
     return monkeypatch
 
 
@@ -42,25 +53,53 @@ def test_unknown_backend_lists_every_valid_name():
     assert info.value.param == "backend"
 
 
-def test_auto_without_vllm_is_transformers(registry):
+def test_auto_on_cpu_is_transformers_even_with_vllm_installed(registry, caplog):
+    with caplog.at_level(logging.INFO, logger="llm_recommender.backends"):
+        backend = make_backend("auto", Settings(backend="auto"))
+    assert type(backend) is Recorded and Recorded.made == ["auto"]
+    lines = [r for r in caplog.records if r.getMessage().startswith("backend auto:")]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING  # vLLM installed: say why it is not used
+    assert lines[0].getMessage() == ("backend auto: transformers (CPU: measured faster than vLLM on CPU, see README); "
+                                     "pass --backend vllm to override")
+
+
+def test_auto_on_cpu_without_vllm_is_transformers_at_info(registry, caplog):
+    registry.setattr("llm_recommender.backends.vllm_backend.vllm_installed", lambda: False)
+    with caplog.at_level(logging.INFO, logger="llm_recommender.backends"):
+        backend = make_backend("auto", Settings(backend="auto"))
+    assert type(backend) is Recorded
+    assert [r.levelno for r in caplog.records if r.getMessage().startswith("backend auto: transformers (CPU")] == [logging.INFO]
+
+
+def test_auto_on_cuda_is_the_vllm_engine(registry, caplog):
+    registry.setattr("torch.cuda.is_available", lambda: True)
+    with caplog.at_level(logging.INFO, logger="llm_recommender.backends"):
+        backend = make_backend("auto", Settings(backend="auto"))
+    assert type(backend) is RecordedVLLM and Recorded.made == ["auto"]  # constructed once, as the vLLM class
+    assert "backend auto: vllm (CUDA GPU" in caplog.text
+
+
+def test_auto_on_cuda_without_vllm_is_transformers(registry, caplog):
+    registry.setattr("torch.cuda.is_available", lambda: True)
     registry.setattr("llm_recommender.backends.vllm_backend.vllm_installed", lambda: False)
     backend = make_backend("auto", Settings(backend="auto"))
-    assert isinstance(backend, Recorded)
+    assert type(backend) is Recorded
+    assert "vLLM is not installed" in caplog.text
 
 
-def test_auto_with_vllm_that_cannot_start_falls_back_to_transformers(registry, caplog):
-    registry.setattr("llm_recommender.backends.vllm_backend.vllm_installed", lambda: True)
+def test_auto_on_cuda_with_vllm_that_cannot_start_falls_back_to_transformers(registry, caplog):
+    registry.setattr("torch.cuda.is_available", lambda: True)
     registry.setitem(BACKENDS, "vllm", f"{__name__}:Broken")
     backend = make_backend("auto", Settings(backend="auto"))
-    assert isinstance(backend, Recorded)
+    assert type(backend) is Recorded
     assert "no GPU for the CUDA build" in caplog.text
 
 
-def test_auto_prefers_vllm_when_it_starts(registry):
-    registry.setattr("llm_recommender.backends.vllm_backend.vllm_installed", lambda: True)
-    registry.setitem(BACKENDS, "vllm", f"{__name__}:Recorded")
-    make_backend("auto", Settings(backend="auto"))
-    assert Recorded.made == ["auto"]  # constructed once, as the vLLM class
+@pytest.mark.parametrize("name", ["transformers", "vllm"])
+def test_an_explicit_backend_is_not_second_guessed(registry, name):
+    registry.setattr("torch.cuda.is_available", lambda: name == "transformers")  # the opposite of auto's choice
+    backend = make_backend(name, Settings(backend=name))
+    assert type(backend) is {"transformers": Recorded, "vllm": RecordedVLLM}[name]
 
 
 def test_engine_env_keeps_the_callers_values(monkeypatch):

@@ -162,3 +162,13 @@ def test_cli_batch_no_ray(tmp_path):
     assert (summary["ranked"], summary["errors"]) == (5, 1)
     assert "users/s" in err and "batch: 6/6 users (1 errors)" in err
     assert {r["user_id"]: (r["error"] or {}).get("param") for r in read_output(tmp_path / "out")}["x"] == "candidates"
+
+
+def test_a_bundle_spec_keeps_the_options(monkeypatch, tmp_path):
+    """--bundle with --backend/--threads: the options reach Recommender.load (they were dropped before)."""
+    from llm_recommender.batch import job
+
+    seen = {}
+    monkeypatch.setattr(job.Recommender, "load", classmethod(lambda cls, bundle, **kw: seen.update(bundle=bundle, **kw)))
+    RecommenderSpec(bundle=tmp_path, kwargs={"backend": "vllm", "threads": 4}).build()
+    assert seen == {"bundle": tmp_path, "backend": "vllm", "threads": 4}

@@ -74,3 +74,43 @@ def test_missing_file_and_unknown_backend(tmp_path, sample_request):
     path.write_text(json.dumps(sample_request))
     proc = run("rank", str(path), "--backend", "nope")
     assert proc.returncode == 2 and "valid backend names" in proc.stderr.decode() and "Traceback" not in proc.stderr.decode()
+
+
+@pytest.mark.parametrize("command", ["serve", "batch"])
+@pytest.mark.parametrize(("flag", "env", "expected"), [
+    (None, None, "auto"),                      # the default: vLLM on a GPU, transformers on CPU
+    ("transformers", None, "transformers"),    # --backend overrides
+    ("vllm", "fake", "vllm"),                  # ... the environment too
+    (None, "fake", None),                      # LLM_REC_BACKEND applies (Settings reads it)
+])
+def test_serve_and_batch_default_to_auto(monkeypatch, tmp_path, command, flag, env, expected):
+    from typer.testing import CliRunner
+
+    import llm_recommender.batch as batch_pkg
+    import llm_recommender.server as server_pkg
+    from llm_recommender.cli import app
+    from llm_recommender.cli import serve as serve_cmd
+
+    seen: dict = {}
+
+    def fake_run_server(factory, settings):
+        factory()
+
+    def fake_run_batch(config, spec):
+        seen.update(spec.kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(server_pkg, "run_server", fake_run_server)
+    monkeypatch.setattr(serve_cmd, "make_recommender", lambda bundle, **kw: seen.update(kw))
+    monkeypatch.setattr(batch_pkg, "run_batch", fake_run_batch)
+    if env:
+        monkeypatch.setenv("LLM_REC_BACKEND", env)
+    else:
+        monkeypatch.delenv("LLM_REC_BACKEND", raising=False)
+    args = [command, *(["--backend", flag] if flag else [])]
+    if command == "batch":
+        (tmp_path / "users.jsonl").write_text("")
+        args += [str(tmp_path / "users.jsonl"), str(tmp_path / "out"), "--no-ray"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen.get("backend") == expected
