@@ -68,6 +68,36 @@ def test_prefix_reuse_matches_naive_prompts(rec_fp32, sample_request):
     np.testing.assert_allclose(reuse, naive, atol=2e-3)
 
 
+def test_prompts_sharing_a_start_compute_it_once_and_match_one_by_one(rec_fp32, sample_request):
+    """The verbalizer's permutations of one request share the history: it runs once, the
+    candidate lists continue it packed, and the answers equal separate passes."""
+    from llm_recommender.backends.base import metered
+    from llm_recommender.protocol import parse_request
+
+    scorer = rec_fp32.scorer("verbalizer")
+    req = parse_request({**sample_request, "history": sample_request["history"] * 3})
+    orders = [[0, 1, 2, 3], [1, 2, 3, 0], [3, 2, 1, 0]]
+    with metered() as meter:
+        shared = scorer.score_many([req], orders=[orders])[0]
+    assert meter.forward_passes == 2  # the shared history once, the three candidate lists in one packed pass
+    alone = [scorer.score_many([req], orders=[[o]])[0].probabilities for o in orders]
+    np.testing.assert_allclose(shared.probabilities, np.mean(alone, axis=0), atol=1e-5)
+
+
+def test_unrelated_prompts_get_their_own_passes(rec_fp32):
+    """Two unrelated prompts share only the chat preamble (< 64 tokens): each gets its own pass."""
+    from llm_recommender.backends.base import metered
+
+    backend = rec_fp32.backend
+    a = backend.chat_prompt([{"role": "user", "content": "Pick A or B."}])
+    b = backend.chat_prompt([{"role": "user", "content": "Choose one: A, B."}])
+    ids = [backend.single_token_id(c) for c in "AB"]
+    with metered() as meter:
+        both = backend.next_token_logprobs([a, b], ids)
+    assert meter.forward_passes == 2
+    np.testing.assert_allclose(both, np.vstack([backend.next_token_logprobs([p], ids) for p in (a, b)]), atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def rec_padded(default_model_dir):
     # On CPU the backend sends full prompts one by one; this forces the padded batches GPUs use.

@@ -60,3 +60,17 @@ def test_the_registered_attention_falls_back_where_the_kernels_do_not_apply():
     want, _ = sdpa_attention_forward(module, q, k, v, mask)
     got, _ = cpu_attention.attention_forward(module, q, k, v, mask)
     torch.testing.assert_close(got, want)
+
+
+def test_shared_prefix_groups_keep_order_and_leave_every_row_a_suffix():
+    from llm_recommender.backends.transformers_backend import _shared_prefix_groups
+
+    a = list(range(100)) + [1, 2]
+    b = list(range(100)) + [3]
+    c = list(range(70)) + [9, 9]
+    d = [5] * 80
+    groups = _shared_prefix_groups([a, b, c, a[:], d], min_shared=64)
+    assert [(n, len(g)) for n, g in groups] == [(70, 4), (80, 1)]
+    assert [row for _, g in groups for row in g] == [a, b, c, a, d]  # order kept
+    same = _shared_prefix_groups([b[:], b[:]], min_shared=64)
+    assert same == [(len(b) - 1, [b, b])]  # identical prompts: one token left to score
