@@ -30,6 +30,12 @@ class ComponentConfig(BaseModel):
 
     # Settings field of config field ``name``: ``settings_prefix + name`` where Settings has it, else ``name``.
     settings_prefix: ClassVar[str] = ""
+    # Fields that change speed or resources but not the scores: left out of :meth:`score_key`.
+    score_neutral: ClassVar[frozenset[str]] = frozenset()
+
+    def score_key(self) -> dict[str, Any]:
+        """This config as JSON, less its :attr:`score_neutral` fields: what an eval cache key hashes."""
+        return self.model_dump(mode="json", exclude=set(self.score_neutral))
 
     @classmethod
     def settings_key(cls, name: str, settings_fields: Any) -> str | None:

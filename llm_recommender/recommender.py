@@ -10,13 +10,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
 from .backends import Backend, make_backend
 from .backends.base import UsageMeter, metered
 from .calibration import Calibrator, IdentityCalibrator, check_fitted_for, load_calibrator
-from .errors import InvalidRequestError, from_validation_error
-from .prompts import PromptRenderer
+from .configurable import ComponentConfig
+from .errors import InvalidRequestError
+from .prompts import PromptConfig, PromptRenderer
 from .protocol import (
     HistoryEntry,
     Item,
@@ -28,12 +27,35 @@ from .protocol import (
     item_genres,
     parse_request,
 )
-from .reasons import generate_reasons
+from .reasons import ReasonsConfig, generate_reasons
 from .scorers import ScoreResult, strategy_class
 from .scorers.base import Scorer
 from .settings import Settings
 
 FUSED = "fused"
+
+
+def component_config(settings: Settings, name: str) -> ComponentConfig:
+    """THE one place a component's config is built from the pipeline's ``Settings``.
+
+    ``name`` is a backend (``transformers``, ``vllm``, ``openai``), an LLM strategy
+    (``verbalizer``, ``pointwise``, ``listwise``), ``prompt`` (the renderer) or ``reasons``.
+    Components never see ``Settings``: each is constructed from what this returns.
+    """
+    from .backends.configs import OpenAIConfig, TransformersConfig, VLLMConfig
+    from .scorers import LLM_STRATEGIES
+
+    classes: dict[str, type[ComponentConfig]] = {
+        "transformers": TransformersConfig, "vllm": VLLMConfig, "openai": OpenAIConfig,
+        "prompt": PromptConfig, "reasons": ReasonsConfig,
+    }
+    if name in LLM_STRATEGIES:
+        return strategy_class(name).config_class.from_settings(settings)
+    if name not in classes:
+        from .errors import UnknownNameError
+
+        raise UnknownNameError("component", name, [*classes, *LLM_STRATEGIES], param="component")
+    return classes[name].from_settings(settings)
 
 
 class Recommender:
@@ -73,10 +95,7 @@ class Recommender:
         update = {k: v for k, v in {"model": model, "strategy": strategy, **overrides}.items() if v is not None}
         if isinstance(backend, str):
             update["backend"] = backend
-        try:
-            self.settings = Settings.model_validate(base.model_dump() | update)
-        except ValidationError as exc:
-            raise from_validation_error(exc) from None
+        self.settings = base.updated(**update)
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
         self._renderer: PromptRenderer | None = None
         self._genres: list[str] | None = None
@@ -134,16 +153,23 @@ class Recommender:
                 "match. Load the bundle's model or fit a new bundle", param="model")
         return enc.encode_items
 
+    def config_for(self, name: str, **changes: Any) -> ComponentConfig:
+        """The config of component ``name`` (backend, LLM strategy, ``prompt``, ``reasons``) from these
+        settings, or from a copy with ``changes`` (``Settings`` fields) applied."""
+        return component_config(self.settings.updated(**changes) if changes else self.settings, name)
+
     @property
     def backend(self) -> Backend:
         if self._backend is None:
-            self._backend = make_backend(self.settings.backend, self.settings)
+            name = self.settings.backend
+            secrets = {"api_key": self.settings.api_key} if name == "openai" else {}
+            self._backend = make_backend(name, self.config_for, **secrets)
         return self._backend
 
     @property
     def renderer(self) -> PromptRenderer:
         if self._renderer is None:
-            self._renderer = PromptRenderer(self.backend, self.settings)
+            self._renderer = PromptRenderer(self.backend, self.config_for("prompt"))  # type: ignore[arg-type]
         return self._renderer
 
     def strategy_names(self) -> list[str]:
@@ -207,7 +233,7 @@ class Recommender:
             found = self.bundle.scorer(name) if self.bundle is not None else None
             if found is None:
                 self._check_strategy(name, param="strategy")
-                found = strategy_class(name)(self.backend, self.renderer, self.settings)
+                found = strategy_class(name)(self.backend, self.renderer, self.config_for(name))
             self._scorers[name] = found
         return self._scorers[name]
 
@@ -312,13 +338,13 @@ class Recommender:
             from .explain.llm_reasons import llm_evidence_reasons
 
             with metered() as reasons_meter:
-                texts, reason_fallbacks = llm_evidence_reasons(self.backend, self.renderer, self.settings, request, top,
+                texts, reason_fallbacks = llm_evidence_reasons(self.backend, self.renderer, self.config_for("reasons"), request, top,
                                                                evidence, self.known_genres(request))
             reason_texts = list(texts)
             fallbacks += reason_fallbacks
         elif request.reasons:
             with metered() as reasons_meter:
-                reason_texts, reason_fallbacks = generate_reasons(self.backend, self.renderer, self.settings, request, top,
+                reason_texts, reason_fallbacks = generate_reasons(self.backend, self.renderer, self.config_for("reasons"), request, top,  # type: ignore[arg-type]
                                                                   self.known_genres(request))
             fallbacks += reason_fallbacks
         items = [

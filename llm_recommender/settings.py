@@ -103,3 +103,14 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=3, ge=0, le=10, description="retries on 429/5xx/connection errors/invalid JSON")
     retry_backoff: float = Field(default=0.5, ge=0, description="first retry delay in seconds, doubled each retry")
     top_logprobs: int = Field(default=20, ge=1, description="servers without exact label log-probs: top-k asked for")
+
+    def updated(self, **changes: Any) -> Settings:
+        """A validated copy with ``changes`` applied; a bad name or value is a typed error naming it."""
+        from pydantic import ValidationError
+
+        from .errors import from_validation_error
+
+        try:
+            return type(self).model_validate(self.model_dump() | changes)
+        except ValidationError as exc:
+            raise from_validation_error(exc) from None

@@ -5,14 +5,15 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
+from ..configurable import ComponentConfig
 from ..errors import UnknownNameError
-from ..settings import Settings
 from .base import Backend, Generation
 
 log = logging.getLogger(__name__)
 
-# name -> "module:Class"; each class takes (settings) in its constructor.
+# name -> "module:Class"; each class takes its own config (``config_class``) in its constructor.
 BACKENDS: dict[str, str] = {
     "transformers": "llm_recommender.backends.transformers_backend:TransformersBackend",
     "fake": "llm_recommender.backends.fake:FakeBackend",
@@ -30,24 +31,29 @@ def backend_class(name: str) -> Callable[..., Backend]:
     return getattr(importlib.import_module(module), cls)
 
 
-def make_backend(name: str, settings: Settings) -> Backend:
+ConfigFor = Callable[[str], ComponentConfig]
+
+
+def make_backend(name: str, config_for: ConfigFor, **kwargs: Any) -> Backend:
+    """The backend ``name``, built from ``config_for(name)`` (its own config) and ``kwargs``
+    (what is not config, e.g. the openai backend's ``api_key``)."""
     if name == AUTO:
-        return _auto_backend(settings)
+        return _auto_backend(config_for)
     cls = backend_class(name)
     if name == "fake":
-        return cls()
-    return cls(settings)
+        return cls(**kwargs)
+    return cls(config_for(name), **kwargs)
 
 
-def _auto_backend(settings: Settings) -> Backend:
+def _auto_backend(config_for: ConfigFor) -> Backend:
     from .vllm_backend import vllm_installed
 
     if vllm_installed():
         try:
-            return backend_class("vllm")(settings)
+            return backend_class("vllm")(config_for("vllm"))
         except Exception as exc:  # installed but unusable here (no GPU for the CUDA build, ...)
             log.warning("backend 'auto': vLLM is installed but could not start (%s); using transformers", exc)
-    return backend_class("transformers")(settings)
+    return backend_class("transformers")(config_for("transformers"))
 
 
 __all__ = ["AUTO", "BACKENDS", "Backend", "Generation", "backend_class", "make_backend"]

@@ -30,6 +30,7 @@ class FakeConfig(ComponentConfig):
 
 
 class TransformersConfig(ComponentConfig):
+    score_neutral = frozenset({"threads", "batch_size"})
     model: str = DEFAULT_MODEL
     dtype: Dtype = "auto"
     device: str = "auto"
@@ -40,6 +41,8 @@ class TransformersConfig(ComponentConfig):
 
 class VLLMConfig(ComponentConfig):
     settings_prefix = "vllm_"
+    score_neutral = frozenset({"kv_cache_gib", "gpu_memory_utilization", "enforce_eager", "max_logprobs", "in_process",
+                               "cpu_threads_bind"})
     model: str = DEFAULT_MODEL
     tokenizer: str | None = None
     dtype: Dtype = "auto"
@@ -54,6 +57,7 @@ class VLLMConfig(ComponentConfig):
 
 
 class OpenAIConfig(ComponentConfig):
+    score_neutral = frozenset({"request_timeout", "max_retries", "retry_backoff", "batch_size"})
     model: str = DEFAULT_MODEL
     base_url: str | None = None
     served_model: str | None = None

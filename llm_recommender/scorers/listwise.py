@@ -72,7 +72,7 @@ class ListwiseScorer(LLMScorer):
         return list(LABEL_ALPHABET[:n])
 
     def score_many(self, requests: list[RankRequest]) -> list[ScoreResult]:
-        base = VerbalizerScorer(self.backend, self.renderer, self.settings, config=self.config.verbalizer).score_many(requests)
+        base = VerbalizerScorer(self.backend, self.renderer, config=self.config.verbalizer).score_many(requests)
         decoding = self._decoding()
         key_name = "id" if self.config.keys == "ids" else "label"
         states = []

@@ -48,10 +48,10 @@ def engine_rec(default_model_dir):
 @pytest.fixture(scope="module")
 def server(default_model_dir):
     require_vllm()
+    from llm_recommender.backends.configs import VLLMConfig
     from llm_recommender.backends.vllm_server import VLLMServer
-    from llm_recommender.settings import Settings
 
-    srv = VLLMServer(Settings(dtype="float32"))
+    srv = VLLMServer(VLLMConfig(dtype="float32"))
     srv.start(timeout=300)
     yield srv
     assert srv.stop() == 0, srv.log_tail()

@@ -81,7 +81,7 @@ def _listwise(rec, **settings):
     """The listwise scorer of ``rec`` with some settings changed (same backend: no new engine)."""
     from llm_recommender.scorers import ListwiseScorer
 
-    return ListwiseScorer(rec.backend, rec.renderer, rec.settings.model_copy(update=settings))
+    return ListwiseScorer(rec.backend, rec.renderer, rec.config_for("listwise", **settings))
 
 
 def _rec(request, which):

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from llm_recommender.backends import BACKENDS, make_backend
+from llm_recommender.backends.configs import VLLMConfig
 from llm_recommender.errors import UnknownNameError
+from llm_recommender.recommender import component_config
 from llm_recommender.settings import Settings
 from llm_recommender.testing import BackendTests, FakeBackend, hashed_score_fn
 
@@ -17,14 +19,18 @@ class Recorded:
 
     made: list[str] = []
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        Recorded.made.append(settings.backend)
+    def __init__(self, config) -> None:
+        self.config = config
+        Recorded.made.append(type(config).__name__)
 
 
 class Broken:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, config) -> None:
         raise RuntimeError("no GPU for the CUDA build")
+
+
+def configs(settings: Settings):
+    return lambda name: component_config(settings, name)
 
 
 @pytest.fixture
@@ -36,7 +42,7 @@ def registry(monkeypatch):
 
 def test_unknown_backend_lists_every_valid_name():
     with pytest.raises(UnknownNameError) as info:
-        make_backend("tensorrt", Settings())
+        make_backend("tensorrt", configs(Settings()))
     for name in ("transformers", "vllm", "openai", "auto"):
         assert name in str(info.value)
     assert info.value.param == "backend"
@@ -44,14 +50,14 @@ def test_unknown_backend_lists_every_valid_name():
 
 def test_auto_without_vllm_is_transformers(registry):
     registry.setattr("llm_recommender.backends.vllm_backend.vllm_installed", lambda: False)
-    backend = make_backend("auto", Settings(backend="auto"))
+    backend = make_backend("auto", configs(Settings(backend="auto")))
     assert isinstance(backend, Recorded)
 
 
 def test_auto_with_vllm_that_cannot_start_falls_back_to_transformers(registry, caplog):
     registry.setattr("llm_recommender.backends.vllm_backend.vllm_installed", lambda: True)
     registry.setitem(BACKENDS, "vllm", f"{__name__}:Broken")
-    backend = make_backend("auto", Settings(backend="auto"))
+    backend = make_backend("auto", configs(Settings(backend="auto")))
     assert isinstance(backend, Recorded)
     assert "no GPU for the CUDA build" in caplog.text
 
@@ -59,18 +65,18 @@ def test_auto_with_vllm_that_cannot_start_falls_back_to_transformers(registry, c
 def test_auto_prefers_vllm_when_it_starts(registry):
     registry.setattr("llm_recommender.backends.vllm_backend.vllm_installed", lambda: True)
     registry.setitem(BACKENDS, "vllm", f"{__name__}:Recorded")
-    make_backend("auto", Settings(backend="auto"))
-    assert Recorded.made == ["auto"]  # constructed once, as the vLLM class
+    make_backend("auto", configs(Settings(backend="auto")))
+    assert Recorded.made == ["VLLMConfig"]  # constructed once, as the vLLM class
 
 
 def test_engine_env_keeps_the_callers_values(monkeypatch):
     from llm_recommender.backends.vllm_backend import engine_env
 
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
-    assert engine_env(Settings(vllm_kv_cache_gib=2), cpu=True) == {"VLLM_CPU_KVCACHE_SPACE": "2"}
+    assert engine_env(VLLMConfig(kv_cache_gib=2), cpu=True) == {"VLLM_CPU_KVCACHE_SPACE": "2"}
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "4")
-    assert engine_env(Settings(), cpu=True) == {}
-    assert engine_env(Settings(), cpu=False) == {}
+    assert engine_env(VLLMConfig(), cpu=True) == {}
+    assert engine_env(VLLMConfig(), cpu=False) == {}
 
 
 def test_server_command_has_what_these_cpus_need(tmp_path, monkeypatch):
@@ -85,7 +91,7 @@ def test_server_command_has_what_these_cpus_need(tmp_path, monkeypatch):
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "max_position_embeddings": 1024}))
     monkeypatch.setattr(vllm_server, "is_cpu_build", lambda: True)
-    server = vllm_server.VLLMServer(Settings(model=str(tmp_path), dtype="float32"), port=8123, served_model_name="m")
+    server = vllm_server.VLLMServer(VLLMConfig(model=str(tmp_path), dtype="float32"), port=8123, served_model_name="m")
     cmd = server.command()
     assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]  # the console script is broken in vllm-cpu
     args = dict(zip(cmd, cmd[1:]))
