@@ -15,7 +15,7 @@ from .backends.base import UsageMeter, metered
 from .calibration import Calibrator, IdentityCalibrator, check_fitted_for, load_calibrator
 from .configurable import ComponentConfig
 from .errors import InvalidRequestError
-from .prompts import PromptConfig, PromptRenderer
+from .prompts import PromptRenderer
 from .protocol import (
     HistoryEntry,
     Item,
@@ -27,7 +27,7 @@ from .protocol import (
     item_genres,
     parse_request,
 )
-from .reasons import ReasonsConfig, generate_reasons
+from .reasons import generate_reasons
 from .scorers import ScoreResult, strategy_class
 from .scorers.base import Scorer
 from .settings import Settings
@@ -35,27 +35,46 @@ from .settings import Settings
 FUSED = "fused"
 
 
+# Backend config fields that Settings keeps once at its top level (the rest: the backend's section).
+SHARED_MODEL_FIELDS = ("model", "dtype", "tokenizer", "batch_size")
+
+
 def component_config(settings: Settings, name: str) -> ComponentConfig:
     """THE one place a component's config is built from the pipeline's ``Settings``.
 
     ``name`` is a backend (``transformers``, ``vllm``, ``openai``), an LLM strategy
     (``verbalizer``, ``pointwise``, ``listwise``), ``prompt`` (the renderer) or ``reasons``.
-    Components never see ``Settings``: each is constructed from what this returns.
+    A strategy's, the renderer's and the reasons' config is their ``Settings`` section as
+    it is; a backend's is its section plus the model fields ``Settings`` keeps at its top
+    level (and, for vLLM, the verbalizer's seed as the engine's). Components never see
+    ``Settings``: each is constructed from what this returns.
     """
     from .backends.configs import OpenAIConfig, TransformersConfig, VLLMConfig
-    from .scorers import LLM_STRATEGIES
 
-    classes: dict[str, type[ComponentConfig]] = {
-        "transformers": TransformersConfig, "vllm": VLLMConfig, "openai": OpenAIConfig,
-        "prompt": PromptConfig, "reasons": ReasonsConfig,
-    }
-    if name in LLM_STRATEGIES:
-        return strategy_class(name).config_class.from_settings(settings)
-    if name not in classes:
-        from .errors import UnknownNameError
+    backends: dict[str, type[ComponentConfig]] = {
+        "transformers": TransformersConfig, "vllm": VLLMConfig, "openai": OpenAIConfig}
+    if name in backends:
+        cls = backends[name]
+        shared = {k: getattr(settings, k) for k in SHARED_MODEL_FIELDS if k in cls.model_fields}
+        if "permutation_seed" in cls.model_fields:
+            shared["permutation_seed"] = settings.verbalizer.permutation_seed
+        return cls.model_validate({**shared, **getattr(settings, name).model_dump()})
+    if name in ("prompt", "reasons", "verbalizer", "pointwise", "listwise"):
+        return getattr(settings, name)
+    from .errors import UnknownNameError
 
-        raise UnknownNameError("component", name, [*classes, *LLM_STRATEGIES], param="component")
-    return classes[name].from_settings(settings)
+    raise UnknownNameError("component", name, [*backends, "prompt", "reasons", "verbalizer", "pointwise", "listwise"],
+                           param="component")
+
+
+def settings_of(name: str, config: ComponentConfig) -> dict[str, Any]:
+    """The inverse of :func:`component_config`: ``Settings`` fields (nested) that give ``config`` back."""
+    data = config.model_dump()
+    section = getattr(Settings.model_fields[name].annotation, "model_fields", {})
+    top = {k: data.pop(k) for k in list(data) if k not in section}
+    if "permutation_seed" in top:  # vLLM's engine seed is the verbalizer's
+        top["verbalizer"] = {"permutation_seed": top.pop("permutation_seed")}
+    return {**top, name: data}
 
 
 class Recommender:
@@ -116,7 +135,9 @@ class Recommender:
         """
         from .bundle import Bundle
 
-        loaded = Bundle.load(bundle, template_dir=kwargs.get("template_dir"))
+        given = kwargs.get("settings")
+        template_dir = kwargs.get("template_dir") or (given.prompt.template_dir if given is not None else None)
+        loaded = Bundle.load(bundle, template_dir=template_dir)
         kwargs.setdefault("model", loaded.manifest.model)
         kwargs.setdefault("strategy", FUSED)
         rec = cls(bundle=loaded, **kwargs)
@@ -333,7 +354,7 @@ class Recommender:
                                           "has no evidence (use reasons='llm')", param="reasons")
             from .explain.reasons import evidence_reasons
 
-            reason_texts = list(evidence_reasons(top, evidence, self.settings.template_dir))
+            reason_texts = list(evidence_reasons(top, evidence, self.settings.prompt.template_dir))
         elif request.reasons and evidence[:1] != [None]:  # the LLM phrases the evidence; bad phrasing -> evidence text
             from .explain.llm_reasons import llm_evidence_reasons
 

@@ -179,11 +179,11 @@ class SettingsConfigTests:
         assert component_config(Settings(), self.component.name) == self.component.config_class()
 
     def test_settings_carry_the_config(self) -> None:
-        from .recommender import component_config
+        from .recommender import component_config, settings_of
         from .settings import Settings
 
         config = self.component.config_class(**self.config)
-        settings = Settings().model_copy(update=config.settings_update(Settings()))
+        settings = Settings(**settings_of(self.component.name, config))
         built = component_config(settings, self.component.name)
         assert built == config
         assert self.make(config=built).config == config  # type: ignore[attr-defined]

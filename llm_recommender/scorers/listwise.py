@@ -35,7 +35,7 @@ from .verbalizer import LABEL_ALPHABET, VerbalizerConfig, VerbalizerScorer
 
 
 class ListwiseConfig(ComponentConfig):
-    """Listwise knobs (``Settings`` names: ``listwise_<field>``), and the verbalizer pass it starts from."""
+    """Listwise knobs: ``settings.listwise`` (flat names ``listwise_<field>``), and the verbalizer pass it starts from."""
 
     settings_prefix = "listwise_"
     retries: int = Field(default=2, ge=0, le=5, description="re-asks after invalid output")

@@ -115,7 +115,7 @@ def test_malformed_listwise_output_is_re_asked_then_falls_back(request, which, s
         assert result.details["decoding"] == "validated" and result.details["fallback"]
         (fallback,) = [f for f in result.fallbacks if f.stage == "listwise"]
         assert fallback.used == "verbalizer"
-        assert fallback.attempts == rec.settings.listwise_retries + 1
+        assert fallback.attempts == rec.settings.listwise.retries + 1
         assert fallback.reason.split(":")[0] in {"duplicate_id", "missing_id", "unknown_id", "schema", "not_json"}
         assert result.ranking() == verbalizer.ranking()
 
@@ -146,7 +146,7 @@ def test_reasons_parse_or_are_recorded_as_fallback(request, which, sample_reques
     rec = _rec(request, which)
     resp = rec.rank_request({**sample_request, "reasons": True, "top_k": 2})
     for item in resp.items:
-        assert item.reason is None or 0 < len(item.reason) <= rec.settings.reason_max_chars
+        assert item.reason is None or 0 < len(item.reason) <= rec.settings.reasons.max_chars
     if any(i.reason is None for i in resp.items):
         assert any(f.stage == "reason" for f in resp.fallbacks)
 
