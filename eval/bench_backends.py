@@ -163,17 +163,17 @@ def worker(args: argparse.Namespace) -> dict:
     server = tree = None
     t0 = time.perf_counter()
     if args.worker == "openai":
+        from llm_recommender.backends.configs import VLLMConfig
         from llm_recommender.backends.vllm_backend import is_cpu_build, resolve_dtype
         from llm_recommender.backends.vllm_server import VLLMServer
-        from llm_recommender.settings import Settings
 
         # Dev mode (loopback only) adds POST /reset_prefix_cache, used between the runs below.
         os.environ["VLLM_SERVER_DEV_MODE"] = "1"
         bind = cpu_bind(args.threads) if is_cpu_build() else None
-        server = VLLMServer(Settings(dtype=args.dtype, vllm_cpu_threads_bind=bind)).start(timeout=600)
+        server = VLLMServer(VLLMConfig(dtype=args.dtype, cpu_threads_bind=bind)).start(timeout=600)
         tree = TreePeak(server.process.pid)
         rec = Recommender(backend="openai", base_url=server.url, **opts)
-        dtype = resolve_dtype(Settings(dtype=args.dtype), is_cpu_build())
+        dtype = resolve_dtype(args.dtype, is_cpu_build())
     else:
         if args.worker == "vllm":
             from llm_recommender.backends.vllm_backend import is_cpu_build

@@ -64,7 +64,7 @@ def main() -> None:
     reqs = [parse_request(r) for r in requests(args.users + 1, args.candidates, args.history)]
     names = [n for n in CONFIGS if args.validated or "validated" not in n]
     scorers = {n: rec.scorer("verbalizer") if CONFIGS[n] is None else
-               ListwiseScorer(rec.backend, rec.renderer, rec.settings.model_copy(update=CONFIGS[n])) for n in names}
+               ListwiseScorer(rec.backend, rec.renderer, rec.config_for("listwise", **CONFIGS[n])) for n in names}
     for scorer in scorers.values():
         scorer.score(reqs[0])  # warm-up, not timed
     raw: dict[str, list[dict]] = {n: [] for n in names}

@@ -7,10 +7,11 @@ The config round-trips to JSON (``model_dump_json`` / ``model_validate_json``), 
 unknown key or a bad value is an :class:`~llm_recommender.errors.InvalidRequestError`
 whose ``param`` names the field (``"platt.zz"``).
 
-The pipeline's flat :class:`~llm_recommender.settings.Settings` (environment variables,
-CLI options) still carries every knob; :meth:`ComponentConfig.from_settings` reads a
-component's own fields out of it (``settings_prefix + name``, else ``name``), so a
-component built from settings and one built from its config agree.
+The pipeline's :class:`~llm_recommender.settings.Settings` composes these configs, one
+section per component (``settings.listwise`` is a ``ListwiseConfig``); a field's old flat
+name (``listwise_keys``) is ``settings_prefix + field`` and still works as an alias. The
+Recommender builds each component's config from ``Settings`` in one place
+(:func:`~llm_recommender.recommender.component_config`); no component reads ``Settings``.
 """
 
 from __future__ import annotations
@@ -28,15 +29,14 @@ class ComponentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Settings field of config field ``name``: ``settings_prefix + name`` where Settings has it, else ``name``.
+    # The flat (old) Settings name of field ``name`` is ``settings_prefix + name`` (``listwise_`` + ``keys``).
     settings_prefix: ClassVar[str] = ""
+    # Fields that change speed or resources but not the scores: left out of :meth:`score_key`.
+    score_neutral: ClassVar[frozenset[str]] = frozenset()
 
-    @classmethod
-    def settings_key(cls, name: str, settings_fields: Any) -> str | None:
-        for key in (cls.settings_prefix + name, name):
-            if key in settings_fields:
-                return key
-        return None
+    def score_key(self) -> dict[str, Any]:
+        """This config as JSON, less its :attr:`score_neutral` fields: what an eval cache key hashes."""
+        return self.model_dump(mode="json", exclude=set(self.score_neutral))
 
     @classmethod
     def nested(cls) -> dict[str, type[ComponentConfig]]:
@@ -47,35 +47,6 @@ class ComponentConfig(BaseModel):
             for name in cls.model_fields
             if isinstance(hints.get(name), type) and issubclass(hints[name], ComponentConfig)
         }
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> ComponentConfig:
-        """This config's fields read out of a flat ``Settings`` object (fields it lacks keep their defaults)."""
-        fields = type(settings).model_fields
-        nested = cls.nested()
-        values: dict[str, Any] = {}
-        for name in cls.model_fields:
-            if name in nested:
-                values[name] = nested[name].from_settings(settings)
-                continue
-            key = cls.settings_key(name, fields)
-            if key is not None:
-                values[name] = getattr(settings, key)
-        return cls.model_validate(values)
-
-    def settings_update(self, settings: Any) -> dict[str, Any]:
-        """The inverse of :meth:`from_settings`: ``{settings field: value}`` for ``settings.model_copy(update=...)``."""
-        fields = type(settings).model_fields
-        out: dict[str, Any] = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if isinstance(value, ComponentConfig):
-                out |= value.settings_update(settings)
-                continue
-            key = self.settings_key(name, fields)
-            if key is not None:
-                out[key] = value
-        return out
 
 
 class Configurable:

@@ -24,11 +24,12 @@ from typing import Any
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
+from pydantic import Field, ValidationError
 
 from .backends.base import Backend
-from .errors import InvalidRequestError
+from .configurable import ComponentConfig
+from .errors import InvalidRequestError, from_validation_error
 from .protocol import HistoryEntry, Item, RankRequest
-from .settings import Settings
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SPLIT_MARKER = "\x00<<SPLIT>>\x00"
@@ -78,17 +79,33 @@ class RenderedPrompt:
     notes: list[str] = field(default_factory=list)
 
 
+class PromptConfig(ComponentConfig):
+    """The prompt renderer's knobs: templates and the prompt budget (``Settings.prompt``)."""
+
+    template_dir: Path | None = Field(default=None, description="folder with your own *.j2 templates")
+    max_history: int = Field(default=50, ge=0, description="most recent history items considered")
+    max_prompt_tokens: int | None = Field(default=None, description="default: the model's context length minus output reserve")
+    output_reserve_tokens: int = Field(default=256, ge=1)
+    max_title_chars: int = Field(default=160, ge=8, description="longer titles are truncated in prompts (noted)")
+    max_description_chars: int = Field(default=300, ge=0)
+
+
 class PromptRenderer:
     """Turns protocol objects into chat prompts for a backend, within its token budget."""
 
-    def __init__(self, backend: Backend, settings: Settings) -> None:
+    def __init__(self, backend: Backend, config: PromptConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
         self.backend = backend
-        self.settings = settings
+        if not isinstance(config, PromptConfig) or kwargs:
+            try:
+                config = PromptConfig.model_validate({**(dict(config) if config else {}), **kwargs})
+            except ValidationError as exc:
+                raise from_validation_error(exc, prefix="prompt") from None
+        self.config: PromptConfig = config
         loaders: list[jinja2.BaseLoader] = []
-        if settings.template_dir is not None:
-            if not Path(settings.template_dir).is_dir():
-                raise InvalidRequestError(f"template folder {settings.template_dir} does not exist", param="template_dir")
-            loaders.append(jinja2.FileSystemLoader(str(settings.template_dir)))
+        if config.template_dir is not None:
+            if not Path(config.template_dir).is_dir():
+                raise InvalidRequestError(f"template folder {config.template_dir} does not exist", param="template_dir")
+            loaders.append(jinja2.FileSystemLoader(str(config.template_dir)))
         loaders.append(jinja2.FileSystemLoader(str(builtin_template_dir())))
         self.env = SandboxedEnvironment(
             loader=jinja2.ChoiceLoader(loaders),
@@ -101,7 +118,7 @@ class PromptRenderer:
 
     # ---- views ------------------------------------------------------------------
     def item_view(self, item: Item, label: str | None = None) -> ItemView:
-        s = self.settings
+        s = self.config
         cut = 0
 
         def quote(text: str, max_chars: int) -> str:
@@ -143,9 +160,9 @@ class PromptRenderer:
     def history_views(self, history: Sequence[HistoryEntry]) -> list[ItemView]:
         """Chronological (oldest first), capped at ``max_history`` most recent items."""
         entries = self.chronological(history)
-        if self.settings.max_history == 0:
+        if self.config.max_history == 0:
             return []
-        return [self.item_view(h) for h in entries[-self.settings.max_history :]]
+        return [self.item_view(h) for h in entries[-self.config.max_history :]]
 
     def truncated_texts(self, request: RankRequest) -> int:
         """Texts of this request (candidates, history the prompts may show) cut to the limits.
@@ -184,7 +201,7 @@ class PromptRenderer:
 
     @property
     def budget(self) -> int:
-        s = self.settings
+        s = self.config
         if s.max_prompt_tokens is not None:
             return s.max_prompt_tokens
         return max(64, self.backend.context_length - s.output_reserve_tokens)

@@ -7,16 +7,27 @@ recorded as a fallback in the response.
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from .backends.base import Backend
+from .configurable import ComponentConfig
 from .explain.degenerate import problem
 from .prompts import PromptRenderer
 from .protocol import Fallback, Item, RankRequest, item_genres
-from .settings import Settings
 from .structured import ParseFailure, parse_reason, reason_schema
 
 
+class ReasonsConfig(ComponentConfig):
+    """The LLM reasons' knobs (``Settings.reasons``; flat names ``reason_<field>``)."""
+
+    settings_prefix = "reason_"
+    max_chars: int = Field(default=200, ge=20)
+    max_tokens: int = Field(default=60, ge=8)
+    history_choices: int = Field(default=10, ge=1, description="recent history titles a reason may refer to")
+
+
 def generate_reasons(
-    backend: Backend, renderer: PromptRenderer, settings: Settings, request: RankRequest, items: list[Item],
+    backend: Backend, renderer: PromptRenderer, config: ReasonsConfig, request: RankRequest, items: list[Item],
     known_genres: list[str] | None = None,
 ) -> tuple[list[str | None], list[Fallback]]:
     """Reasons from the history alone (no evidence: an LLM strategy). A reply that does not parse, or that
@@ -26,19 +37,19 @@ def generate_reasons(
     history = renderer.history_views(request.history)
     # The model names the related history item from the most recent ones (an enum in the schema).
     history_titles = [h.title for h in request.history]
-    recent_titles = [h.title for h in renderer.chronological(request.history)][-settings.reason_history_choices :]
+    recent_titles = [h.title for h in renderer.chronological(request.history)][-config.history_choices :]
     prompts = []
     for item in items:
         view = renderer.item_view(item)
-        rendered = renderer.fit("reason.j2", history, extra_tokens=settings.reason_max_tokens, candidate=view)
+        rendered = renderer.fit("reason.j2", history, extra_tokens=config.max_tokens, candidate=view)
         prompts.append(rendered.text)
-    schema = reason_schema(settings.reason_max_chars, recent_titles) if backend.supports_json_schema else None
-    generations = backend.generate(prompts, max_tokens=settings.reason_max_tokens, json_schema=schema)
+    schema = reason_schema(config.max_chars, recent_titles) if backend.supports_json_schema else None
+    generations = backend.generate(prompts, max_tokens=config.max_tokens, json_schema=schema)
     reasons: list[str | None] = []
     failures: list[str] = []
     for item, gen in zip(items, generations):
         try:
-            text = parse_reason(gen.text, settings.reason_max_chars, recent_titles)
+            text = parse_reason(gen.text, config.max_chars, recent_titles)
         except ParseFailure as exc:
             reasons.append(None)
             failures.append(f"{item.id}: {exc.message}")

@@ -10,12 +10,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
 from .backends import Backend, make_backend
 from .backends.base import UsageMeter, metered
 from .calibration import Calibrator, IdentityCalibrator, check_fitted_for, load_calibrator
-from .errors import InvalidRequestError, from_validation_error
+from .configurable import ComponentConfig
+from .errors import InvalidRequestError
 from .prompts import PromptRenderer
 from .protocol import (
     HistoryEntry,
@@ -34,6 +33,48 @@ from .scorers.base import Scorer
 from .settings import Settings
 
 FUSED = "fused"
+
+
+# Backend config fields that Settings keeps once at its top level (the rest: the backend's section).
+SHARED_MODEL_FIELDS = ("model", "dtype", "tokenizer", "batch_size")
+
+
+def component_config(settings: Settings, name: str) -> ComponentConfig:
+    """THE one place a component's config is built from the pipeline's ``Settings``.
+
+    ``name`` is a backend (``transformers``, ``vllm``, ``openai``), an LLM strategy
+    (``verbalizer``, ``pointwise``, ``listwise``), ``prompt`` (the renderer) or ``reasons``.
+    A strategy's, the renderer's and the reasons' config is their ``Settings`` section as
+    it is; a backend's is its section plus the model fields ``Settings`` keeps at its top
+    level (and, for vLLM, the verbalizer's seed as the engine's). Components never see
+    ``Settings``: each is constructed from what this returns.
+    """
+    from .backends.configs import OpenAIConfig, TransformersConfig, VLLMConfig
+
+    backends: dict[str, type[ComponentConfig]] = {
+        "transformers": TransformersConfig, "vllm": VLLMConfig, "openai": OpenAIConfig}
+    if name in backends:
+        cls = backends[name]
+        shared = {k: getattr(settings, k) for k in SHARED_MODEL_FIELDS if k in cls.model_fields}
+        if "permutation_seed" in cls.model_fields:
+            shared["permutation_seed"] = settings.verbalizer.permutation_seed
+        return cls.model_validate({**shared, **getattr(settings, name).model_dump()})
+    if name in ("prompt", "reasons", "verbalizer", "pointwise", "listwise"):
+        return getattr(settings, name)
+    from .errors import UnknownNameError
+
+    raise UnknownNameError("component", name, [*backends, "prompt", "reasons", "verbalizer", "pointwise", "listwise"],
+                           param="component")
+
+
+def settings_of(name: str, config: ComponentConfig) -> dict[str, Any]:
+    """The inverse of :func:`component_config`: ``Settings`` fields (nested) that give ``config`` back."""
+    data = config.model_dump()
+    section = getattr(Settings.model_fields[name].annotation, "model_fields", {})
+    top = {k: data.pop(k) for k in list(data) if k not in section}
+    if "permutation_seed" in top:  # vLLM's engine seed is the verbalizer's
+        top["verbalizer"] = {"permutation_seed": top.pop("permutation_seed")}
+    return {**top, name: data}
 
 
 class Recommender:
@@ -73,10 +114,7 @@ class Recommender:
         update = {k: v for k, v in {"model": model, "strategy": strategy, **overrides}.items() if v is not None}
         if isinstance(backend, str):
             update["backend"] = backend
-        try:
-            self.settings = Settings.model_validate(base.model_dump() | update)
-        except ValidationError as exc:
-            raise from_validation_error(exc) from None
+        self.settings = base.updated(**update)
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
         self._renderer: PromptRenderer | None = None
         self._genres: list[str] | None = None
@@ -97,7 +135,9 @@ class Recommender:
         """
         from .bundle import Bundle
 
-        loaded = Bundle.load(bundle, template_dir=kwargs.get("template_dir"))
+        given = kwargs.get("settings")
+        template_dir = kwargs.get("template_dir") or (given.prompt.template_dir if given is not None else None)
+        loaded = Bundle.load(bundle, template_dir=template_dir)
         kwargs.setdefault("model", loaded.manifest.model)
         kwargs.setdefault("strategy", FUSED)
         rec = cls(bundle=loaded, **kwargs)
@@ -134,16 +174,23 @@ class Recommender:
                 "match. Load the bundle's model or fit a new bundle", param="model")
         return enc.encode_items
 
+    def config_for(self, name: str, **changes: Any) -> ComponentConfig:
+        """The config of component ``name`` (backend, LLM strategy, ``prompt``, ``reasons``) from these
+        settings, or from a copy with ``changes`` (``Settings`` fields) applied."""
+        return component_config(self.settings.updated(**changes) if changes else self.settings, name)
+
     @property
     def backend(self) -> Backend:
         if self._backend is None:
-            self._backend = make_backend(self.settings.backend, self.settings)
+            name = self.settings.backend
+            secrets = {"api_key": self.settings.api_key} if name == "openai" else {}
+            self._backend = make_backend(name, self.config_for, **secrets)
         return self._backend
 
     @property
     def renderer(self) -> PromptRenderer:
         if self._renderer is None:
-            self._renderer = PromptRenderer(self.backend, self.settings)
+            self._renderer = PromptRenderer(self.backend, self.config_for("prompt"))  # type: ignore[arg-type]
         return self._renderer
 
     def strategy_names(self) -> list[str]:
@@ -207,7 +254,7 @@ class Recommender:
             found = self.bundle.scorer(name) if self.bundle is not None else None
             if found is None:
                 self._check_strategy(name, param="strategy")
-                found = strategy_class(name)(self.backend, self.renderer, self.settings)
+                found = strategy_class(name)(self.backend, self.renderer, self.config_for(name))
             self._scorers[name] = found
         return self._scorers[name]
 
@@ -307,18 +354,18 @@ class Recommender:
                                           "has no evidence (use reasons='llm')", param="reasons")
             from .explain.reasons import evidence_reasons
 
-            reason_texts = list(evidence_reasons(top, evidence, self.settings.template_dir))
+            reason_texts = list(evidence_reasons(top, evidence, self.settings.prompt.template_dir))
         elif request.reasons and evidence[:1] != [None]:  # the LLM phrases the evidence; bad phrasing -> evidence text
             from .explain.llm_reasons import llm_evidence_reasons
 
             with metered() as reasons_meter:
-                texts, reason_fallbacks = llm_evidence_reasons(self.backend, self.renderer, self.settings, request, top,
+                texts, reason_fallbacks = llm_evidence_reasons(self.backend, self.renderer, self.config_for("reasons"), request, top,
                                                                evidence, self.known_genres(request))
             reason_texts = list(texts)
             fallbacks += reason_fallbacks
         elif request.reasons:
             with metered() as reasons_meter:
-                reason_texts, reason_fallbacks = generate_reasons(self.backend, self.renderer, self.settings, request, top,
+                reason_texts, reason_fallbacks = generate_reasons(self.backend, self.renderer, self.config_for("reasons"), request, top,  # type: ignore[arg-type]
                                                                   self.known_genres(request))
             fallbacks += reason_fallbacks
         items = [

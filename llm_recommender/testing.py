@@ -162,32 +162,31 @@ class ConfigTests:
 
 
 class SettingsConfigTests:
-    """For components whose config is also read from the flat ``Settings`` (LLM scorers, real backends)."""
+    """For components whose config the Recommender builds from ``Settings`` (LLM scorers, real backends):
+    the defaults agree, and settings carrying a config give that config (and that component) back."""
 
     component: ClassVar[type]
     config: ClassVar[dict[str, Any]] = {}
 
-    def make_from_settings(self, settings: Any) -> Any:
-        raise NotImplementedError
-
     def test_config_defaults_match_settings_defaults(self, monkeypatch: pytest.MonkeyPatch) -> None:
         import os
 
+        from .recommender import component_config
         from .settings import Settings
 
         for key in [k for k in os.environ if k.startswith("LLM_REC_")]:
             monkeypatch.delenv(key)
-        cls = self.component.config_class
-        assert cls.from_settings(Settings()) == cls()
+        assert component_config(Settings(), self.component.name) == self.component.config_class()
 
     def test_settings_carry_the_config(self) -> None:
+        from .recommender import component_config, settings_of
         from .settings import Settings
 
-        cls = self.component.config_class
-        config = cls(**self.config)
-        settings = Settings().model_copy(update=config.settings_update(Settings()))
-        assert cls.from_settings(settings) == config
-        assert self.make_from_settings(settings).config == config
+        config = self.component.config_class(**self.config)
+        settings = Settings(**settings_of(self.component.name, config))
+        built = component_config(settings, self.component.name)
+        assert built == config
+        assert self.make(config=built).config == config  # type: ignore[attr-defined]
 
 
 # ---- backends -----------------------------------------------------------------------------
@@ -327,9 +326,6 @@ class LLMScorerTests(SettingsConfigTests, ScorerTests):
 
     def make(self, config: Any = None, **kwargs: Any) -> Any:
         return self.component(self.backend(), config=config, **kwargs)
-
-    def make_from_settings(self, settings: Any) -> Any:
-        return self.component(self.backend(), None, settings)
 
     def lookup(self, name: str) -> type:
         from .scorers import strategy_class

@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..backends.base import Backend
 from ..prompts import PromptRenderer, quote_untrusted
-from ..settings import Settings
 from ..structured import ParseFailure, extract_json_object
 from .catalogue import CatalogueIndex
 from .intent import MAX_GENRES, MAX_K, MAX_MENTIONS, Constraints, Intent, Mention
@@ -59,7 +58,7 @@ class LLMParser:
         self.backend = backend
         self.max_tokens = max_tokens
         self.fallback = DeterministicParser(catalogue)
-        self.renderer = PromptRenderer(backend, Settings())
+        self.renderer = PromptRenderer(backend)
         self.schema = LLMIntent.model_json_schema()
 
     def parse(self, text: str, context: ParseContext | None = None) -> Intent:

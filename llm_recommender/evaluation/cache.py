@@ -1,9 +1,11 @@
 """On-disk cache of scorer outputs: one JSONL file per scorer, one line per scored case.
 
 A line is ``{"key", "seconds", "result"}``; ``key`` hashes the case (protocol, split,
-user, history ids, candidate ids in their shown order) and the scorer's configuration,
-so a changed model, backend, prompt setting or candidate order is a miss, never a
-stale hit. Lines are appended (and flushed) as each batch finishes: an interrupted run
+user, history ids, candidate ids in their shown order) and the signature of the scorer
+(:func:`.scoring.cache_signature`: the JSON of the scorer's, the prompt renderer's and the
+backend's configs, less fields that only change speed, and the templates' hash), so a
+changed model, backend, scorer or prompt option or candidate order is a miss, never a
+stale hit, while a setting no scorer reads (reasons, retrieval, threads) shares the cache. Lines are appended (and flushed) as each batch finishes: an interrupted run
 loses at most the batch in flight, and a torn last line is ignored on reading.
 """
 

@@ -61,11 +61,19 @@ def rank_cases(rec: Any, strategy: str, cases: Sequence[EvalCase], batch: int = 
     return out
 
 
-LLM_SIGNATURE_SETTINGS = (
-    "max_history", "max_prompt_tokens", "output_reserve_tokens", "max_title_chars", "max_description_chars",
-    "listwise_retries", "listwise_max_tokens", "pointwise_prefix_reuse", "template_dir", "dtype", "permutations",
-    "permutation_seed", "listwise_decoding", "listwise_keys", "listwise_top_k", "permutation_mode", "label_prior",
-)
+def cache_signature(strategy: str, model: str, scorer: Any) -> dict[str, Any]:
+    """The cache signature of an LLM scorer (see :meth:`LLMCaseScorer.signature`)."""
+    backend = scorer.backend
+    backend_config = getattr(backend, "config", None)
+    return {
+        "strategy": strategy,
+        "model": model,
+        "backend": backend.name,
+        "backend_config": backend_config.score_key() if backend_config is not None else None,
+        "scorer": scorer.config.score_key(),
+        "prompt": scorer.renderer.config.score_key(),
+        "templates": scorer.renderer.template_hash(),
+    }
 
 
 class LLMCaseScorer:
@@ -83,9 +91,10 @@ class LLMCaseScorer:
         self._caches: dict[str, ResultCache] = {}
 
     def signature(self, strategy: str, scorer: Any) -> dict[str, Any]:
-        s = scorer.settings
-        return {"strategy": strategy, "model": self.rec.model_name, "backend": self.rec.backend.name,
-                **{k: str(getattr(s, k)) for k in LLM_SIGNATURE_SETTINGS}}
+        """What the scores depend on: the JSON of the configs of the scorer, its prompt renderer
+        (and the templates' hash) and the backend (less what only changes speed), so an
+        unrelated setting shares the cache and a changed option is a miss."""
+        return cache_signature(strategy, self.rec.model_name, scorer)
 
     def cache(self, strategy: str) -> ResultCache:
         if strategy not in self._caches:

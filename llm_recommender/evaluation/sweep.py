@@ -39,8 +39,7 @@ def position_sweep(runner: Any) -> dict[str, Any]:
         n_pos = len(positions)
         out[strategy] = {"users": len(cases), "positions": [p + 1 for p in positions]}
         for k in (1, cfg.sweep_permutations):
-            settings = rec.settings.model_copy(update={"permutations": k})
-            scorer = strategy_class(strategy)(rec.backend, rec.renderer, settings)
+            scorer = strategy_class(strategy)(rec.backend, rec.renderer, rec.config_for(strategy, permutations=k))
             got = runner.llm.score(strategy, variants, scorer=scorer, desc=f"{strategy} position sweep K={k}")
             ranks = np.array([target_rank(r.scores, v.ground_truth_index, order=r.order)
                               for (r, _), v in zip(got, variants)]).reshape(len(cases), n_pos)

@@ -109,10 +109,10 @@ class _Reply(BaseModel):
     reason: str = Field(min_length=1)
 
 
-def llm_evidence_reasons(backend: Any, renderer: Any, settings: Any, request: RankRequest, items: list[Item],
+def llm_evidence_reasons(backend: Any, renderer: Any, config: Any, request: RankRequest, items: list[Item],
                          evidence: list[Evidence], known_genres: list[str]) -> tuple[list[str], list[Fallback]]:
     """One reason per item, phrased by the LLM from its evidence, or the evidence text where the LLM's fails."""
-    fallback_texts = evidence_reasons(items, evidence, settings.template_dir)
+    fallback_texts = evidence_reasons(items, evidence, renderer.config.template_dir)
     if not items:
         return [], []
     history_titles = [h.title for h in request.history]
@@ -128,13 +128,13 @@ def llm_evidence_reasons(backend: Any, renderer: Any, settings: Any, request: Ra
                 "liked" if cited and cited[0].rating is not None and cited[0].rating >= 4 else "watched"],
             cited=[renderer.item_view(h.model_copy(update={"title": natural_title(h.title)})) for h in cited]))
         asked.append(natural_title(cited[0].title) if cited else None)
-        schemas.append(_schema([natural_title(h.title) for h in cited], settings.reason_max_chars))
+        schemas.append(_schema([natural_title(h.title) for h in cited], config.max_chars))
     generations = []
     if backend.supports_json_schema:
         for p, s in zip(prompts, schemas):  # each item has its own enum of titles
-            generations += backend.generate([p], max_tokens=settings.reason_max_tokens + JSON_TOKENS, json_schema=s)
+            generations += backend.generate([p], max_tokens=config.max_tokens + JSON_TOKENS, json_schema=s)
     else:
-        generations = backend.generate(prompts, max_tokens=settings.reason_max_tokens + JSON_TOKENS)
+        generations = backend.generate(prompts, max_tokens=config.max_tokens + JSON_TOKENS)
     texts, failures = [], []
     for item, ev, gen, ok_titles, fallback, name in zip(items, evidence, generations, allowed, fallback_texts, asked):
         why = None

@@ -16,7 +16,6 @@ from ..backends.base import Backend
 from ..configurable import ComponentConfig, Configurable
 from ..prompts import PromptRenderer
 from ..protocol import Fallback, RankRequest
-from ..settings import Settings
 
 
 @dataclass
@@ -56,24 +55,23 @@ class Scorer(Configurable, abc.ABC):
 class LLMScorer(Scorer):
     """A scorer that prompts a language model through the ``Backend`` seam.
 
-    Its own knobs are ``config`` (``config_class``): given as a config object, a dict or
-    keyword arguments, or else read from ``settings`` (the flat pipeline settings, which
-    also drive the prompt renderer).
+    It is built from its own knobs only: ``config`` (``config_class``), given as a config
+    object, a dict or keyword arguments (defaults where none are given). The pipeline's
+    ``Settings`` never reach a scorer: the Recommender builds its config from them in one
+    place (:meth:`~llm_recommender.recommender.Recommender.config_for`). The prompt
+    renderer is a collaborator, shared with the pipeline (default: the built-in templates
+    and budget).
     """
 
     def __init__(
         self,
         backend: Backend,
         renderer: PromptRenderer | None = None,
-        settings: Settings | None = None,
         config: ComponentConfig | dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         self.backend = backend
-        self.settings = settings if settings is not None else Settings()
-        self.renderer = renderer if renderer is not None else PromptRenderer(backend, self.settings)
-        if config is None and settings is not None:
-            config = self.config_class.from_settings(settings)
+        self.renderer = renderer if renderer is not None else PromptRenderer(backend)
         self.config = self.validate_config(config, kwargs)
 
 

@@ -35,7 +35,7 @@ from .verbalizer import LABEL_ALPHABET, VerbalizerConfig, VerbalizerScorer
 
 
 class ListwiseConfig(ComponentConfig):
-    """Listwise knobs (``Settings`` names: ``listwise_<field>``), and the verbalizer pass it starts from."""
+    """Listwise knobs: ``settings.listwise`` (flat names ``listwise_<field>``), and the verbalizer pass it starts from."""
 
     settings_prefix = "listwise_"
     retries: int = Field(default=2, ge=0, le=5, description="re-asks after invalid output")
@@ -72,7 +72,7 @@ class ListwiseScorer(LLMScorer):
         return list(LABEL_ALPHABET[:n])
 
     def score_many(self, requests: list[RankRequest]) -> list[ScoreResult]:
-        base = VerbalizerScorer(self.backend, self.renderer, self.settings, config=self.config.verbalizer).score_many(requests)
+        base = VerbalizerScorer(self.backend, self.renderer, config=self.config.verbalizer).score_many(requests)
         decoding = self._decoding()
         key_name = "id" if self.config.keys == "ids" else "label"
         states = []

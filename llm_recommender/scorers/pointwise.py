@@ -3,7 +3,7 @@
 The prompt is ``shared history prefix + candidate suffix``. The prefix is the same for
 every candidate, so the backend computes it once (KV-cache reuse in transformers,
 prefix caching in vLLM) and scores all suffixes on top of it. Set
-``prefix_reuse=False`` (``Settings.pointwise_prefix_reuse``) to send full prompts (the naive baseline the benchmark
+``prefix_reuse=False`` (``settings.pointwise.prefix_reuse``, flat ``pointwise_prefix_reuse``) to send full prompts (the naive baseline the benchmark
 compares against).
 """
 
@@ -20,7 +20,7 @@ from .base import LLMScorer, ScoreResult
 
 
 class PointwiseConfig(ComponentConfig):
-    """Pointwise knobs (``Settings`` names: ``pointwise_<field>``)."""
+    """Pointwise knobs: ``settings.pointwise`` (flat names ``pointwise_<field>``)."""
 
     settings_prefix = "pointwise_"
     prefix_reuse: bool = True  # score every candidate on top of one shared history prefix

@@ -68,7 +68,7 @@ _PRIORS: dict[tuple[str, str, int], np.ndarray] = {}  # (model, template source,
 
 
 class VerbalizerConfig(ComponentConfig):
-    """The verbalizer's knobs (the same names in ``Settings``)."""
+    """The verbalizer's knobs: ``settings.verbalizer`` (flat names: the same)."""
 
     permutations: int = Field(default=1, ge=1, le=16, description="orders averaged to reduce position bias")
     permutation_seed: int = 0

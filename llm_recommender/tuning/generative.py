@@ -173,15 +173,15 @@ def tune(
     from accelerate.utils import set_seed
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ..backends.configs import TransformersConfig
     from ..backends.kit import auto_dtype
     from ..backends.transformers_backend import TransformersBackend
     from ..data import load_dataset
     from ..evaluation.metrics import ranking_metrics, target_rank
     from ..evaluation.protocols import leave_one_out, llmrank_cases
     from ..model_store import resolve_model
-    from ..prompts import PromptRenderer
+    from ..prompts import PromptConfig, PromptRenderer
     from ..scorers import strategy_class
-    from ..settings import Settings
 
     t_start = time.perf_counter()
     torch.set_num_threads(cfg.threads)
@@ -227,14 +227,14 @@ def tune(
     splits = leave_one_out(ds)
     if examples is None:
         examples = build_examples(cfg, ds, splits)
-    settings = Settings(model=str(path), max_history=cfg.history, threads=cfg.threads, batch_size=8)
-    backend = TransformersBackend(settings, model=accelerator.unwrap_model(model), tokenizer=tokenizer)
-    renderer = PromptRenderer(backend, settings)
+    backend = TransformersBackend(TransformersConfig(model=str(path), threads=cfg.threads, batch_size=8),
+                                  model=accelerator.unwrap_model(model), tokenizer=tokenizer)
+    renderer = PromptRenderer(backend, PromptConfig(max_history=cfg.history))
     prompter = _Prompter(cfg, ds, backend, renderer)
     valid = llmrank_cases(
         ds, split="valid", n_users=cfg.eval_users, seed=cfg.seed, splits=splits, history_len=cfg.history
     )
-    scorer = strategy_class(cfg.objective)(backend, renderer, settings)
+    scorer = strategy_class(cfg.objective)(backend, renderer)
 
     def validate() -> float:
         model.eval()

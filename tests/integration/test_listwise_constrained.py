@@ -23,7 +23,7 @@ def tiny(tiny_model_dir):
 
 
 def _score(rec, requests, **settings):
-    scorer = type(rec.scorer("listwise"))(rec.backend, rec.renderer, rec.settings.model_copy(update=settings))
+    scorer = type(rec.scorer("listwise"))(rec.backend, rec.renderer, rec.config_for("listwise", **settings))
     return scorer.score_many([parse_request(r) for r in requests])
 
 

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from llm_recommender.errors import BackendError, CapabilityError, InvalidRequestError
-from llm_recommender.settings import Settings
 from tests.conftest import skip_or_fail
 
 pytestmark = pytest.mark.integration
@@ -136,9 +135,8 @@ def backend(server, default_model_dir):
     server.script.clear()
     server.requests.clear()
     server.default = "ok"
-    settings = Settings(base_url=server.url, tokenizer=str(default_model_dir), request_timeout=1.0,
-                        max_retries=2, retry_backoff=0.01)
-    b = OpenAIBackend(settings)
+    b = OpenAIBackend(base_url=server.url, tokenizer=str(default_model_dir), request_timeout=1.0,
+                      max_retries=2, retry_backoff=0.01)
     yield b
     b.close()
 
@@ -216,14 +214,14 @@ def test_the_servers_own_key_is_never_sent_upstream(server, default_model_dir, m
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("LLM_REC_UPSTREAM_API_KEY", raising=False)
     server.auth.clear()
-    b = OpenAIBackend(Settings(base_url=server.url, tokenizer=str(default_model_dir), request_timeout=1.0))
+    b = OpenAIBackend(base_url=server.url, tokenizer=str(default_model_dir), request_timeout=1.0)
     b.generate(["hello"], max_tokens=5)
     b.close()
     assert server.auth and all("server-secret" not in (a or "") for a in server.auth), server.auth
 
     monkeypatch.setenv("LLM_REC_UPSTREAM_API_KEY", "upstream-secret")
     server.auth.clear()
-    b = OpenAIBackend(Settings(base_url=server.url, tokenizer=str(default_model_dir), request_timeout=1.0))
+    b = OpenAIBackend(base_url=server.url, tokenizer=str(default_model_dir), request_timeout=1.0)
     b.close()
     assert server.auth == ["Bearer upstream-secret"]
 
@@ -278,10 +276,10 @@ def test_missing_base_url_and_unknown_model_are_client_errors(server, default_mo
     from llm_recommender.backends.openai_backend import OpenAIBackend
 
     with pytest.raises(InvalidRequestError) as info:
-        OpenAIBackend(Settings(tokenizer=str(default_model_dir)))
+        OpenAIBackend(tokenizer=str(default_model_dir))
     assert info.value.param == "base_url"
     with pytest.raises(InvalidRequestError, match="serves: scripted-model") as info:
-        OpenAIBackend(Settings(base_url=server.url, served_model="other", tokenizer=str(default_model_dir)))
+        OpenAIBackend(base_url=server.url, served_model="other", tokenizer=str(default_model_dir))
     assert info.value.param == "served_model"
 
 
@@ -294,8 +292,8 @@ def test_unreachable_server_fails_after_bounded_retries(default_model_dir):
         port = s.getsockname()[1]  # closed again: nothing listens there
     start = time.monotonic()
     with pytest.raises(BackendError, match="connection failed"):
-        OpenAIBackend(Settings(base_url=f"http://127.0.0.1:{port}/v1", tokenizer=str(default_model_dir),
-                               max_retries=2, retry_backoff=0.01))
+        OpenAIBackend(base_url=f"http://127.0.0.1:{port}/v1", tokenizer=str(default_model_dir),
+                      max_retries=2, retry_backoff=0.01)
     assert time.monotonic() - start < 10
 
 

@@ -42,7 +42,3 @@ class TestTransformersConformance(SettingsConfigTests, BackendTests):
     def make(self, config: Any = None, **kwargs: Any) -> Any:
         model, tokenizer = loaded()
         return self.component(model=model, tokenizer=tokenizer, config=config, **kwargs)
-
-    def make_from_settings(self, settings: Any) -> Any:
-        model, tokenizer = loaded()
-        return self.component(settings, model=model, tokenizer=tokenizer)

@@ -50,7 +50,7 @@ def test_reasons_are_generated_and_capped(rec, sample_request):
     resp = rec.rank_request({**sample_request, "reasons": True, "top_k": 2})
     assert len(resp.items) == 2
     for item in resp.items:
-        assert item.reason is None or 0 < len(item.reason) <= rec.settings.reason_max_chars
+        assert item.reason is None or 0 < len(item.reason) <= rec.settings.reasons.max_chars
     assert any(i.reason for i in resp.items) or resp.fallback_used
     plain = rec.rank_request({**sample_request, "top_k": 2})
     assert [i.id for i in plain.items] == [i.id for i in resp.items]

@@ -48,10 +48,10 @@ def engine_rec(default_model_dir):
 @pytest.fixture(scope="module")
 def server(default_model_dir):
     require_vllm()
+    from llm_recommender.backends.configs import VLLMConfig
     from llm_recommender.backends.vllm_server import VLLMServer
-    from llm_recommender.settings import Settings
 
-    srv = VLLMServer(Settings(dtype="float32"))
+    srv = VLLMServer(VLLMConfig(dtype="float32"))
     srv.start(timeout=300)
     yield srv
     assert srv.stop() == 0, srv.log_tail()
@@ -136,7 +136,7 @@ def test_reasons_through_vllm(request, which, sample_request):
     rec = request.getfixturevalue(which)
     resp = rec.rank_request({**sample_request, "reasons": True, "top_k": 2})
     assert len(resp.items) == 2
-    assert all(i.reason is None or 0 < len(i.reason) <= rec.settings.reason_max_chars for i in resp.items)
+    assert all(i.reason is None or 0 < len(i.reason) <= rec.settings.reasons.max_chars for i in resp.items)
     assert any(i.reason for i in resp.items) or resp.fallback_used
 
 

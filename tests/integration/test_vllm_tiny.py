@@ -82,7 +82,7 @@ def _listwise(rec, **settings):
     """The listwise scorer of ``rec`` with some settings changed (same backend: no new engine)."""
     from llm_recommender.scorers import ListwiseScorer
 
-    return ListwiseScorer(rec.backend, rec.renderer, rec.settings.model_copy(update=settings))
+    return ListwiseScorer(rec.backend, rec.renderer, rec.config_for("listwise", **settings))
 
 
 def _rec(request, which):
@@ -116,7 +116,7 @@ def test_malformed_listwise_output_is_re_asked_then_falls_back(request, which, s
         assert result.details["decoding"] == "validated" and result.details["fallback"]
         (fallback,) = [f for f in result.fallbacks if f.stage == "listwise"]
         assert fallback.used == "verbalizer"
-        assert fallback.attempts == rec.settings.listwise_retries + 1
+        assert fallback.attempts == rec.settings.listwise.retries + 1
         assert fallback.reason.split(":")[0] in {"duplicate_id", "missing_id", "unknown_id", "schema", "not_json"}
         assert result.ranking() == verbalizer.ranking()
 
@@ -147,7 +147,7 @@ def test_reasons_parse_or_are_recorded_as_fallback(request, which, sample_reques
     rec = _rec(request, which)
     resp = rec.rank_request({**sample_request, "reasons": True, "top_k": 2})
     for item in resp.items:
-        assert item.reason is None or 0 < len(item.reason) <= rec.settings.reason_max_chars
+        assert item.reason is None or 0 < len(item.reason) <= rec.settings.reasons.max_chars
     if any(i.reason is None for i in resp.items):
         assert any(f.stage == "reason" for f in resp.fallbacks)
 

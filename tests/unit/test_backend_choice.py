@@ -8,7 +8,9 @@ import logging
 import pytest
 
 from llm_recommender.backends import BACKENDS, make_backend
+from llm_recommender.backends.configs import VLLMConfig
 from llm_recommender.errors import UnknownNameError
+from llm_recommender.recommender import component_config
 from llm_recommender.settings import Settings
 from llm_recommender.testing import BackendTests, FakeBackend, hashed_score_fn
 
@@ -18,10 +20,10 @@ class Recorded(FakeBackend):
 
     made: list[str] = []
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, config) -> None:
         super().__init__()
-        self.settings = settings
-        Recorded.made.append(settings.backend)
+        self.received = config
+        Recorded.made.append(type(config).__name__)
 
 
 class RecordedVLLM(Recorded):
@@ -29,8 +31,12 @@ class RecordedVLLM(Recorded):
 
 
 class Broken:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, config) -> None:
         raise RuntimeError("no GPU for the CUDA build")
+
+
+def configs(settings: Settings):
+    return lambda name: component_config(settings, name)
 
 
 @pytest.fixture
@@ -47,7 +53,7 @@ def registry(monkeypatch):
 
 def test_unknown_backend_lists_every_valid_name():
     with pytest.raises(UnknownNameError) as info:
-        make_backend("tensorrt", Settings())
+        make_backend("tensorrt", configs(Settings()))
     for name in ("transformers", "vllm", "openai", "auto"):
         assert name in str(info.value)
     assert info.value.param == "backend"
@@ -55,8 +61,8 @@ def test_unknown_backend_lists_every_valid_name():
 
 def test_auto_on_cpu_is_transformers_even_with_vllm_installed(registry, caplog):
     with caplog.at_level(logging.INFO, logger="llm_recommender.backends"):
-        backend = make_backend("auto", Settings(backend="auto"))
-    assert type(backend) is Recorded and Recorded.made == ["auto"]
+        backend = make_backend("auto", configs(Settings(backend="auto")))
+    assert type(backend) is Recorded and Recorded.made == ["TransformersConfig"]
     lines = [r for r in caplog.records if r.getMessage().startswith("backend auto:")]
     assert len(lines) == 1 and lines[0].levelno == logging.WARNING  # vLLM installed: say why it is not used
     assert lines[0].getMessage() == ("backend auto: transformers (CPU: measured faster than vLLM on CPU, see README); "
@@ -66,7 +72,7 @@ def test_auto_on_cpu_is_transformers_even_with_vllm_installed(registry, caplog):
 def test_auto_on_cpu_without_vllm_is_transformers_at_info(registry, caplog):
     registry.setattr("llm_recommender.backends.vllm_backend.vllm_installed", lambda: False)
     with caplog.at_level(logging.INFO, logger="llm_recommender.backends"):
-        backend = make_backend("auto", Settings(backend="auto"))
+        backend = make_backend("auto", configs(Settings(backend="auto")))
     assert type(backend) is Recorded
     assert [r.levelno for r in caplog.records if r.getMessage().startswith("backend auto: transformers (CPU")] == [logging.INFO]
 
@@ -74,15 +80,15 @@ def test_auto_on_cpu_without_vllm_is_transformers_at_info(registry, caplog):
 def test_auto_on_cuda_is_the_vllm_engine(registry, caplog):
     registry.setattr("torch.cuda.is_available", lambda: True)
     with caplog.at_level(logging.INFO, logger="llm_recommender.backends"):
-        backend = make_backend("auto", Settings(backend="auto"))
-    assert type(backend) is RecordedVLLM and Recorded.made == ["auto"]  # constructed once, as the vLLM class
+        backend = make_backend("auto", configs(Settings(backend="auto")))
+    assert type(backend) is RecordedVLLM and Recorded.made == ["VLLMConfig"]  # constructed once, as the vLLM class
     assert "backend auto: vllm (CUDA GPU" in caplog.text
 
 
 def test_auto_on_cuda_without_vllm_is_transformers(registry, caplog):
     registry.setattr("torch.cuda.is_available", lambda: True)
     registry.setattr("llm_recommender.backends.vllm_backend.vllm_installed", lambda: False)
-    backend = make_backend("auto", Settings(backend="auto"))
+    backend = make_backend("auto", configs(Settings(backend="auto")))
     assert type(backend) is Recorded
     assert "vLLM is not installed" in caplog.text
 
@@ -90,7 +96,7 @@ def test_auto_on_cuda_without_vllm_is_transformers(registry, caplog):
 def test_auto_on_cuda_with_vllm_that_cannot_start_falls_back_to_transformers(registry, caplog):
     registry.setattr("torch.cuda.is_available", lambda: True)
     registry.setitem(BACKENDS, "vllm", f"{__name__}:Broken")
-    backend = make_backend("auto", Settings(backend="auto"))
+    backend = make_backend("auto", configs(Settings(backend="auto")))
     assert type(backend) is Recorded
     assert "no GPU for the CUDA build" in caplog.text
 
@@ -98,7 +104,7 @@ def test_auto_on_cuda_with_vllm_that_cannot_start_falls_back_to_transformers(reg
 @pytest.mark.parametrize("name", ["transformers", "vllm"])
 def test_an_explicit_backend_is_not_second_guessed(registry, name):
     registry.setattr("torch.cuda.is_available", lambda: name == "transformers")  # the opposite of auto's choice
-    backend = make_backend(name, Settings(backend=name))
+    backend = make_backend(name, configs(Settings(backend=name)))
     assert type(backend) is {"transformers": Recorded, "vllm": RecordedVLLM}[name]
 
 
@@ -106,10 +112,10 @@ def test_engine_env_keeps_the_callers_values(monkeypatch):
     from llm_recommender.backends.vllm_backend import engine_env
 
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
-    assert engine_env(Settings(vllm_kv_cache_gib=2), cpu=True) == {"VLLM_CPU_KVCACHE_SPACE": "2"}
+    assert engine_env(VLLMConfig(kv_cache_gib=2), cpu=True) == {"VLLM_CPU_KVCACHE_SPACE": "2"}
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "4")
-    assert engine_env(Settings(), cpu=True) == {}
-    assert engine_env(Settings(), cpu=False) == {}
+    assert engine_env(VLLMConfig(), cpu=True) == {}
+    assert engine_env(VLLMConfig(), cpu=False) == {}
 
 
 def test_server_command_has_what_these_cpus_need(tmp_path, monkeypatch):
@@ -124,7 +130,7 @@ def test_server_command_has_what_these_cpus_need(tmp_path, monkeypatch):
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "max_position_embeddings": 1024}))
     monkeypatch.setattr(vllm_server, "is_cpu_build", lambda: True)
-    server = vllm_server.VLLMServer(Settings(model=str(tmp_path), dtype="float32"), port=8123, served_model_name="m")
+    server = vllm_server.VLLMServer(VLLMConfig(model=str(tmp_path), dtype="float32"), port=8123, served_model_name="m")
     cmd = server.command()
     assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]  # the console script is broken in vllm-cpu
     args = dict(zip(cmd, cmd[1:]))

@@ -9,13 +9,12 @@ import pytest
 
 from llm_recommender.backends.fake import FakeBackend
 from llm_recommender.errors import InvalidRequestError
-from llm_recommender.prompts import SPLIT_MARKER, PromptRenderer, builtin_template_dir, quote_untrusted
+from llm_recommender.prompts import SPLIT_MARKER, PromptConfig, PromptRenderer, builtin_template_dir, quote_untrusted
 from llm_recommender.protocol import HistoryEntry, Item
-from llm_recommender.settings import Settings
 
 
 def renderer(**kw) -> PromptRenderer:
-    return PromptRenderer(FakeBackend(context_length=kw.pop("context_length", 8192)), Settings(**kw))
+    return PromptRenderer(FakeBackend(context_length=kw.pop("context_length", 8192)), PromptConfig(**kw))
 
 
 def test_builtin_templates_exist():

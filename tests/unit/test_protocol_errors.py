@@ -100,8 +100,8 @@ def test_unknown_default_strategy_fails_at_construction():
 
 
 def test_bad_setting_is_typed():
-    err = _err(Recommender, backend=FakeBackend(), permutations=0)
-    assert isinstance(err, InvalidRequestError) and err.param == "permutations"
+    err = _err(Recommender, backend=FakeBackend(), permutations=0)  # the flat name; the error names its section
+    assert isinstance(err, InvalidRequestError) and err.param == "verbalizer.permutations"
 
 
 def test_long_text_is_truncated_with_a_note(rec):

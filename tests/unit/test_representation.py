@@ -151,10 +151,9 @@ def test_backends_without_hidden_states_are_a_typed_error():
     from llm_recommender.errors import CapabilityError
     from llm_recommender.prompts import PromptRenderer
     from llm_recommender.representation.encoder import ItemEncoder
-    from llm_recommender.settings import Settings
 
     backend = FakeBackend()
     assert not backend.supports_hidden_states
     with pytest.raises(CapabilityError) as err:
-        ItemEncoder.from_backend(backend, PromptRenderer(backend, Settings()))
+        ItemEncoder.from_backend(backend, PromptRenderer(backend))
     assert err.value.param == "backend" and "hidden_states" in err.value.message
