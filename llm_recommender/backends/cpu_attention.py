@@ -16,9 +16,9 @@ flash kernel was as fast).
 A second case is the pointwise strategy's packed suffixes: many short suffixes in one row
 after a cached prefix, each attending to the prefix and to itself only. The caller passes
 the exact 4D mask (so any attention implementation is correct) and declares the layout with
-``packed_suffixes``; here the prefix part is one matmul for all suffixes and each suffix's
-own part a small causal block, instead of a masked pass over the whole (suffixes x
-prefix + suffixes) square, which took a third of a pointwise request.
+``packed_suffixes``; here each suffix is one causal problem over the prefix's keys and its
+own, computed in cache-sized blocks of rows, instead of a masked pass over the whole
+(suffixes x prefix + suffixes) rectangle, which took a third of a pointwise request.
 
 Everything else (padded batches, decoding, training) goes to transformers' own SDPA.
 """
@@ -47,8 +47,9 @@ def packed_suffixes(prefix_len: int, lengths: Sequence[int]) -> Iterator[None]:
         _packed.reset(token)
 
 
-def blocked_causal_attention(query: Any, key: Any, value: Any, scale: float, block: int = BLOCK) -> Any:
-    """Causal attention of ``query`` [B, H, T, D] over ``key``/``value`` [B, KV, T, D], H = G*KV.
+def blocked_causal_attention(query: Any, key: Any, value: Any, scale: float, block: int = BLOCK, offset: int = 0) -> Any:
+    """Causal attention of ``query`` [B, H, T, D] over ``key``/``value`` [B, KV, offset+T, D], H = G*KV:
+    query row i sees keys ``0 .. offset + i`` (``offset``: cached positions before the queries).
 
     Returns [B, T, H, D] (the layout transformers' attention functions return).
     """
@@ -58,17 +59,18 @@ def blocked_causal_attention(query: Any, key: Any, value: Any, scale: float, blo
     kv = key.shape[1]
     g = h // kv
     q = (query * scale).reshape(b * kv, g, t, d)
-    kt = key.reshape(b * kv, t, d).transpose(-1, -2)
-    v = value.reshape(b * kv, t, d)
+    kt = key.reshape(b * kv, offset + t, d).transpose(-1, -2)
+    v = value.reshape(b * kv, offset + t, d)
     out = torch.empty(b * kv, g, t, d, dtype=query.dtype, device=query.device)
     future = torch.ones(block, block, dtype=torch.bool, device=query.device).triu(1)
     for s in range(0, t, block):
         e = min(t, s + block)
         n = e - s
-        scores = torch.bmm(q[:, :, s:e].reshape(b * kv, g * n, d), kt[..., :e]).view(b * kv, g, n, e)
-        scores[..., s:e].masked_fill_(future[:n, :n], float("-inf"))
-        probs = torch.softmax(scores, dim=-1).view(b * kv, g * n, e)
-        out[:, :, s:e] = torch.bmm(probs, v[:, :e]).view(b * kv, g, n, d)
+        # a block of rows: small enough that its scores stay in cache through softmax and PV
+        scores = torch.bmm(q[:, :, s:e].reshape(b * kv, g * n, d), kt[..., : offset + e]).view(b * kv, g, n, offset + e)
+        scores[..., offset + s : offset + e].masked_fill_(future[:n, :n], float("-inf"))
+        probs = torch.softmax(scores, dim=-1).view(b * kv, g * n, offset + e)
+        out[:, :, s:e] = torch.bmm(probs, v[:, : offset + e]).view(b * kv, g, n, d)
     return out.view(b, h, t, d).transpose(1, 2).contiguous()
 
 
@@ -78,25 +80,17 @@ def packed_suffix_attention(query: Any, key: Any, value: Any, scale: float, pref
     every suffix sees the P prefix positions and causally itself. Returns [B, S, H, D]."""
     import torch
 
-    b, h, s, d = query.shape
-    kv = key.shape[1]
-    g = h // kv
     p = prefix_len
-    q = (query * scale).reshape(b * kv, g, s, d)
-    k = key.reshape(b * kv, p + s, d)
-    v = value.reshape(b * kv, p + s, d)
-    on_prefix = torch.bmm(q.reshape(b * kv, g * s, d), k[:, :p].transpose(-1, -2)).view(b * kv, g, s, p)
-    out = torch.empty(b * kv, g, s, d, dtype=query.dtype, device=query.device)
+    parts = []
     start = 0
     for n in lengths:
         end = start + n
-        own = torch.matmul(q[:, :, start:end], k[:, None, p + start : p + end].transpose(-1, -2))
-        own.masked_fill_(torch.ones(n, n, dtype=torch.bool, device=query.device).triu(1), float("-inf"))
-        probs = torch.softmax(torch.cat([on_prefix[:, :, start:end], own], dim=-1), dim=-1)
-        out[:, :, start:end] = (torch.matmul(probs[..., :p], v[:, None, :p])
-                                + torch.matmul(probs[..., p:], v[:, None, p + start : p + end]))
+        # this suffix's keys: the prefix's, then its own (a small copy), so it is one causal problem
+        k = torch.cat([key[:, :, :p], key[:, :, p + start : p + end]], dim=2)
+        v = torch.cat([value[:, :, :p], value[:, :, p + start : p + end]], dim=2)
+        parts.append(blocked_causal_attention(query[:, :, start:end], k, v, scale, offset=p))
         start = end
-    return out.view(b, h, s, d).transpose(1, 2).contiguous()
+    return torch.cat(parts, dim=1)
 
 
 def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,

@@ -69,8 +69,8 @@ class PointwiseScorer(LLMScorer):
             with metered() as meter:  # one request per call: its usage is exactly its own
                 if self.config.prefix_reuse:
                     lp = self.backend.prefix_next_token_logprobs(prefix, suffixes, yes_no)
-                else:
-                    lp = self.backend.next_token_logprobs([prefix + s for s in suffixes], yes_no)
+                else:  # one call per prompt: a backend must not find the shared prefix itself
+                    lp = np.vstack([self.backend.next_token_logprobs([prefix + s], yes_no) for s in suffixes])
             log_odds = lp[:, 0] - lp[:, 1]
             p_yes = 1.0 / (1.0 + np.exp(-log_odds))  # P(Yes) renormalised over {Yes, No}
             results.append(
