@@ -29,7 +29,7 @@ STRATEGIES = ["verbalizer", "pointwise", "listwise"]
 @pytest.fixture(scope="module")
 def engine_rec(tiny_vllm_model_dir):  # noqa: F811
     require_vllm()
-    # "vllm", not "auto": on CPU "auto" now picks transformers (measured faster there, see README).
+    # "vllm", not "auto": on CPU "auto" picks transformers (quicker to start, less memory; see README).
     rec = Recommender(backend="vllm", model=str(tiny_vllm_model_dir), listwise_max_tokens=120)
     yield rec
     rec.backend.close()
