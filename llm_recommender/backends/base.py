@@ -95,6 +95,13 @@ class Backend(Configurable, abc.ABC):
     supports_permutation_decoding: ClassVar[bool] = False
     supports_hidden_states: ClassVar[bool] = False  # hidden_states(): item representations for the bundle
 
+    @property
+    def shares_prompt_starts(self) -> bool:
+        """True where one ``next_token_logprobs`` call computes a start its prompts share only once
+        (so the numbers depend on what else is in the call): callers that must answer a request
+        the same alone or batched then send each request's prompts in a call of their own."""
+        return False
+
     def __init__(self) -> None:
         self.stats = BackendStats()
 

@@ -70,7 +70,8 @@ class OpenAIBackend(TokenIdBackend):
     def __init__(self, config: OpenAIConfig | dict[str, Any] | None = None, *, client: Any = None,
                  api_key: SecretStr | str | None = None, **kwargs: Any) -> None:
         """``config`` (or keyword arguments) as for every component; ``api_key``: the bearer token for
-        ``base_url``, never part of the config (default: ``OPENAI_API_KEY`` or ``'EMPTY'``)."""
+        ``base_url``, never part of the config (default: ``LLM_REC_UPSTREAM_API_KEY``, then
+        ``OPENAI_API_KEY``, then ``'EMPTY'``; never the server's own ``LLM_REC_SERVER_API_KEY``)."""
         super().__init__()
         self.config: OpenAIConfig = self.validate_config(config, kwargs)  # type: ignore[assignment]
         try:
@@ -87,7 +88,7 @@ class OpenAIBackend(TokenIdBackend):
             )
         self.base_url = base_url.rstrip("/")
         key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
-        key = key or os.environ.get("OPENAI_API_KEY")
+        key = key or os.environ.get("LLM_REC_UPSTREAM_API_KEY") or os.environ.get("OPENAI_API_KEY")
         # The client's own retries are off: ours are bounded, logged and also cover invalid JSON.
         self.client = client or openai.OpenAI(base_url=self.base_url, api_key=key or "EMPTY",
                                               timeout=self.config.request_timeout, max_retries=0)

@@ -112,6 +112,10 @@ class TransformersBackend(TokenizerMixin, Backend):
         lp = torch.log_softmax(logits.float(), dim=-1)
         return lp[:, list(token_ids)].cpu().numpy().astype(np.float64)
 
+    @property
+    def shares_prompt_starts(self) -> bool:
+        return self.device.type == "cpu" and not self.config.pad_batches_on_cpu
+
     def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
         encoded = [self.encode(p) for p in prompts]
         if self.device.type != "cpu" or self.config.pad_batches_on_cpu:

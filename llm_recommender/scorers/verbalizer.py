@@ -131,7 +131,12 @@ class VerbalizerScorer(LLMScorer):
 
         all_ids = sorted({t for _, ids, _, _, _ in plan for t in ids})
         column = {t: j for j, t in enumerate(all_ids)}
-        logprobs = self.backend.next_token_logprobs(prompts, all_ids)
+        if self.backend.shares_prompt_starts:  # per request: its answer must not depend on its batch
+            sizes = np.cumsum([0] + [len(req_orders) for req_orders, *_ in plan])
+            logprobs = np.concatenate([self.backend.next_token_logprobs(prompts[a:b], all_ids)
+                                       for a, b in zip(sizes[:-1], sizes[1:])], axis=0)
+        else:
+            logprobs = self.backend.next_token_logprobs(prompts, all_ids)
 
         results, row = [], 0
         for (req_orders, ids, used, notes, own), request in zip(plan, requests):
