@@ -1,6 +1,8 @@
 """The in-process transformers backend (CPU, or GPUs placed by ``accelerate``).
 
-* ``next_token_logprobs`` batches prompts with left padding and explicit position ids.
+* ``next_token_logprobs`` batches prompts with left padding and explicit position ids on
+  GPUs; on a CPU it runs them one by one, except that prompts sharing a long start compute
+  it once and continue it packed (``shares_prompt_starts``).
 * ``prefix_next_token_logprobs`` runs the shared prefix once, keeps its KV cache, and
   scores the suffixes packed into one row on top of it, each masked from the others
   (prefix reuse for the pointwise strategy: no cache copies and no padding).
@@ -118,7 +120,7 @@ class TransformersBackend(TokenizerMixin, Backend):
 
     def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
         encoded = [self.encode(p) for p in prompts]
-        if self.device.type != "cpu" or self.config.pad_batches_on_cpu:
+        if not self.shares_prompt_starts:  # GPUs (or the padded path forced on CPU): padded batches
             return np.concatenate([self._padded_pass(encoded[i : i + self.config.batch_size], token_ids)
                                    for i in range(0, len(encoded), self.config.batch_size)], axis=0)
         # On a CPU a prefill pass is compute-bound: batching prompts of different lengths only
@@ -191,6 +193,7 @@ class TransformersBackend(TokenizerMixin, Backend):
             self.stats.add(prompt_tokens=width, forward_passes=1)
         return np.concatenate(out, axis=0)
 
+    # ---- generation ---------------------------------------------------------------
     def _compiled_grammar(self, json_schema: dict[str, Any]) -> Any | None:
         """xgrammar grammar for ``json_schema`` (compiled once per distinct schema), or None."""
         try:
