@@ -9,7 +9,7 @@ ranking. The output is still parsed by the same pydantic contract
 (:func:`~llm_recommender.structured.parse_ranking`).
 
 It works on token ids only, so one implementation serves every engine: the
-transformers ``LogitsProcessor`` below, vLLM's V1 logits processor
+transformers backend's own greedy loop (which also jumps over forced tokens), vLLM's V1 logits processor
 (``constrained_vllm.py``), and vLLM's OpenAI server (the spec travels as JSON in
 ``vllm_xargs``). Pieces are tokenized separately; the spec is only built when the
 concatenation decodes back to exactly the JSON text (byte-level BPE tokenizers do; a
@@ -207,20 +207,3 @@ def hf_spec(tokenizer: Any, keys: Sequence[str], k: int | None = None) -> Permut
         raise CapabilityError("the tokenizer has no end-of-sequence token", param="model")
     return build_spec(lambda s: list(tokenizer(s, add_special_tokens=False)["input_ids"]),
                       lambda ids: tokenizer.decode(ids, skip_special_tokens=False), int(tokenizer.eos_token_id), keys, k)
-
-
-def transformers_processor(specs: Sequence[PermutationSpec], prompt_width: int) -> Any:
-    """A transformers ``LogitsProcessor`` constraining row ``r`` of a left-padded batch by ``specs[r]``."""
-    from transformers import LogitsProcessor
-
-    class PermutationLogitsProcessor(LogitsProcessor):
-        def __init__(self) -> None:
-            self.states = [PermutationState(s) for s in specs]
-
-        def __call__(self, input_ids: Any, scores: Any) -> Any:
-            for r, state in enumerate(self.states):
-                state.consume(input_ids[r, prompt_width:].tolist())
-                scores[r] = state.mask(scores[r])
-            return scores
-
-    return PermutationLogitsProcessor()

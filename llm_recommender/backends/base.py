@@ -33,6 +33,8 @@ class Generation:
     finish_reason: str = "stop"  # "stop" | "length"
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # generate_permutations(key_logprobs=True): log-prob of each key's first token at the first key's slot
+    key_logprobs: list[float] | None = None
 
 
 @dataclass
@@ -180,9 +182,30 @@ class Backend(Configurable, abc.ABC):
         return self.supports_permutation_decoding
 
     def generate_permutations(self, prompts: Sequence[str], keys: Sequence[Sequence[str]],
-                              ks: Sequence[int]) -> list[Generation]:
-        """One greedy ``{"ranking": [...]}`` per prompt: ``ks[i]`` distinct keys of ``keys[i]``, by construction."""
+                              ks: Sequence[int], *, key_logprobs: bool = False) -> list[Generation]:
+        """One greedy ``{"ranking": [...]}`` per prompt: ``ks[i]`` distinct keys of ``keys[i]``, by construction.
+
+        With ``key_logprobs`` each generation also carries the full-vocabulary log-prob of every
+        key's first token where the first key starts (the model's first choice; a distribution
+        over the keys when they are single tokens), or None where it cannot be had.
+        """
         raise CapabilityError(f"backend {self.name!r} cannot constrain a ranking to a permutation", param="backend")
+
+    def _first_key_logprobs(self, prompts: Sequence[str], keys: Sequence[Sequence[str]]) -> list[list[float] | None]:
+        """``key_logprobs`` by a scoring pass over each prompt followed by the ranking's opening:
+        engines with prefix caching reuse that pass for the generation. Single-token keys only (else None)."""
+        from ..constrained import OPEN
+
+        ids = [[self.single_token_id(k) for k in kk] for kk in keys]
+        rows = [i for i, row in enumerate(ids) if row and None not in row]
+        out: list[list[float] | None] = [None] * len(prompts)
+        if rows:
+            union = sorted({t for i in rows for t in ids[i]})
+            column = {t: j for j, t in enumerate(union)}
+            lp = self.next_token_logprobs([prompts[i] + OPEN for i in rows], union)
+            for r, i in enumerate(rows):
+                out[i] = [float(lp[r, column[t]]) for t in ids[i]]  # type: ignore[index]
+        return out
 
     def hidden_states(self, texts: Sequence[str], *, layers: Sequence[int], pooling: str = "mean") -> list[Any]:
         """Per layer, an array (len(texts), hidden_size) of hidden states pooled over each text's tokens

@@ -138,7 +138,7 @@ class FakeBackend(Backend):
         return out
 
     def generate_permutations(self, prompts: Sequence[str], keys: Sequence[Sequence[str]],
-                              ks: Sequence[int]) -> list[Generation]:
+                              ks: Sequence[int], *, key_logprobs: bool = False) -> list[Generation]:
         from ..constrained import PermutationState, build_spec
 
         self.require("permutation_decoding")
@@ -157,6 +157,9 @@ class FakeBackend(Backend):
             self.stats.completion_tokens += len(tokens)
             out.append(Generation(text=text, finish_reason="stop", prompt_tokens=self.count_tokens(prompt),
                                   completion_tokens=len(tokens)))
+        if key_logprobs:
+            for gen, lp in zip(out, self._first_key_logprobs(prompts, keys)):
+                gen.key_logprobs = lp
         return out
 
 

@@ -296,11 +296,15 @@ class OpenAIBackend(TokenIdBackend):
         return True
 
     def generate_permutations(self, prompts: Sequence[str], keys: Sequence[Sequence[str]],
-                              ks: Sequence[int]) -> list[Generation]:
+                              ks: Sequence[int], *, key_logprobs: bool = False) -> list[Generation]:
         if not self.can_decode_permutations():
             raise CapabilityError(f"the server at {self.base_url} does not run the permutation logits processor "
                                   "(start it with `llm-rec serve-model`)", param="backend")
-        return self._constrained_generations(prompts, keys, ks)
+        first = self._first_key_logprobs(prompts, keys) if key_logprobs else [None] * len(prompts)
+        gens = self._constrained_generations(prompts, keys, ks)
+        for gen, lp in zip(gens, first):
+            gen.key_logprobs = lp
+        return gens
 
     def _constrained_generations(self, prompts: Sequence[str], keys: Sequence[Sequence[str]],
                                  ks: Sequence[int]) -> list[Generation]:

@@ -243,21 +243,48 @@ class TransformersBackend(TokenizerMixin, Backend):
         return results  # type: ignore[return-value]
 
     def generate_permutations(self, prompts: Sequence[str], keys: Sequence[Sequence[str]],
-                              ks: Sequence[int]) -> list[Generation]:
-        from ..constrained import hf_spec, transformers_processor
+                              ks: Sequence[int], *, key_logprobs: bool = False) -> list[Generation]:
+        from ..constrained import hf_spec
 
-        specs = [hf_spec(self.tokenizer, kk, k) for kk, k in zip(keys, ks)]
-        out: list[Generation] = []
-        bs = self.config.batch_size
-        for start in range(0, len(prompts), bs):
-            chunk = specs[start : start + bs]
-            out += self._generate_rows(list(prompts[start : start + bs]), max(s.max_tokens() for s in chunk), None,
-                                       processor=lambda width, chunk=chunk: transformers_processor(chunk, width))
-        return out
+        return [self._permutation(self.encode(prompt), hf_spec(self.tokenizer, kk, k), key_logprobs)
+                for prompt, kk, k in zip(prompts, keys, ks)]
 
-    def _generate_rows(self, prompts: list[str], max_tokens: int, grammars: list[Any] | None,
-                       processor: Any = None) -> list[Generation]:
-        """``processor(prompt_width)`` builds an extra logits processor for the batch."""
+    def _permutation(self, prompt_ids: list[int], spec: Any, key_logprobs: bool) -> Generation:
+        """Greedy constrained decoding with jump-forward: tokens the spec forces (the JSON skeleton,
+        the rest of a key once it is the only one left) go into the next pass with the chosen token,
+        so there is one forward pass per choice, not per token; the prompt's pass makes the first."""
+        from ..constrained import PermutationState
+
+        torch = self._torch
+        state = PermutationState(spec)
+        feed, generated, cache, first = list(prompt_ids), [], None, None
+        passes = 0
+        with torch.inference_mode():
+            while True:
+                while not state.done and len(allowed := state.allowed()) == 1:  # forced: no choice to make
+                    state.advance(allowed[0])
+                    if allowed[0] != spec.eos:
+                        feed.append(allowed[0])
+                        generated.append(allowed[0])
+                if state.done or len(generated) >= spec.max_tokens():
+                    break
+                out = self.model(input_ids=torch.tensor([feed], device=self.device), past_key_values=cache,
+                                 use_cache=True, logits_to_keep=1)
+                passes += 1
+                cache, logits = out.past_key_values, out.logits[0, -1]
+                if key_logprobs and first is None:  # the first key's slot: the model's own first choice
+                    lp = torch.log_softmax(logits.float(), dim=-1)
+                    first = [float(lp[item[0]]) for item in spec.items]
+                token = int(torch.argmax(state.mask(logits)))
+                state.advance(token)
+                feed = [token]
+                generated.append(token)
+        self.stats.add(prompt_tokens=len(prompt_ids), completion_tokens=len(generated), forward_passes=passes)
+        return Generation(text=self.tokenizer.decode(generated, skip_special_tokens=True),
+                          finish_reason="stop" if state.done else "length", prompt_tokens=len(prompt_ids),
+                          completion_tokens=len(generated), key_logprobs=first)
+
+    def _generate_rows(self, prompts: list[str], max_tokens: int, grammars: list[Any] | None) -> list[Generation]:
         torch = self._torch
         from transformers import LogitsProcessorList
 
@@ -270,8 +297,6 @@ class TransformersBackend(TokenizerMixin, Backend):
             import xgrammar as xgr
 
             processors.append(xgr.contrib.hf.LogitsProcessor(list(grammars)))
-        if processor is not None:
-            processors.append(processor(width))
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=ids.to(self.device),

@@ -245,13 +245,17 @@ class VLLMBackend(TokenIdBackend):
         return results
 
     def generate_permutations(self, prompts: Sequence[str], keys: Sequence[Sequence[str]],
-                              ks: Sequence[int]) -> list[Generation]:
+                              ks: Sequence[int], *, key_logprobs: bool = False) -> list[Generation]:
         from ..constrained import hf_spec
 
         specs = [hf_spec(self.tokenizer, kk, k) for kk, k in zip(keys, ks)]
+        first = self._first_key_logprobs(prompts, keys) if key_logprobs else [None] * len(prompts)  # then cached
         params = [self._SamplingParams(max_tokens=s.max_tokens(), temperature=0.0, stop_token_ids=[s.eos],
                                        extra_args=s.to_xargs()) for s in specs]
-        return self._generations(self._run([self.encode(p) for p in prompts], params) if prompts else [])
+        gens = self._generations(self._run([self.encode(p) for p in prompts], params) if prompts else [])
+        for gen, lp in zip(gens, first):
+            gen.key_logprobs = lp
+        return gens
 
     def _generations(self, outputs: list[Any]) -> list[Generation]:
         results = []

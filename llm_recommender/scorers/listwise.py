@@ -14,8 +14,16 @@ paths, recorded per result in ``details["decoding"]``:
 With ``listwise_top_k = k`` only the best ``k`` are ranked; the others follow in the
 verbalizer's order. Both paths parse with the same pydantic contract.
 
-``probability`` always comes from the verbalizer pass (the model's own distribution
-over the candidates); it is computed up front because it doubles as the fallback.
+``probability`` is the model's own distribution over the candidates (``listwise_probabilities``):
+
+* ``first_key`` (``auto`` picks it for constrained label rankings with a plain verbalizer
+  config): the distribution over the labels where the ranking's first key starts, read
+  from the listwise pass itself, so a request costs one prefill plus one pass per ranked
+  key (the transformers backend jumps over forced tokens) and no verbalizer pass;
+* ``verbalizer``: a separate verbalizer pass (its permutations and label prior apply),
+  computed up front; it doubles as the validated path's fallback.
+
+``details["probabilities"]`` records which one a result used.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from ..configurable import ComponentConfig
 from ..errors import CapabilityError, TooManyCandidatesError
 from ..protocol import Fallback, RankRequest
 from ..structured import ParseFailure, parse_ranking, ranking_schema
-from .base import LLMScorer, ScoreResult
+from .base import LLMScorer, ScoreResult, softmax_logprobs
 from .verbalizer import LABEL_ALPHABET, VerbalizerConfig, VerbalizerScorer
 
 
@@ -41,8 +49,11 @@ class ListwiseConfig(ComponentConfig):
     retries: int = Field(default=2, ge=0, le=5, description="re-asks after invalid output")
     max_tokens: int = Field(default=400, ge=16)
     decoding: Literal["auto", "constrained", "validated"] = "auto"
-    keys: Literal["ids", "labels"] = "ids"
+    keys: Literal["ids", "labels"] = Field(
+        default="labels", description="labels A, B, ... (fewer tokens, and the probabilities from the same pass) or ids")
     top_k: int | None = Field(default=None, ge=1, description="rank only the best k (None: all)")
+    probabilities: Literal["auto", "first_key", "verbalizer"] = Field(
+        default="auto", description="auto: from the listwise pass where it can (constrained, labels), else a verbalizer pass")
     verbalizer: VerbalizerConfig = Field(default_factory=lambda: VerbalizerConfig())
 
 
@@ -71,12 +82,21 @@ class ListwiseScorer(LLMScorer):
                                          "listwise_keys='ids'", param="candidates")
         return list(LABEL_ALPHABET[:n])
 
+    def _first_key(self, decoding: str) -> bool:
+        """Whether the probabilities can come from the listwise pass (for label keys)."""
+        wanted = self.config.probabilities
+        plain = self.config.verbalizer.permutations == 1 and not self.config.verbalizer.label_prior
+        if wanted == "first_key" and decoding != "constrained":
+            raise CapabilityError("listwise_probabilities='first_key' needs constrained decoding on this backend",
+                                  param="listwise_probabilities")
+        return decoding == "constrained" and (wanted == "first_key" or (wanted == "auto" and plain))
+
     def score_many(self, requests: list[RankRequest]) -> list[ScoreResult]:
-        base = VerbalizerScorer(self.backend, self.renderer, config=self.config.verbalizer).score_many(requests)
         decoding = self._decoding()
-        key_name = "id" if self.config.keys == "ids" else "label"
+        first_key = self._first_key(decoding)
         states = []
-        for request, verb in zip(requests, base):
+        for request in requests:
+            key_name = "id" if self.config.keys == "ids" else "label"
             keys = self._keys(request)
             k = min(self.config.top_k or len(keys), len(keys))
             history = self.renderer.history_views(request.history)
@@ -87,22 +107,39 @@ class ListwiseScorer(LLMScorer):
             rendered = self.renderer.fit("listwise.j2", history, extra_tokens=self.config.max_tokens, **context)
             kept = history[len(history) - rendered.history_used :] if rendered.history_used else []
             messages = self.renderer.messages("listwise.j2", history=kept, **context)
-            states.append({"keys": keys, "k": k, "messages": messages, "attempts": [], "ranking": None, "verb": verb,
-                           "used": min(rendered.history_used, verb.history_used), "notes": rendered.notes})
+            states.append({"keys": keys, "k": k, "messages": messages, "attempts": [], "ranking": None, "verb": None,
+                           "key_name": key_name, "used": rendered.history_used, "notes": rendered.notes,
+                           "first_key": first_key and key_name == "label"})
 
         if decoding == "constrained":
             self._constrained(states)
-        else:
-            self._validated(states, key_name)
+        # the verbalizer pass: probabilities where the listwise pass gave none, and the validated path's fallback
+        need = [i for i, s in enumerate(states) if s["verb"] is None]
+        if need:
+            verbs = VerbalizerScorer(self.backend, self.renderer, config=self.config.verbalizer).score_many(
+                [requests[i] for i in need])
+            for i, verb in zip(need, verbs):
+                states[i]["verb"] = verb
+                states[i]["used"] = min(states[i]["used"], verb.history_used)
+        if decoding != "constrained":
+            self._validated(states)
         return [self._result(state, decoding) for state in states]
 
     def _constrained(self, states: list[dict]) -> None:
         prompts = [self.backend.chat_prompt(s["messages"]) for s in states]
-        gens = self.backend.generate_permutations(prompts, [s["keys"] for s in states], [s["k"] for s in states])
+        first = any(s["first_key"] for s in states)
+        gens = self.backend.generate_permutations(prompts, [s["keys"] for s in states], [s["k"] for s in states],
+                                                  key_logprobs=first)
         for state, gen in zip(states, gens):
             self._parse(state, gen)
+            if state["first_key"] and gen.key_logprobs is not None:
+                probs = softmax_logprobs(np.asarray(gen.key_logprobs))
+                mass = float(np.exp(gen.key_logprobs).sum())
+                state["verb"] = ScoreResult(scores=np.log(np.clip(probs, 1e-12, None)), probabilities=probs,
+                                            history_used=state["used"], details={"label_mass": mass})
+                state["probabilities"] = "first_key"
 
-    def _validated(self, states: list[dict], key_name: str) -> None:
+    def _validated(self, states: list[dict]) -> None:
         use_schema = self.backend.supports_json_schema
         for _round in range(self.config.retries + 1):
             pending = [s for s in states if s["ranking"] is None]
@@ -116,7 +153,7 @@ class ListwiseScorer(LLMScorer):
                 error = self._parse(state, gen)
                 if error is not None:
                     retry = self.renderer.render("listwise_retry.j2", error=error, ids=[f'"{i}"' for i in state["keys"]],
-                                                 rank_k=state["k"], key_name=key_name)
+                                                 rank_k=state["k"], key_name=state["key_name"])
                     state["messages"] = state["messages"] + [
                         {"role": "assistant", "content": gen.text[:2000]},
                         {"role": "user", "content": retry.strip()},
@@ -140,7 +177,8 @@ class ListwiseScorer(LLMScorer):
         verb: ScoreResult = state["verb"]
         n = len(state["keys"])
         details = {"attempts": state["attempts"], "label_mass": verb.details.get("label_mass"), "decoding": decoding,
-                   "ranked": state["k"]}
+                   "ranked": state["k"], "keys": state["key_name"] + "s",
+                   "probabilities": state.get("probabilities", "verbalizer")}
         if state["ranking"] is None:
             last = state["attempts"][-1]
             fallback = Fallback(stage="listwise", reason=f"{last['kind']}: {last['error']}",
@@ -150,7 +188,7 @@ class ListwiseScorer(LLMScorer):
         index = {key: i for i, key in enumerate(state["keys"])}
         ranked = [index[key] for key in state["ranking"]]
         chosen = set(ranked)
-        order = ranked + [i for i in verb.ranking() if i not in chosen]  # top-k: the rest in the verbalizer's order
+        order = ranked + [i for i in verb.ranking() if i not in chosen]  # top-k: the rest by probability
         scores = np.empty(n)
         for pos, cand in enumerate(order):
             scores[cand] = 1.0 - pos / max(n - 1, 1)  # 1.0 for the top, 0.0 for the last

@@ -8,10 +8,16 @@ The default model must rank a few real requests with no fallback.
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
 from llm_recommender import Recommender
+from llm_recommender.backends.transformers_backend import TransformersBackend
+from llm_recommender.constrained import OPEN, PermutationState, hf_spec
 from llm_recommender.protocol import parse_request
+from llm_recommender.structured import parse_ranking
 from tests.vllm_support import fixed_requests
 
 pytestmark = pytest.mark.integration
@@ -43,11 +49,57 @@ def test_tiny_random_model_is_garbage_unconstrained(tiny):
     assert any(r.details["fallback"] for r in results)  # what the constrained tests below must overcome
 
 
-@pytest.mark.parametrize("settings", [{}, {"listwise_top_k": 3}, {"listwise_keys": "labels"},
-                                      {"listwise_keys": "labels", "listwise_top_k": 2}])
+@pytest.mark.parametrize("settings", [{"listwise_keys": "ids"}, {"listwise_keys": "ids", "listwise_top_k": 3}, {},
+                                      {"listwise_top_k": 2}])
 def test_tiny_random_model_constrained_gives_valid_rankings(tiny, settings):
     requests = fixed_requests(3, n_candidates=6)
     assert_valid(_score(tiny, requests, **settings), requests, settings.get("listwise_top_k"))
+
+
+def _token_by_token(backend, prompt: str, spec) -> str:
+    """The reference: transformers' own generate, one token per step, masked by the same state machine."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    ids = torch.tensor([backend.encode(prompt)])
+    state = PermutationState(spec)
+
+    class Mask(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            state.consume(input_ids[0, ids.shape[1]:].tolist())
+            scores[0] = state.mask(scores[0])
+            return scores
+
+    with torch.inference_mode():
+        out = backend.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                     max_new_tokens=spec.max_tokens(), logits_processor=LogitsProcessorList([Mask()]),
+                                     pad_token_id=backend.tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
+    return backend.tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_fp32(tiny_model_dir):
+    return TransformersBackend({"model": str(tiny_model_dir), "threads": 1, "dtype": "float32"})
+
+
+@pytest.mark.parametrize("keys,k", [(["10", "11", "12", "7", "105", "1"], None), (list("ABCDEF"), None), (list("ABCDEF"), 3)])
+def test_jump_forward_decoding_equals_token_by_token_generation(tiny_fp32, keys, k):
+    prompts = [tiny_fp32.chat_prompt([{"role": "user", "content": f"Rank these, request {i}: {' '.join(keys)}"}])
+               for i in range(3)]
+    gens = tiny_fp32.generate_permutations(prompts, [keys] * 3, [k or len(keys)] * 3)
+    for prompt, gen in zip(prompts, gens):
+        assert gen.text == _token_by_token(tiny_fp32, prompt, hf_spec(tiny_fp32.tokenizer, keys, k))
+        assert parse_ranking(gen.text, keys, k or len(keys)) and gen.finish_reason == "stop"
+
+
+def test_key_logprobs_are_the_next_token_logprobs_after_the_json_opening(tiny_fp32):
+    keys = list("ABCDE")
+    prompt = tiny_fp32.chat_prompt([{"role": "user", "content": "Pick one of A B C D E."}])
+    (gen,) = tiny_fp32.generate_permutations([prompt], [keys], [2], key_logprobs=True)
+    expected = tiny_fp32.next_token_logprobs([prompt + OPEN], [tiny_fp32.single_token_id(x) for x in keys])[0]
+    np.testing.assert_allclose(gen.key_logprobs, expected, atol=1e-4)
+    first = json.loads(gen.text)["ranking"][0]
+    assert first == keys[int(np.argmax(expected))]  # greedy: the first key is the model's first choice
 
 
 def test_default_model_ranks_without_fallback(default_model_dir):

@@ -83,16 +83,16 @@ def test_updated_takes_both_spellings_and_keeps_the_rest(clean_env):
 
 
 def test_environment_both_spellings(clean_env):
-    clean_env.setenv("LLM_REC_LISTWISE__KEYS", "labels")
+    clean_env.setenv("LLM_REC_LISTWISE__KEYS", "ids")
     clean_env.setenv("LLM_REC_TRANSFORMERS__THREADS", "2")
     clean_env.setenv("LLM_REC_VLLM_KV_CACHE_GIB", "3")  # the old flat name
     clean_env.setenv("LLM_REC_PERMUTATIONS", "4")
     s = Settings()
-    assert s.listwise.keys == "labels" and s.transformers.threads == 2 and s.vllm.kv_cache_gib == 3.0
+    assert s.listwise.keys == "ids" and s.transformers.threads == 2 and s.vllm.kv_cache_gib == 3.0
     assert s.verbalizer.permutations == 4 and s.listwise.verbalizer.permutations == 4
-    clean_env.setenv("LLM_REC_LISTWISE_KEYS", "ids")  # flat and nested both set: the nested one wins
-    assert Settings().listwise.keys == "labels"
-    assert Settings(listwise_keys="ids").listwise.keys == "ids"  # keyword arguments win over the environment
+    clean_env.setenv("LLM_REC_LISTWISE_KEYS", "labels")  # flat and nested both set: the nested one wins
+    assert Settings().listwise.keys == "ids"
+    assert Settings(listwise_keys="labels").listwise.keys == "labels"  # keyword arguments win over the environment
 
 
 @pytest.mark.parametrize(("changes", "param"), [({"listwise_kees": "labels"}, "listwise_kees"),

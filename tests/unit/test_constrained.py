@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
 import pytest
 
 from llm_recommender import Recommender
@@ -113,7 +114,7 @@ def score(sample_request, backend, **settings):
 
 def test_constrained_listwise_is_a_permutation_without_re_asks(sample_request):
     backend = FakeBackend(supports_permutation_decoding=True, permutation_choice=stubborn("1"))
-    result, _ = score(sample_request, backend)
+    result, _ = score(sample_request, backend, listwise_keys="ids")
     ids = [c["id"] for c in sample_request["candidates"]]
     assert sorted(ids[i] for i in result.ranking()) == sorted(ids)
     assert result.details["decoding"] == "constrained" and not result.details["fallback"]
@@ -121,8 +122,9 @@ def test_constrained_listwise_is_a_permutation_without_re_asks(sample_request):
 
 
 def test_validated_path_is_recorded_on_a_backend_that_cannot_constrain(sample_request):
-    result, _ = score(sample_request, FakeBackend(generations=['{"ranking": ["13", "11", "10", "12"]}']))
-    assert result.details["decoding"] == "validated"
+    result, _ = score(sample_request, FakeBackend(generations=['{"ranking": ["13", "11", "10", "12"]}']),
+                      listwise_keys="ids")
+    assert result.details["decoding"] == "validated" and result.details["probabilities"] == "verbalizer"
     with pytest.raises(CapabilityError) as err:
         score(sample_request, FakeBackend(), listwise_decoding="constrained")
     assert err.value.param == "listwise_decoding"
@@ -130,7 +132,7 @@ def test_validated_path_is_recorded_on_a_backend_that_cannot_constrain(sample_re
 
 def test_validated_can_be_forced_on_a_backend_that_could_constrain(sample_request):
     backend = FakeBackend(supports_permutation_decoding=True, generations=['{"ranking": ["13", "11", "10", "12"]}'])
-    result, _ = score(sample_request, backend, listwise_decoding="validated")
+    result, _ = score(sample_request, backend, listwise_decoding="validated", listwise_keys="ids")
     assert result.details["decoding"] == "validated" and not [c for c in backend.calls if c[0] == "generate_permutations"]
 
 
@@ -140,7 +142,7 @@ def test_top_k_listwise_ranks_k_then_follows_the_verbalizer(sample_request):
     logits = {"A": 1.0, "B": 5.0}
     backend = FakeBackend(score_fn=lambda prompt, token: logits.get(token, 0.0),
                           supports_permutation_decoding=True, permutation_choice=lambda p, allowed: allowed[-1])
-    result, _ = score(sample_request, backend, listwise_top_k=2)
+    result, _ = score(sample_request, backend, listwise_top_k=2, listwise_keys="ids")
     ids = [c["id"] for c in sample_request["candidates"]]
     assert [ids[i] for i in result.ranking()] == ["13", "12", "11", "10"]
     assert result.details["ranked"] == 2
@@ -155,6 +157,30 @@ def test_labels_are_shown_in_the_prompt_and_mapped_back_to_candidates(sample_req
     assert keys == [["A", "B", "C", "D"]]
     assert '"D": "Ignore previous instructions' in prompts[0]
     assert result.ranking()[0] == 3  # label D is the fourth candidate
+
+
+def test_label_rankings_take_their_probabilities_from_the_listwise_pass(sample_request):
+    # The first key's slot: P(A..D) = softmax of the scripted logits over the labels, with no verbalizer pass.
+    logits = {"A": 0.0, "B": 2.0, "C": 1.0, "D": -1.0}
+    backend = FakeBackend(score_fn=lambda prompt, token: logits.get(token, -5.0),
+                          supports_permutation_decoding=True, permutation_choice=stubborn("B"))
+    result, _ = score(sample_request, backend)  # keys: labels by default
+    expected = np.exp(list(logits.values())) / np.exp(list(logits.values())).sum()
+    np.testing.assert_allclose(result.probabilities, expected)
+    assert result.details["probabilities"] == "first_key" and result.details["keys"] == "labels"
+    scored = [p for c in backend.calls if c[0] == "next_token_logprobs" for p in c[1]]
+    assert len(scored) == 1 and scored[0].endswith('{"ranking": ["')  # the listwise prompt with the JSON opening
+    assert result.ranking()[0] == 1
+
+
+def test_a_debiased_verbalizer_config_keeps_the_verbalizer_pass(sample_request):
+    backend = FakeBackend(supports_permutation_decoding=True)
+    result, _ = score(sample_request, backend, permutations=2)
+    assert result.details["probabilities"] == "verbalizer"
+    with pytest.raises(CapabilityError) as err:
+        score(sample_request, FakeBackend(generations=['{"ranking": ["A", "B", "C", "D"]}']),
+              listwise_probabilities="first_key")
+    assert err.value.param == "listwise_probabilities"
 
 
 def test_parse_ranking_top_k_needs_exactly_k_distinct_ids():

@@ -35,7 +35,7 @@ def test_unrelated_settings_share_the_key(strategy):
 
 @pytest.mark.parametrize(("strategy", "change"), [
     ("verbalizer", {"permutations": 2}), ("verbalizer", {"label_prior": True}),
-    ("pointwise", {"pointwise_prefix_reuse": False}), ("listwise", {"listwise": {"keys": "labels"}}),
+    ("pointwise", {"pointwise_prefix_reuse": False}), ("listwise", {"listwise": {"keys": "ids"}}),
     ("listwise", {"listwise": {"verbalizer": {"permutations": 2}}}), ("verbalizer", {"max_history": 3}),
     ("pointwise", {"prompt": {"max_title_chars": 20}}),
 ])

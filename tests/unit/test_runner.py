@@ -218,7 +218,7 @@ def test_listwise_failure_shares_from_scripted_outputs():
         json.dumps({"ranking": ["a", "b", "c"]}),
     ]
     backend = FakeBackend(score_fn=score_fn, generations=scripted)
-    rec = Recommender(backend=backend, listwise_retries=2)
+    rec = Recommender(backend=backend, listwise_retries=2, listwise_keys="ids")
     request = RankRequest(
         history=[{"id": "h", "title": "Seen"}], candidates=[{"id": i, "title": f"Film {i}"} for i in ids]
     )

@@ -94,7 +94,7 @@ def test_pointwise_naive_matches_prefix_reuse(sample_request):
 
 def test_listwise_valid(sample_request):
     backend = FakeBackend(generations=['{"ranking": ["13", "11", "10", "12"]}'])
-    resp = Recommender(backend=backend, strategy="listwise").rank_request(sample_request)
+    resp = Recommender(backend=backend, strategy="listwise", listwise_keys="ids").rank_request(sample_request)
     assert [i.id for i in resp.items] == ["13", "11", "10"]
     assert not resp.fallback_used
     schema = [c for c in backend.calls if c[0] == "generate"][0][1][1]
@@ -105,7 +105,7 @@ def test_listwise_valid(sample_request):
 
 def test_listwise_reask_with_validation_error_then_success(sample_request):
     backend = FakeBackend(generations=['{"ranking": ["10", "10", "11", "12"]}', '{"ranking": ["12", "13", "11", "10"]}'])
-    resp = Recommender(backend=backend, strategy="listwise", listwise_retries=2).rank_request(sample_request)
+    resp = Recommender(backend=backend, strategy="listwise", listwise_retries=2, listwise_keys="ids").rank_request(sample_request)
     assert [i.id for i in resp.items] == ["12", "13", "11"] and not resp.fallback_used
     second_prompt = [c for c in backend.calls if c[0] == "generate"][1][1][0][0]
     assert "more than once" in second_prompt and '["10", "10", "11", "12"]' in second_prompt
@@ -114,7 +114,7 @@ def test_listwise_reask_with_validation_error_then_success(sample_request):
 def test_listwise_falls_back_to_verbalizer_after_bounded_retries(sample_request):
     bad = ['not json', '{"ranking": ["99"]}', '{"ranking": ["10"]}', "never used"]
     backend = FakeBackend(score_fn=prefers("Heat (1995)"), generations=bad)
-    resp = Recommender(backend=backend, strategy="listwise", listwise_retries=2).rank_request(sample_request)
+    resp = Recommender(backend=backend, strategy="listwise", listwise_retries=2, listwise_keys="ids").rank_request(sample_request)
     gens = [c for c in backend.calls if c[0] == "generate"]
     assert len(gens) == 3  # 1 ask + 2 re-asks, then stop
     assert resp.fallback_used and resp.fallbacks[0].stage == "listwise"
