@@ -122,8 +122,8 @@ def test_malformed_listwise_output_is_re_asked_then_falls_back(request, which, s
 
 
 @pytest.mark.parametrize("which", ["engine", "server"])
-@pytest.mark.parametrize("settings", [{}, {"listwise_top_k": 3}, {"listwise_keys": "labels"}],
-                         ids=["full", "top3", "labels"])
+@pytest.mark.parametrize("settings", [{"listwise_keys": "ids"}, {"listwise_keys": "ids", "listwise_top_k": 3}, {}],
+                         ids=["ids", "ids-top3", "labels"])
 def test_constrained_listwise_is_a_permutation_on_the_random_model(request, which, settings):
     """The same garbage model, constrained by our logits processor in the engine / behind the server."""
     rec = _rec(request, which)
@@ -133,6 +133,9 @@ def test_constrained_listwise_is_a_permutation_on_the_random_model(request, whic
         assert [a["ok"] for a in result.details["attempts"]] == [True]
         assert sorted(result.ranking()) == list(range(6))
         assert result.details["ranked"] == settings.get("listwise_top_k", 6)
+        # labels: the probabilities come from the first key's slot, a distribution over the candidates
+        assert result.details["probabilities"] == ("verbalizer" if settings else "first_key")
+        assert abs(float(result.probabilities.sum()) - 1.0) < 1e-6
 
 
 def test_constrained_rankings_agree_between_engine_and_server(engine_rec, server_rec):
