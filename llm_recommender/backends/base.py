@@ -196,15 +196,15 @@ class Backend(Configurable, abc.ABC):
         engines with prefix caching reuse that pass for the generation. Single-token keys only (else None)."""
         from ..constrained import OPEN
 
-        ids = [[self.single_token_id(k) for k in kk] for kk in keys]
-        rows = [i for i, row in enumerate(ids) if row and None not in row]
+        found = [[self.single_token_id(k) for k in kk] for kk in keys]
+        ids = {i: [t for t in row if t is not None] for i, row in enumerate(found) if row and None not in row}
         out: list[list[float] | None] = [None] * len(prompts)
-        if rows:
-            union = sorted({t for i in rows for t in ids[i]})
+        if ids:
+            union = sorted({t for row in ids.values() for t in row})
             column = {t: j for j, t in enumerate(union)}
-            lp = self.next_token_logprobs([prompts[i] + OPEN for i in rows], union)
-            for r, i in enumerate(rows):
-                out[i] = [float(lp[r, column[t]]) for t in ids[i]]  # type: ignore[index]
+            lp = self.next_token_logprobs([prompts[i] + OPEN for i in ids], union)
+            for r, (i, row) in enumerate(ids.items()):
+                out[i] = [float(lp[r, column[t]]) for t in row]
         return out
 
     def hidden_states(self, texts: Sequence[str], *, layers: Sequence[int], pooling: str = "mean") -> list[Any]:
