@@ -140,6 +140,7 @@ def worker(cfg: dict) -> dict:
         **cfg,
         "torch_threads": torch.get_num_threads(),
         "dtype_used": rec.backend.dtype_name,
+        "attention": getattr(rec.backend.model.config, "_attn_implementation", None),
         "load_s": load_s,
         "p50_s": statistics.median(lat),
         "p95_s": sorted(lat)[max(0, int(round(0.95 * len(lat))) - 1)],
@@ -153,6 +154,14 @@ def worker(cfg: dict) -> dict:
         out["forward_vs_matmul"] = out["forward_gflops"] / out["matmul_gflops"]
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
+
+
+def _cpu_model() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def run_child(cfg: dict) -> dict:
@@ -182,6 +191,12 @@ def main() -> None:
     for threads in (1, 2):
         for dtype in ("bfloat16", "float32"):
             configs.append({**base, "strategy": "verbalizer", "threads": threads, "dtype": dtype, "n": n, "flops": True})
+    # The CPU attention kernel `auto` did not pick (see backends/cpu_attention.py), on the same pass.
+    from llm_recommender.backends.kit import cpu_has_amx
+
+    other = "blocked" if cpu_has_amx() else "sdpa"
+    configs.append({**base, "strategy": "verbalizer", "threads": os.cpu_count(), "dtype": "bfloat16", "n": n, "flops": True,
+                    "settings": {"cpu_attention": other}, "label": f"verbalizer, cpu_attention={other}"})
     # Every strategy at the defaults (all cores, auto dtype = bf16 on CPUs with AMX / AVX512-BF16).
     threads = os.cpu_count()
     configs.append({**base, "strategy": "pointwise", "threads": threads, "dtype": "auto", "n": n})
@@ -202,7 +217,7 @@ def main() -> None:
     naive = next(r for r in rows if r["strategy"] == "pointwise" and r.get("prefix_reuse") is False)
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         "rows": rows,
         "pointwise_prefix_reuse_speedup": naive["p50_s"] / reuse["p50_s"],
@@ -210,16 +225,16 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
-    print("| strategy | threads | dtype | p50 s | x verbalizer | p95 s | candidates/s | fallbacks | peak RSS MB | "
+    print("| strategy | threads | dtype | attention | p50 s | x verbalizer | p95 s | candidates/s | fallbacks | peak RSS MB | "
           "forward GFLOP/s | matmul GFLOP/s | forward/matmul |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     top = max(r["torch_threads"] for r in rows)
     verb = next(r for r in rows if r["strategy"] == "verbalizer" and r["torch_threads"] == top
                 and r["dtype_used"] == rows[-1]["dtype_used"])  # the verbalizer at the defaults
     for r in rows:
         name = r.get("label") or r["strategy"] + ("" if r.get("prefix_reuse", True) else " (naive)")
         g = f"{r['forward_gflops']:.0f} | {r['matmul_gflops']:.0f} | {r['forward_vs_matmul']:.0%}" if "forward_gflops" in r else "- | - | -"
-        print(f"| {name} | {r['torch_threads']} | {r['dtype_used']} | {r['p50_s']:.3f} | {r['p50_s'] / verb['p50_s']:.2f} | "
+        print(f"| {name} | {r['torch_threads']} | {r['dtype_used']} | {r['attention']} | {r['p50_s']:.3f} | {r['p50_s'] / verb['p50_s']:.2f} | "
               f"{r['p95_s']:.3f} | {r['candidates_per_s']:.1f} | {r['fallbacks']} | {r['peak_rss_mb']:.0f} | {g} |")
     print(f"\npointwise prefix reuse vs naive per-candidate prompts: {result['pointwise_prefix_reuse_speedup']:.1f}x faster (p50)")
     print(f"written to {args.out}")

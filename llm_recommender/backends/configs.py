@@ -44,10 +44,13 @@ class TransformersOptions(ComponentConfig):
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' ... (auto: accelerate device_map on GPUs)")
     pad_batches_on_cpu: bool = Field(default=False, description="CPU: batch full prompts with left padding as on GPUs "
                                      "(slower; tests the padded path)")
+    cpu_attention: Literal["auto", "blocked", "sdpa"] = Field(
+        default="auto", description="CPU attention kernel: 'blocked' (this package's, faster on AVX512-BF16 CPUs "
+        "without AMX), 'sdpa' (torch's flash kernel, faster on AMX CPUs); auto picks by the CPU's flags")
 
 
 class TransformersConfig(TransformersOptions):
-    score_neutral = frozenset({"threads", "batch_size"})
+    score_neutral = frozenset({"threads", "batch_size", "cpu_attention"})
     model: str = DEFAULT_MODEL
     dtype: Dtype = "auto"
     batch_size: int = Field(default=16, ge=1)

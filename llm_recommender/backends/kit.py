@@ -42,13 +42,22 @@ def mask_positions(mask: Any) -> Any:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
+def _cpu_flags() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_supports_bf16_fast() -> bool:
     """AMX or AVX512-BF16 make bf16 matmuls much faster than fp32 on CPU."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    flags = _cpu_flags()
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def cpu_has_amx() -> bool:
+    """Intel AMX (bf16 tiles): torch's own attention kernels use them."""
+    return "amx_bf16" in _cpu_flags()
 
 
 def auto_dtype(cuda: bool) -> DtypeName:

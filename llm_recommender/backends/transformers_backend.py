@@ -77,7 +77,8 @@ class TransformersBackend(TokenizerMixin, Backend):
         cuda = torch.cuda.is_available() and config.device in ("auto", "cuda")
         kwargs: dict[str, Any] = {"dtype": self._dtype(config, cuda)}
         if not cuda and config.device in ("auto", "cpu"):
-            kwargs["attn_implementation"] = cpu_attention.register()  # faster prefill and packed suffixes on CPU
+            kwargs["attn_implementation"], why = cpu_attention.choose(config.cpu_attention)
+            log.info("CPU attention: %s (%s)", kwargs["attn_implementation"], why)
         if cuda:
             kwargs["device_map"] = "auto"  # accelerate places layers over the GPUs
         try:

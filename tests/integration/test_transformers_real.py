@@ -180,3 +180,22 @@ def test_unloadable_model_is_a_typed_error(tmp_path):
     with pytest.raises(ModelLoadError) as info:
         Recommender(model=str(empty), backend="transformers")
     assert "no config.json" in info.value.message
+
+
+@pytest.fixture(scope="module")
+def rec_by_kernel(default_model_dir):
+    return {k: Recommender(backend="transformers", dtype="bfloat16", cpu_attention=k) for k in ("blocked", "sdpa")}
+
+
+def test_both_cpu_attention_kernels_score_alike_in_bf16(rec_by_kernel, sample_request):
+    """The blocked kernel (chosen without AMX) and torch's SDPA (chosen with AMX) on the real model:
+    each is used where asked, and the verbalizer's and pointwise's probabilities agree."""
+    blocked, sdpa = rec_by_kernel["blocked"], rec_by_kernel["sdpa"]
+    assert blocked.backend.model.config._attn_implementation == "llm_rec_cpu_blocked"
+    assert sdpa.backend.model.config._attn_implementation == "sdpa"
+    for strategy in ("verbalizer", "pointwise"):
+        request = {**sample_request, "strategy": strategy}
+        a, b = blocked.rank_request(request), sdpa.rank_request(request)
+        pa = {i.id: i.probability for i in a.items}
+        pb = {i.id: i.probability for i in b.items}
+        assert max(abs(pa[k] - pb[k]) for k in pa) < 0.05, (strategy, pa, pb)

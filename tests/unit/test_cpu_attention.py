@@ -74,3 +74,14 @@ def test_shared_prefix_groups_keep_order_and_leave_every_row_a_suffix():
     assert [row for _, g in groups for row in g] == [a, b, c, a, d]  # order kept
     same = _shared_prefix_groups([b[:], b[:]], min_shared=64)
     assert same == [(len(b) - 1, [b, b])]  # identical prompts: one token left to score
+
+
+def test_choose_follows_the_setting_and_the_cpu(monkeypatch):
+    from llm_recommender.backends import kit
+
+    monkeypatch.setattr(kit, "cpu_has_amx", lambda: True)
+    assert cpu_attention.choose("auto")[0] == "sdpa"
+    assert cpu_attention.choose("blocked")[0] == cpu_attention.NAME
+    monkeypatch.setattr(kit, "cpu_has_amx", lambda: False)
+    assert cpu_attention.choose("auto")[0] == cpu_attention.NAME
+    assert cpu_attention.choose("sdpa")[0] == "sdpa"
