@@ -104,7 +104,7 @@ class EvalConfig(BaseModel):
     llm_history: int | None = Field(default=None, ge=0, description="LLM prompts: only the most recent N history items")
     calibrators: list[str] = Field(default_factory=lambda: list(CALIBRATOR_NAMES))
     calibration_protocol: Literal["llmrank", "likes", "both"] = "both"
-    permutations: int = Field(default=1, ge=1, le=16, description="the LLM scorers' own permutation averaging")
+    permutations: int = Field(default=1, ge=1, le=100, description="the LLM scorers' own permutation averaging")
     llm_users: int | None = Field(default=None, ge=1, description="LLM strategies: only the first N sampled users")
     listwise_users: int | None = Field(default=None, ge=1, description="listwise: only the first N sampled users")
     position_bias: bool = False

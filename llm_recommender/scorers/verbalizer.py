@@ -70,7 +70,9 @@ _PRIORS: dict[tuple[str, str, int], np.ndarray] = {}  # (model, template source,
 class VerbalizerConfig(ComponentConfig):
     """The verbalizer's knobs: ``settings.verbalizer`` (flat names: the same)."""
 
-    permutations: int = Field(default=1, ge=1, le=16, description="orders averaged to reduce position bias")
+    permutations: int = Field(default=1, ge=1, le=100, description="orders averaged to reduce position bias (one "
+                              "prompt each; with permutation_mode='cyclic', the number of candidates moves every "
+                              "candidate through every position)")
     permutation_seed: int = 0
     permutation_mode: Literal["random", "cyclic"] = "random"
     label_prior: bool = Field(default=False, description="divide out the model's label prior (contextual calibration)")

@@ -70,3 +70,15 @@ def test_cyclic_shifts_cancel_a_pure_position_bias_exactly(sample_request):
     assert len(call[1]) == 4  # the four shifts go to the backend as one batch
     random_orders = verbalize(sample_request, FakeBackend(score_fn=biased()), permutations=4)
     assert not np.allclose(random_orders.probabilities, 0.25)  # seeded shuffles need not balance positions
+
+
+def test_full_cyclic_debiasing_is_allowed_for_twenty_candidates():
+    """permutations = the number of candidates moves each one through every position; 20 candidates
+    (the benchmark workload) must be accepted, and a runaway count is refused with the field named."""
+    from llm_recommender.errors import InvalidRequestError
+    from llm_recommender.scorers.verbalizer import VerbalizerConfig
+
+    assert VerbalizerConfig(permutations=20, permutation_mode="cyclic").permutations == 20
+    assert len(cyclic_orders(20, 20)) == 20
+    with pytest.raises(InvalidRequestError, match="verbalizer.permutations"):
+        Recommender(backend=FakeBackend(), permutations=101)
