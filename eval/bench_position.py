@@ -55,6 +55,11 @@ def position_r2(rows: list[list[int]]) -> float:
     return between / total if total else 1.0
 
 
+def position_r2_by_chance(candidates: int, users: int) -> float:
+    """What :func:`position_r2` is expected to be when the position plays no part."""
+    return (candidates - 1) / (users * candidates - 1)
+
+
 def summarise(args, rec, configs, ranks, seconds, n_users: int) -> dict:
     rows = []
     for name in configs:
@@ -66,7 +71,7 @@ def summarise(args, rec, configs, ranks, seconds, n_users: int) -> dict:
             "dtype": rec.backend.dtype_name, "attention": getattr(rec.backend.model.config, "_attn_implementation", None),
             "users": n_users, "candidates": args.candidates, "history": args.history,
             "chance_ndcg@10": chance_ndcg10(args.candidates),
-            "position_r2_without_position_effect": (args.candidates - 1) / (n_users * args.candidates - 1),
+            "position_r2_without_position_effect": position_r2_by_chance(args.candidates, n_users),
             "time": time.strftime("%Y-%m-%d %H:%M:%S"),
             "rows": rows, "ranks": ranks}
 
@@ -87,7 +92,7 @@ def main() -> None:
         result = json.loads(args.out.read_text())
         for row in result["rows"]:
             row["position_r2"] = position_r2(result["ranks"][row["config"]])
-        result["position_r2_without_position_effect"] = (result["candidates"] - 1) / (result["users"] * result["candidates"] - 1)
+        result["position_r2_without_position_effect"] = position_r2_by_chance(result["candidates"], result["users"])
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print_table(result)
         return
