@@ -140,7 +140,7 @@ def worker(cfg: dict) -> dict:
         **cfg,
         "torch_threads": torch.get_num_threads(),
         "dtype_used": rec.backend.dtype_name,
-        "attention": getattr(rec.backend.model.config, "_attn_implementation", None),
+        "attention": rec.backend.attention_implementation,
         "load_s": load_s,
         "p50_s": statistics.median(lat),
         "p95_s": sorted(lat)[max(0, int(round(0.95 * len(lat))) - 1)],

@@ -68,7 +68,7 @@ def summarise(args, rec, configs, ranks, seconds, n_users: int) -> dict:
                      "mean": statistics.fmean(per_pos), "position_r2": position_r2(ranks[name][:n_users]),
                      "seconds_per_user": seconds[name] / n_users})
     return {"command": " ".join([Path(sys.executable).name, *sys.argv]), "model": rec.model_name,
-            "dtype": rec.backend.dtype_name, "attention": getattr(rec.backend.model.config, "_attn_implementation", None),
+            "dtype": rec.backend.dtype_name, "attention": rec.backend.attention_implementation,
             "users": n_users, "candidates": args.candidates, "history": args.history,
             "chance_ndcg@10": chance_ndcg10(args.candidates),
             "position_r2_without_position_effect": position_r2_by_chance(args.candidates, n_users),

@@ -106,6 +106,11 @@ class TransformersBackend(TokenizerMixin, Backend):
         return int(min(n, 1_000_000))
 
     @property
+    def attention_implementation(self) -> str | None:
+        """The attention the model runs (on CPU: ``sdpa`` or this package's blocked kernel, see cpu_attention.choose)."""
+        return getattr(self.model.config, "_attn_implementation", None)
+
+    @property
     def dtype_name(self) -> str:
         return str(next(self.model.parameters()).dtype).replace("torch.", "")
 
