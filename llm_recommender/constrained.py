@@ -9,7 +9,8 @@ ranking. The output is still parsed by the same pydantic contract
 (:func:`~llm_recommender.structured.parse_ranking`).
 
 It works on token ids only, so one implementation serves every engine: the
-transformers backend's own greedy loop (which also jumps over forced tokens), vLLM's V1 logits processor
+transformers backend's own greedy loop (which also jumps over forced tokens, and verifies a
+drafted rest of the ranking, :meth:`PermutationState.draft`, in one pass), vLLM's V1 logits processor
 (``constrained_vllm.py``), and vLLM's OpenAI server (the spec travels as JSON in
 ``vllm_xargs``). Pieces are tokenized separately; the spec is only built when the
 concatenation decodes back to exactly the JSON text (byte-level BPE tokenizers do; a
@@ -18,6 +19,7 @@ tokenizer that adds a prefix space would not, and then the validated path runs).
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -129,6 +131,13 @@ class PermutationState:
         self._fixed: list[int] = list(spec.open)  # forced tokens still to come
         self._after_fixed = "item"  # phase once _fixed drains: "item" | "eos" | "done"
         self._node: _Node | None = None
+        self._depth = 0  # tokens of the current key emitted so far
+
+    def clone(self) -> PermutationState:
+        """An independent copy (the trie is shared: it never changes)."""
+        other = copy.copy(self)
+        other.emitted, other._fixed = list(self.emitted), list(self._fixed)
+        return other
 
     @property
     def done(self) -> bool:
@@ -168,11 +177,12 @@ class PermutationState:
         node = self._node or self._trie.root
         if token in node.children:
             self._node = node.children[token]
+            self._depth += 1
             return
         # The exit token: the key at this node is complete.
         assert node.end is not None
         self.emitted.append(node.end)
-        self._node = None
+        self._node, self._depth = None, 0
         if len(self.emitted) < self.spec.k:
             self._fixed = list(self.spec.sep[1:])
             self._after_fixed = "item"
@@ -181,6 +191,41 @@ class PermutationState:
             self._after_fixed = "eos"
             if not self._fixed:
                 self._fixed, self._after_fixed = [self.spec.eos], "done"
+
+    def echo_order(self) -> list[int]:
+        """The keys not emitted yet, in the presented order, starting after the last one emitted.
+
+        What small models mostly write (they echo the list), so it makes a good draft."""
+        n = len(self.spec.items)
+        start = self.emitted[-1] + 1 if self.emitted else 0
+        used = set(self.emitted)
+        return [i % n for i in range(start, start + n) if i % n not in used]
+
+    def draft(self, order: Sequence[int]) -> list[int]:
+        """The tokens that would finish the output (eos excluded) emitting the open keys in ``order``.
+
+        A guess for draft-and-verify decoding: the engine checks all of it in one pass and keeps
+        the longest prefix that its own (masked, greedy) choices agree with, so the result is
+        what token-by-token decoding gives. ``order`` must list every key still open; a key
+        already begun is finished first. Empty once broken or done."""
+        probe, out = self.clone(), []
+        rank = {key: r for r, key in enumerate(order)}
+        target: int | None = None
+        while not probe.broken and not probe.done:
+            allowed = probe.allowed()
+            if len(allowed) == 1:
+                token = allowed[0]
+            else:
+                node = probe._node or probe._trie.root
+                if target is None or target in probe.emitted:
+                    target = min(node.keys - set(probe.emitted), key=lambda k: rank.get(k, len(rank)))
+                item = self.spec.items[target]
+                token = item[probe._depth] if probe._depth < len(item) else probe._exit_token()
+            if token == self.spec.eos:
+                break
+            probe.advance(token)
+            out.append(token)
+        return out
 
     def consume(self, output_ids: Sequence[int]) -> None:
         """Advance over the tokens of ``output_ids`` not seen yet (the list only grows)."""

@@ -51,6 +51,42 @@ def test_top_k_closes_after_k_distinct_keys_and_ends_with_eos():
     assert len(ranking) == 2 == len(set(ranking))
 
 
+def test_draft_finishes_the_output_in_the_given_order_from_any_point():
+    keys = ["1", "12", "123", "2", "21", 'q"x']
+    spec = build_spec(*CHAR, keys)
+    order = [4, 0, 5, 2, 1, 3]
+    tokens = PermutationState(spec).draft(order)
+    assert parse_ranking(CHAR[1](tokens), keys) == [keys[i] for i in order]
+    # From a random point mid-way (even mid-key), the draft plus what came before is a valid output.
+    for seed in range(50):
+        rng = random.Random(seed)
+        state, prefix = PermutationState(spec), []
+        for _ in range(rng.randrange(1, 25)):
+            if state.done or state.allowed() == [spec.eos]:
+                break
+            prefix.append(rng.choice(state.allowed()))
+            state.advance(prefix[-1])
+        before = (list(state.emitted), state.allowed())
+        rest = state.draft(state.echo_order())
+        assert (list(state.emitted), state.allowed()) == before  # drafting leaves the state as it was
+        probe = state.clone()
+        for tok in rest:
+            probe.advance(tok)
+        assert not probe.broken and probe.allowed() == [spec.eos]
+        assert sorted(parse_ranking(CHAR[1](prefix + rest), keys)) == sorted(keys)
+
+
+def test_echo_order_continues_after_the_last_key_emitted():
+    spec = build_spec(*CHAR, ["a", "b", "c", "d", "e"], k=3)
+    state = PermutationState(spec)
+    assert state.echo_order() == [0, 1, 2, 3, 4]
+    for tok in CHAR[0]('{"ranking": ["c", "'):
+        state.advance(tok)
+    assert state.emitted == [2] and state.echo_order() == [3, 4, 0, 1]
+    # top-k: the draft closes the list after k keys
+    assert CHAR[1](state.draft(state.echo_order())) == 'd", "e"]}'
+
+
 def test_a_token_outside_the_spec_breaks_the_state_and_lifts_the_mask():
     state = PermutationState(build_spec(*CHAR, ["a", "b"]))
     state.advance(CHAR[0]("x")[0])  # the first token must be '{'
