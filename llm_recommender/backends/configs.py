@@ -47,10 +47,13 @@ class TransformersOptions(ComponentConfig):
     cpu_attention: Literal["auto", "blocked", "sdpa"] = Field(
         default="auto", description="CPU attention kernel: 'blocked' (this package's, faster on AVX512-BF16 CPUs "
         "without AMX), 'sdpa' (torch's flash kernel, faster on AMX CPUs); auto picks by the CPU's flags")
+    draft_rankings: bool = Field(
+        default=True, description="constrained listwise: check a drafted ranking (the open keys in the presented "
+        "order) in one pass and keep what greedy decoding agrees with; the same ranking in fewer passes")
 
 
 class TransformersConfig(TransformersOptions):
-    score_neutral = frozenset({"threads", "batch_size", "cpu_attention"})
+    score_neutral = frozenset({"threads", "batch_size", "cpu_attention", "draft_rankings"})
     model: str = DEFAULT_MODEL
     dtype: Dtype = "auto"
     batch_size: int = Field(default=16, ge=1)

@@ -256,35 +256,63 @@ class TransformersBackend(TokenizerMixin, Backend):
                 for prompt, kk, k in zip(prompts, keys, ks)]
 
     def _permutation(self, prompt_ids: list[int], spec: Any, key_logprobs: bool) -> Generation:
-        """Greedy constrained decoding with jump-forward: tokens the spec forces (the JSON skeleton,
-        the rest of a key once it is the only one left) go into the next pass with the chosen token,
-        so there is one forward pass per choice, not per token; the prompt's pass makes the first."""
+        """Greedy constrained decoding, with jump-forward and draft-and-verify.
+
+        * Jump-forward: tokens the spec forces (the JSON skeleton, the rest of a key once it is
+          the only one left) go into the next pass with the chosen token, so there is at most one
+          forward pass per choice, not per token; the prompt's pass makes the first.
+        * Draft-and-verify (``draft_rankings``): each pass also carries a guess of the whole rest
+          of the output (the open keys in the presented order, which small models mostly echo).
+          The pass gives the logits after every drafted token; the masked greedy choice is taken at
+          each of them while it agrees with the draft, the first disagreement replaces the draft
+          there, and the cache is cut back to what was kept. So the ranking is the one
+          token-by-token decoding gives (up to float rounding between pass shapes), in one pass
+          when the guess is right and one more per disagreement. The first draft is the whole
+          rest; after a miss the next carries twice what was kept (at least ``_MIN_DRAFT``), after
+          a hit twice as much as before.
+        """
         from ..constrained import PermutationState
 
         torch = self._torch
         state = PermutationState(spec)
-        feed, generated, cache, first = list(prompt_ids), [], None, None
-        passes = 0
+        pending, generated, cache, first = list(prompt_ids), [], None, None  # pending: chosen, not in the cache
+        passes, cap = 0, spec.max_tokens()  # cap: the most draft tokens a pass carries
         with torch.inference_mode():
             while True:
                 while not state.done and len(allowed := state.allowed()) == 1:  # forced: no choice to make
                     state.advance(allowed[0])
                     if allowed[0] != spec.eos:
-                        feed.append(allowed[0])
+                        pending.append(allowed[0])
                         generated.append(allowed[0])
                 if state.done or len(generated) >= spec.max_tokens():
                     break
-                out = self.model(input_ids=torch.tensor([feed], device=self.device), past_key_values=cache,
-                                 use_cache=True, logits_to_keep=1)
+                draft = state.draft(state.echo_order())[:cap] if self.config.draft_rankings else []
+                out = self.model(input_ids=torch.tensor([pending + draft], device=self.device), past_key_values=cache,
+                                 use_cache=True, logits_to_keep=len(draft) + 1)
                 passes += 1
-                cache, logits = out.past_key_values, out.logits[0, -1]
-                if key_logprobs and first is None:  # the first key's slot: the model's own first choice
-                    lp = torch.log_softmax(logits.float(), dim=-1)
-                    first = [float(lp[item[0]]) for item in spec.items]
-                token = int(torch.argmax(state.mask(logits)))
-                state.advance(token)
-                feed = [token]
-                generated.append(token)
+                cache, rows = out.past_key_values, out.logits[0]
+                kept, token = 0, None
+                for i in range(len(draft) + 1):  # row i: the logits after pending + draft[:i]
+                    allowed = state.allowed()
+                    if len(allowed) == 1:
+                        token = allowed[0]
+                    else:
+                        if key_logprobs and first is None:  # the first key's slot: the model's own first choice
+                            lp = torch.log_softmax(rows[i].float(), dim=-1)
+                            first = [float(lp[item[0]]) for item in spec.items]
+                        token = int(torch.argmax(state.mask(rows[i])))
+                    state.advance(token)
+                    if token != spec.eos:
+                        generated.append(token)
+                    if i < len(draft) and token == draft[i]:
+                        kept += 1
+                        continue
+                    break  # a disagreement, the token after a whole draft, or eos: not in the cache yet
+                if kept < len(draft):
+                    cache.crop(kept - len(draft))  # a negative count: drop the rejected draft's entries
+                # Each drafted token costs a little of the pass: draft less after a miss, more after a hit.
+                cap = cap * 2 if kept == len(draft) else max(_MIN_DRAFT, 2 * kept)
+                pending = [token] if token is not None and token != spec.eos else []
         self.stats.add(prompt_tokens=len(prompt_ids), completion_tokens=len(generated), forward_passes=passes)
         return Generation(text=self.tokenizer.decode(generated, skip_special_tokens=True),
                           finish_reason="stop" if state.done else "length", prompt_tokens=len(prompt_ids),
@@ -328,6 +356,9 @@ class TransformersBackend(TokenizerMixin, Backend):
             results.append(Generation(text=text, finish_reason="stop" if stopped or len(new) < max_tokens else "length",
                                       prompt_tokens=len(e), completion_tokens=len(new)))
         return results
+
+
+_MIN_DRAFT = 16  # draft tokens a pass carries at least (about 8 label keys, 2-3 numeric ids)
 
 
 def _packs(seqs: list[list[int]], budget: int) -> list[list[list[int]]]:

@@ -18,8 +18,9 @@ verbalizer's order. Both paths parse with the same pydantic contract.
 
 * ``first_key`` (``auto`` picks it for constrained label rankings with a plain verbalizer
   config): the distribution over the labels where the ranking's first key starts, read
-  from the listwise pass itself, so a request costs one prefill plus one pass per ranked
-  key (the transformers backend jumps over forced tokens) and no verbalizer pass;
+  from the listwise pass itself, so a request costs one prefill plus at most one pass per
+  ranked key, and no verbalizer pass (the transformers backend jumps over forced tokens and
+  checks a drafted ranking in the prompt's pass: one pass in all when the model echoes);
 * ``verbalizer``: a separate verbalizer pass (its permutations and label prior apply),
   computed up front; it doubles as the validated path's fallback.
 
