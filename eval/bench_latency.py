@@ -14,7 +14,8 @@ the LM head for the one kept position; torch's FlopCounterMode figure is recorde
 (it counts whatever kernels ran). Pointwise with prefix reuse is compared with naive
 per-candidate prompts (one call each) in the same run, as a ratio. Listwise rows use
 constrained decoding (a valid permutation by construction) and report p50 against the
-verbalizer's at the same threads and dtype.
+verbalizer's at the same threads and dtype, with draft-and-verify decoding (the default)
+and without it (one forward pass per choice), and the forward passes per request.
 
     python eval/bench_latency.py                 # full table (about 25 minutes on 2 cores)
     python eval/bench_latency.py --quick         # a smoke run
@@ -39,7 +40,9 @@ from pathlib import Path
 USERS = [str(u) for u in range(1, 200)]
 LISTWISE = {
     "listwise ids": {"listwise_keys": "ids"},
+    "listwise ids, no draft": {"listwise_keys": "ids", "draft_rankings": False},
     "listwise labels": {"listwise_keys": "labels"},
+    "listwise labels, no draft": {"listwise_keys": "labels", "draft_rankings": False},
     "listwise labels top-5": {"listwise_keys": "labels", "listwise_top_k": 5},
 }
 
@@ -131,6 +134,7 @@ def worker(cfg: dict) -> dict:
     rec.rank_request({**reqs[0], "strategy": strategy})  # warm-up, not timed
     lat = []
     fallbacks = 0
+    passes0 = rec.backend.stats.forward_passes
     for req in reqs[1:]:
         t = time.perf_counter()
         resp = rec.rank_request({**req, "strategy": strategy})
@@ -147,6 +151,7 @@ def worker(cfg: dict) -> dict:
         "mean_s": statistics.fmean(lat),
         "candidates_per_s": cfg["candidates"] * len(lat) / sum(lat),
         "fallbacks": fallbacks,
+        "forward_passes_per_request": (rec.backend.stats.forward_passes - passes0) / len(lat),
     }
     if cfg.get("flops"):
         out.update(forward_gflops(rec, reqs[0]))
@@ -225,9 +230,9 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
-    print("| strategy | threads | dtype | attention | p50 s | x verbalizer | p95 s | candidates/s | fallbacks | peak RSS MB | "
-          "forward GFLOP/s | matmul GFLOP/s | forward/matmul |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| strategy | threads | dtype | attention | p50 s | x verbalizer | p95 s | passes/request | candidates/s | fallbacks | "
+          "peak RSS MB | forward GFLOP/s | matmul GFLOP/s | forward/matmul |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     top = max(r["torch_threads"] for r in rows)
     verb = next(r for r in rows if r["strategy"] == "verbalizer" and r["torch_threads"] == top
                 and r["dtype_used"] == rows[-1]["dtype_used"])  # the verbalizer at the defaults
@@ -235,7 +240,7 @@ def main() -> None:
         name = r.get("label") or r["strategy"] + ("" if r.get("prefix_reuse", True) else " (naive)")
         g = f"{r['forward_gflops']:.0f} | {r['matmul_gflops']:.0f} | {r['forward_vs_matmul']:.0%}" if "forward_gflops" in r else "- | - | -"
         print(f"| {name} | {r['torch_threads']} | {r['dtype_used']} | {r['attention']} | {r['p50_s']:.3f} | {r['p50_s'] / verb['p50_s']:.2f} | "
-              f"{r['p95_s']:.3f} | {r['candidates_per_s']:.1f} | {r['fallbacks']} | {r['peak_rss_mb']:.0f} | {g} |")
+              f"{r['p95_s']:.3f} | {r.get('forward_passes_per_request', float('nan')):.1f} | {r['candidates_per_s']:.1f} | {r['fallbacks']} | {r['peak_rss_mb']:.0f} | {g} |")
     print(f"\npointwise prefix reuse vs naive per-candidate prompts: {result['pointwise_prefix_reuse_speedup']:.1f}x faster (p50)")
     print(f"written to {args.out}")
 
