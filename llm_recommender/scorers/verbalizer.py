@@ -6,6 +6,10 @@ also shown in seeded shuffled orders (one pass each, batched) and the per-candid
 probabilities averaged, which reduces the model's position bias. ``permutation_mode="cyclic"``
 uses evenly spaced cyclic shifts instead: with as many passes as candidates, every
 candidate is shown once at every position, so a pure position preference cancels exactly.
+``order_invariant`` starts those orders from one fixed by the candidate ids (a seeded hash)
+instead of the request's, so the answer does not depend on how the request lists the
+candidates: with full cyclic shifts, what position bias leaves (which item stands next to
+which) is then the same for every order a caller sends.
 
 With ``label_prior`` (contextual calibration, Zhao et al. 2021) the label distribution is
 divided by the model's prior over the labels, measured on a content-free prompt (no
@@ -56,6 +60,13 @@ def permutation_orders(request: RankRequest, k: int, seed: int) -> list[list[int
     return orders
 
 
+def canonical_order(request: RankRequest, seed: int) -> list[int]:
+    """The candidates' indices sorted by a seeded hash of their ids: the same list for any request order."""
+    def key(i: int) -> bytes:
+        return hashlib.sha256(f"{seed}\x1f{request.candidates[i].id}".encode()).digest()
+    return sorted(range(len(request.candidates)), key=key)
+
+
 def cyclic_orders(n: int, k: int) -> list[list[int]]:
     """``k`` evenly spaced cyclic shifts of ``range(n)``, identity first (``k >= n``: all ``n`` shifts)."""
     m = min(k, n)
@@ -76,6 +87,8 @@ class VerbalizerConfig(ComponentConfig):
     permutation_seed: int = 0
     permutation_mode: Literal["random", "cyclic"] = "random"
     label_prior: bool = Field(default=False, description="divide out the model's label prior (contextual calibration)")
+    order_invariant: bool = Field(default=False, description="start the orders from one fixed by the candidate ids, not "
+                                  "the request's, so the scores do not depend on how the request lists the candidates")
 
 
 class VerbalizerScorer(LLMScorer):
@@ -96,9 +109,14 @@ class VerbalizerScorer(LLMScorer):
         return _PRIORS[key]
 
     def _orders(self, request: RankRequest) -> list[list[int]]:
+        """Presentation orders (``order[position]`` = candidate index), identity first unless order_invariant."""
+        base = canonical_order(request, self.config.permutation_seed) if self.config.order_invariant else None
         if self.config.permutation_mode == "cyclic":
-            return cyclic_orders(len(request.candidates), self.config.permutations)
-        return permutation_orders(request, self.config.permutations, self.config.permutation_seed)
+            orders = cyclic_orders(len(request.candidates), self.config.permutations)
+        else:  # shuffles seeded by the ids in the base order, so they too are the same for any request order
+            seen = request if base is None else request.model_copy(update={"candidates": [request.candidates[i] for i in base]})
+            orders = permutation_orders(seen, self.config.permutations, self.config.permutation_seed)
+        return orders if base is None else [[base[j] for j in order] for order in orders]
 
     def _labels(self, n: int) -> tuple[list[str], list[int]]:
         labels, ids = label_tokens(self.backend)

@@ -82,3 +82,33 @@ def test_full_cyclic_debiasing_is_allowed_for_twenty_candidates():
     assert len(cyclic_orders(20, 20)) == 20
     with pytest.raises(InvalidRequestError, match="verbalizer.permutations"):
         Recommender(backend=FakeBackend(), permutations=101)
+
+
+def follows(title: str):
+    """Position bias (A x3) plus a context effect: the candidate listed right after ``title`` gets x2."""
+    def score_fn(prompt: str, token: str) -> float:
+        m = re.search(rf'^([A-Z])\. "{re.escape(title)}"', prompt, re.MULTILINE)
+        after = chr(ord(m.group(1)) + 1) if m else None
+        return (math.log(3.0) if token == "A" else 0.0) + (math.log(2.0) if token == after else 0.0)
+    return score_fn
+
+
+@pytest.mark.parametrize("mode", ["cyclic", "random"])
+def test_order_invariant_scores_do_not_depend_on_the_request_order(sample_request, mode):
+    """Full cyclic shifts cancel a pure position bias but keep who stands next to whom, so a context
+    effect still follows the request's order; starting from an order fixed by the ids removes that."""
+    reordered = {**sample_request, "candidates": sample_request["candidates"][::-1]}
+    settings = {"permutations": 4, "permutation_mode": mode}
+
+    def by_id(request, **extra):
+        result = verbalize(request, FakeBackend(score_fn=follows("Heat (1995)")), **settings, **extra)
+        return dict(zip((c["id"] for c in request["candidates"]), result.probabilities))
+
+    plain_a, plain_b = by_id(sample_request), by_id(reordered)
+    assert any(abs(plain_a[i] - plain_b[i]) > 0.01 for i in plain_a)  # the request order leaks in
+    inv_a, inv_b = by_id(sample_request, order_invariant=True), by_id(reordered, order_invariant=True)
+    for i in inv_a:
+        assert inv_a[i] == pytest.approx(inv_b[i], abs=1e-12)
+    if mode == "cyclic":  # the position bias still cancels: Heat itself gets no bonus, one neighbour does
+        assert sorted(inv_a.values())[:3] == pytest.approx([sorted(inv_a.values())[0]] * 3)
+        assert max(inv_a.values()) > min(inv_a.values()) * 1.5
