@@ -12,7 +12,15 @@ order. Each configuration is the verbalizer scorer with the settings the pipelin
 * ``label prior``: contextual calibration, the model's label prior measured once on a
   content-free list and divided out (``label_prior=True``);
 * ``cyclic K``: K evenly spaced cyclic shifts averaged (``permutations=K``,
-  ``permutation_mode="cyclic"``), with the label prior too.
+  ``permutation_mode="cyclic"``), with the label prior too;
+* ``cyclic K + label prior + order-invariant`` (``--invariant K``): the same, the shifts
+  starting from an order fixed by the candidate ids (``order_invariant=True``), so every
+  variant of a user gets the same prompts and the held-out item's position cannot matter.
+
+``--configs`` runs a subset by name, e.g. to add a configuration to a comparison:
+
+    python eval/bench_position.py --users 8 --cyclic "" --invariant 20 --configs "plain,cyclic 20 + label prior + order-invariant" \
+        --out eval/results/bench_position_invariant.json
 
 All orders of one user share the history, so the backend computes it once per call and the
 candidate lists continue it packed (see transformers_backend.py).
@@ -76,6 +84,10 @@ def summarise(args, rec, configs, ranks, seconds, n_users: int) -> dict:
             "rows": rows, "ranks": ranks}
 
 
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=20)
@@ -83,6 +95,9 @@ def main() -> None:
     ap.add_argument("--history", type=int, default=50)
     ap.add_argument("--cyclic", default="4", help="cyclic shifts averaged in the debiased configurations, comma-separated "
                     "(default 4; the number of candidates moves every candidate through every position)")
+    ap.add_argument("--invariant", default="", help="cyclic shifts averaged in order-invariant configurations, comma-separated "
+                    "(default: none)")
+    ap.add_argument("--configs", default="", help="only these configurations, comma-separated names (default: all)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     ap.add_argument("--out", type=Path, default=Path("eval/results/bench_position.json"))
     ap.add_argument("--resummarise", action="store_true",
@@ -106,8 +121,16 @@ def main() -> None:
         "plain": {},
         "label prior": {"label_prior": True},
         **{f"cyclic {k} + label prior": {"label_prior": True, "permutations": k, "permutation_mode": "cyclic"}
-           for k in map(int, args.cyclic.split(","))},
+           for k in _ints(args.cyclic)},
+        **{f"cyclic {k} + label prior + order-invariant": {"label_prior": True, "permutations": k, "permutation_mode": "cyclic",
+                                                          "order_invariant": True} for k in _ints(args.invariant)},
     }
+    if args.configs:
+        wanted = [name.strip() for name in args.configs.split(",") if name.strip()]
+        unknown = [name for name in wanted if name not in configs]
+        if unknown:
+            raise SystemExit(f"--configs: unknown {unknown}; known: {list(configs)}")
+        configs = {name: configs[name] for name in wanted}
     from llm_recommender.scorers import strategy_class
 
     scorers = {name: strategy_class("verbalizer")(rec.backend, rec.renderer, rec.config_for("verbalizer", **upd))
