@@ -33,7 +33,8 @@ class Generation:
     finish_reason: str = "stop"  # "stop" | "length"
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    # generate_permutations(key_logprobs=True): log-prob of each key's first token at the first key's slot
+    # generate_permutations(key_logprobs=True): log-prob of writing each key at the first key's slot
+    # (its one token; keys of several tokens: all of them and the closing token, where the backend can)
     key_logprobs: list[float] | None = None
 
 
@@ -185,9 +186,10 @@ class Backend(Configurable, abc.ABC):
                               ks: Sequence[int], *, key_logprobs: bool = False) -> list[Generation]:
         """One greedy ``{"ranking": [...]}`` per prompt: ``ks[i]`` distinct keys of ``keys[i]``, by construction.
 
-        With ``key_logprobs`` each generation also carries the full-vocabulary log-prob of every
-        key's first token where the first key starts (the model's first choice; a distribution
-        over the keys when they are single tokens), or None where it cannot be had.
+        With ``key_logprobs`` each generation also carries the full-vocabulary log-prob of writing
+        every key where the first key starts (the model's first choice): the key's token for
+        single-token keys; for keys of several tokens, all of them and the token that closes the
+        key, where the backend can score them (else None).
         """
         raise CapabilityError(f"backend {self.name!r} cannot constrain a ranking to a permutation", param="backend")
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -176,28 +177,55 @@ class TransformersBackend(TokenizerMixin, Backend):
         for chunk in _packs(suffixes, SUFFIX_PACK_TOKENS):
             # All suffixes of the chunk in one row after the cached prefix (no cache copies, no
             # padding): each attends to the prefix and causally to itself, never to the others.
-            lens = [len(c) for c in chunk]
-            ends = np.cumsum(lens)
-            width = int(ends[-1])
-            mask = torch.zeros((1, 1, width, p + width), dtype=torch.bool)
-            mask[..., :p] = True
-            positions = torch.empty(width, dtype=torch.long)
-            for start, n in zip(ends - lens, lens):
-                mask[0, 0, start : start + n, p + start : p + start + n] = torch.ones(n, n, dtype=torch.bool).tril()
-                positions[start : start + n] = torch.arange(p, p + n)
-            with torch.inference_mode(), cpu_attention.packed_suffixes(p, lens):
-                logits = self.model(
-                    input_ids=torch.tensor([sum(chunk, [])], device=self.device),
-                    attention_mask=mask.to(self.device),
-                    position_ids=positions.unsqueeze(0).to(self.device),
-                    past_key_values=cache,
-                    use_cache=True,
-                    logits_to_keep=torch.as_tensor(ends - 1, device=self.device),
-                ).logits[0]
-            cache.crop(-width)  # drop this chunk's keys and values: the next chunk starts after the prefix again
+            ends = np.cumsum([len(c) for c in chunk])
+            logits = self._packed_suffix_logits(cache, p, chunk, keep=ends - 1)
             out.append(self._last_logprobs(logits, token_ids))
-            self.stats.add(prompt_tokens=width, forward_passes=1)
         return np.concatenate(out, axis=0)
+
+    def _packed_suffix_logits(self, cache: Any, visible: int, suffixes: list[list[int]], keep: Any = None) -> Any:
+        """One pass of ``suffixes`` packed in a row on ``cache``: each sees the first ``visible`` cached
+        positions and causally itself, never the other suffixes nor cached positions past ``visible``.
+        Returns the logits at the ``keep`` rows (all by default) and leaves the cache as it was."""
+        torch = self._torch
+        lens = [len(s) for s in suffixes]
+        ends = np.cumsum(lens)
+        width, cached = int(ends[-1]), cache.get_seq_length()
+        mask = torch.zeros((1, 1, width, cached + width), dtype=torch.bool)
+        mask[..., :visible] = True
+        positions = torch.empty(width, dtype=torch.long)
+        for start, n in zip(ends - lens, lens):
+            mask[0, 0, start : start + n, cached + start : cached + start + n] = torch.ones(n, n, dtype=torch.bool).tril()
+            positions[start : start + n] = torch.arange(visible, visible + n)
+        # the blocked kernel's layout holds only when the suffixes see the whole cache
+        packed = cpu_attention.packed_suffixes(visible, lens) if cached == visible else contextlib.nullcontext()
+        with torch.inference_mode(), packed:
+            logits = self.model(
+                input_ids=torch.tensor([sum(suffixes, [])], device=self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=positions.unsqueeze(0).to(self.device),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=0 if keep is None else torch.as_tensor(keep, device=self.device),
+            ).logits[0]
+        cache.crop(-width)  # drop the suffixes' keys and values
+        self.stats.add(prompt_tokens=width, forward_passes=1)
+        return logits
+
+    def _key_logprobs(self, cache: Any, visible: int, spec: Any, root: Any) -> list[float]:
+        """Log-prob of writing each key of ``spec`` whole at the first key's slot: its tokens, then the
+        token that closes it (so a key that starts another is not credited with the longer key's mass).
+        ``root`` is the full log-softmax at the slot, whose context is the first ``visible`` cached positions."""
+        torch = self._torch
+        items = [list(item) for item in spec.items]
+        closing = spec.sep[0] if spec.k > 1 else spec.close[0]
+        lp = torch.log_softmax(self._packed_suffix_logits(cache, visible, items).float(), dim=-1)
+        out, start = [], 0
+        for item in items:  # row start + t: the logits after the key's first t + 1 tokens
+            total = float(root[item[0]]) + float(lp[start + len(item) - 1, closing])
+            total += sum(float(lp[start + t - 1, tok]) for t, tok in enumerate(item) if t)
+            out.append(total)
+            start += len(item)
+        return out
 
     # ---- generation ---------------------------------------------------------------
     def _compiled_grammar(self, json_schema: dict[str, Any]) -> Any | None:
@@ -276,6 +304,7 @@ class TransformersBackend(TokenizerMixin, Backend):
         torch = self._torch
         state = PermutationState(spec)
         pending, generated, cache, first = list(prompt_ids), [], None, None  # pending: chosen, not in the cache
+        whole_keys, root = False, None
         passes, cap = 0, spec.max_tokens()  # cap: the most draft tokens a pass carries
         with torch.inference_mode():
             while True:
@@ -298,8 +327,9 @@ class TransformersBackend(TokenizerMixin, Backend):
                         token = allowed[0]
                     else:
                         if key_logprobs and first is None:  # the first key's slot: the model's own first choice
-                            lp = torch.log_softmax(rows[i].float(), dim=-1)
-                            first = [float(lp[item[0]]) for item in spec.items]
+                            root = torch.log_softmax(rows[i].float(), dim=-1)
+                            first = [float(root[item[0]]) for item in spec.items]
+                            whole_keys = any(len(item) > 1 for item in spec.items)  # their rest: one packed pass below
                         token = int(torch.argmax(state.mask(rows[i])))
                     state.advance(token)
                     if token != spec.eos:
@@ -310,6 +340,8 @@ class TransformersBackend(TokenizerMixin, Backend):
                     break  # a disagreement, the token after a whole draft, or eos: not in the cache yet
                 if kept < len(draft):
                     cache.crop(kept - len(draft))  # a negative count: drop the rejected draft's entries
+                if whole_keys:  # multi-token keys: the first key's distribution needs each key's later tokens
+                    first, whole_keys = self._key_logprobs(cache, len(prompt_ids) + len(spec.open), spec, root), False
                 # Each drafted token costs a little of the pass: draft less after a miss, more after a hit.
                 cap = cap * 2 if kept == len(draft) else max(_MIN_DRAFT, 2 * kept)
                 pending = [token] if token is not None and token != spec.eos else []

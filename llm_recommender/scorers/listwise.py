@@ -16,11 +16,14 @@ verbalizer's order. Both paths parse with the same pydantic contract.
 
 ``probability`` is the model's own distribution over the candidates (``listwise_probabilities``):
 
-* ``first_key`` (``auto`` picks it for constrained label rankings with a plain verbalizer
-  config): the distribution over the labels where the ranking's first key starts, read
+* ``first_key`` (``auto`` picks it for constrained rankings with a plain verbalizer
+  config): the model's distribution over the keys where the ranking's first key starts, read
   from the listwise pass itself, so a request costs one prefill plus at most one pass per
   ranked key, and no verbalizer pass (the transformers backend jumps over forced tokens and
-  checks a drafted ranking in the prompt's pass: one pass in all when the model echoes);
+  checks a drafted ranking in the prompt's pass: one pass in all when the model echoes).
+  Labels are one token each, so the slot's next-token distribution is it; ids of several
+  tokens need each id's later tokens, which the transformers backend scores in one packed
+  pass on the prompt's cache (other backends return none, and the verbalizer pass runs);
 * ``verbalizer``: a separate verbalizer pass (its permutations and label prior apply),
   computed up front; it doubles as the validated path's fallback.
 
@@ -54,7 +57,8 @@ class ListwiseConfig(ComponentConfig):
         default="labels", description="labels A, B, ... (fewer tokens, and the probabilities from the same pass) or ids")
     top_k: int | None = Field(default=None, ge=1, description="rank only the best k (None: all)")
     probabilities: Literal["auto", "first_key", "verbalizer"] = Field(
-        default="auto", description="auto: from the listwise pass where it can (constrained, labels), else a verbalizer pass")
+        default="auto", description="auto: from the listwise pass where the backend gives them (constrained decoding), "
+                                    "else a verbalizer pass")
     verbalizer: VerbalizerConfig = Field(default_factory=lambda: VerbalizerConfig())
 
 
@@ -84,7 +88,7 @@ class ListwiseScorer(LLMScorer):
         return list(LABEL_ALPHABET[:n])
 
     def _first_key(self, decoding: str) -> bool:
-        """Whether the probabilities can come from the listwise pass (for label keys)."""
+        """Whether to ask for the probabilities from the listwise pass (a backend may still return none)."""
         wanted = self.config.probabilities
         plain = self.config.verbalizer.permutations == 1 and not self.config.verbalizer.label_prior
         if wanted == "first_key" and decoding != "constrained":
@@ -110,7 +114,7 @@ class ListwiseScorer(LLMScorer):
             messages = self.renderer.messages("listwise.j2", history=kept, **context)
             states.append({"keys": keys, "k": k, "messages": messages, "attempts": [], "ranking": None, "verb": None,
                            "key_name": key_name, "used": rendered.history_used, "notes": rendered.notes,
-                           "first_key": first_key and key_name == "label"})
+                           "first_key": first_key})
 
         if decoding == "constrained":
             self._constrained(states)

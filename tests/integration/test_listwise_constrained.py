@@ -132,6 +132,45 @@ def test_key_logprobs_are_the_next_token_logprobs_after_the_json_opening(tiny_fp
     assert first == keys[int(np.argmax(expected))]  # greedy: the first key is the model's first choice
 
 
+def test_key_logprobs_of_multi_token_keys_score_every_token_and_the_close(tiny_fp32):
+    # Ids of several tokens, one the start of another: each key's log-prob is its tokens and the
+    # token that closes it, after the prompt and the JSON opening, as one plain forward pass gives.
+    keys, torch = ["12", "123", "7", "450"], tiny_fp32._torch
+    prompt = tiny_fp32.chat_prompt([{"role": "user", "content": "Rank 12, 123, 7 and 450."}])
+    for k in (len(keys), 1):  # the close is the separator, or the end of the list for a top-1
+        (gen,) = tiny_fp32.generate_permutations([prompt], [keys], [k], key_logprobs=True)
+        spec = hf_spec(tiny_fp32.tokenizer, keys, k)
+        assert any(len(item) > 1 for item in spec.items)
+        closing = spec.sep[0] if k > 1 else spec.close[0]
+        context = tiny_fp32.encode(prompt) + list(spec.open)
+        expected = []
+        for item in spec.items:
+            ids = context + list(item) + [closing]
+            with torch.inference_mode():
+                lp = torch.log_softmax(tiny_fp32.model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
+            expected.append(sum(float(lp[len(context) - 1 + t, tok]) for t, tok in enumerate([*item, closing])))
+        np.testing.assert_allclose(gen.key_logprobs, expected, atol=1e-4)
+        assert parse_ranking(gen.text, keys, k)
+
+
+def test_id_rankings_take_their_probabilities_from_the_listwise_pass(default_model_dir):
+    backend = TransformersBackend({"threads": 1, "dtype": "float32"})
+    rec, requests = Recommender(backend=backend), fixed_requests(2, n_candidates=8, history=10)
+    before = backend.stats.prompt_tokens
+    results = _score(rec, requests, listwise_keys="ids")
+    read = backend.stats.prompt_tokens - before
+    assert_valid(results, requests)
+    for result in results:
+        assert result.details["probabilities"] == "first_key" and result.details["keys"] == "ids"
+        assert result.probabilities.sum() == pytest.approx(1.0) and 0 < result.details["label_mass"] <= 1
+    before = backend.stats.prompt_tokens
+    verbalizer = _score(rec, requests, listwise_keys="ids", listwise_probabilities="verbalizer")
+    assert [r.ranking() for r in verbalizer] == [r.ranking() for r in results]  # the same decoding
+    assert all(r.details["probabilities"] == "verbalizer" for r in verbalizer)
+    # no second prompt: the ids' tokens on the listwise prompt's cache instead of a verbalizer prompt
+    assert read < 0.7 * (backend.stats.prompt_tokens - before)
+
+
 def test_default_model_ranks_without_fallback(default_model_dir):
     rec = Recommender(backend="transformers", threads=1)
     requests = fixed_requests(2, n_candidates=8, history=10)

@@ -178,7 +178,8 @@ def test_top_k_listwise_ranks_k_then_follows_the_verbalizer(sample_request):
     logits = {"A": 1.0, "B": 5.0}
     backend = FakeBackend(score_fn=lambda prompt, token: logits.get(token, 0.0),
                           supports_permutation_decoding=True, permutation_choice=lambda p, allowed: allowed[-1])
-    result, _ = score(sample_request, backend, listwise_top_k=2, listwise_keys="ids")
+    # (the fake's ids are single tokens, so "auto" would read the probabilities at the first key's slot)
+    result, _ = score(sample_request, backend, listwise_top_k=2, listwise_keys="ids", listwise_probabilities="verbalizer")
     ids = [c["id"] for c in sample_request["candidates"]]
     assert [ids[i] for i in result.ranking()] == ["13", "12", "11", "10"]
     assert result.details["ranked"] == 2
