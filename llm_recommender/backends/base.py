@@ -36,6 +36,10 @@ class Generation:
     # generate_permutations(key_logprobs=True): log-prob of writing each key at the first key's slot
     # (its one token; keys of several tokens: all of them and the closing token, where the backend can)
     key_logprobs: list[float] | None = None
+    # generate_permutations: how each key was chosen. "token": greedy token by token (a key of
+    # several tokens is committed to by its first); "whole": by the log-prob of writing it whole
+    # (its tokens and the closing token), the quantity key_logprobs reports for the first slot
+    key_choice: str = "token"
 
 
 @dataclass

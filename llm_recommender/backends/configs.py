@@ -50,6 +50,11 @@ class TransformersOptions(ComponentConfig):
     draft_rankings: bool = Field(
         default=True, description="constrained listwise: check a drafted ranking (the open keys in the presented "
         "order) in one pass and keep what greedy decoding agrees with; the same ranking in fewer passes")
+    listwise_key_choice: Literal["whole", "token"] = Field(
+        default="whole", description="constrained listwise with keys of several tokens (ids): 'whole' picks, at each "
+        "slot, the open key with the highest log-prob of being written whole (all its tokens and the closing token; "
+        "one packed pass per slot), so rank 1 is the key with the highest reported probability; 'token' decodes "
+        "greedily token by token, as vLLM does (a key is committed to by its first token)")
 
 
 class TransformersConfig(TransformersOptions):

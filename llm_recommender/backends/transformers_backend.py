@@ -26,6 +26,7 @@ from . import cpu_attention
 from ._tokenizer import TokenizerMixin
 from .base import Backend, Generation
 from .configs import TransformersConfig
+from .key_tree import KeyTree, keep_rows
 from .kit import auto_dtype, mask_positions, padded_batch
 
 log = logging.getLogger(__name__)
@@ -211,21 +212,51 @@ class TransformersBackend(TokenizerMixin, Backend):
         self.stats.add(prompt_tokens=width, forward_passes=1)
         return logits
 
-    def _key_logprobs(self, cache: Any, visible: int, spec: Any, root: Any) -> list[float]:
-        """Log-prob of writing each key of ``spec`` whole at the first key's slot: its tokens, then the
-        token that closes it (so a key that starts another is not credited with the longer key's mass).
-        ``root`` is the full log-softmax at the slot, whose context is the first ``visible`` cached positions."""
+    def _score_open_keys(self, cache: Any, root: Any, pending: Sequence[int], items: Sequence[Sequence[int]],
+                         closing: int, *, retain: bool = False, visible: int | None = None) -> tuple[list[float], Any]:
+        """Each key's log-prob of being written whole after the cache's first ``visible`` positions
+        (default all) and ``pending``: its tokens, then ``closing`` (so a key that starts another is
+        not credited with the longer key's mass). One tree pass (``key_tree.py``). ``root``: the
+        log-softmax after the cache, for the first tokens when nothing is pending.
+
+        Without ``retain`` the cache is left as it was. With it (``visible`` must be the whole
+        cache), also ``keep(j)``: leave ``pending``, key ``j`` and ``closing`` in the cache, nothing
+        else, and return the log-softmax after them."""
         torch = self._torch
-        items = [list(item) for item in spec.items]
-        closing = spec.sep[0] if spec.k > 1 else spec.close[0]
-        lp = torch.log_softmax(self._packed_suffix_logits(cache, visible, items).float(), dim=-1)
-        out, start = [], 0
-        for item in items:  # row start + t: the logits after the key's first t + 1 tokens
-            total = float(root[item[0]]) + float(lp[start + len(item) - 1, closing])
-            total += sum(float(lp[start + t - 1, tok]) for t, tok in enumerate(item) if t)
-            out.append(total)
-            start += len(item)
-        return out
+        tree = KeyTree.build(pending, items, closing)
+        cached = cache.get_seq_length()
+        seen = cached if visible is None else visible
+        if retain and seen != cached:
+            raise ValueError("keeping a key needs the whole cache visible")
+        n = len(tree.tokens)
+        mask = torch.zeros((1, 1, n, cached + n), dtype=torch.bool)
+        mask[..., :seen] = True
+        mask[0, 0, :, cached:] = tree.ancestry()
+        positions = seen + torch.tensor(tree.depths())
+        # rows read: the first tokens' (if pending), each key token's; the closing nodes' if kept
+        rows = sorted({tree.base, *(r for path in tree.paths for r in path[:-1] if r >= 0),
+                       *((path[-1] for path in tree.paths) if retain else ())} - {-1})
+        with torch.inference_mode():
+            logits = self.model(input_ids=torch.tensor([tree.tokens], device=self.device), attention_mask=mask.to(self.device),
+                                position_ids=positions.unsqueeze(0).to(self.device), past_key_values=cache,
+                                use_cache=True, logits_to_keep=torch.as_tensor(rows, device=self.device)).logits[0].float()
+            self.stats.add(prompt_tokens=n, forward_passes=1)
+            lp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+        at = {r: j for j, r in enumerate(rows)}
+        first = lp[at[tree.base]] if tree.base >= 0 else root
+        scores = []
+        for item, path in zip(items, tree.paths):  # path[t]: the row of the key's token t, then the closing node
+            total = float(first[item[0]]) + float(lp[at[path[len(item) - 1]], closing])
+            scores.append(total + sum(float(lp[at[path[t - 1]], tok]) for t, tok in enumerate(item) if t))
+        if not retain:
+            cache.crop(-n)
+            return scores, None
+
+        def keep(j: int) -> Any:
+            keep_rows(cache, cached, tree.chain(j))
+            return lp[at[tree.paths[j][-1]]]
+
+        return scores, keep
 
     # ---- generation ---------------------------------------------------------------
     def _compiled_grammar(self, json_schema: dict[str, Any]) -> Any | None:
@@ -284,6 +315,62 @@ class TransformersBackend(TokenizerMixin, Backend):
                 for prompt, kk, k in zip(prompts, keys, ks)]
 
     def _permutation(self, prompt_ids: list[int], spec: Any, key_logprobs: bool) -> Generation:
+        if self.config.listwise_key_choice == "whole" and any(len(item) > 1 for item in spec.items):
+            return self._permutation_by_keys(prompt_ids, spec, key_logprobs)
+        return self._permutation_by_tokens(prompt_ids, spec, key_logprobs)
+
+    def _permutation_by_keys(self, prompt_ids: list[int], spec: Any, key_logprobs: bool) -> Generation:
+        """Greedy constrained decoding over whole keys, for keys of several tokens.
+
+        Token-by-token greedy commits to a key by its first token (``1`` wins the slot, then an
+        unlikely ``16`` is written although ``595`` is far likelier whole). Here, at each slot,
+        every open key is scored in one tree pass on the cache (:meth:`_score_open_keys`): its
+        first token's log-prob plus those of its other tokens and of the token that closes it.
+        The best key is kept: its entries stay in the cache (nothing is recomputed), and the
+        separator's rest goes first in the next slot's pass. One pass for the prompt, then one
+        per slot with a choice; the first slot's log-probs are ``key_logprobs``, so the top key is
+        the one with the highest reported probability.
+        """
+        from ..constrained import PermutationState
+
+        torch = self._torch
+        state = PermutationState(spec)
+        generated, pending, chosen, first = [], list(spec.open), [], None
+        with torch.inference_mode():  # (the cache is edited in place: its tensors are inference tensors)
+            out = self.model(input_ids=torch.tensor([list(prompt_ids) + pending], device=self.device),
+                             use_cache=True, logits_to_keep=1)
+            cache, root = out.past_key_values, torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+            generated, pending = pending, []
+            for slot in range(spec.k):
+                last = slot == spec.k - 1
+                closing = spec.close[0] if last else spec.sep[0]
+                open_keys = [i for i in range(len(spec.items)) if i not in chosen]
+                keep = None
+                if len(open_keys) == 1:  # the last slot of a full ranking
+                    best = 0
+                else:
+                    scores, keep = self._score_open_keys(cache, root, pending, [spec.items[i] for i in open_keys],
+                                                         closing, retain=not last)
+                    best = int(np.argmax(scores))  # ties: the first presented
+                    if slot == 0 and key_logprobs:
+                        first = scores  # every key is open at the first slot, in spec order
+                chosen.append(open_keys[best])
+                generated += [*pending, *spec.items[chosen[-1]], closing]
+                if keep is not None:
+                    root = keep(best)  # the cache now ends with pending, the key and its closing token
+                    pending = list(spec.sep[1:])
+                else:  # the end: nothing more is read
+                    pending = list(spec.close[1:])
+            generated += pending
+        self.stats.add(prompt_tokens=len(prompt_ids), completion_tokens=len(generated), forward_passes=1)
+        for token in [*generated, spec.eos]:
+            state.advance(token)
+        return Generation(text=self.tokenizer.decode(generated, skip_special_tokens=True),
+                          finish_reason="stop" if state.done and not state.broken else "length",
+                          prompt_tokens=len(prompt_ids), completion_tokens=len(generated), key_logprobs=first,
+                          key_choice="whole")
+
+    def _permutation_by_tokens(self, prompt_ids: list[int], spec: Any, key_logprobs: bool) -> Generation:
         """Greedy constrained decoding, with jump-forward and draft-and-verify.
 
         * Jump-forward: tokens the spec forces (the JSON skeleton, the rest of a key once it is
@@ -304,7 +391,7 @@ class TransformersBackend(TokenizerMixin, Backend):
         torch = self._torch
         state = PermutationState(spec)
         pending, generated, cache, first = list(prompt_ids), [], None, None  # pending: chosen, not in the cache
-        whole_keys, root = False, None
+        whole_keys, root, context = False, None, len(prompt_ids) + len(spec.open)
         passes, cap = 0, spec.max_tokens()  # cap: the most draft tokens a pass carries
         with torch.inference_mode():
             while True:
@@ -341,7 +428,9 @@ class TransformersBackend(TokenizerMixin, Backend):
                 if kept < len(draft):
                     cache.crop(kept - len(draft))  # a negative count: drop the rejected draft's entries
                 if whole_keys:  # multi-token keys: the first key's distribution needs each key's later tokens
-                    first, whole_keys = self._key_logprobs(cache, len(prompt_ids) + len(spec.open), spec, root), False
+                    closing = spec.sep[0] if spec.k > 1 else spec.close[0]
+                    first = self._score_open_keys(cache, root, [], spec.items, closing, visible=context)[0]
+                    whole_keys = False
                 # Each drafted token costs a little of the pass: draft less after a miss, more after a hit.
                 cap = cap * 2 if kept == len(draft) else max(_MIN_DRAFT, 2 * kept)
                 pending = [token] if token is not None and token != spec.eos else []

@@ -28,6 +28,12 @@ verbalizer's order. Both paths parse with the same pydantic contract.
   computed up front; it doubles as the validated path's fallback.
 
 ``details["probabilities"]`` records which one a result used.
+
+How a constrained ranking picks each key, ``details["key_choice"]`` (None on the validated path):
+``token`` is greedy token by token, so a key of several tokens is committed to by its first
+(the vLLM paths, labels); ``whole`` (the transformers backend for ids, ``listwise_key_choice``)
+picks at each slot the open key most likely to be written whole, the same log-prob as
+``first_key``'s, so the top-ranked id is also the one with the highest probability.
 """
 
 from __future__ import annotations
@@ -137,6 +143,7 @@ class ListwiseScorer(LLMScorer):
                                                   key_logprobs=first)
         for state, gen in zip(states, gens):
             self._parse(state, gen)
+            state["key_choice"] = gen.key_choice
             if state["first_key"] and gen.key_logprobs is not None:
                 probs = softmax_logprobs(np.asarray(gen.key_logprobs))
                 mass = float(np.exp(gen.key_logprobs).sum())
@@ -183,7 +190,7 @@ class ListwiseScorer(LLMScorer):
         n = len(state["keys"])
         details = {"attempts": state["attempts"], "label_mass": verb.details.get("label_mass"), "decoding": decoding,
                    "ranked": state["k"], "keys": state["key_name"] + "s",
-                   "probabilities": state.get("probabilities", "verbalizer")}
+                   "probabilities": state.get("probabilities", "verbalizer"), "key_choice": state.get("key_choice")}
         if state["ranking"] is None:
             last = state["attempts"][-1]
             fallback = Fallback(stage="listwise", reason=f"{last['kind']}: {last['error']}",

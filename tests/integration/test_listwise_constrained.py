@@ -82,10 +82,14 @@ def tiny_fp32(tiny_model_dir):
     return TransformersBackend({"model": str(tiny_model_dir), "threads": 1, "dtype": "float32"})
 
 
+def _variant(backend: TransformersBackend, **update) -> TransformersBackend:
+    """The same model and tokenizer with other options (``draft_rankings``, ``listwise_key_choice``)."""
+    return TransformersBackend(backend.config.model_copy(update=update), model=backend.model, tokenizer=backend.tokenizer)
+
+
 def _undrafted(backend: TransformersBackend) -> TransformersBackend:
     """The same model and tokenizer, with draft-and-verify off (one pass per choice)."""
-    config = backend.config.model_copy(update={"draft_rankings": False})
-    return TransformersBackend(config, model=backend.model, tokenizer=backend.tokenizer)
+    return _variant(backend, draft_rankings=False)
 
 
 @pytest.mark.parametrize("draft", [True, False])
@@ -93,7 +97,8 @@ def _undrafted(backend: TransformersBackend) -> TransformersBackend:
 def test_jump_forward_decoding_equals_token_by_token_generation(tiny_fp32, keys, k, draft):
     # The random model disagrees with the draft (the presented order) nearly everywhere: the
     # drafted path is exercised mostly through its corrections and cache cuts here.
-    backend = tiny_fp32 if draft else _undrafted(tiny_fp32)
+    # Token-by-token choice (what vLLM does); labels are one token each, so both choices are this.
+    backend = _variant(tiny_fp32, draft_rankings=draft, listwise_key_choice="token")
     assert backend.config.draft_rankings is draft
     prompts = [backend.chat_prompt([{"role": "user", "content": f"Rank these, request {i}: {' '.join(keys)}"}])
                for i in range(3)]
@@ -103,9 +108,44 @@ def test_jump_forward_decoding_equals_token_by_token_generation(tiny_fp32, keys,
         assert parse_ranking(gen.text, keys, k or len(keys)) and gen.finish_reason == "stop"
 
 
+def _whole_key_reference(backend, prompt: str, spec) -> str:
+    """The reference for whole-key choice: at each slot, every open key and its closing token after
+    the text so far, one plain forward pass each; the likeliest key is written, then the separator."""
+    torch = backend._torch
+    context, out, left = backend.encode(prompt) + list(spec.open), list(spec.open), list(range(len(spec.items)))
+    for slot in range(spec.k):
+        closing = spec.close[0] if slot == spec.k - 1 else spec.sep[0]
+        scores = []
+        for i in left:
+            ids = context + list(spec.items[i]) + [closing]
+            with torch.inference_mode():
+                lp = torch.log_softmax(backend.model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
+            scores.append(sum(float(lp[len(context) - 1 + t, tok]) for t, tok in enumerate([*spec.items[i], closing])))
+        best = left.pop(int(np.argmax(scores)))
+        piece = list(spec.items[best]) + list(spec.close if slot == spec.k - 1 else spec.sep)
+        context, out = context + piece, out + piece
+    return backend.tokenizer.decode(out, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("keys,k", [(["10", "11", "12", "7", "105", "1"], None), (["10", "11", "12", "7", "105", "1"], 3),
+                                    (["12", "123", "7", "450"], 1), (["3", "42", "17"], None)])
+def test_whole_key_choice_equals_a_plain_forward_pass_per_key_and_slot(tiny_fp32, keys, k):
+    # One tree pass per slot (shared first digits, the separator's rest first, the chosen key kept
+    # in the cache) must choose as scoring every open key from scratch does.
+    assert tiny_fp32.config.listwise_key_choice == "whole"
+    prompts = [tiny_fp32.chat_prompt([{"role": "user", "content": f"Rank these, request {i}: {' '.join(keys)}"}])
+               for i in range(3)]
+    gens = tiny_fp32.generate_permutations(prompts, [keys] * 3, [k or len(keys)] * 3)
+    for prompt, gen in zip(prompts, gens):
+        assert gen.key_choice == "whole" and gen.finish_reason == "stop"
+        assert gen.text == _whole_key_reference(tiny_fp32, prompt, hf_spec(tiny_fp32.tokenizer, keys, k))
+        assert parse_ranking(gen.text, keys, k or len(keys))
+
+
 def test_draft_and_verify_gives_the_same_rankings_as_one_pass_per_choice_in_fewer_passes(default_model_dir):
     # The default model mostly echoes the presented label order, so the draft is mostly kept.
-    drafted = TransformersBackend({"threads": 1, "dtype": "float32"})
+    # (Drafts serve token-by-token choice; ids chosen whole take one tree pass per slot instead.)
+    drafted = TransformersBackend({"threads": 1, "dtype": "float32", "listwise_key_choice": "token"})
     plain = _undrafted(drafted)
     requests = fixed_requests(3, n_candidates=12, history=10)
     for keys in ("labels", "ids"):
@@ -132,13 +172,16 @@ def test_key_logprobs_are_the_next_token_logprobs_after_the_json_opening(tiny_fp
     assert first == keys[int(np.argmax(expected))]  # greedy: the first key is the model's first choice
 
 
-def test_key_logprobs_of_multi_token_keys_score_every_token_and_the_close(tiny_fp32):
+@pytest.mark.parametrize("choice", ["whole", "token"])
+def test_key_logprobs_of_multi_token_keys_score_every_token_and_the_close(tiny_fp32, choice):
     # Ids of several tokens, one the start of another: each key's log-prob is its tokens and the
     # token that closes it, after the prompt and the JSON opening, as one plain forward pass gives.
     keys, torch = ["12", "123", "7", "450"], tiny_fp32._torch
+    backend = _variant(tiny_fp32, listwise_key_choice=choice)
     prompt = tiny_fp32.chat_prompt([{"role": "user", "content": "Rank 12, 123, 7 and 450."}])
     for k in (len(keys), 1):  # the close is the separator, or the end of the list for a top-1
-        (gen,) = tiny_fp32.generate_permutations([prompt], [keys], [k], key_logprobs=True)
+        (gen,) = backend.generate_permutations([prompt], [keys], [k], key_logprobs=True)
+        assert gen.key_choice == choice
         spec = hf_spec(tiny_fp32.tokenizer, keys, k)
         assert any(len(item) > 1 for item in spec.items)
         closing = spec.sep[0] if k > 1 else spec.close[0]
@@ -163,6 +206,14 @@ def test_id_rankings_take_their_probabilities_from_the_listwise_pass(default_mod
     for result in results:
         assert result.details["probabilities"] == "first_key" and result.details["keys"] == "ids"
         assert result.probabilities.sum() == pytest.approx(1.0) and 0 < result.details["label_mass"] <= 1
+        # chosen whole: the top-ranked id is the one with the highest probability
+        assert result.details["key_choice"] == "whole"
+        assert result.ranking()[0] == int(np.argmax(result.probabilities))
+    # Token by token, the second request's first digit wins the slot for an id with a low
+    # probability whole (measured: rank 1 is candidate 6, the highest probability candidate 0).
+    token = _score(Recommender(backend=_variant(backend, listwise_key_choice="token")), requests, listwise_keys="ids")
+    assert all(r.details["key_choice"] == "token" for r in token)
+    assert any(r.ranking()[0] != int(np.argmax(r.probabilities)) for r in token)
     before = backend.stats.prompt_tokens
     verbalizer = _score(rec, requests, listwise_keys="ids", listwise_probabilities="verbalizer")
     assert [r.ranking() for r in verbalizer] == [r.ranking() for r in results]  # the same decoding

@@ -154,6 +154,7 @@ def test_constrained_listwise_is_a_permutation_without_re_asks(sample_request):
     ids = [c["id"] for c in sample_request["candidates"]]
     assert sorted(ids[i] for i in result.ranking()) == sorted(ids)
     assert result.details["decoding"] == "constrained" and not result.details["fallback"]
+    assert result.details["key_choice"] == "token"  # the fake decodes token by token
     assert len(result.details["attempts"]) == 1 and not [c for c in backend.calls if c[0] == "generate"]
 
 
@@ -161,6 +162,7 @@ def test_validated_path_is_recorded_on_a_backend_that_cannot_constrain(sample_re
     result, _ = score(sample_request, FakeBackend(generations=['{"ranking": ["13", "11", "10", "12"]}']),
                       listwise_keys="ids")
     assert result.details["decoding"] == "validated" and result.details["probabilities"] == "verbalizer"
+    assert result.details["key_choice"] is None
     with pytest.raises(CapabilityError) as err:
         score(sample_request, FakeBackend(), listwise_decoding="constrained")
     assert err.value.param == "listwise_decoding"

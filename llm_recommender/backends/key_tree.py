@@ -1,0 +1,88 @@
+"""Every open key of a ranking slot in one forward pass: the keys' tokens as a tree on the KV cache.
+
+Constrained listwise decoding with keys of several tokens (ids) chooses, at each slot, the
+key most likely to be written whole (``listwise_key_choice="whole"``). That needs each key's
+tokens and the token that closes it scored after the same context. Keys share their first
+tokens (ids ``1``, ``12``, ``123``), so they are laid out as a trie: one node per distinct
+prefix, then a closing node under each key's end, all in one row after the cache. A node
+attends to the cached context and to its ancestors only (tree attention, as in speculative
+decoding's token trees), at the position its depth gives, so its logits are those a plain
+forward pass of ``context + prefix`` gives. Forced tokens still to be written before the keys
+(the separator's rest after the previous key) go first, as a chain every key descends from.
+
+This module builds the layout (pure Python and torch, no model); the transformers backend runs
+the pass (:meth:`TransformersBackend._score_open_keys`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class KeyTree:
+    tokens: list[int]  # one per node, in row order
+    parents: list[int]  # each node's parent row, -1: the cached context
+    paths: list[list[int]]  # per key: the rows of its tokens, then of its closing node
+    base: int  # the row whose logits give each key's first token (-1: the cache's, passed in)
+
+    @classmethod
+    def build(cls, pending: Sequence[int], items: Sequence[Sequence[int]], closing: int) -> KeyTree:
+        tokens: list[int] = []
+        parents: list[int] = []
+        for token in pending:
+            parents.append(len(tokens) - 1)
+            tokens.append(int(token))
+        base = len(tokens) - 1
+        child: dict[tuple[int, int], int] = {}
+        paths = []
+        for item in items:
+            node, path = base, []
+            for token in item:
+                if (node, token) not in child:
+                    child[node, token] = len(tokens)
+                    tokens.append(int(token))
+                    parents.append(node)
+                node = child[node, token]
+                path.append(node)
+            path.append(len(tokens))  # the closing node: never shared (each key's end is its own)
+            tokens.append(int(closing))
+            parents.append(node)
+            paths.append(path)
+        return cls(tokens=tokens, parents=parents, paths=paths, base=base)
+
+    def depths(self) -> list[int]:
+        out: list[int] = []
+        for parent in self.parents:  # parents come before their children
+            out.append(out[parent] + 1 if parent >= 0 else 0)
+        return out
+
+    def ancestry(self) -> Any:
+        """Bool [n, n]: row i may attend to row j (j is i or an ancestor of i)."""
+        import torch
+
+        n = len(self.tokens)
+        sees = torch.zeros((n, n), dtype=torch.bool)
+        for i, parent in enumerate(self.parents):
+            if parent >= 0:
+                sees[i] = sees[parent]
+            sees[i, i] = True
+        return sees
+
+    def chain(self, key: int) -> list[int]:
+        """The rows from the first pending token to key ``key``'s closing node, in order."""
+        return list(range(self.base + 1)) + self.paths[key]
+
+
+def keep_rows(cache: Any, cached: int, rows: Sequence[int]) -> None:
+    """Of the entries appended to ``cache`` after its first ``cached``, keep ``rows`` (in order) right after them."""
+    import torch
+
+    index = torch.as_tensor([cached + r for r in rows])
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            tensor = getattr(layer, name)
+            tensor[..., cached : cached + len(rows), :] = tensor.index_select(-2, index.to(tensor.device))
+            setattr(layer, name, tensor[..., : cached + len(rows), :])
