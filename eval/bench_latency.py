@@ -15,7 +15,9 @@ the LM head for the one kept position; torch's FlopCounterMode figure is recorde
 per-candidate prompts (one call each) in the same run, as a ratio. Listwise rows use
 constrained decoding (a valid permutation by construction) and report p50 against the
 verbalizer's at the same threads and dtype, with draft-and-verify decoding (the default)
-and without it (one forward pass per choice), and the forward passes per request.
+and without it (one forward pass per choice), and the forward passes per request. Ids are
+chosen whole by default (one tree pass per slot); the "token choice" row decodes them token
+by token, as vLLM does.
 
     python eval/bench_latency.py                 # full table (about 25 minutes on 2 cores)
     python eval/bench_latency.py --quick         # a smoke run
@@ -41,6 +43,7 @@ USERS = [str(u) for u in range(1, 200)]
 LISTWISE = {
     "listwise ids": {"listwise_keys": "ids"},
     "listwise ids, no draft": {"listwise_keys": "ids", "draft_rankings": False},
+    "listwise ids, token choice": {"listwise_keys": "ids", "listwise_key_choice": "token"},
     "listwise labels": {"listwise_keys": "labels"},
     "listwise labels, no draft": {"listwise_keys": "labels", "draft_rankings": False},
     "listwise labels top-5": {"listwise_keys": "labels", "listwise_top_k": 5},

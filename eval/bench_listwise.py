@@ -6,10 +6,12 @@ backend), users of the bundled ml-latest-small sample, 50-item history, 20 candi
 One process, one model; per request and configuration:
 
 * ``verbalizer``: the one-pass baseline (listwise runs it too: it gives the probabilities);
-* ``listwise`` constrained with ids, with labels (A..T), and top-5 with labels;
+* ``listwise`` constrained with ids (chosen whole, and token by token: ``token choice``), with
+  labels (A..T), and top-5 with labels;
 * ``listwise`` validated (schema, re-ask, fallback), only with ``--validated``: it is slow.
 
 ``echo`` = the ranking is the presentation order (c0, c1, ...), over its ranked part.
+``top-1 = max P`` = the top-ranked candidate is the one the result's probabilities favour.
 
     python eval/bench_listwise.py --users 12 --threads 1 --out eval/results/bench_listwise.json
 
@@ -34,6 +36,7 @@ from pathlib import Path
 CONFIGS = {
     "verbalizer": None,
     "listwise ids": {"listwise_keys": "ids"},
+    "listwise ids, token choice": {"listwise_keys": "ids", "backend": {"listwise_key_choice": "token"}},
     "listwise labels": {"listwise_keys": "labels"},
     "listwise labels top-5": {"listwise_keys": "labels", "listwise_top_k": 5},
     "listwise ids validated": {"listwise_keys": "ids", "listwise_decoding": "validated"},
@@ -68,7 +71,6 @@ def main() -> None:
 
     from llm_recommender import Recommender
     from llm_recommender.protocol import parse_request
-    from llm_recommender.scorers import ListwiseScorer
 
     opts = {"vllm_cpu_threads_bind": "0" if args.threads == 1 else f"0-{args.threads - 1}"} if args.backend == "vllm" else {}
     rec = Recommender(backend=args.backend, threads=args.threads, **opts)
@@ -86,8 +88,7 @@ def main() -> None:
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         ap.error(f"unknown --configs {unknown}; choose from {list(CONFIGS)}")
-    scorers = {n: rec.scorer("verbalizer") if CONFIGS[n] is None else
-               ListwiseScorer(rec.backend, rec.renderer, rec.config_for("listwise", **CONFIGS[n])) for n in names}
+    scorers = {n: rec.scorer("verbalizer") if CONFIGS[n] is None else listwise_scorer(rec, CONFIGS[n]) for n in names}
     for scorer in scorers.values():
         scorer.score(reqs[0])  # warm-up, not timed
     raw: dict[str, list[dict]] = {n: [] for n in names}
@@ -95,7 +96,7 @@ def main() -> None:
     for i in range(0, len(timed), args.chunk):
         chunk = timed[i : i + args.chunk]
         for name, scorer in scorers.items():
-            record(raw[name], scorer, chunk, rec.backend)
+            record(raw[name], scorer, chunk, scorer.backend)
         print(f"users {len(raw[names[0]])}/{len(timed)}: " + ", ".join(f"{n} {raw[n][-1]['seconds']:.2f}s" for n in names),
               file=sys.stderr, flush=True)
         rows = summarise(raw, names)  # written after every chunk: a run cut short keeps what it measured
@@ -105,15 +106,31 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
 
-    print("| config | decoding | p50 s | x verbalizer | completion tokens | invalid | fallback | echo | top-1 = verbalizer's |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| config | decoding | p50 s | x verbalizer | completion tokens | invalid | fallback | echo | top-1 = verbalizer's "
+          "| top-1 = max P |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         pct = (lambda v: "-" if v is None else f"{v:.0%}")
         ratio = "-" if r["p50_vs_verbalizer"] is None else f"{r['p50_vs_verbalizer']:.2f}"
         print(f"| {r['config']} | {r['decoding'] or '-'} | {r['p50_s']:.2f} | {ratio} | "
               f"{r['completion_tokens_mean']:.0f} | {pct(r['invalid_output_share'])} | {pct(r['fallback_share'])} | "
-              f"{pct(r['echo_share'])} | {pct(r['top1_agrees_with_verbalizer'])} |")
+              f"{pct(r['echo_share'])} | {pct(r['top1_agrees_with_verbalizer'])} | {pct(r['top1_most_probable'])} |")
     print(f"written to {args.out}")
+
+
+def listwise_scorer(rec, settings: dict):
+    """A listwise scorer with ``settings``; a ``backend`` entry: the same model under other backend options."""
+    from llm_recommender.scorers import ListwiseScorer
+
+    settings = dict(settings)
+    backend = rec.backend
+    if "backend" in settings:
+        options = settings.pop("backend")
+        if rec.backend.name != "transformers":
+            raise SystemExit(f"backend options {options} need --backend transformers")
+        backend = type(rec.backend)(rec.backend.config.model_copy(update=options), model=rec.backend.model,
+                                    tokenizer=rec.backend.tokenizer)
+    return ListwiseScorer(backend, rec.renderer, rec.config_for("listwise", **settings))
 
 
 def record(out: list[dict], scorer, chunk: list, backend) -> None:
@@ -136,6 +153,8 @@ def record(out: list[dict], scorer, chunk: list, backend) -> None:
             "decoding": result.details.get("decoding"),
             "probabilities": result.details.get("probabilities"),
             "top1": result.ranking()[0],
+            "top1_most_probable": bool(result.ranking()[0] == int(result.probabilities.argmax())),
+            "key_choice": result.details.get("key_choice"),
         })
 
 
@@ -153,6 +172,8 @@ def summarise(raw: dict[str, list[dict]], names: list[str]) -> list[dict]:
             "invalid_output_share": (sum(r["invalid_outputs"] for r in rs) / outputs) if outputs else None,
             "fallback_share": statistics.fmean(r["fallback"] for r in rs) if outputs else None,
             "echo_share": statistics.fmean(r["echo"] for r in rs) if outputs else None,
+            "top1_most_probable": statistics.fmean(r["top1_most_probable"] for r in rs),
+            "key_choice": rs[0].get("key_choice"),
             "top1_agrees_with_verbalizer": statistics.fmean(a["top1"] == b["top1"] for a, b in zip(rs, raw["verbalizer"]))
             if "verbalizer" in raw else None,
         })

@@ -4,14 +4,14 @@ Constrained listwise decoding with keys of several tokens (ids) chooses, at each
 key most likely to be written whole (``listwise_key_choice="whole"``). That needs each key's
 tokens and the token that closes it scored after the same context. Keys share their first
 tokens (ids ``1``, ``12``, ``123``), so they are laid out as a trie: one node per distinct
-prefix, then a closing node under each key's end, all in one row after the cache. A node
+prefix, then under each key's end its tail (the closing token, and the separator's rest so
+that the next slot's distribution is read too), all in one row after the cache. A node
 attends to the cached context and to its ancestors only (tree attention, as in speculative
 decoding's token trees), at the position its depth gives, so its logits are those a plain
-forward pass of ``context + prefix`` gives. Forced tokens still to be written before the keys
-(the separator's rest after the previous key) go first, as a chain every key descends from.
+forward pass of ``context + prefix`` gives.
 
 This module builds the layout (pure Python and torch, no model); the transformers backend runs
-the pass (:meth:`TransformersBackend._score_open_keys`).
+the pass (:meth:`TransformersBackend._score_keys`).
 """
 
 from __future__ import annotations
@@ -25,21 +25,17 @@ from typing import Any
 class KeyTree:
     tokens: list[int]  # one per node, in row order
     parents: list[int]  # each node's parent row, -1: the cached context
-    paths: list[list[int]]  # per key: the rows of its tokens, then of its closing node
-    base: int  # the row whose logits give each key's first token (-1: the cache's, passed in)
+    paths: list[list[int]]  # per key: the rows of its tokens, then of its tail
 
     @classmethod
-    def build(cls, pending: Sequence[int], items: Sequence[Sequence[int]], closing: int) -> KeyTree:
+    def build(cls, items: Sequence[Sequence[int]], tail: Sequence[int]) -> KeyTree:
+        """The trie of ``items``, with ``tail`` (the closing token, then what follows it) under each key's end."""
         tokens: list[int] = []
         parents: list[int] = []
-        for token in pending:
-            parents.append(len(tokens) - 1)
-            tokens.append(int(token))
-        base = len(tokens) - 1
         child: dict[tuple[int, int], int] = {}
         paths = []
         for item in items:
-            node, path = base, []
+            node, path = -1, []
             for token in item:
                 if (node, token) not in child:
                     child[node, token] = len(tokens)
@@ -47,11 +43,13 @@ class KeyTree:
                     parents.append(node)
                 node = child[node, token]
                 path.append(node)
-            path.append(len(tokens))  # the closing node: never shared (each key's end is its own)
-            tokens.append(int(closing))
-            parents.append(node)
+            for token in tail:  # never shared: each key's end is its own
+                parents.append(node)
+                node = len(tokens)
+                tokens.append(int(token))
+                path.append(node)
             paths.append(path)
-        return cls(tokens=tokens, parents=parents, paths=paths, base=base)
+        return cls(tokens=tokens, parents=parents, paths=paths)
 
     def depths(self) -> list[int]:
         out: list[int] = []
@@ -71,18 +69,15 @@ class KeyTree:
             sees[i, i] = True
         return sees
 
-    def chain(self, key: int) -> list[int]:
-        """The rows from the first pending token to key ``key``'s closing node, in order."""
-        return list(range(self.base + 1)) + self.paths[key]
 
-
-def keep_rows(cache: Any, cached: int, rows: Sequence[int]) -> None:
-    """Of the entries appended to ``cache`` after its first ``cached``, keep ``rows`` (in order) right after them."""
+def keep_rows(cache: Any, base: int, rows: Sequence[int]) -> None:
+    """Of the entries of ``cache`` after its first ``base``, keep ``rows`` (in order) right after them; drop the rest."""
     import torch
 
-    index = torch.as_tensor([cached + r for r in rows])
-    for layer in cache.layers:
-        for name in ("keys", "values"):
-            tensor = getattr(layer, name)
-            tensor[..., cached : cached + len(rows), :] = tensor.index_select(-2, index.to(tensor.device))
-            setattr(layer, name, tensor[..., : cached + len(rows), :])
+    index = torch.as_tensor([base + r for r in rows])
+    with torch.inference_mode():  # a model's cache holds inference tensors: edited in place only in this mode
+        for layer in cache.layers:
+            for name in ("keys", "values"):
+                tensor = getattr(layer, name)
+                tensor[..., base : base + len(rows), :] = tensor.index_select(-2, index.to(tensor.device))
+                setattr(layer, name, tensor[..., : base + len(rows), :])

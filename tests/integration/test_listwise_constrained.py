@@ -127,15 +127,26 @@ def _whole_key_reference(backend, prompt: str, spec) -> str:
     return backend.tokenizer.decode(out, skip_special_tokens=True)
 
 
+@pytest.mark.parametrize("prune", [None, 0.0])
 @pytest.mark.parametrize("keys,k", [(["10", "11", "12", "7", "105", "1"], None), (["10", "11", "12", "7", "105", "1"], 3),
                                     (["12", "123", "7", "450"], 1), (["3", "42", "17"], None)])
-def test_whole_key_choice_equals_a_plain_forward_pass_per_key_and_slot(tiny_fp32, keys, k):
-    # One tree pass per slot (shared first digits, the separator's rest first, the chosen key kept
-    # in the cache) must choose as scoring every open key from scratch does.
+def test_whole_key_choice_equals_a_plain_forward_pass_per_key_and_slot(tiny_fp32, monkeypatch, keys, k, prune):
+    # Tree passes per slot (shared first digits, the chosen key and its separator kept in the
+    # cache, keys pruned by their first token's bound) must choose as scoring every open key from
+    # scratch does. prune=0.0: the first pass takes only the likeliest first token's keys, so the
+    # later passes (those whose first token could still win) and keeping a key from either run.
+    from llm_recommender.backends import transformers_backend
+
+    if prune is not None:
+        monkeypatch.setattr(transformers_backend, "_PRUNE_LOG", prune)
     assert tiny_fp32.config.listwise_key_choice == "whole"
     prompts = [tiny_fp32.chat_prompt([{"role": "user", "content": f"Rank these, request {i}: {' '.join(keys)}"}])
                for i in range(3)]
+    before = tiny_fp32.stats.forward_passes
     gens = tiny_fp32.generate_permutations(prompts, [keys] * 3, [k or len(keys)] * 3)
+    slots = 3 * min(k or len(keys), len(keys) - 1)  # slots with a choice; plus one prompt pass each
+    if prune == 0.0 and k != 1:
+        assert tiny_fp32.stats.forward_passes - before > 3 + slots  # some slot took a second pass
     for prompt, gen in zip(prompts, gens):
         assert gen.key_choice == "whole" and gen.finish_reason == "stop"
         assert gen.text == _whole_key_reference(tiny_fp32, prompt, hf_spec(tiny_fp32.tokenizer, keys, k))

@@ -11,21 +11,19 @@ from llm_recommender.backends.key_tree import KeyTree, keep_rows
 SEP0, SEP1, CLOSE = 90, 91, 99
 
 
-def test_keys_share_their_common_prefixes_and_each_ends_in_its_own_closing_node():
-    # keys "1", "12", "123", "7" as tokens; the separator's rest (91) is pending before them
-    tree = KeyTree.build([SEP1], [(1,), (1, 2), (1, 2, 3), (7,)], SEP0)
-    assert tree.base == 0
-    # rows: 0 pending | 1 "1" | 2 close(1) | 3 "2" | 4 close(12) | 5 "3" | 6 close(123) | 7 "7" | 8 close(7)
-    assert tree.tokens == [SEP1, 1, SEP0, 2, SEP0, 3, SEP0, 7, SEP0]
-    assert tree.parents == [-1, 0, 1, 1, 3, 3, 5, 0, 7]
-    assert tree.paths == [[1, 2], [1, 3, 4], [1, 3, 5, 6], [7, 8]]
-    assert tree.depths() == [0, 1, 2, 2, 3, 3, 4, 1, 2]
-    assert tree.chain(2) == [0, 1, 3, 5, 6]
+def test_keys_share_their_common_prefixes_and_each_ends_in_its_own_tail():
+    # keys "1", "12", "123", "7" as tokens; each followed by the separator (90, 91)
+    tree = KeyTree.build([(1,), (1, 2), (1, 2, 3), (7,)], [SEP0, SEP1])
+    # rows: 0 "1" | 1-2 sep(1) | 3 "2" | 4-5 sep(12) | 6 "3" | 7-8 sep(123) | 9 "7" | 10-11 sep(7)
+    assert tree.tokens == [1, SEP0, SEP1, 2, SEP0, SEP1, 3, SEP0, SEP1, 7, SEP0, SEP1]
+    assert tree.parents == [-1, 0, 1, 0, 3, 4, 3, 6, 7, -1, 9, 10]
+    assert tree.paths == [[0, 1, 2], [0, 3, 4, 5], [0, 3, 6, 7, 8], [9, 10, 11]]
+    assert tree.depths() == [0, 1, 2, 1, 2, 3, 2, 3, 4, 0, 1, 2]
 
 
 def test_each_node_sees_itself_and_its_ancestors_only():
-    tree = KeyTree.build([], [(1, 2), (1, 3), (4,)], CLOSE)
-    assert tree.base == -1 and tree.tokens == [1, 2, CLOSE, 3, CLOSE, 4, CLOSE]
+    tree = KeyTree.build([(1, 2), (1, 3), (4,)], [CLOSE])
+    assert tree.tokens == [1, 2, CLOSE, 3, CLOSE, 4, CLOSE]
     sees = tree.ancestry()
     for i in range(len(tree.tokens)):
         expected, node = set(), i
@@ -35,7 +33,7 @@ def test_each_node_sees_itself_and_its_ancestors_only():
         assert {j for j in range(len(tree.tokens)) if sees[i, j]} == expected
 
 
-def test_keep_rows_leaves_the_cache_then_the_chosen_chain_in_order():
+def test_keep_rows_leaves_the_cache_then_the_chosen_rows_in_order():
     cached, appended = 3, 5
     layers = []
     for _ in range(2):
