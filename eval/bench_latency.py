@@ -42,8 +42,10 @@ from pathlib import Path
 USERS = [str(u) for u in range(1, 200)]
 LISTWISE = {
     "listwise ids": {"listwise_keys": "ids"},
-    "listwise ids, no draft": {"listwise_keys": "ids", "draft_rankings": False},
     "listwise ids, token choice": {"listwise_keys": "ids", "listwise_key_choice": "token"},
+    # drafts serve token-by-token choice only (ids chosen whole take one tree pass per slot)
+    "listwise ids, token choice, no draft": {"listwise_keys": "ids", "listwise_key_choice": "token",
+                                             "draft_rankings": False},
     "listwise labels": {"listwise_keys": "labels"},
     "listwise labels, no draft": {"listwise_keys": "labels", "draft_rankings": False},
     "listwise labels top-5": {"listwise_keys": "labels", "listwise_top_k": 5},
