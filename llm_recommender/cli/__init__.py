@@ -22,10 +22,22 @@ from . import batch, demo, eval, fit, rank, serve, serve_model, tune  # noqa: E4
 
 def main() -> None:
     """Entry point: typed errors become one readable line and exit code 2, never a traceback."""
+    from pydantic import ValidationError
+
+    from ..errors import from_validation_error
+
     try:
         app()
     except RecommenderError as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
+        sys.exit(2)
+    except ValidationError as exc:
+        if exc.title != "Settings":  # not a setting: a bug, keep its traceback
+            raise
+        # a bad LLM_REC_* variable (or .env line): name the setting and the variable that set it
+        err = from_validation_error(exc)
+        env = "LLM_REC_" + (err.param or "").upper().replace(".", "__")
+        typer.secho(f"error: {err} (set by {env} in the environment or .env?)", err=True, fg="red")
         sys.exit(2)
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)

@@ -60,6 +60,18 @@ def test_bad_input_is_one_line_exit_2(payload, expected):
     assert expected in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("env, field", [("LLM_REC_LISTWISE__KEYS", "listwise.keys"),
+                                        ("LLM_REC_TRANSFORMERS__LISTWISE_KEY_CHOICE", "transformers.listwise_key_choice")])
+def test_a_bad_setting_in_the_environment_is_one_line_exit_2(sample_request, env, field):
+    import os
+
+    proc = subprocess.run([*CLI, "rank", "-", "--backend", "fake"], input=json.dumps(sample_request).encode(),
+                          capture_output=True, timeout=120, env={**os.environ, env: "bogus"})
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert f"invalid {field}" in err and env in err and "Traceback" not in err
+
+
 def test_nan_rating_in_a_file_is_exit_2(tmp_path):
     path = tmp_path / "req.json"
     path.write_text('{"history": [{"id": "h", "title": "H", "rating": NaN}], "candidates": [{"id": "a", "title": "A"}]}')
