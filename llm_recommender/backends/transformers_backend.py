@@ -190,27 +190,36 @@ class TransformersBackend(TokenizerMixin, Backend):
         Returns the logits at the ``keep`` rows (all by default) and leaves the cache as it was."""
         torch = self._torch
         lens = [len(s) for s in suffixes]
-        ends = np.cumsum(lens)
-        width, cached = int(ends[-1]), cache.get_seq_length()
-        mask = torch.zeros((1, 1, width, cached + width), dtype=torch.bool)
-        mask[..., :visible] = True
-        positions = torch.empty(width, dtype=torch.long)
-        for start, n in zip(ends - lens, lens):
-            mask[0, 0, start : start + n, cached + start : cached + start + n] = torch.ones(n, n, dtype=torch.bool).tril()
-            positions[start : start + n] = torch.arange(visible, visible + n)
+        sees = torch.block_diag(*(torch.ones(n, n, dtype=torch.bool).tril() for n in lens))
+        depths = torch.cat([torch.arange(n) for n in lens])
         # the blocked kernel's layout holds only when the suffixes see the whole cache
-        packed = cpu_attention.packed_suffixes(visible, lens) if cached == visible else contextlib.nullcontext()
-        with torch.inference_mode(), packed:
+        packed = cpu_attention.packed_suffixes(visible, lens) if cache.get_seq_length() == visible else None
+        logits = self._pass_on_cache(cache, visible, sum(suffixes, []), sees, depths, keep, packed)
+        cache.crop(-len(sees))  # drop the suffixes' keys and values
+        return logits
+
+    def _pass_on_cache(self, cache: Any, visible: int, tokens: list[int], sees: Any, depths: Any, keep: Any = None,
+                       packed: Any = None) -> Any:
+        """One forward pass of ``tokens`` appended to ``cache``: token i sees the first ``visible`` cached
+        positions and the appended tokens j with ``sees[i, j]``, at position ``visible + depths[i]``.
+        Returns the logits at the ``keep`` rows (all by default); the tokens' entries stay in the cache.
+        ``packed``: the attention-layout context to run under (``cpu_attention.packed_suffixes``)."""
+        torch = self._torch
+        n, cached = len(tokens), cache.get_seq_length()
+        mask = torch.zeros((1, 1, n, cached + n), dtype=torch.bool)
+        mask[..., :visible] = True
+        mask[0, 0, :, cached:] = sees
+        positions = visible + torch.as_tensor(depths, dtype=torch.long)
+        with torch.inference_mode(), packed or contextlib.nullcontext():
             logits = self.model(
-                input_ids=torch.tensor([sum(suffixes, [])], device=self.device),
+                input_ids=torch.tensor([tokens], device=self.device),
                 attention_mask=mask.to(self.device),
                 position_ids=positions.unsqueeze(0).to(self.device),
                 past_key_values=cache,
                 use_cache=True,
                 logits_to_keep=0 if keep is None else torch.as_tensor(keep, device=self.device),
             ).logits[0]
-        cache.crop(-width)  # drop the suffixes' keys and values
-        self.stats.add(prompt_tokens=width, forward_passes=1)
+        self.stats.add(prompt_tokens=n, forward_passes=1)
         return logits
 
     def _score_keys(self, cache: Any, root: Any, items: Sequence[Sequence[int]], tail: Sequence[int], *,
@@ -228,19 +237,11 @@ class TransformersBackend(TokenizerMixin, Backend):
         cached = cache.get_seq_length()
         seen = cached if visible is None else visible
         n = len(tree.tokens)
-        mask = torch.zeros((1, 1, n, cached + n), dtype=torch.bool)
-        mask[..., :seen] = True
-        mask[0, 0, :, cached:] = tree.ancestry()
-        positions = seen + torch.tensor(tree.depths())
         # rows read: each key's tokens (the next token's log-prob), and its tail's end if kept
         rows = sorted({*(r for item, path in zip(items, tree.paths) for r in path[: len(item)]),
                        *((path[-1] for path in tree.paths) if keep else ())})
-        with torch.inference_mode():
-            logits = self.model(input_ids=torch.tensor([tree.tokens], device=self.device), attention_mask=mask.to(self.device),
-                                position_ids=positions.unsqueeze(0).to(self.device), past_key_values=cache,
-                                use_cache=True, logits_to_keep=torch.as_tensor(rows, device=self.device)).logits[0].float()
-            self.stats.add(prompt_tokens=n, forward_passes=1)
-            lp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+        logits = self._pass_on_cache(cache, seen, tree.tokens, tree.ancestry(), tree.depths(), rows).float()
+        lp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
         at = {r: j for j, r in enumerate(rows)}
         scores = []
         for item, path in zip(items, tree.paths):  # path[t]: the row of the key's token t, then its tail's

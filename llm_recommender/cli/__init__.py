@@ -35,8 +35,11 @@ def main() -> None:
         if exc.title != "Settings":  # not a setting: a bug, keep its traceback
             raise
         # a bad LLM_REC_* variable (or .env line): name the setting and the variable that set it
+        from ..settings import Settings
+
         err = from_validation_error(exc)
-        env = "LLM_REC_" + (err.param or "").upper().replace(".", "__")
+        config = Settings.model_config
+        env = config.get("env_prefix", "") + (err.param or "").upper().replace(".", config.get("env_nested_delimiter") or ".")
         typer.secho(f"error: {err} (set by {env} in the environment or .env?)", err=True, fg="red")
         sys.exit(2)
     except KeyboardInterrupt:
