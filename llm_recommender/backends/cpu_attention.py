@@ -187,8 +187,9 @@ def sdpa_split_forward(module: Any, query: Any, key: Any, value: Any, attention_
 
 
 def choose(setting: str = "auto") -> tuple[str, str]:
-    """The attention implementation for a CPU model, and why: ``sdpa`` (torch's kernels) on CPUs
-    with AMX, this module's blocked kernel elsewhere (``setting`` 'blocked' / 'sdpa' forces one)."""
+    """The attention implementation for a CPU model, and why: ``SDPA_NAME`` (torch's kernels, passes on
+    a cache split) on CPUs with AMX, this module's blocked kernel elsewhere (``setting`` 'blocked'
+    forces the blocked kernel, 'sdpa' torch's SDPA for every pass)."""
     from .kit import cpu_has_amx
 
     if setting == "sdpa":
