@@ -97,19 +97,17 @@ def _on_cache_case(cached, visible, sees, seed=2):
     return q, k, v, mask
 
 
-def _tree_sees(parents):
-    sees = torch.zeros(len(parents), len(parents), dtype=torch.bool)
-    for i, parent in enumerate(parents):
-        if parent >= 0:
-            sees[i] = sees[parent]
-        sees[i, i] = True
-    return sees
+def _tree_sees(items):
+    """The key tree's own ancestry mask (``key_tree.py``) of ``items``, each closed by one token."""
+    from llm_recommender.backends.key_tree import KeyTree
+
+    return KeyTree.build(items, [0]).ancestry()
 
 
 @pytest.mark.parametrize(("cached", "visible"), [(40, 40), (40, 25), (40, 0), (300, 300)])
 def test_split_cache_attention_equals_the_masked_pass(cached, visible):
     """A key tree (and packed suffixes) on a cache: the two merged parts are the masked softmax."""
-    sees = _tree_sees([-1, 0, 1, 0, 3, -1, 5, 5, 2])
+    sees = _tree_sees([[1, 2, 3], [1, 4], [1, 2], [5, 6], [5, 7]])
     q, k, v, mask = _on_cache_case(cached, visible, sees)
     got = cpu_attention.split_cache_attention(q, k, v, q.shape[-1] ** -0.5, cpu_attention.OnCache(visible, sees, None))
     torch.testing.assert_close(got, _reference(q, k, v, mask), atol=1e-5, rtol=1e-5)
@@ -125,7 +123,7 @@ def test_the_registered_attentions_run_declared_layouts_exactly(blocked):
     forward = cpu_attention.attention_forward if blocked else cpu_attention.sdpa_split_forward
     lengths = [3, 1, 4]
     packed = torch.block_diag(*(torch.ones(n, n, dtype=torch.bool).tril() for n in lengths))
-    tree = _tree_sees([-1, 0, 0, 2, -1])
+    tree = _tree_sees([[1, 2], [1], [3]])
     for sees, cached, visible, lens in [(packed, 30, 30, lengths), (tree, 30, 18, None), (tree, 30, 30, None)]:
         q, k, v, mask = _on_cache_case(cached, visible, sees)
         with cpu_attention.on_cache(visible, sees, lens):
