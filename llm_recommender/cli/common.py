@@ -12,7 +12,11 @@ ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model alias
 BackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="transformers | vllm | openai | auto (the vLLM engine on a CUDA GPU, transformers on CPU: 4x quicker to start with a third of the memory; vLLM ranked 1.1-1.3x faster there, see README).")]
 ServiceBackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="transformers | vllm | openai | auto (default: auto, i.e. the vLLM engine on a CUDA GPU, transformers on CPU: 4x quicker to start with a third of the memory; vLLM ranked 1.1-1.3x faster there, see README; env LLM_REC_BACKEND).", show_default=False)]
 BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible server for --backend openai, e.g. http://127.0.0.1:8000/v1 (see serve-model).")]
-StrategyOpt = Annotated[str | None, typer.Option("--strategy", "-s", help="verbalizer | pointwise | listwise.")]
+# Every registered strategy, named here because typer needs the help text at import (a test checks it against the registries).
+STRATEGY_HELP = ("With --bundle: fused (the default) or one of its fitted components alone: popularity, cooccurrence, "
+                 "itemknn, als, bpr, embedding, representation, sequence, random. With or without a bundle, an LLM "
+                 "strategy: verbalizer (the default without a bundle), pointwise, listwise.")
+StrategyOpt = Annotated[str | None, typer.Option("--strategy", "-s", help=STRATEGY_HELP)]
 CalibratorOpt = Annotated[Path | None, typer.Option("--calibrator", help="JSON file of a fitted calibrator.")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch threads (default: all cores; 2 ran 2x faster than 1 on an idle 2-core CPU).")]
 TemplateDirOpt = Annotated[Path | None, typer.Option("--template-dir", help="Folder of your own *.j2 prompt templates.")]

@@ -3,41 +3,13 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ..bundle.demo import demo_bundle
 from . import app
 from .common import BackendOpt, BundleOpt, ModelOpt, StrategyOpt, ThreadsOpt, recommender_kwargs
-
-# Components that need no LLM pass over the 9,742-movie catalogue (minutes on a CPU): the demo stays quick.
-DEMO_COMPONENTS = ("popularity", "cooccurrence", "itemknn", "als", "embedding", "sequence")
-
-
-def demo_bundle(console) -> Path:  # type: ignore[no-untyped-def]
-    """The demo's bundle: fitted once on the bundled sample and cached; refitted when the code's fit changes."""
-    import hashlib
-
-    from .. import __version__
-    from ..bundle import read_manifest
-    from ..bundle.fit import FitConfig, available_components, fit_bundle
-    from ..bundle.manifest import BundleError
-    from ..model_store import cache_dir
-
-    cfg = FitConfig(dataset="ml-latest-small", components=available_components(list(DEMO_COMPONENTS)),
-                    component_config={"sequence": {"model": {"epochs": 10, "patience": 2, "id_dropout": 0.1}}},
-                    valid_users=610, command="llm-rec demo")
-    key = hashlib.sha256((__version__ + cfg.model_dump_json()).encode()).hexdigest()[:12]
-    path = cache_dir() / "bundles" / f"demo-ml-latest-small-{key}"
-    try:
-        read_manifest(path)
-        return path
-    except BundleError:
-        pass
-    console.print(f"[bold]First run:[/bold] fitting a recommender on the bundled MovieLens sample "
-                  f"({', '.join(cfg.components)}); cached in {path}")
-    return fit_bundle(cfg, path, log=lambda m: console.print(f"  {m}"))
 
 
 @app.command()
@@ -63,7 +35,7 @@ def demo(
     from ..recommender import Recommender
 
     console = Console()
-    path = bundle or demo_bundle(console)
+    path = bundle or demo_bundle(lambda m: console.print(m, highlight=False))
     rec = Recommender.load(path, **recommender_kwargs(model=model, backend=backend, strategy=strategy, threads=threads))
     ds = load_dataset("ml-latest-small")
     splits = leave_one_out(ds)
@@ -102,6 +74,8 @@ def demo(
                   f"{elapsed * 1000:.0f} ms; model loaded: {rec.backend_name != 'none'}.")
     for note in response.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
+    console.print(f"bundle: {path}\nin Python: Recommender.load(demo_bundle()) loads it "
+                  "(from llm_recommender import Recommender, demo_bundle)", highlight=False, soft_wrap=True)
 
 
 def _carried(item) -> str:  # type: ignore[no-untyped-def]

@@ -194,3 +194,5 @@ def eval_command(
     for name, entry in scorers_out.items():
         typer.echo(f"{name:>16}  NDCG@10 {entry['ranking']['ndcg@10']:.4f}  (users {entry['users']})")
     typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'}")
+    if results.get("plots"):
+        typer.echo("plots: " + ", ".join(str(out / name) for name in results["plots"]))

@@ -371,6 +371,7 @@ class EvalRunner:
 
         plots = write_plots(results, self.out)
         write_report(results, self.out, plots)
+        results["plots"] = plots  # for the caller to name them; results.json is written above, without it
         return results
 
     def save_models(self) -> None:

@@ -126,3 +126,15 @@ def test_serve_and_batch_default_to_auto(monkeypatch, tmp_path, command, flag, e
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert seen.get("backend") == expected
+
+
+def test_strategy_help_names_every_registered_strategy():
+    from llm_recommender.bundle.components import component_names
+    from llm_recommender.cli.common import STRATEGY_HELP
+    from llm_recommender.scorers import LLM_STRATEGIES
+
+    names = ["fused", *component_names(), *LLM_STRATEGIES]
+    missing = [n for n in names if n not in STRATEGY_HELP.replace(",", " ").replace(".", " ").split()]
+    assert not missing, f"--strategy help does not name {missing}"
+    help_text = " ".join(run("rank", "--help").stdout.decode().split())
+    assert "itemknn" in help_text and "listwise" in help_text
