@@ -220,3 +220,13 @@ def test_chat_sentences_answer_by_popularity_and_say_so(rec, client, sentence, o
     top = body["recommendation"]["items"][0]
     assert f"\n1. {safe_title(top['title'])} — {top['probability']:.0%} of users\n" in text
     assert "% match" not in text and not any(claim in text for claim in FALSE_CLAIMS)
+
+
+def test_streamed_chat_sends_the_same_popularity_answer(client):
+    body = {"model": "cold", "messages": [{"role": "user", "content": "recommend me something"}]}
+    plain = client.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]["content"]
+    r = client.post("/v1/chat/completions", json={**body, "stream": True})
+    assert r.status_code == 200, r.text
+    events = [line[len("data: "):] for line in r.text.split("\n") if line.startswith("data: ")][:-1]
+    streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in map(json.loads, events) if c["choices"])
+    assert streamed == plain and "\nWhy:\n1. Popular with everyone: #1" in streamed
