@@ -187,6 +187,13 @@ class RankResponse(_Model):
     fallbacks: list[Fallback] = Field(default_factory=list)
     history_used: int = Field(description="history items that fit the prompt budget (most recent kept)")
     history_total: int
+    basis: Literal["history", "popularity", "none"] = Field(
+        default="history",
+        description="what the ranking rests on. 'history': the user's history (the usual case). 'popularity': "
+                    "cold start, no history item the catalogue knows; items ranked by how many of the bundle's "
+                    "training users interacted with them, and probability is that share of users (a base rate, "
+                    "not a personal estimate). 'none': no user signal and no popularity to fall back on (empty "
+                    "history without a bundle, or a bundle that stores no interaction counts); see notes")
     notes: list[str] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
 

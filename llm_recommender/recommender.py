@@ -13,6 +13,7 @@ from typing import Any, Literal
 from .backends import Backend, make_backend
 from .backends.base import UsageMeter, metered
 from .calibration import Calibrator, IdentityCalibrator, check_fitted_for, load_calibrator
+from .coldstart import Basis, ColdStart, Resolved, no_signal_note
 from .configurable import ComponentConfig
 from .errors import InvalidRequestError
 from .prompts import PromptRenderer
@@ -98,6 +99,7 @@ class Recommender:
     """
 
     bundle: Any = None
+    _cold_start: ColdStart | None = None
 
     def __init__(
         self,
@@ -151,6 +153,7 @@ class Recommender:
 
     def _attach_bundle(self, bundle: Any) -> None:
         self.bundle = bundle
+        self._cold_start = None
         if "llm" in bundle.space.vectors:
             bundle.space.set_encoder("llm", self._llm_item_encoder)
 
@@ -281,7 +284,12 @@ class Recommender:
         """Rank the best ``top_k`` of a (possibly large) pool: the bundle retrieves from it, then ranks."""
         if self.bundle is None:
             raise InvalidRequestError("ranking a pool of items needs a bundle (Recommender.load)", param="candidates")
-        found = self.bundle.retrieve(history, max(top_k, self.settings.retrieve_candidates), pool=pool)
+        resolved, basis = self._prepare(RankRequest(history=history))
+        wanted = max(top_k, self.settings.retrieve_candidates)
+        if basis == "popularity":  # nothing known of the user: the pool's most popular items
+            found = self.cold_start.popular(wanted, pool=pool, exclude=[h.id for h in resolved.request.history])
+        else:
+            found = self.bundle.retrieve(resolved.request.history, wanted, pool=pool)
         return self.rank_request(RankRequest(history=history, candidates=found, top_k=min(top_k, len(found)) or 1,
                                              reasons=reasons))
 
@@ -294,7 +302,20 @@ class Recommender:
         A request without candidates gets them from the bundle's catalogue (retrieval:
         the fused ranking over every item not in the history), then ranks them.
         """
-        parsed = [self._with_candidates(parse_request(r)) for r in requests]
+        prepared = [self._prepare(parse_request(r)) for r in requests]
+        answers: list[RankResponse | None] = [None] * len(prepared)
+        for i, (resolved, basis) in enumerate(prepared):
+            if basis == "popularity":  # cold start: no known history to score from
+                answers[i] = self.cold_start.respond(resolved, model=self.model_name, backend=self.backend_name)
+        todo = [i for i, a in enumerate(answers) if a is None]
+        for i, response in zip(todo, self._score_many([self._with_candidates(prepared[i][0].request) for i in todo])):
+            resolved, basis = prepared[i]
+            if basis == "none":
+                resolved.notes.append(no_signal_note(resolved.request, self.bundle is not None))
+            answers[i] = response.model_copy(update={"basis": basis, "notes": [*resolved.notes, *response.notes]})
+        return answers  # type: ignore[return-value]
+
+    def _score_many(self, parsed: list[RankRequest]) -> list[RankResponse]:
         results: list[ScoreResult | None] = [None] * len(parsed)
         by_strategy: dict[str, list[int]] = {}
         for i, req in enumerate(parsed):
@@ -314,6 +335,30 @@ class Recommender:
         ]
 
     # ---- assembly -----------------------------------------------------------------
+    @property
+    def cold_start(self) -> ColdStart:
+        """History linking by title and the popularity answer for the bundle (see :mod:`.coldstart`)."""
+        if self._cold_start is None:
+            if self.bundle is None:
+                raise InvalidRequestError("a cold-start answer needs a bundle (Recommender.load)", param="history")
+            self._cold_start = ColdStart(self.bundle)
+        return self._cold_start
+
+    def _prepare(self, request: RankRequest) -> tuple[Resolved, Basis]:
+        """The request with its history linked to the catalogue, and what its ranking can rest on.
+
+        With a bundle, a request whose history holds no item the catalogue knows gets the popularity
+        answer; an LLM strategy still reads a non-empty history's text, so only an empty one is cold for it.
+        """
+        strategy = request.strategy or self.settings.strategy
+        self._check_strategy(strategy, param="strategy")
+        if self.bundle is None:
+            return Resolved(request, len(request.history)), "history" if request.history else "none"
+        resolved = self.cold_start.resolve(request)
+        if resolved.known or (request.history and strategy not in self.bundle.strategies):
+            return resolved, "history"
+        return resolved, "popularity" if self.cold_start.popularity is not None else "none"
+
     def _with_candidates(self, request: RankRequest) -> RankRequest:
         if request.candidates:
             return request

@@ -56,6 +56,8 @@ def _titles(mentions: list[Any], n: int = 3) -> str:
 
 def list_pieces(plan: TurnPlan, response: RankResponse) -> list[str]:
     """The ranked list: an intro, then one piece per item (title and probability)."""
+    if response.basis == "popularity":
+        return popular_pieces(plan, response)
     basis = []
     if plan.liked:
         basis.append(f"you liked {_titles(plan.liked)}")
@@ -68,6 +70,20 @@ def list_pieces(plan: TurnPlan, response: RankResponse) -> list[str]:
     pieces = [intro + ":\n"]
     pieces += [f"{it.rank}. {safe_title(it.title)} — {it.probability:.0%} match\n" for it in response.items]
     return pieces
+
+
+def popular_pieces(plan: TurnPlan, response: RankResponse) -> list[str]:
+    """Cold start (nothing known of the user): say that the list is by popularity, and what each share is."""
+    if plan.unresolved:
+        names = ", ".join(f'"{safe_title(t, 80)}"' for t in plan.unresolved[:3])
+        intro = f"I could not find {names} in the catalogue, so here is what is most popular with everyone"
+    else:
+        intro = "You have not told me anything you like yet, so here is what is most popular with everyone"
+    wanted = describe_constraints(plan.constraints)
+    if wanted:
+        intro += f" ({wanted})"
+    intro += ". Tell me a few titles you like and I will pick for you:\n"
+    return [intro] + [f"{it.rank}. {safe_title(it.title)} — {it.probability:.0%} of users\n" for it in response.items]
 
 
 def tail_pieces(plan: TurnPlan, response: RankResponse) -> list[str]:

@@ -22,7 +22,7 @@ from .intent import DEFAULT_K, MAX_K, MAX_MENTIONS, MAX_OPTIONS, Clarification, 
 from .parser import ParseContext
 
 MAX_MESSAGES = 64
-_LIST_LINE = re.compile(r"^\s*(\d{1,2})\.\s+(.+?)\s+—\s+\d{1,3}% match", re.MULTILINE)
+_LIST_LINE = re.compile(r"^\s*(\d{1,2})\.\s+(.+?)\s+—\s+\d{1,3}% (?:match|of users)", re.MULTILINE)
 
 
 class Parser(Protocol):

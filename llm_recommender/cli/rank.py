@@ -68,9 +68,14 @@ def rank(
     if not table:
         typer.echo(response.model_dump_json(indent=indent or None))
         return
+    if response.basis != "history":  # say first what the list rests on (cold start: popularity alone)
+        typer.echo(f"basis: {response.basis}")
     for it in response.items:
         typer.echo(f"{it.rank:>3}. {it.title}  P={it.probability:.2f}")
         if it.reason:
             typer.echo(f"     {it.reason}")
     for fb in response.fallbacks:
         typer.echo(f"note: {fb.stage} fell back to {fb.used}: {fb.reason}", err=True)
+    if response.basis != "history":
+        for note in response.notes:
+            typer.echo(f"note: {note}", err=True)
