@@ -6,7 +6,7 @@ request -> validate -> prompt rendering -> backend -> scorer -> calibrator
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from .protocol import (
     RankResponse,
     Usage,
     coerce_items,
+    fill_history_titles,
     item_genres,
     parse_request,
 )
@@ -271,7 +272,7 @@ class Recommender:
         hist = coerce_items(history, HistoryEntry, "history")
         cands = coerce_items(candidates, Item, "candidates")
         request = parse_request(
-            {"history": [h.model_dump() for h in hist], "candidates": [c.model_dump() for c in cands],
+            {"history": [h.model_dump(exclude_unset=True) for h in hist], "candidates": [c.model_dump() for c in cands],
              "top_k": top_k, "reasons": reasons, "strategy": strategy}
         )
         return self.rank_request(request)
@@ -294,7 +295,7 @@ class Recommender:
         A request without candidates gets them from the bundle's catalogue (retrieval:
         the fused ranking over every item not in the history), then ranks them.
         """
-        parsed = [self._with_candidates(parse_request(r)) for r in requests]
+        parsed = [self._with_candidates(fill_history_titles(parse_request(r), self._catalogue_item)) for r in requests]
         results: list[ScoreResult | None] = [None] * len(parsed)
         by_strategy: dict[str, list[int]] = {}
         for i, req in enumerate(parsed):
@@ -314,6 +315,14 @@ class Recommender:
         ]
 
     # ---- assembly -----------------------------------------------------------------
+    @property
+    def _catalogue_item(self) -> Callable[[str], Item | None] | None:
+        """id -> the bundle's catalogue item (None without a bundle): titles for title-less history entries."""
+        if self.bundle is None:
+            return None
+        space = self.bundle.space
+        return lambda item_id: space.items[space.index[item_id]] if item_id in space.index else None
+
     def _with_candidates(self, request: RankRequest) -> RankRequest:
         if request.candidates:
             return request
