@@ -66,3 +66,17 @@ def test_batch_rows_with_known_ids_need_no_title(bundle_dir, rec, tmp_path):
     rows = {r["user_id"]: r for r in read_output(tmp_path / "out")}
     assert rows["a"]["error"] is None and len(rows["a"]["items"]) == 3
     assert rows["b"]["error"]["param"] == "history[0].title"
+
+
+def test_the_http_door_takes_known_ids_without_titles(rec):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from llm_recommender.server import ServerSettings, create_app
+
+    known = rec.bundle.space.items[0].id
+    with TestClient(create_app(rec, ServerSettings())) as client:
+        ok = client.post("/v1/recommendations", json={"history": [{"id": known}], "top_k": 3})
+        bad = client.post("/v1/recommendations", json={"history": [{"id": "nope"}], "top_k": 3})
+    assert ok.status_code == 200 and len(ok.json()["items"]) == 3, ok.text
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "history[0].title", bad.text
