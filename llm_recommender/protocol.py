@@ -8,6 +8,7 @@ Requests are validated here (types, sizes, UTF-8) and by :func:`parse_request`
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
@@ -103,8 +104,14 @@ def item_genres(item: Item) -> list[str]:
 
 
 class HistoryEntry(Item):
-    """An item the user interacted with, plus optional rating and timestamp."""
+    """An item the user interacted with, plus optional rating and timestamp.
 
+    ``title`` may be left out when a bundle's catalogue knows the ``id``: the recommender fills it
+    in (:func:`fill_history_titles`); anywhere else a title-less entry is an error naming its ``title``.
+    """
+
+    title: str = Field(default="", max_length=MAX_TITLE_CHARS,
+                       description="may be left out when the bundle's catalogue knows the id")
     rating: float | None = None
     timestamp: int | float | str | None = None
 
@@ -220,6 +227,26 @@ def parse_request(data: RankRequest | dict[str, Any]) -> RankRequest:
             )
         seen[cand.id] = i
     return request
+
+
+def fill_history_titles(request: RankRequest, lookup: Callable[[str], Item | None] | None) -> RankRequest:
+    """``request`` with each title-less history entry titled from ``lookup`` (a bundle's catalogue: id -> item).
+
+    An entry left without a title (no catalogue, or an id it does not know) is an error naming ``history[i].title``.
+    """
+    missing = [i for i, h in enumerate(request.history) if not h.title]
+    if not missing:
+        return request
+    history = list(request.history)
+    for i in missing:
+        known = lookup(history[i].id) if lookup is not None else None
+        if known is None:
+            why = ("the bundle's catalogue has no item with this id" if lookup is not None
+                   else "without a bundle whose catalogue knows the id (Recommender.load, --bundle), give its title")
+            raise InvalidRequestError(f"history[{i}] (id {history[i].id!r}) has no title: {why}",
+                                      param=f"history[{i}].title")
+        history[i] = history[i].model_copy(update={"title": known.title})
+    return request.model_copy(update={"history": history})
 
 
 def coerce_items(values: Any, model: type[Item], field: str) -> list[Any]:

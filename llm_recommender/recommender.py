@@ -6,7 +6,7 @@ request -> validate -> prompt rendering -> backend -> scorer -> calibrator
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +25,7 @@ from .protocol import (
     RankResponse,
     Usage,
     coerce_items,
+    fill_history_titles,
     item_genres,
     parse_request,
 )
@@ -274,7 +275,7 @@ class Recommender:
         hist = coerce_items(history, HistoryEntry, "history")
         cands = coerce_items(candidates, Item, "candidates")
         request = parse_request(
-            {"history": [h.model_dump() for h in hist], "candidates": [c.model_dump() for c in cands],
+            {"history": [h.model_dump(exclude_unset=True) for h in hist], "candidates": [c.model_dump() for c in cands],
              "top_k": top_k, "reasons": reasons, "strategy": strategy}
         )
         return self.rank_request(request)
@@ -302,7 +303,7 @@ class Recommender:
         A request without candidates gets them from the bundle's catalogue (retrieval:
         the fused ranking over every item not in the history), then ranks them.
         """
-        prepared = [self._prepare(parse_request(r)) for r in requests]
+        prepared = [self._prepare(fill_history_titles(parse_request(r), self._catalogue_item)) for r in requests]
         answers: list[RankResponse | None] = [None] * len(prepared)
         for i, (resolved, basis) in enumerate(prepared):
             if basis == "popularity":  # cold start: no known history to score from
@@ -358,6 +359,14 @@ class Recommender:
         if resolved.known or (request.history and strategy not in self.bundle.strategies):
             return resolved, "history"
         return resolved, "popularity" if self.cold_start.popularity is not None else "none"
+
+    @property
+    def _catalogue_item(self) -> Callable[[str], Item | None] | None:
+        """id -> the bundle's catalogue item (None without a bundle): titles for title-less history entries."""
+        if self.bundle is None:
+            return None
+        space = self.bundle.space
+        return lambda item_id: space.items[space.index[item_id]] if item_id in space.index else None
 
     def _with_candidates(self, request: RankRequest) -> RankRequest:
         if request.candidates:

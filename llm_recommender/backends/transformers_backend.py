@@ -72,10 +72,10 @@ class TransformersBackend(TokenizerMixin, Backend):
         return getattr(self._torch, config.dtype if config.dtype != "auto" else auto_dtype(cuda))
 
     def _load(self, config: TransformersConfig) -> tuple[Any, Any]:
+        path = resolve_model(config.model)  # a missing folder or an unreachable hub fails here, in seconds
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         torch = self._torch
-        path = resolve_model(config.model)
         cuda = torch.cuda.is_available() and config.device in ("auto", "cuda")
         kwargs: dict[str, Any] = {"dtype": self._dtype(config, cuda)}
         if not cuda and config.device in ("auto", "cpu"):

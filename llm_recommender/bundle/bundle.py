@@ -60,9 +60,13 @@ class Bundle:
         self.fused = FusedScorer(dict(components), fusion, [space.items[r] for r in fusion.reference])
 
     @classmethod
-    def load(cls, folder: str | Path, *, template_dir: Path | None = None) -> Bundle:
+    def load(cls, folder: str | Path, *, template_dir: Path | None = None, strict: bool | None = None) -> Bundle:
+        """Check (manifest digest, paths inside the folder, checksums) and load the bundle at ``folder``.
+
+        ``strict`` (default: the ``LLM_REC_STRICT_BUNDLE`` environment variable) refuses files the
+        manifest does not list and manifests without a digest; otherwise they are warnings."""
         folder = Path(folder)
-        manifest = read_manifest(folder)
+        manifest = read_manifest(folder, strict=strict)
         now = template_hashes(list(manifest.templates), template_dir)
         changed = [t for t, h in manifest.templates.items() if now.get(t) != h]
         if changed:

@@ -23,8 +23,8 @@ from .common import (
 
 @app.command()
 def batch(
-    input: Annotated[Path, typer.Argument(help="Users as .jsonl or .parquet: user_id, history, optional candidates and top_k.")],
-    output: Annotated[Path, typer.Argument(help="Output folder of part files; a rerun skips users already written.")],
+    input: Annotated[Path | None, typer.Argument(help="Users as .jsonl or .parquet: user_id, history, optional candidates and top_k.", show_default=False)] = None,
+    output: Annotated[Path | None, typer.Argument(help="Output folder of part files; a rerun skips users already written.", show_default=False)] = None,
     output_format: Annotated[str, typer.Option(help="jsonl | parquet.")] = "jsonl",
     catalog: Annotated[Path | None, typer.Option(help="Candidates (.jsonl/.parquet items) for rows without their own.")] = None,
     top_k: Annotated[int, typer.Option(help="Ranked items per user (rows may set their own top_k).")] = 10,
@@ -45,10 +45,21 @@ def batch(
     threads: ThreadsOpt = None,
     template_dir: TemplateDirOpt = None,
     quiet: Annotated[bool, typer.Option(help="No progress lines.")] = False,
+    cleanup: Annotated[bool, typer.Option("--cleanup", help="Only end the Ray processes left by batch drivers that were killed (each local run also does this first), then exit.")] = False,
 ) -> None:
     """Rank every user of INPUT and write one ranked list (or an error) per user under OUTPUT."""
     from ..batch import BatchConfig, RecommenderSpec, run_batch
+    from ..errors import InvalidRequestError
     from ..settings import Settings
+
+    if cleanup:
+        from ..batch.job import cleanup_ray
+
+        ended = cleanup_ray()
+        typer.echo(f"ended {len(ended)} Ray process(es) left by killed batch drivers" + (f": {', '.join(map(str, ended))}" if ended else ""))
+        return
+    if input is None or output is None:
+        raise InvalidRequestError("batch needs INPUT and OUTPUT (or --cleanup)", param="output" if input else "input")
 
     config = BatchConfig(input=input, output=output, output_format=output_format, catalog=catalog, top_k=top_k,  # pyright: ignore[reportArgumentType]  (pydantic parses the CLI's strings)
                          reasons=reasons, strategy=strategy, batch_size=batch_size, limit=limit, use_ray=ray,

@@ -12,6 +12,7 @@ import pytest
 from llm_recommender import Recommender
 from llm_recommender.bundle import Bundle, BundleError, FitConfig, fit_bundle, read_manifest
 from llm_recommender.bundle import components as comp_mod
+from llm_recommender.bundle.manifest import manifest_digest
 from llm_recommender.data import load_dataset
 from llm_recommender.evaluation.protocols import leave_one_out, llmrank_cases
 from llm_recommender.testing import ComponentTests
@@ -114,6 +115,7 @@ def test_truncated_file_and_missing_manifest_are_typed_errors(bundle_dir, tmp_pa
 def test_changed_template_is_a_typed_error(bundle_dir, tmp_path):
     manifest = json.loads((bundle_dir / "bundle.json").read_text())
     manifest["templates"] = {"representation_item.j2": "0" * 64}
+    manifest["digest"] = manifest_digest(manifest)  # a bundle fitted with other templates, not an edited one
     (bundle_dir / "bundle.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="other prompt templates") as exc:
         Bundle.load(bundle_dir)
