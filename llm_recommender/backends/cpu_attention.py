@@ -20,24 +20,15 @@ the exact 4D mask (so any attention implementation is correct) and declares the 
 own, computed in cache-sized blocks of rows, instead of a masked pass over the whole
 (suffixes x prefix + suffixes) rectangle, which took a third of a pointwise request.
 
-A third case is any pass of new tokens on a KV cache that they all see whole, with a mask
-among themselves only: the packed suffixes again, and the listwise key tree (every open id's
-tokens as a trie, ``key_tree.py``). torch's SDPA runs it as one masked problem over (new
-tokens x cache + new tokens), its query heads each reading the shared key/value heads'
-cache. Here it is split in two exact parts: the new tokens over the cache, unmasked, with the
-query heads of each key/value head stacked (one flash-kernel call, no copies), then the new
-tokens over themselves under the mask; the two are merged by their log-sum-exps (the flash
-kernel returns them). Measured on the AMX Xeon, 2 threads, bf16, one layer over a 2,300-token
-cache: 120 tree tokens 3.76 -> 3.24 ms, 600 packed-suffix tokens 17.0 -> 14.2 ms.
-
 Everything else (padded batches, decoding, training) goes to transformers' own SDPA.
 
 Which kernel is faster depends on the CPU (:func:`choose`). The numbers above are from an
 AMD EPYC with AVX512-BF16 and no AMX. On an Intel Xeon with AMX, torch's flash kernel runs its
 bf16 matmuls on the AMX tiles and wins instead (2 threads, bf16, default model: a 2,200-token
 pass 0.96 s against 1.45 s blocked; a verbalizer request 0.77 s against 1.38 s; a pointwise one
-1.18 s against 1.82 s), so there ``auto`` keeps transformers' SDPA, under the name
-``llm_rec_cpu_sdpa``: SDPA for everything but passes on a cache, which are split as above.
+1.18 s against 1.82 s), so there ``auto`` keeps transformers' SDPA. (A split of passes on a KV
+cache into a cache part and a new tokens' part, merged by log-sum-exp, ran there too; it gained
+2-3% per request end to end and was removed.)
 """
 
 from __future__ import annotations
@@ -49,7 +40,6 @@ from dataclasses import dataclass
 from typing import Any
 
 NAME = "llm_rec_cpu_blocked"
-SDPA_NAME = "llm_rec_cpu_sdpa"  # torch's SDPA, passes on a cache split (cache part, new tokens' part)
 BLOCK = 128  # query rows per block: 128 was fastest from 100 to 2,230 tokens (64 and 256 measured)
 _registered = False
 
@@ -61,7 +51,6 @@ class OnCache:
     visible: int  # every new token sees the cache's first ``visible`` positions, none after them
     sees: Any  # bool [T, T]: new token i sees new token j
     lengths: tuple[int, ...] | None  # the new tokens are these suffixes, each causal, seeing no other
-    float_mask: Any = None  # the additive form of ``sees`` for the flash kernel, built once per pass
 
 
 _on_cache: contextvars.ContextVar[OnCache | None] = contextvars.ContextVar("on_cache", default=None)
@@ -71,7 +60,7 @@ _on_cache: contextvars.ContextVar[OnCache | None] = contextvars.ContextVar("on_c
 def on_cache(visible: int, sees: Any, lengths: Sequence[int] | None = None) -> Iterator[None]:
     """Declare the layout of the forward pass inside: new tokens on a KV cache, each seeing its
     first ``visible`` positions and the new tokens ``sees`` gives (``lengths``: packed causal suffixes).
-    The caller still passes the exact 4D mask, so any attention is correct; this module's run faster."""
+    The caller still passes the exact 4D mask, so any attention is correct; the blocked kernel runs faster."""
     token = _on_cache.set(OnCache(visible, sees, None if lengths is None else tuple(lengths)))
     try:
         yield
@@ -125,34 +114,11 @@ def packed_suffix_attention(query: Any, key: Any, value: Any, scale: float, pref
     return torch.cat(parts, dim=1)
 
 
-def split_cache_attention(query: Any, key: Any, value: Any, scale: float, layout: OnCache) -> Any:
-    """Attention of T new tokens (``query`` [B, H, T, D]) over ``key``/``value`` [B, KV, C+T, D]: the
-    cache's first ``layout.visible`` positions, unmasked, and the new tokens under ``layout.sees``;
-    the rest of the cache unseen. Two flash-kernel calls merged by log-sum-exp. Returns [B, T, H, D]."""
-    import torch
-
-    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    b, h, t, d = query.shape
-    kv = key.shape[1]
-    g = h // kv
-    q = query.reshape(b, kv, g * t, d)  # the query heads of a key/value head, stacked: GQA without copies
-    if layout.float_mask is None:
-        layout.float_mask = torch.zeros(t, t, dtype=query.dtype, device=query.device).masked_fill_(
-            ~torch.as_tensor(layout.sees, device=query.device), float("-inf")).repeat(g, 1)
-    new, new_lse = flash(q, key[:, :, -t:], value[:, :, -t:], attn_mask=layout.float_mask, scale=scale)
-    if layout.visible:
-        old, old_lse = flash(q, key[:, :, : layout.visible], value[:, :, : layout.visible], scale=scale)
-        # softmax over both parts = each part's output weighted by its share of the total mass
-        new = torch.lerp(new.float(), old.float(), torch.sigmoid(old_lse - new_lse).unsqueeze(-1)).to(query.dtype)
-    return new.view(b, h, t, d).transpose(1, 2).contiguous()
-
-
 def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
-                      scaling: float | None = None, is_causal: bool | None = None, *, blocked: bool = True,
+                      scaling: float | None = None, is_causal: bool | None = None,
                       **kwargs: Any) -> tuple[Any, None]:
-    """transformers attention interface: this module's kernels where they apply, else transformers'
-    SDPA. ``blocked``: causal prefill and packed suffixes in query blocks (``NAME``); without it
-    (``SDPA_NAME``) only passes on a cache are this module's (split), the rest torch's flash kernel."""
+    """transformers attention interface (``NAME``): causal prefill and packed suffixes in query blocks
+    where they apply, else transformers' SDPA."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -168,28 +134,19 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
     layout = _on_cache.get()
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     t = query.shape[2]
-    if plain and layout is not None and tuple(layout.sees.shape) == (t, t) and key.shape[2] >= layout.visible + t:
-        if blocked and layout.lengths is not None and key.shape[2] == layout.visible + t:
-            return packed_suffix_attention(query, key, value, scale, layout.visible, layout.lengths), None
-        if not blocked:
-            return split_cache_attention(query, key, value, scale, layout), None
+    if (plain and layout is not None and layout.lengths is not None and tuple(layout.sees.shape) == (t, t)
+            and key.shape[2] == layout.visible + t):
+        return packed_suffix_attention(query, key, value, scale, layout.visible, layout.lengths), None
     prefill = attention_mask is None and t == key.shape[2] > 1 and query.dtype == torch.bfloat16
-    if not (blocked and plain and prefill):
+    if not (plain and prefill):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
     return blocked_causal_attention(query, key, value, scale), None
 
 
-def sdpa_split_forward(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
-                       **kwargs: Any) -> tuple[Any, None]:
-    """``SDPA_NAME``: transformers' SDPA, except passes on a cache (:func:`split_cache_attention`)."""
-    return attention_forward(module, query, key, value, attention_mask, blocked=False, **kwargs)
-
-
 def choose(setting: str = "auto") -> tuple[str, str]:
-    """The attention implementation for a CPU model, and why: ``SDPA_NAME`` (torch's kernels, passes on
-    a cache split) on CPUs with AMX, this module's blocked kernel elsewhere (``setting`` 'blocked'
-    forces the blocked kernel, 'sdpa' torch's SDPA for every pass)."""
+    """The attention implementation for a CPU model, and why: torch's SDPA on CPUs with AMX, this
+    module's blocked kernel elsewhere (``setting`` 'blocked' forces the blocked kernel, 'sdpa' torch's SDPA)."""
     from .kit import cpu_has_amx
 
     if setting == "sdpa":
@@ -197,9 +154,7 @@ def choose(setting: str = "auto") -> tuple[str, str]:
     if setting == "blocked":
         return register(), "cpu_attention='blocked'"
     if cpu_has_amx():
-        register()
-        return SDPA_NAME, ("AMX CPU: torch's flash kernel runs on the AMX tiles and is faster than the blocked "
-                           "kernel; passes on a KV cache split into a cache part and a new tokens' part")
+        return "sdpa", "AMX CPU: torch's flash kernel runs on the AMX tiles and is faster than the blocked kernel"
     return register(), "no AMX: the blocked kernel is faster than torch's flash kernel for the small heads"
 
 
@@ -212,7 +167,5 @@ def register() -> str:
 
         AttentionInterface.register(NAME, attention_forward)
         AttentionMaskInterface.register(NAME, sdpa_mask)
-        AttentionInterface.register(SDPA_NAME, sdpa_split_forward)
-        AttentionMaskInterface.register(SDPA_NAME, sdpa_mask)
         _registered = True
     return NAME

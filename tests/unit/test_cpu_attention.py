@@ -80,7 +80,7 @@ def test_choose_follows_the_setting_and_the_cpu(monkeypatch):
     from llm_recommender.backends import kit
 
     monkeypatch.setattr(kit, "cpu_has_amx", lambda: True)
-    assert cpu_attention.choose("auto")[0] == cpu_attention.SDPA_NAME
+    assert cpu_attention.choose("auto")[0] == "sdpa"
     assert cpu_attention.choose("blocked")[0] == cpu_attention.NAME
     monkeypatch.setattr(kit, "cpu_has_amx", lambda: False)
     assert cpu_attention.choose("auto")[0] == cpu_attention.NAME
@@ -104,23 +104,13 @@ def _tree_sees(items):
     return KeyTree.build(items, [0]).ancestry()
 
 
-@pytest.mark.parametrize(("cached", "visible"), [(40, 40), (40, 25), (40, 0), (300, 300)])
-def test_split_cache_attention_equals_the_masked_pass(cached, visible):
-    """A key tree (and packed suffixes) on a cache: the two merged parts are the masked softmax."""
-    sees = _tree_sees([[1, 2, 3], [1, 4], [1, 2], [5, 6], [5, 7]])
-    q, k, v, mask = _on_cache_case(cached, visible, sees)
-    got = cpu_attention.split_cache_attention(q, k, v, q.shape[-1] ** -0.5, cpu_attention.OnCache(visible, sees, None))
-    torch.testing.assert_close(got, _reference(q, k, v, mask), atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("blocked", [True, False])
-def test_the_registered_attentions_run_declared_layouts_exactly(blocked):
-    """Under ``on_cache`` both registered attentions give the masked pass's output: packed suffixes
-    (the blocked kernel's or the split one) and a tree on part of a cache (split, or SDPA's mask)."""
+def test_the_registered_attention_runs_declared_layouts_exactly():
+    """Under ``on_cache`` the registered attention gives the masked pass's output: packed suffixes
+    (the blocked kernel's) and a tree on all or part of a cache (SDPA with the mask)."""
     module = torch.nn.Module()
     module.is_causal = True
     module.num_key_value_groups = 3
-    forward = cpu_attention.attention_forward if blocked else cpu_attention.sdpa_split_forward
+    forward = cpu_attention.attention_forward
     lengths = [3, 1, 4]
     packed = torch.block_diag(*(torch.ones(n, n, dtype=torch.bool).tril() for n in lengths))
     tree = _tree_sees([[1, 2], [1], [3]])
