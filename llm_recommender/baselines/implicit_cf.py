@@ -291,16 +291,17 @@ class ALSScorer(ImplicitScorer):
         from threadpoolctl import threadpool_limits
 
         c = self.config
-        model = AlternatingLeastSquares(
-            factors=c.factors,
-            regularization=c.regularization,
-            alpha=c.alpha,
-            iterations=c.iterations,
-            random_state=c.seed,
-            num_threads=c.num_threads,
-        )
-        # implicit's own advice: multithreaded BLAS inside its solver makes ALS slower
+        # implicit's own advice: multithreaded BLAS inside its solver makes ALS slower. The model is
+        # built inside the limit too: its constructor checks the BLAS threads and warns otherwise.
         with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(
+                factors=c.factors,
+                regularization=c.regularization,
+                alpha=c.alpha,
+                iterations=c.iterations,
+                random_state=c.seed,
+                num_threads=c.num_threads,
+            )
             model.fit(X, show_progress=False)
         self.item_factors = np.asarray(model.item_factors, dtype=np.float64)
         self.user_factors_ = np.asarray(model.user_factors, dtype=np.float64)

@@ -230,3 +230,19 @@ def test_cold_start_cases_are_blind_for_cf(latest_small):
     cases = cold_start_cases(latest_small, n_users=20, splits=splits, cold=cold)
     for result in model.score_many([c.request for c in cases]):
         assert np.all(result.scores == UNKNOWN_SCORE)
+
+
+def test_fitting_als_prints_no_blas_thread_warning():
+    """implicit warns (at construction) when OpenBLAS may use more than one thread; the fit limits
+    BLAS to one thread around construction and fit, so a user sees no warning they cannot act on."""
+    import warnings
+
+    import implicit.utils
+    from threadpoolctl import threadpool_limits
+
+    implicit.utils._checked_blas_config = False  # implicit warns once per process
+    users, items = two_tastes()
+    with threadpool_limits(2, "blas"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_baseline("als", **SMALL["als"]).fit(users, items)
+    assert not [w for w in caught if "BLAS" in str(w.message)], [str(w.message) for w in caught]
