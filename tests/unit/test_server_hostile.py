@@ -124,8 +124,8 @@ def test_a_catastrophic_pattern_is_a_quick_400_and_health_stays_responsive(live)
         poller.join()
     message = assert_400(r, PARAM)
     assert "^(a+)+$" in message
-    assert took < 1.5, took
-    assert waits and max(waits) < 0.5, max(waits)
+    assert took < 2.0, took  # the old code took about 10 s; margin for a shared 2-core machine
+    assert waits and max(waits) < 1.0, max(waits)  # held for the whole match before
     pp = {"type": "object", "patternProperties": {"^(a+)+$": {}}, "additionalProperties": False}
     assert_400(chat(live, pp), PARAM)  # the items key does not match: refused quickly, no hang
 
