@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import InvalidRequestError, from_validation_error
 
@@ -30,8 +30,9 @@ def _coerce_id(value: Any) -> Any:
     return value
 
 
-def _check_utf8(value: Any) -> Any:
-    # Lone surrogates (e.g. from bytes decoded with surrogateescape) are not valid text.
+def check_text(value: Any) -> Any:
+    """Refuse a string that cannot be UTF-8 encoded (a lone surrogate such as ``"\\ud800"``,
+    which JSON's escapes can carry): it would fail later, when an answer is encoded, as a 500."""
     if isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -40,7 +41,11 @@ def _check_utf8(value: Any) -> Any:
     return value
 
 
-ItemId = Annotated[str, BeforeValidator(_coerce_id), Field(min_length=1, max_length=MAX_ID_CHARS)]
+_check_utf8 = check_text
+# Every free-text field a client sends is this type (here and in the server's protocol), so a
+# lone surrogate is a 400 naming the field wherever it comes in.
+Text = Annotated[str, AfterValidator(check_text)]
+ItemId = Annotated[str, BeforeValidator(_coerce_id), Field(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(check_text)]
 AttributeValue = str | int | float | bool | list[str]
 
 
@@ -118,8 +123,9 @@ class HistoryEntry(Item):
     @field_validator("timestamp", mode="before")
     @classmethod
     def _finite_timestamp(cls, v: Any) -> Any:
+        # Before the union of types is tried (its errors would name each member).
         _reject_non_finite(v)
-        return v
+        return check_text(v)
 
 
 class RankRequest(_Input):
@@ -129,7 +135,7 @@ class RankRequest(_Input):
     top_k: int = Field(default=10, ge=1, le=MAX_CANDIDATES)
     reasons: bool | Literal["evidence", "llm"] = Field(
         default=False, description="true: 'evidence' with a fused bundle ranking (rendered from what ranked the item), else 'llm'")
-    strategy: str | None = None
+    strategy: Text | None = None
 
 
 class Fallback(_Model):

@@ -40,3 +40,87 @@ class SlowFakeBackend(FakeBackend):
             with self._lock:
                 self.active -= 1
                 self.scored += 1
+
+
+class Canary:
+    """An HTTP listener on 127.0.0.1 that counts every request it receives (and answers a harmless
+    JSON schema, so a server that fetches it carries on). A server that never fetches leaves it at 0."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        canary = self
+        self.hits = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                canary.hits += 1
+                body = b'{"type": "integer"}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET  # noqa: N815
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class ThreadedServer:
+    """The app under uvicorn with the config ``llm-rec serve`` uses, on a free 127.0.0.1 port, in a thread."""
+
+    def __init__(self, app, settings=None) -> None:
+        import uvicorn
+
+        from llm_recommender.server import ServerSettings
+        from llm_recommender.server.app import uvicorn_config
+
+        settings = (settings or ServerSettings()).model_copy(update={"host": "127.0.0.1", "port": 0})
+        self.server = uvicorn.Server(uvicorn_config(app, settings))
+        self._thread = threading.Thread(target=self.server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(30)
+
+
+def tiny_bundle(folder):
+    """A bundle fitted in about a second on the agent tests' 20-film catalogue with generated viewers,
+    so chat sentences reach the agent (popularity + co-occurrence; no text encoder, no LLM)."""
+    import json
+
+    from llm_recommender.bundle import FitConfig, fit_bundle
+    from tests.agent_fixtures import tiny_items
+
+    items, rng, rows = tiny_items(), np.random.default_rng(0), []
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "items.jsonl").write_text("".join(
+        json.dumps({"item_id": it.id, "title": it.title, "genres": it.attributes["genres"]}) + "\n" for it in items))
+    for u in range(40):
+        genre = ["Horror", "Crime", "Comedy", "Drama"][u % 4]
+        liked = [it.id for it in items if genre in it.attributes["genres"]]
+        picks = list(rng.permutation(liked)) + list(rng.choice([it.id for it in items], 2, replace=False))
+        rows += [{"user_id": f"u{u}", "item_id": i, "timestamp": 100 + t, "rating": 5} for t, i in enumerate(dict.fromkeys(picks))]
+    (folder / "interactions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = FitConfig(dataset="generic", data_dir=folder, components=["popularity", "cooccurrence"], valid_users=30,
+                    min_gain=-1.0)
+    return fit_bundle(cfg, folder / "bundle", log=lambda m: None)

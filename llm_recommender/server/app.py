@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -59,6 +60,45 @@ def create_app(recommender: Recommender | Callable[[], Recommender], settings: S
     return app
 
 
+class QueryStringFilter(logging.Filter):
+    """Drops the query string from request targets in log records: a client may put a secret
+    there (``?api_key=...``), and uvicorn's access log writes the full target."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, str) and "?" in a for a in record.args):
+            record.args = tuple(_without_query(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def _without_query(text: str) -> str:
+    # A request target (starts with '/', or is absolute) keeps its path only.
+    if text.startswith("/") or "://" in text:
+        return text.split("?", 1)[0]
+    return text
+
+
+def redact_query_strings() -> None:
+    """Install :class:`QueryStringFilter` on uvicorn's loggers (idempotent). The project's own
+    code never logs a request target."""
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, QueryStringFilter) for f in logger.filters):
+            logger.addFilter(QueryStringFilter())
+
+
+def uvicorn_config(app: FastAPI, settings: ServerSettings) -> Any:
+    """The uvicorn config ``llm-rec serve`` runs with; query strings never reach its logs."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.graceful_timeout_s,  # pyright: ignore[reportArgumentType]  (a float works)
+        server_header=False,
+    )
+    redact_query_strings()  # after Config: it (re)configures uvicorn's loggers
+    return config
+
+
 def run_server(recommender: Recommender | Callable[[], Recommender], settings: ServerSettings) -> None:
     """Serve until SIGTERM/SIGINT; uvicorn then stops accepting and finishes in-flight requests
     (up to ``graceful_timeout_s``). A model that fails to load stops the server with ModelLoadError."""
@@ -71,12 +111,7 @@ def run_server(recommender: Recommender | Callable[[], Recommender], settings: S
             server.should_exit = True
 
     app = create_app(recommender, settings, on_load_failure=load_failed)
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level,
-        timeout_graceful_shutdown=settings.graceful_timeout_s,  # pyright: ignore[reportArgumentType]  (a float works)
-        server_header=False,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, settings))
     server.run()
     error = app.state.serving.load_error
     if error is not None:

@@ -10,9 +10,9 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..protocol import RankRequest, RankResponse
+from ..protocol import RankRequest, RankResponse, Text, check_text
 
 
 class _Lenient(BaseModel):
@@ -22,13 +22,21 @@ class _Lenient(BaseModel):
 
 class TextPart(_Lenient):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(_Lenient):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
-    name: str | None = None
+    name: Text | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_content(cls, v: Any) -> Any:
+        # Before the union is tried: its errors would name each member ("content.str").
+        for part in v if isinstance(v, list) else [v]:
+            check_text(part.get("text") if isinstance(part, dict) else part)
+        return v
 
     def text(self) -> str:
         if self.content is None:
@@ -39,7 +47,7 @@ class ChatMessage(_Lenient):
 
 
 class JsonSchemaFormat(_Lenient):
-    name: str = Field(default="response", max_length=64)
+    name: Text = Field(default="response", max_length=64)
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
@@ -56,7 +64,7 @@ class StreamOptions(_Lenient):
 class ChatCompletionRequest(_Lenient):
     """A chat request whose last user message (or ``recommendation`` field) is a RankRequest."""
 
-    model: str = Field(min_length=1, max_length=256)
+    model: Text = Field(min_length=1, max_length=256)
     messages: list[ChatMessage] = Field(min_length=1, max_length=64)
     recommendation: RankRequest | None = Field(
         default=None, description="the recommendation request; if absent, the last user message's content is parsed as one"
@@ -71,7 +79,7 @@ class ChatCompletionRequest(_Lenient):
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     seed: int | None = None
-    user: str | None = None
+    user: Text | None = None
 
 
 class UsageInfo(BaseModel):

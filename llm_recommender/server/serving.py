@@ -16,6 +16,7 @@ from ..errors import InputDecodeError, InvalidRequestError, RecommenderError, To
 from ..protocol import RankRequest, RankResponse, parse_request
 from ..recommender import Recommender
 from ..scorers import strategy_class
+from . import schemas
 from .config import ServerSettings
 from .errors import ClientDisconnectedError, ModelNotFoundError, NotReadyError
 from .gate import InferenceGate
@@ -251,8 +252,9 @@ class RecommenderServing:
         return data, param + "."
 
     @staticmethod
-    def _response_schema(fmt: ResponseFormat | None) -> dict[str, Any] | None:
-        """The JSON schema the client asked the content to follow (checked before ranking)."""
+    async def _response_schema(fmt: ResponseFormat | None) -> dict[str, Any] | bool | None:
+        """The JSON schema the client asked the content to follow, checked before ranking: data only,
+        bounded, never fetched (:mod:`.schemas`)."""
         if fmt is None or fmt.type != "json_schema":
             return None
         if fmt.json_schema is None:
@@ -260,24 +262,7 @@ class RecommenderServing:
         schema = fmt.json_schema.schema_
         if schema is None:
             return None
-        import jsonschema.validators
-
-        try:
-            jsonschema.validators.validator_for(schema).check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            raise InvalidRequestError(f"not a valid JSON schema: {exc.message}", param="response_format.json_schema.schema") from None
-        return schema
-
-    @staticmethod
-    def _check_content(schema: dict[str, Any], content: str) -> None:
-        import jsonschema
-
-        try:
-            jsonschema.validate(json.loads(content), schema)
-        except jsonschema.ValidationError as exc:
-            raise InvalidRequestError(
-                "the ranking cannot follow response_format.json_schema: the content is a RankResponse "
-                f"(see /openapi.json); {exc.message}", param="response_format.json_schema.schema") from None
+        return await schemas.check_schema(schema)
 
     def _conversational(self, chat: ChatCompletionRequest) -> bool:
         """A sentence for the agent, not a JSON request: no ``recommendation`` field, no JSON last message."""
@@ -350,14 +335,14 @@ class RecommenderServing:
                    ) -> ChatCompletionResponse | AsyncIterator[str]:
         self._ready()
         self.check_model(chat.model)
-        schema = self._response_schema(chat.response_format)
+        schema = await self._response_schema(chat.response_format)
         if schema is None and self._conversational(chat):
             return await self.agent_chat(chat, disconnected)
         request, prefix = self.extract(chat)
         response = await self.recommend(request, disconnected, prefix=prefix)
         pieces = content_pieces(response)
         if schema is not None:
-            self._check_content(schema, "".join(pieces))
+            await schemas.validate_answer(schema, "".join(pieces))
         usage = usage_of(response)
         if chat.stream:
             include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
