@@ -31,16 +31,36 @@ MAX_SCHEMA_BYTES = 64 * 1024
 MAX_SCHEMA_DEPTH = 32
 REGEX_TIMEOUT_S = 0.05  # one pattern against one string
 TIME_LIMIT_S = 0.5  # checking the schema, or validating one answer against it
+# Keyword evaluations allowed per JSON value checked: a legitimate schema applies a handful of keywords
+# to each value; an exponential one (nested anyOf over shared refs) is stopped by count long before
+# the time limit, so it never holds the GIL for long (measured: /health p99 over 300 ms without it).
+EVALUATIONS_PER_VALUE = 8
+MIN_EVALUATIONS = 2_048
 
 _REF_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
 _calls = itertools.count()
 _deadline: contextvars.ContextVar[float] = contextvars.ContextVar("schema_deadline", default=float("inf"))
+_budget: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("schema_budget", default=None)
 
 
 class _OutOfTime(Exception):
-    def __init__(self, pattern: str | None = None) -> None:
+    def __init__(self, pattern: str | None = None, evaluations: int | None = None) -> None:
         super().__init__(pattern)
         self.pattern = pattern
+        self.evaluations = evaluations
+
+
+def _values(data: Any) -> int:
+    """How many JSON values ``data`` holds (objects, arrays and scalars, nested ones included)."""
+    count, stack = 0, [data]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return count
 
 
 def _quote(value: Any, limit: int = 120) -> str:
@@ -197,6 +217,11 @@ def _timed(keyword: Callable[..., Any]) -> Callable[..., Iterator[Any]]:
     def run(validator: Any, value: Any, instance: Any, schema: Any) -> Iterator[Any]:
         if time.monotonic() > _deadline.get():
             raise _OutOfTime()
+        left = _budget.get()
+        if left is not None:
+            left[0] -= 1
+            if left[0] < 0:
+                raise _OutOfTime(evaluations=left[1])
         if next(_calls) % 64 == 0:
             # Hand the GIL to the event loop now and then: a pure-Python validation running for its
             # whole time limit would otherwise slow every other request (measured: /health 340 ms).
@@ -266,13 +291,24 @@ def _validate(schema: Any, answer: Any) -> None:
 
 
 async def _off_loop(fn: Callable[..., None], *args: Any) -> None:
+    allowed = MIN_EVALUATIONS + EVALUATIONS_PER_VALUE * _values(args[-1])  # the value checked is the last argument
+
     def run() -> None:
         _deadline.set(time.monotonic() + TIME_LIMIT_S)
+        _budget.set([allowed, allowed])
         fn(*args)
 
     try:
         await asyncio.wait_for(asyncio.to_thread(run), timeout=TIME_LIMIT_S + 0.5)
-    except (_OutOfTime, TimeoutError) as exc:
+    except _OutOfTime as exc:
+        if exc.evaluations is not None:
+            raise _refuse(f"the schema is too complex to apply: more than {exc.evaluations} keyword evaluations "
+                          f"({EVALUATIONS_PER_VALUE} per JSON value checked, at least {MIN_EVALUATIONS}); "
+                          "simplify it (nested anyOf/oneOf over shared references multiply)") from None
+        what = f"the pattern {_quote(exc.pattern)}" if exc.pattern else "the schema"
+        raise _refuse(f"{what} took too long to apply (limits: {REGEX_TIMEOUT_S * 1000:.0f} ms per pattern match, "
+                      f"{TIME_LIMIT_S:g} s in all); simplify it") from None
+    except TimeoutError as exc:
         pattern = getattr(exc, "pattern", None)
         what = f"the pattern {_quote(pattern)}" if pattern else "the schema"
         raise _refuse(f"{what} took too long to apply (limits: {REGEX_TIMEOUT_S * 1000:.0f} ms per pattern match, "

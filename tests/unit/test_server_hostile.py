@@ -20,7 +20,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from llm_recommender import Recommender  # noqa: E402
+from llm_recommender import InvalidRequestError, Recommender  # noqa: E402
 from llm_recommender.server import ServerSettings, create_app  # noqa: E402
 from tests.server_fakes import Canary, ThreadedServer, tiny_bundle  # noqa: E402
 
@@ -206,3 +206,28 @@ def test_query_strings_stay_out_of_the_access_log(live):
         access.removeHandler(handler)
     assert len(records) >= 2 and any("/health" in m for m in records), records
     assert not any(SECRET in m or "api_key" in m or "?" in m for m in records), records
+
+
+def test_an_exponential_schema_is_stopped_by_its_evaluation_count_not_the_clock():
+    """Nested anyOf over shared refs: 2**30 keyword evaluations from a 2 KB schema. The evaluation budget
+    (per JSON value checked) stops it long before the time limit, so it never holds the GIL for long;
+    a plain schema over a 200-item answer stays well inside the budget."""
+    import asyncio
+
+    from llm_recommender.server import schemas
+
+    defs = {"l0": {"type": "string", "minLength": 10_000}}
+    for i in range(1, 31):
+        defs[f"l{i}"] = {"anyOf": [{"$ref": f"#/$defs/l{i - 1}"}, {"$ref": f"#/$defs/l{i - 1}"}]}
+    expo = {"$defs": defs, "type": "object", "properties": {"strategy": {"$ref": "#/$defs/l30"}}}
+    answer = json.dumps({"items": [{"id": str(k), "title": f"t{k}", "rank": k + 1, "score": 0.5, "probability": 0.5}
+                                   for k in range(200)], "strategy": "fused"})
+    start = time.perf_counter()
+    with pytest.raises(InvalidRequestError, match="too complex") as err:
+        asyncio.run(schemas.validate_answer(expo, answer))
+    assert err.value.param == PARAM
+    assert time.perf_counter() - start < schemas.TIME_LIMIT_S  # stopped by count, before the clock
+    plain = {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": {
+        "type": "object", "required": ["id", "rank"], "properties": {"id": {"type": "string"}, "rank": {"type": "integer"},
+                                                                     "title": {"type": "string", "maxLength": 2000}}}}}}
+    asyncio.run(schemas.validate_answer(plain, answer))
