@@ -39,10 +39,10 @@ def generate_reasons(
     fallback; once ``gate`` is off no more replies are generated."""
     if not items:
         return [], []
-    fallback_texts = fallback_texts if fallback_texts is not None else [None] * len(items)
+    fallback: list[str | None] = list(fallback_texts) if fallback_texts is not None else [None for _ in items]
     gate = gate or ReasonGate()
     if gate.off:
-        return list(fallback_texts), []
+        return list(fallback), []
     history = renderer.history_views(request.history)
     # The model names the related history item from the most recent ones (an enum in the schema).
     history_titles = [h.title for h in request.history]
@@ -55,7 +55,7 @@ def generate_reasons(
         if not len(chunk):
             continue
         if gate.off:  # this model's reasons are thrown away: do not pay for the rest
-            reasons += [fallback_texts[k] for k in chunk]
+            reasons += [fallback[k] for k in chunk]
             continue
         prompts = [renderer.fit("reason.j2", history, extra_tokens=config.max_tokens,
                                 candidate=renderer.item_view(items[k])).text for k in chunk]
@@ -70,11 +70,11 @@ def generate_reasons(
             except ParseFailure as exc:
                 text, why = "", exc.message
             gate.record(why is not None)
-            reasons.append(fallback_texts[k] if why else text)
+            reasons.append(fallback[k] if why else text)
             if why:
                 failures.append(f"{item.id}: {why}")
     fallbacks = []
     if failures:
-        used = "evidence" if any(t is not None for t in fallback_texts) else "none"
+        used = "evidence" if any(t is not None for t in fallback) else "none"
         fallbacks.append(Fallback(stage="reason", reason="; ".join(failures)[:500], attempts=1, used=used))
     return reasons, fallbacks

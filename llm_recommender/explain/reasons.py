@@ -123,15 +123,23 @@ def _you(cited: EvidenceItem, words: ItemWords) -> str:
     return f"you {words.verb} {cited.title}"
 
 
-def _history_genres(item: Item, history: Sequence[HistoryEntry]) -> list[tuple[str, int]]:
-    """Attribute values the item shares with the history, with how many history items have each, most first."""
+def _history_genres(item: Item, history: Sequence[HistoryEntry], words: ItemWords) -> str:
+    """The attribute value the item shares with most history items, worded ("drama, like 12 of the movies in
+    your history", or with the one history item's title), or ``""``."""
     from .evidence import _values
 
     mine = {v for vals in _values(item).values() for v in vals}
     counts: Counter[str] = Counter()
+    first: dict[str, HistoryEntry] = {}
     for h in history:
-        counts.update({v for vals in _values(h).values() for v in vals} & mine)
-    return counts.most_common(2)
+        for v in sorted({v for vals in _values(h).values() for v in vals} & mine):
+            counts[v] += 1
+            first.setdefault(v, h)
+    if not counts:
+        return ""
+    value, n = counts.most_common(1)[0]
+    like = natural_title(first[value].title) if n == 1 else f"{n} of the {words.plural} in your history"
+    return f"{value.lower()}, like {like}"
 
 
 def evidence_reason(item: Item, evidence: Evidence, template_dir: Path | None = None, cited: Any = None,
@@ -158,12 +166,12 @@ def evidence_reason(item: Item, evidence: Evidence, template_dir: Path | None = 
         "representation": "the language model reads the two as alike",
     }
     genres = (cited.shared if cited is not None else sorted({v for vs in evidence.shared_attributes.values() for v in vs}))[:3]
-    common = [] if cited is not None or genres else _history_genres(item, history)
+    common = "" if cited is not None or genres else _history_genres(item, history, w)
     text = _env(str(template_dir) if template_dir else None).get_template(TEMPLATE).render(
         item=item, evidence=evidence, words=w, hedge=HEDGE if hedge else "", title=title, it=it,
         lead=leads.get(lead, ""), same=cited is not None and (lead == cited.component or (lead in CO_OCCURRENCE and cited.component in CO_OCCURRENCE)),
         cited=cited, you=_you(cited, w) if cited is not None else "", link=links.get(cited.component, "") if cited is not None else "",
-        genres=[g.lower() for g in genres], common=[(g.lower(), k) for g, k in common])
+        genres=[g.lower() for g in genres], common=common)
     return " ".join(text.split())
 
 
