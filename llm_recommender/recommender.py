@@ -335,10 +335,15 @@ class Recommender:
         return sorted({g for it in [*request.candidates, *request.history] for g in item_genres(it)})
 
     def reason_gate(self) -> Any:
-        """This recommender's measure of whether its model's LLM reasons survive the filter (one per model)."""
+        """Whether this model's LLM reasons survive the filter: one gate per model, its verdict kept in the cache
+        folder so that a later process (a CLI call) does not pay to measure it again."""
         from .explain.llm_reasons import ReasonGate
 
-        return self._reason_gates.setdefault(self.model_name, ReasonGate())
+        if self.model_name not in self._reason_gates:
+            # a scripted fake's replies say nothing about a model: its verdict stays in this process
+            scripted = self._backend is not None and self._backend.name == "fake"
+            self._reason_gates[self.model_name] = ReasonGate() if scripted else ReasonGate.for_model(self.model_name)
+        return self._reason_gates[self.model_name]
 
     def _respond(self, request: RankRequest, result: ScoreResult, strategy: str, scoring_usage: tuple[int, ...]) -> RankResponse:
         calibrator = self.calibrator_for(strategy)

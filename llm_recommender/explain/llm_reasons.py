@@ -10,8 +10,11 @@ the item does not have is replaced by the evidence text (``reasons="evidence"``)
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -121,17 +124,43 @@ class ReasonGate:
     PROBE = 3
     MAX_REJECTED_RATE = 0.5
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path | None = None) -> None:
         self.asked = 0
         self.rejected = 0
         self.off = False
         self.logged = False
+        self.path = path  # where the verdict is kept across processes (one CLI call each), if anywhere
+        if path is not None and path.is_file():
+            try:
+                data = json.loads(path.read_text())
+                self.asked, self.rejected = int(data["asked"]), int(data["rejected"])
+                self.off = bool(data["off"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # an unreadable verdict is measured again
+
+    @classmethod
+    def for_model(cls, model: str) -> ReasonGate:
+        """The gate of ``model``, its verdict cached under the cache folder (``LLM_REC_CACHE_DIR``)."""
+        from ..model_store import cache_dir
+
+        key = hashlib.sha256(model.encode("utf-8")).hexdigest()[:16]
+        return cls(cache_dir() / "reason_gate" / f"{key}.json")
 
     def record(self, rejected: bool) -> None:
         self.asked += 1
         self.rejected += int(rejected)
         if self.asked >= self.PROBE and self.rejected / self.asked >= self.MAX_REJECTED_RATE:
             self.off = True
+        self._save()
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps({"asked": self.asked, "rejected": self.rejected, "off": self.off}))
+        except OSError:
+            log.debug("could not keep the reason gate's verdict in %s", self.path)
 
     def note(self, model: str) -> str:
         return (f"LLM reasons are off for model {model!r}: the reason filter rejected {self.rejected} of its first "

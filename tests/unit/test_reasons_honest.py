@@ -214,3 +214,17 @@ def test_the_reason_audit_passes_on_a_small_bundle(fitted, which):
     summary = _audit(bundle, cases)
     assert summary["reasons"] == 8 * len(cases) and summary["empty_reasons"] == 0
     assert failures(summary) == [], summary
+
+
+def test_the_gate_verdict_survives_the_process(tmp_path):
+    """`llm-rec rank` is one process per call: the measured verdict is kept, so the next call does not pay again."""
+    from llm_recommender.explain.llm_reasons import ReasonGate
+
+    gate = ReasonGate(tmp_path / "gate.json")
+    for _ in range(3):
+        gate.record(True)
+    assert gate.off
+    again = ReasonGate(tmp_path / "gate.json")
+    assert again.off and again.asked == 3 and again.rejected == 3
+    (tmp_path / "bad.json").write_text("{not json")
+    assert not ReasonGate(tmp_path / "bad.json").off  # an unreadable verdict is measured again
