@@ -225,6 +225,9 @@ def llm_evidence_reasons(backend: Any, renderer: Any, config: Any, request: Rank
                               allowed_titles=[*ok_titles, *map(natural_title, ok_titles)], item_title=natural_title(item.title),
                               item_genres=item_genres(item), known_genres=known_genres, must_name=name,
                               ratings=[e.rating for e in ev.history_items if e.rating is not None and e.rating >= 4])
+            stated = any(e.stated for e in ev.history_items)
+            if why is None and stated and re.search(r"\b(watched|rated|gave|bought|read)\b", text, re.IGNORECASE):
+                why = "says the user consumed or rated an item they only said they liked"
             if why is None and movie_words_off_movies(text, words):
                 why = "movie words on a catalogue of " + words.plural
             if why is None and text in texts:

@@ -228,3 +228,19 @@ def test_the_gate_verdict_survives_the_process(tmp_path):
     assert again.off and again.asked == 3 and again.rejected == 3
     (tmp_path / "bad.json").write_text("{not json")
     assert not ReasonGate(tmp_path / "bad.json").off  # an unreadable verdict is measured again
+
+
+def test_an_llm_reason_may_not_say_a_stated_like_was_consumed(fitted):
+    _, bundle, cases = fitted
+
+    def gen(prompt, schema):
+        because = (schema or {}).get("properties", {}).get("because", {}).get("enum", [""])[0]
+        return json.dumps({"because": because, "reason": f"You loved {because}, and then you bought this one."})
+
+    rec = Recommender.load(bundle, text_encoder=hash_encoder, backend=FakeBackend(generations=gen))
+    req = cases[0].request
+    stated = [h.model_copy(update={"rating": None, "stated": True}) for h in req.history]
+    resp = rec.rank_request(req.model_copy(update={"history": stated, "top_k": 3, "reasons": "llm"}))
+    cited = [it for it in resp.items if it.evidence.history_items]
+    assert cited and all("bought" not in (it.reason or "") for it in cited)
+    assert "only said they liked" in resp.fallbacks[0].reason
