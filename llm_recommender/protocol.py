@@ -119,6 +119,8 @@ class HistoryEntry(Item):
                        description="may be left out when the bundle's catalogue knows the id")
     rating: float | None = None
     timestamp: int | float | str | None = None
+    stated: bool = Field(default=False, description="the user said they liked it (e.g. in chat) without rating it: "
+                         "reasons say 'you said you liked', never a rating; components score it as any interaction")
 
     @field_validator("timestamp", mode="before")
     @classmethod
@@ -165,6 +167,7 @@ class EvidenceItem(_Model):
     component: str = Field(description="e.g. 'cooccurrence' (users who watched both) or 'embedding' (similar text)")
     strength: float = Field(description="co-occurrence: users who consumed both; text: cosine similarity")
     rating: float | None = None
+    stated: bool = Field(default=False, description="the user said they liked it, with no rating")
     shared: list[str] = Field(default_factory=list, description="attribute values the recommended item shares with it")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .backends import Backend, make_backend
-from .backends.base import UsageMeter, metered
+from .backends.base import metered
 from .calibration import Calibrator, IdentityCalibrator, check_fitted_for, load_calibrator
 from .coldstart import Basis, ColdStart, Resolved, no_signal_note
 from .configurable import ComponentConfig
@@ -29,7 +29,6 @@ from .protocol import (
     item_genres,
     parse_request,
 )
-from .reasons import generate_reasons
 from .scorers import ScoreResult, strategy_class
 from .scorers.base import Scorer
 from .settings import Settings
@@ -122,6 +121,7 @@ class Recommender:
         self._renderer: PromptRenderer | None = None
         self._genres: list[str] | None = None
         self._scorers: dict[str, Scorer] = {}
+        self._reason_gates: dict[str, Any] = {}
         if bundle is not None:
             self._attach_bundle(bundle)
         self._check_strategy(self.settings.strategy, param="strategy")
@@ -388,46 +388,35 @@ class Recommender:
             return self._genres
         return sorted({g for it in [*request.candidates, *request.history] for g in item_genres(it)})
 
+    def reason_gate(self) -> Any:
+        """Whether this model's LLM reasons survive the filter: one gate per model, its verdict kept in the cache
+        folder so that a later process (a CLI call) does not pay to measure it again."""
+        from .explain.llm_reasons import ReasonGate
+
+        if self.model_name not in self._reason_gates:
+            # a scripted fake's replies say nothing about a model: its verdict stays in this process
+            scripted = self._backend is not None and self._backend.name == "fake"
+            self._reason_gates[self.model_name] = ReasonGate() if scripted else ReasonGate.for_model(self.model_name)
+        return self._reason_gates[self.model_name]
+
     def _respond(self, request: RankRequest, result: ScoreResult, strategy: str, scoring_usage: tuple[int, ...]) -> RankResponse:
-        reasons_meter = UsageMeter()
         calibrator = self.calibrator_for(strategy)
         probs = calibrator.transform(result.scores, result.probabilities)
         order = result.ranking()[: min(request.top_k, len(request.candidates))]
         top = [request.candidates[i] for i in order]
         fallbacks = list(result.fallbacks)
-        reason_texts: list[str | None] = [None] * len(top)
-        evidence: list[Any] = [None] * len(top)
-        if "contributions" in result.details and self.bundle is not None:
-            from .explain import gather_evidence
+        from .explain import explain_ranking
 
-            evidence = gather_evidence(self.bundle, request, result, order)
-        mode = request.reasons if isinstance(request.reasons, str) else ("evidence" if evidence[:1] != [None] else "llm")
-        if request.reasons and mode == "evidence":
-            if evidence[:1] == [None]:
-                raise InvalidRequestError(f"reasons='evidence' needs a fused bundle ranking; strategy {strategy!r} "
-                                          "has no evidence (use reasons='llm')", param="reasons")
-            from .explain.reasons import evidence_reasons
-
-            reason_texts = list(evidence_reasons(top, evidence, self.settings.prompt.template_dir))
-        elif request.reasons and evidence[:1] != [None]:  # the LLM phrases the evidence; bad phrasing -> evidence text
-            from .explain.llm_reasons import llm_evidence_reasons
-
-            with metered() as reasons_meter:
-                texts, reason_fallbacks = llm_evidence_reasons(self.backend, self.renderer, self.config_for("reasons"), request, top,
-                                                               evidence, self.known_genres(request))
-            reason_texts = list(texts)
-            fallbacks += reason_fallbacks
-        elif request.reasons:
-            with metered() as reasons_meter:
-                reason_texts, reason_fallbacks = generate_reasons(self.backend, self.renderer, self.config_for("reasons"), request, top,  # type: ignore[arg-type]
-                                                                  self.known_genres(request))
-            fallbacks += reason_fallbacks
+        explained = explain_ranking(self, request, result, order, [float(probs[i]) for i in order])
+        reason_texts, evidence = explained.reasons, explained.evidence
+        fallbacks += explained.fallbacks
+        reasons_meter = explained.usage
         items = [
             RankedItem(id=c.id, title=c.title, rank=r + 1, score=float(result.scores[i]),
                        probability=float(probs[i]), reason=reason_texts[r], evidence=evidence[r])
             for r, (i, c) in enumerate(zip(order, top))
         ]
-        notes = list(result.notes)
+        notes = list(result.notes) + explained.notes
         truncated = self._renderer.truncated_texts(request) if self._renderer is not None else 0
         if truncated:  # this request's own texts, not the batch's
             notes.append(f"{truncated} item text(s) were longer than the prompt limits and were truncated")

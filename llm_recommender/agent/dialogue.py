@@ -131,11 +131,15 @@ def build_plan(messages: Sequence[Any], catalogue: CatalogueIndex, parser: Parse
 
 
 def history_of(plan: TurnPlan, catalogue: CatalogueIndex) -> list[HistoryEntry]:
-    """The liked items, oldest statement first (so "more like the second one" is the most recent)."""
+    """The liked items, oldest statement first (so "more like the second one" is the most recent).
+
+    The user said they liked them and gave no rating: ``stated=True`` and no rating, so no reason invents one
+    ("you said you liked Alien", not "you rated Alien 5★"). The bundle's components ignore ratings (every
+    history entry is an interaction), so the ranking is the same as with the old ``rating=5.0``."""
     out = []
     for n, m in enumerate(plan.liked):
         item = catalogue.by_id[m.item_id]  # type: ignore[index]
-        out.append(HistoryEntry(**item.model_dump(), rating=5.0, timestamp=n))
+        out.append(HistoryEntry(**item.model_dump(), stated=True, timestamp=n))
     return out
 
 

@@ -56,6 +56,8 @@ class FitConfig(BaseModel):
     threads: int | None = None
     progress: bool = True
     command: str | None = None
+    item_words: str | None = Field(default=None, description="movie | product | book | item | 'noun/verb': what reasons "
+                                   "call the items (default: what the dataset's loader records; generic: neutral)")
 
     @field_validator("components", mode="before")
     @classmethod
@@ -104,7 +106,10 @@ def fit_bundle(
         f"{sum(len(s) for s in data.sequences)} training interactions"
         + (f", {len(cold)} cold items kept out" if cold else ""))
 
-    manifest = BundleManifest(model=config.model)
+    from ..data.words import parse_item_words
+
+    words = parse_item_words(config.item_words) if config.item_words else ds.words
+    manifest = BundleManifest(model=config.model, item_words=words.model_dump())
     vectors_t = time.perf_counter()
     needs_llm = any(c in LLM_VECTOR_COMPONENTS for c in config.components)
     if needs_llm:

@@ -91,6 +91,9 @@ class BundleManifest(BaseModel):
     validation: dict[str, Any] = Field(default_factory=dict)
     fit: dict[str, Any] = Field(default_factory=dict, description="command, config, git commit, wall seconds")
     files: dict[str, dict[str, Any]] = Field(default_factory=dict, description="relative path -> size, sha256")
+    item_words: dict[str, str] = Field(
+        default_factory=dict, description="what the dataset's items are called in reasons (noun, plural, verb, people); "
+        "empty (a bundle fitted before they were recorded): the neutral item / interacted with")
     digest: str | None = Field(default=None, description="sha256 of this manifest's canonical JSON without this field")
 
     def kept(self) -> list[ComponentRecord]:

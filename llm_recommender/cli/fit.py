@@ -25,6 +25,7 @@ def fit_command(
     min_gain: Annotated[float, typer.Option(help="Validation NDCG@10 a component must add to stay in the fusion.")] = 0.002,
     seed: Annotated[int, typer.Option(help="Seed for sampling, initialisation and the reference items.")] = 0,
     threads: ThreadsOpt = None,
+    item_words: Annotated[str | None, typer.Option(help="What reasons call the items: movie | product | book | item | 'noun/verb' (default: the dataset's own; generic: item).")] = None,
     config: Annotated[str | None, typer.Option(help='JSON of per-component configs, e.g. \'{"sequence": {"model": {"epochs": 10}}}\'.')] = None,
 ) -> None:
     """Fit a recommender on the training split (no validation or test target is seen) and write BUNDLE.
@@ -35,7 +36,7 @@ def fit_command(
 
     names = components.split(",") if components else available_components(list(DEFAULT_COMPONENTS))
     cfg = FitConfig(dataset=dataset, data_dir=data_dir, components=names, valid_users=valid_users, min_gain=min_gain,
-                    seed=seed, threads=threads, component_config=json.loads(config) if config else {}, command="llm-rec " + shlex.join(sys.argv[1:]),
+                    seed=seed, threads=threads, item_words=item_words, component_config=json.loads(config) if config else {}, command="llm-rec " + shlex.join(sys.argv[1:]),
                     **({"model": model} if model else {}))  # pyright: ignore[reportArgumentType]  (one optional str)
     path = fit_bundle(cfg, out)
     typer.echo(str(path))

@@ -27,6 +27,7 @@ from .base import (
     register_loader,
     require_file,
 )
+from .words import PRODUCT
 
 SEQUENCES = "sequential_data.txt"
 DATAMAPS = "datamaps.json"
@@ -130,7 +131,7 @@ def _parse_beauty(root: Path) -> Tables:
     return Tables(inter, items, "order", ("categories", "brand", "price"), info)
 
 
-@register_loader("amazon-beauty")
+@register_loader("amazon-beauty", words=PRODUCT)
 def load_amazon_beauty(data_dir: str | Path | None = None, *, cache: bool = True) -> RecDataset:
     """Amazon Beauty 5-core (P5 sequences + RecBole item metadata); ``data_dir`` is required."""
     if data_dir is None:

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import InvalidRequestError, RecommenderError, UnknownNameError
 from ..protocol import HistoryEntry, Item
+from .words import NEUTRAL, ItemWords
 
 CACHE_VERSION = "1"
 
@@ -75,6 +76,7 @@ class RecDataset:
     attribute_columns: tuple[str, ...] = ("genres",)
     source: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    words: ItemWords = NEUTRAL  # what its items are called (set by load_dataset from the loader's registration)
 
     def __repr__(self) -> str:
         return (
@@ -346,11 +348,13 @@ def cached_build(
 
 Loader = Callable[..., RecDataset]
 LOADERS: dict[str, Loader] = {}
+LOADER_WORDS: dict[str, ItemWords] = {}
 
 
-def register_loader(name: str) -> Callable[[Loader], Loader]:
+def register_loader(name: str, words: ItemWords = NEUTRAL) -> Callable[[Loader], Loader]:
     def deco(fn: Loader) -> Loader:
         LOADERS[name] = fn
+        LOADER_WORDS[name] = words
         return fn
 
     return deco
@@ -367,7 +371,9 @@ def load_dataset(name: str, data_dir: str | Path | None = None, **options: Any) 
 
     if name not in LOADERS:
         raise UnknownNameError("dataset", name, LOADERS, param="dataset")
-    return LOADERS[name](data_dir, **options)
+    ds = LOADERS[name](data_dir, **options)
+    ds.words = LOADER_WORDS.get(name, NEUTRAL)
+    return ds
 
 
 def dataset_names() -> list[str]:

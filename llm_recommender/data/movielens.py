@@ -32,6 +32,7 @@ from .base import (
     register_loader,
     require_file,
 )
+from .words import MOVIE
 
 # Official archives and the MD5s GroupLens publishes beside them (``<archive>.md5``).
 ARCHIVES: dict[str, tuple[str, str]] = {
@@ -162,7 +163,7 @@ def _append(inter: dict[str, list[Any]], path: Path, n: int, parts: list[str], k
     inter["timestamp"].append(parse_int(path, n, "timestamp", parts[3]))
 
 
-@register_loader("ml-100k")
+@register_loader("ml-100k", words=MOVIE)
 def load_ml100k(
     data_dir: str | Path | None = None, *, cache: bool = True, download: bool = False, natural_titles: bool = False
 ) -> RecDataset:
@@ -230,7 +231,7 @@ def _parse_ml1m(root: Path, natural: bool) -> Tables:
     return Tables(inter, items, "unix", ("genres",), {"format": "ml-1m", "users_file_rows": n_users})
 
 
-@register_loader("ml-1m")
+@register_loader("ml-1m", words=MOVIE)
 def load_ml1m(
     data_dir: str | Path | None = None, *, cache: bool = True, download: bool = False, natural_titles: bool = False
 ) -> RecDataset:
@@ -306,7 +307,7 @@ def _parse_latest(root: Path, natural: bool) -> Tables:
     return Tables(inter, items, "unix", ("genres",), {"format": "ml-latest-small"})
 
 
-@register_loader("ml-latest-small")
+@register_loader("ml-latest-small", words=MOVIE)
 def load_ml_latest_small(
     data_dir: str | Path | None = None, *, cache: bool = True, natural_titles: bool = False
 ) -> RecDataset:

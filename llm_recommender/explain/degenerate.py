@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 _WORD = re.compile(r"[a-z][a-z'\-]*")
 STOPWORDS = frozenset(
@@ -124,3 +125,11 @@ def problem(text: str, *, titles: Iterable[str] = (), allowed_titles: Iterable[s
             if form not in mine and re.search(rf"\b{re.escape(form)}\b", content):  # titles removed
                 return f"names {genre!r}, not a genre of the item"
     return None
+
+
+_MOVIE_WORDS = re.compile(r"\b(watch(es|ed|ing)?|viewers?|movies?|films?)\b", re.IGNORECASE)
+
+
+def movie_words_off_movies(text: str, words: Any) -> bool:
+    """Does ``text`` speak of watching, viewers or movies about a catalogue that is not movies?"""
+    return getattr(words, "noun", "item") != "movie" and bool(_MOVIE_WORDS.search(text))

@@ -5,6 +5,9 @@
 * ``history_items``: the history items behind the co-occurrence and text-similarity
   components (users who consumed both; the most similar texts), strongest first;
 * ``shared_attributes``: attribute values (genres, brand, ...) the item shares with them.
+
+Only the components the fusion kept are consulted: one it dropped (``kept: false`` in
+``bundle.json``) did not rank the item, so it is neither cited nor named.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from ..scorers.base import ScoreResult
 
 MAX_HISTORY_ITEMS = 3
 LIKED = 4.0  # ratings at or above count as liked (MovieLens 1-5 stars)
+CO_OCCURRENCE = ("cooccurrence", "itemknn")
 
 
 def _values(item: Item) -> dict[str, set[str]]:
@@ -29,27 +33,28 @@ def _values(item: Item) -> dict[str, set[str]]:
 def gather_evidence(bundle: Any, request: RankRequest, result: ScoreResult, indices: list[int]) -> list[Evidence]:
     contrib = result.details.get("contributions", {})
     by_id: dict[str, HistoryEntry] = {h.id: h for h in request.history}
+    kept = [c for c in bundle.fusion.components if c in bundle.components]
     out = []
     for i in indices:
         terms = {c: float(v[i]) for c, v in contrib.items()}
         total = sum(abs(v) for v in terms.values()) or 1.0
         cand = request.candidates[i]
         cited: list[EvidenceItem] = []
-        # citations come from every fitted component that can name history items (co-occurrence counts,
-        # text similarity), also when the fusion weights another one higher: they are facts about this item
-        for name, comp in bundle.components.items():
-            found = comp.explain(request, i)
-            for key, component in (("cooccurring", "cooccurrence"), ("similar_text", name)):
+        # citations come from every component the fusion kept that can name history items (co-occurrence
+        # counts, text similarity), also when the fusion weights another one higher: they are facts about this item
+        for name in kept:
+            found = bundle.components[name].explain(request, i)
+            for key in ("cooccurring", "similar_text"):
                 for hid, strength in found.get(key, [])[:5]:
                     h = by_id.get(hid)
                     if h is not None and all(e.id != hid for e in cited):
-                        cited.append(EvidenceItem(id=hid, title=h.title, component=component,
-                                                  strength=float(strength), rating=h.rating))
+                        cited.append(EvidenceItem(id=hid, title=h.title, component=name, strength=float(strength),
+                                                  rating=h.rating, stated=h.stated))
         # what the user liked explains a recommendation better than what they rated low
         # and a history item behind the component that carried the score (its largest term) explains it best
         top = max(terms, key=lambda c: terms[c], default="")
         cited.sort(key=lambda e: (e.component != top, e.rating is not None and e.rating < LIKED,
-                                  -e.strength if e.component == "cooccurrence" else 0))
+                                  -e.strength if e.component in CO_OCCURRENCE else 0))
         cited = cited[:MAX_HISTORY_ITEMS]
         mine = _values(cand)
         shared: dict[str, list[str]] = {}

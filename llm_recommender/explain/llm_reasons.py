@@ -10,16 +10,20 @@ the item does not have is replaced by the evidence text (``reasons="evidence"``)
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..data.movielens import natural_title
+from ..data.words import MOVIE, ItemWords
 from ..protocol import Evidence, Fallback, Item, RankRequest, item_genres
 from ..structured import ParseFailure, extract_json_object
-from .degenerate import problem, strip_year
+from .degenerate import movie_words_off_movies, problem, strip_year
 from .reasons import citations, evidence_reasons
 
 log = logging.getLogger(__name__)
@@ -109,12 +113,76 @@ class _Reply(BaseModel):
     reason: str = Field(min_length=1)
 
 
+class ReasonGate:
+    """Whether LLM reasons are worth paying for with this model: the filter's rejection rate, measured on use.
+
+    The first ``PROBE`` replies (on first use) decide: if ``MAX_REJECTED`` of them or more are rejected, the
+    model's reasons are turned off and every later item gets the evidence reason up front, without a
+    generation; a request never spends more than the probe on text thrown away. After the probe the rate is
+    kept up to date and turns them off the same way (over at least ``PROBE`` replies)."""
+
+    PROBE = 3
+    MAX_REJECTED_RATE = 0.5
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.asked = 0
+        self.rejected = 0
+        self.off = False
+        self.logged = False
+        self.path = path  # where the verdict is kept across processes (one CLI call each), if anywhere
+        if path is not None and path.is_file():
+            try:
+                data = json.loads(path.read_text())
+                self.asked, self.rejected = int(data["asked"]), int(data["rejected"])
+                self.off = bool(data["off"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # an unreadable verdict is measured again
+
+    @classmethod
+    def for_model(cls, model: str) -> ReasonGate:
+        """The gate of ``model``, its verdict cached under the cache folder (``LLM_REC_CACHE_DIR``)."""
+        from ..model_store import cache_dir
+
+        key = hashlib.sha256(model.encode("utf-8")).hexdigest()[:16]
+        return cls(cache_dir() / "reason_gate" / f"{key}.json")
+
+    def record(self, rejected: bool) -> None:
+        self.asked += 1
+        self.rejected += int(rejected)
+        if self.asked >= self.PROBE and self.rejected / self.asked >= self.MAX_REJECTED_RATE:
+            self.off = True
+        self._save()
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps({"asked": self.asked, "rejected": self.rejected, "off": self.off}))
+        except OSError:
+            log.debug("could not keep the reason gate's verdict in %s", self.path)
+
+    def note(self, model: str) -> str:
+        return (f"LLM reasons are off for model {model!r}: the reason filter rejected {self.rejected} of its first "
+                f"{self.asked} replies, so these reasons are the evidence text, without generating")
+
+    def warn_once(self, model: str) -> None:
+        if not self.logged:
+            self.logged = True
+            log.warning(self.note(model))
+
+
 def llm_evidence_reasons(backend: Any, renderer: Any, config: Any, request: RankRequest, items: list[Item],
-                         evidence: list[Evidence], known_genres: list[str]) -> tuple[list[str], list[Fallback]]:
-    """One reason per item, phrased by the LLM from its evidence, or the evidence text where the LLM's fails."""
-    fallback_texts = evidence_reasons(items, evidence, renderer.config.template_dir)
-    if not items:
-        return [], []
+                         evidence: list[Evidence], known_genres: list[str], *, fallback_texts: list[str] | None = None,
+                         gate: ReasonGate | None = None, words: ItemWords = MOVIE) -> tuple[list[str], list[Fallback]]:
+    """One reason per item, phrased by the LLM from its evidence, or the evidence text where the LLM's fails.
+
+    ``gate`` (kept per model by the caller) stops generating once the model's replies are mostly rejected."""
+    fallback_texts = fallback_texts if fallback_texts is not None else evidence_reasons(
+        items, evidence, renderer.config.template_dir)
+    gate = gate or ReasonGate()
+    if not items or gate.off:
+        return list(fallback_texts), []
     history_titles = [h.title for h in request.history]
     by_id = {h.id: h for h in request.history}
     prompts, allowed, schemas, asked = [], [], [], []
@@ -129,32 +197,47 @@ def llm_evidence_reasons(backend: Any, renderer: Any, config: Any, request: Rank
             cited=[renderer.item_view(h.model_copy(update={"title": natural_title(h.title)})) for h in cited]))
         asked.append(natural_title(cited[0].title) if cited else None)
         schemas.append(_schema([natural_title(h.title) for h in cited], config.max_chars))
-    generations = []
-    if backend.supports_json_schema:
-        for p, s in zip(prompts, schemas):  # each item has its own enum of titles
-            generations += backend.generate([p], max_tokens=config.max_tokens + JSON_TOKENS, json_schema=s)
-    else:
-        generations = backend.generate(prompts, max_tokens=config.max_tokens + JSON_TOKENS)
-    texts, failures = [], []
-    for item, ev, gen, ok_titles, fallback, name in zip(items, evidence, generations, allowed, fallback_texts, asked):
-        why = None
-        try:
-            reply = _Reply.model_validate(extract_json_object(gen.text))
-            text = " ".join(reply.reason.split())
-        except (ParseFailure, ValidationError):
-            text, why = "", "not valid JSON"
-        if why is None:
-            why = problem(text, titles=[*history_titles, *map(natural_title, history_titles)],
-                          allowed_titles=[*ok_titles, *map(natural_title, ok_titles)], item_title=natural_title(item.title),
-                          item_genres=item_genres(item), known_genres=known_genres, must_name=name,
-                          ratings=[e.rating for e in ev.history_items if e.rating is not None and e.rating >= 4])
-        if why is None and text in texts:
-            why = "same as an earlier reason in this response"
-        if why is None:
-            texts.append(text)
+    texts: list[str] = []
+    failures: list[str] = []
+    chunks = [range(0, min(gate.PROBE, len(items))), range(min(gate.PROBE, len(items)), len(items))]
+    for chunk in chunks:
+        if not len(chunk):
+            continue
+        if gate.off:  # the probe said this model's reasons are thrown away: do not pay for the rest
+            texts += [fallback_texts[k] for k in chunk]
+            continue
+        generations = []
+        if backend.supports_json_schema:
+            for k in chunk:  # each item has its own enum of titles
+                generations += backend.generate([prompts[k]], max_tokens=config.max_tokens + JSON_TOKENS, json_schema=schemas[k])
         else:
-            texts.append(fallback)
-            failures.append(f"{item.id}: {why}")
-            log.debug("reason for %s rejected (%s): %r", item.id, why, text)
+            generations = backend.generate([prompts[k] for k in chunk], max_tokens=config.max_tokens + JSON_TOKENS)
+        for k, gen in zip(chunk, generations):
+            item, ev, ok_titles, name = items[k], evidence[k], allowed[k], asked[k]
+            why = None
+            try:
+                reply = _Reply.model_validate(extract_json_object(gen.text))
+                text = " ".join(reply.reason.split())
+            except (ParseFailure, ValidationError):
+                text, why = "", "not valid JSON"
+            if why is None:
+                why = problem(text, titles=[*history_titles, *map(natural_title, history_titles)],
+                              allowed_titles=[*ok_titles, *map(natural_title, ok_titles)], item_title=natural_title(item.title),
+                              item_genres=item_genres(item), known_genres=known_genres, must_name=name,
+                              ratings=[e.rating for e in ev.history_items if e.rating is not None and e.rating >= 4])
+            stated = any(e.stated for e in ev.history_items)
+            if why is None and stated and re.search(r"\b(watched|rated|gave|bought|read)\b", text, re.IGNORECASE):
+                why = "says the user consumed or rated an item they only said they liked"
+            if why is None and movie_words_off_movies(text, words):
+                why = "movie words on a catalogue of " + words.plural
+            if why is None and text in texts:
+                why = "same as an earlier reason in this response"
+            gate.record(why is not None)
+            if why is None:
+                texts.append(text)
+            else:
+                texts.append(fallback_texts[k])
+                failures.append(f"{item.id}: {why}")
+                log.debug("reason for %s rejected (%s): %r", item.id, why, text)
     fallbacks = [Fallback(stage="reason", reason="; ".join(failures)[:500], attempts=1, used="evidence")] if failures else []
     return texts, fallbacks

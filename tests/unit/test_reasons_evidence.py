@@ -11,14 +11,15 @@ from llm_recommender import Recommender
 from llm_recommender.backends.fake import FakeBackend
 from llm_recommender.bundle import FitConfig, fit_bundle
 from llm_recommender.data import load_dataset
+from llm_recommender.data.words import MOVIE
 from llm_recommender.evaluation.protocols import llmrank_cases
 from llm_recommender.explain.degenerate import problem
+from llm_recommender.explain.reasons import lead_of, ordered_history
 from llm_recommender.protocol import Item
 from tests.synthetic import hash_encoder, write_generic_dataset
 
 COMPONENTS = ["popularity", "cooccurrence", "embedding"]
-PHRASES = {"cooccurrence": "people who watched it often watched", "embedding": "described in much the same words",
-           "popularity": "widely watched"}
+PHRASES = {"cooccurrence": "often watched", "embedding": "described", "popularity": "widely watched"}
 GENRES = ["Drama", "Comedy", "Action", "Horror"]
 
 
@@ -28,7 +29,8 @@ def setup(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("LLM_REC_CACHE_DIR", str(root / "cache"))
     data = write_generic_dataset(root / "data")
-    cfg = FitConfig(dataset="generic", data_dir=data, components=COMPONENTS, valid_users=20, min_gain=-1.0)
+    cfg = FitConfig(dataset="generic", data_dir=data, components=COMPONENTS, valid_users=20, min_gain=-1.0,
+                    item_words="movie")
     bundle = fit_bundle(cfg, root / "bundle", text_encoder=hash_encoder, log=lambda m: None)
     cases = llmrank_cases(load_dataset("generic", data), split="test", n_users=8, n_candidates=10, seed=0)
     yield bundle, cases
@@ -49,7 +51,7 @@ def test_evidence_decomposes_the_fused_logit_and_the_reason_names_its_largest_te
         for it in resp.items:
             terms = it.evidence.contributions
             assert sum(terms.values()) + bias == pytest.approx(it.score, abs=2e-3)  # the terms ARE the fusion
-            top = max(terms, key=terms.get)
+            top = lead_of(it.evidence, ordered_history(c.request.history))  # the largest term, if clearly positive
             cited = it.evidence.history_items
             if top in PHRASES and (not cited or top in ("cooccurrence", "embedding") or cited[0].component == top):
                 assert PHRASES[top] in it.reason, (top, it.reason)
@@ -168,6 +170,6 @@ def test_citing_the_same_history_item_again_names_the_item_so_reasons_differ():
     cited = EvidenceItem(id="h1", title="Godfather, The (1972)", component="cooccurrence", strength=9.0, rating=5.0)
     ev = Evidence(contributions={"cooccurrence": 1.0}, shares={"cooccurrence": 1.0}, history_items=[cited])
     items = [Item(id="a", title="Godfather: Part II, The (1974)"), Item(id="b", title="American History X (1998)")]
-    first, second = evidence_reasons(items, [ev, ev])
+    first, second = evidence_reasons(items, [ev, ev], words=MOVIE)
     assert "The Godfather (1972) 5★" in first and "often watched this too" in first
     assert "often watched American History X (1998) too" in second and first != second

@@ -135,21 +135,26 @@ def test_reasons_for_top_k_never_change_ranking(sample_request):
     assert len(backend.calls[-1][1][0]) == 3
 
 
-def test_unparseable_reason_is_null_and_recorded(sample_request):
+def test_unparseable_reason_gets_the_requests_own_reason_and_is_recorded(sample_request):
+    """Issue 26: a rejected reply left the reason empty (None); now every item asked for a reason gets one,
+    from what the request shows, or a sentence saying plainly why there is none."""
     good = "It is much like what you watched before."
     backend = FakeBackend(generations=["garbage", json.dumps({"reason": good}), "also garbage"])
     resp = Recommender(backend=backend).rank_request({**sample_request, "reasons": True})
-    assert [i.reason for i in resp.items] == [None, good, None]
+    reasons = [i.reason for i in resp.items]
+    assert reasons[1] == good and all(reasons)
+    assert "no more specific reason to give" in reasons[0]  # no genres in this request: nothing ties it to the history
+    assert resp.fallbacks[0].stage == "reason" and resp.fallbacks[0].used == "evidence"
 
 
-def test_degenerate_reason_is_null_and_recorded(sample_request):
+def test_degenerate_reason_is_replaced_and_recorded(sample_request):
     """The filter of reasons="llm" guards the history-only reasons too: a bare title is no reason."""
     title = sample_request["history"][0]["title"]
     backend = FakeBackend(generations=[json.dumps({"reason": title})] * 3)
     resp = Recommender(backend=backend).rank_request({**sample_request, "reasons": True})
-    assert [i.reason for i in resp.items] == [None, None, None]
+    assert all(i.reason and i.reason != title for i in resp.items) and resp.fallback_used
     assert "bare title" in resp.fallbacks[0].reason
-    assert resp.fallback_used and resp.fallbacks[0].stage == "reason" and resp.fallbacks[0].used == "none"
+    assert resp.fallback_used and resp.fallbacks[0].stage == "reason" and resp.fallbacks[0].used == "evidence"
 
 
 def test_capability_missing_is_an_error_not_a_silent_score(sample_request):
