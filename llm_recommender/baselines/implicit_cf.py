@@ -393,6 +393,18 @@ class ItemKNNScorer(ImplicitScorer):
         s = np.maximum(scores, 0.0)
         return s / (1.0 + s)
 
+    def neighbours(self, history: list[str], candidate: str, k: int = 6) -> list[tuple[str, float]]:
+        """The history items whose similarity to ``candidate`` makes up its score, largest first (the
+        score is their sum): the evidence behind an item-kNN ranking."""
+        assert self._item_index is not None
+        j = self._item_index.get(candidate)
+        rows = [(h, self._item_index[h]) for h in dict.fromkeys(history) if h in self._item_index]
+        if j is None or not rows:
+            return []
+        sims = self.similarity[[r for _, r in rows]][:, [j]].toarray().ravel()
+        order = np.argsort(-sims, kind="stable")
+        return [(rows[t][0], float(sims[t])) for t in order[:k] if sims[t] > 0]
+
     def _arrays(self) -> dict[str, Any]:
         return {"similarity": self.similarity}
 

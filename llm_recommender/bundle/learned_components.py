@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..protocol import RankRequest
 from ..representation.head import HeadConfig, RepresentationHead, train_head
 from ..representation.training import user_vector
 from ..scorers.base import ScoreResult
@@ -124,6 +125,11 @@ def _cf_component(scorer_name: str, defaults: dict[str, Any]) -> type[Component]
 
         def score_rows(self, request, history, candidates):  # type: ignore[no-untyped-def]
             raise NotImplementedError  # score_many delegates to the implicit scorer
+
+        def explain(self, request: RankRequest, index: int) -> dict[str, Any]:
+            if not hasattr(self.scorer, "neighbours"):  # factor models: no per-history-item decomposition
+                return {}
+            return {"cooccurring": self.scorer.neighbours([h.id for h in request.history], request.candidates[index].id)}
 
         def save_state(self, folder: Path) -> None:
             self.scorer.save(folder / "model")

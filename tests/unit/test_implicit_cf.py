@@ -246,3 +246,19 @@ def test_fitting_als_prints_no_blas_thread_warning():
         warnings.simplefilter("always")
         make_baseline("als", **SMALL["als"]).fit(users, items)
     assert not [w for w in caught if "BLAS" in str(w.message)], [str(w.message) for w in caught]
+
+
+def test_itemknn_neighbours_are_the_terms_of_its_score():
+    """The evidence behind an item-kNN ranking: the history items' similarities to the candidate, which
+    sum to its score; the strongest first, none that contributes nothing."""
+    users, items = two_tastes()
+    knn = make_baseline("itemknn", K=10, aggregate="sum").fit(users, items)
+    history = ["a0", "a1", "a2", "b0"]
+    res = knn.score_many([request(history, ["a5", "b5"])])[0]
+    for j, cand in enumerate(["a5", "b5"]):
+        terms = knn.neighbours(history, cand, k=10)
+        assert [s for _, s in terms] == sorted((s for _, s in terms), reverse=True)
+        assert all(s > 0 for _, s in terms) and {h for h, _ in terms} <= set(history)
+        assert sum(s for _, s in terms) == pytest.approx(res.scores[j])
+    assert knn.neighbours(history, "a5")[0][0].startswith("a")  # its own taste explains it
+    assert knn.neighbours(history, "unknown-item") == []
