@@ -20,8 +20,7 @@ from . import schemas
 from .config import ServerSettings
 from .errors import ClientDisconnectedError, ModelNotFoundError, NotReadyError
 from .gate import InferenceGate
-from .metrics import Metrics
-from .protocol import (
+from .openai_protocol import (
     AssistantMessage,
     ChatChoice,
     ChatCompletionChunk,
@@ -36,6 +35,7 @@ from .protocol import (
     UsageInfo,
     completion_id,
 )
+from .prometheus import Metrics
 
 log = logging.getLogger(__name__)
 
