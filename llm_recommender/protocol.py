@@ -1,7 +1,7 @@
 """Protocol models shared by the Python API, the CLI, the server and the eval harness.
 
-Requests are validated here (types, sizes, UTF-8) and by :func:`parse_request`
-(cross-field checks such as duplicate candidate ids), which turns every problem into an
+Requests are validated once, when a :class:`RankRequest` is built (types, sizes, UTF-8,
+duplicate candidate ids); :func:`parse_request` turns every problem into an
 :class:`~llm_recommender.errors.InvalidRequestError` naming the offending field.
 """
 
@@ -11,7 +11,16 @@ import math
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import InvalidRequestError, from_validation_error
 
@@ -139,6 +148,20 @@ class RankRequest(_Input):
         default=False, description="true: 'evidence' with a fused bundle ranking (rendered from what ranked the item), else 'llm'")
     strategy: Text | None = None
 
+    @model_validator(mode="after")
+    def _unique_candidate_ids(self) -> RankRequest:
+        # Raised as the typed error itself (not a ValueError), so it leaves pydantic naming the
+        # exact field; a RankRequest that exists has passed every check, wherever it was built.
+        seen: dict[str, int] = {}
+        for i, cand in enumerate(self.candidates):
+            if cand.id in seen:
+                raise InvalidRequestError(
+                    f"duplicate candidate id {cand.id!r} (also at candidates[{seen[cand.id]}])",
+                    param=f"candidates[{i}].id",
+                )
+            seen[cand.id] = i
+        return self
+
 
 class Fallback(_Model):
     """Something did not go as planned and a fallback was used instead."""
@@ -215,27 +238,15 @@ class RankResponse(_Model):
 
 
 def parse_request(data: RankRequest | dict[str, Any]) -> RankRequest:
-    """Validate a request from a dict (or re-check a model) and apply cross-field rules."""
+    """A validated request from a dict; a :class:`RankRequest` is returned as it is (it was checked when built)."""
     if isinstance(data, RankRequest):
-        request = data
-    else:
-        if not isinstance(data, dict):
-            raise InvalidRequestError(
-                f"request must be a JSON object, got {type(data).__name__}", param=None
-            )
-        try:
-            request = RankRequest.model_validate(data)
-        except ValidationError as exc:
-            raise from_validation_error(exc) from None
-    seen: dict[str, int] = {}
-    for i, cand in enumerate(request.candidates):
-        if cand.id in seen:
-            raise InvalidRequestError(
-                f"duplicate candidate id {cand.id!r} (also at candidates[{seen[cand.id]}])",
-                param=f"candidates[{i}].id",
-            )
-        seen[cand.id] = i
-    return request
+        return data
+    if not isinstance(data, dict):
+        raise InvalidRequestError(f"request must be a JSON object, got {type(data).__name__}", param=None)
+    try:
+        return RankRequest.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
 
 
 def fill_history_titles(request: RankRequest, lookup: Callable[[str], Item | None] | None) -> RankRequest:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..configurable import ComponentConfig, Configurable
 from ..errors import InvalidRequestError, UnknownNameError
+from ._math import calibrator_input, check_finite, check_labels, check_source
 from .features import FeatureSet
 
 CALIBRATORS: dict[str, type[Calibrator]] = {}
@@ -58,8 +59,10 @@ class Calibrator(Configurable, abc.ABC):
         self.config = self.validate_config(config, {**dict(zip(names, args)), **kwargs})
         self._from_config()
 
-    def _from_config(self) -> None:  # noqa: B027 - calibrators without derived state need nothing
-        """Derive working state (arrays, attributes) from the validated ``self.config``."""
+    def _from_config(self) -> None:
+        """The config's values as attributes (``cal.a``); a calibrator with derived state (arrays) overrides this."""
+        for field in type(self.config).model_fields:
+            setattr(self, field, getattr(self.config, field))
 
     @abc.abstractmethod
     def transform(self, scores: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
@@ -99,6 +102,38 @@ class Calibrator(Configurable, abc.ABC):
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+class SingleScoreCalibrator(Calibrator):
+    """A calibrator of one number per candidate: the raw score, or the model's log-probability or logit (``source``).
+
+    Reading and checking that input lives here once; a subclass maps it (``calibrate``) and fits on it (``fit_input``).
+    """
+
+    source: str = "score"
+
+    @abc.abstractmethod
+    def calibrate(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities from the 1-D input."""
+
+    def transform(self, scores: np.ndarray, probabilities: np.ndarray | None = None) -> np.ndarray:
+        return self.calibrate(calibrator_input(self.source, scores, probabilities))
+
+    @classmethod
+    def default_source(cls, **options: Any) -> str:
+        return "score"
+
+    @classmethod
+    def fit(cls, scores: np.ndarray, labels: np.ndarray, *, source: str | None = None,
+            probabilities: np.ndarray | None = None, **options: Any) -> Calibrator:
+        source = check_source(source or cls.default_source(**options))
+        x = check_finite(calibrator_input(source, scores, probabilities), "scores")
+        return cls.fit_input(x, check_labels(labels, x.shape[0]), source=source, **options)
+
+    @classmethod
+    @abc.abstractmethod
+    def fit_input(cls, x: np.ndarray, y: np.ndarray, *, source: str, **options: Any) -> Calibrator:
+        """Fit on the checked input ``x`` and 0/1 labels ``y`` (``groups`` in options: request index per row)."""
 
 
 class IdentityConfig(ComponentConfig):

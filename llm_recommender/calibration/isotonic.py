@@ -14,8 +14,8 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ..configurable import ComponentConfig
-from ._math import Source, calibrator_input, check_finite, check_labels, check_source
-from .base import Calibrator, register_calibrator
+from ._math import Source
+from .base import SingleScoreCalibrator, register_calibrator
 
 
 def pool_adjacent_violators(y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -59,35 +59,19 @@ class IsotonicConfig(ComponentConfig):
 
 
 @register_calibrator
-class IsotonicCalibrator(Calibrator):
+class IsotonicCalibrator(SingleScoreCalibrator):
     name = "isotonic"
     config_class = IsotonicConfig
     config: IsotonicConfig
 
-    def _from_config(self) -> None:
-        self.x = np.asarray(self.config.x, dtype=float)
-        self.y = np.asarray(self.config.y, dtype=float)
-        self.eps, self.source = self.config.eps, self.config.source
-
-    def transform(self, scores: np.ndarray, probabilities: np.ndarray | None = None) -> np.ndarray:
-        s = calibrator_input(self.source, scores, probabilities)
-        return np.clip(np.interp(s, self.x, self.y), self.eps, 1.0 - self.eps)
+    def calibrate(self, x: np.ndarray) -> np.ndarray:
+        eps = self.config.eps
+        return np.clip(np.interp(x, self.config.x, self.config.y), eps, 1.0 - eps)
 
     @classmethod
-    def fit(
-        cls,
-        scores: np.ndarray,
-        labels: np.ndarray,
-        *,
-        probabilities: np.ndarray | None = None,
-        groups: np.ndarray | None = None,
-        source: str = "score",
-        eps: float = 1e-4,
-        **_: Any,
-    ) -> IsotonicCalibrator:
-        s = check_finite(calibrator_input(check_source(source), scores, probabilities), "scores")
-        y = check_labels(labels, s.shape[0])
-        ux, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)  # ties share one value
+    def fit_input(cls, x: np.ndarray, y: np.ndarray, *, source: str,
+                  eps: float = 1e-4, **_: Any) -> IsotonicCalibrator:
+        ux, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)  # ties share one value
         mean_y = np.bincount(inverse, weights=y) / counts
         starts, ends, values = pool_adjacent_violators(mean_y, counts.astype(float))
         xs: list[float] = []

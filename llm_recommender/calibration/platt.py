@@ -8,8 +8,8 @@ import numpy as np
 from pydantic import Field
 
 from ..configurable import ComponentConfig
-from ._math import Source, calibrator_input, check_finite, check_labels, check_source, fit_logistic, sigmoid
-from .base import Calibrator, register_calibrator
+from ._math import Source, fit_logistic, sigmoid
+from .base import SingleScoreCalibrator, register_calibrator
 
 
 class PlattConfig(ComponentConfig):
@@ -19,7 +19,7 @@ class PlattConfig(ComponentConfig):
 
 
 @register_calibrator
-class PlattCalibrator(Calibrator):
+class PlattCalibrator(SingleScoreCalibrator):
     """Platt scaling on the raw score (or, with ``source``, on the model's log-probability/logit).
 
     ``fit`` uses Platt's smoothed targets ((N+ + 1)/(N+ + 2) and 1/(N- + 2)) by default,
@@ -30,26 +30,12 @@ class PlattCalibrator(Calibrator):
     config_class = PlattConfig
     config: PlattConfig
 
-    def _from_config(self) -> None:
-        self.a, self.b, self.source = self.config.a, self.config.b, self.config.source
-
-    def transform(self, scores: np.ndarray, probabilities: np.ndarray | None = None) -> np.ndarray:
-        return sigmoid(self.a * calibrator_input(self.source, scores, probabilities) + self.b)
+    def calibrate(self, x: np.ndarray) -> np.ndarray:
+        return sigmoid(self.config.a * x + self.config.b)
 
     @classmethod
-    def fit(
-        cls,
-        scores: np.ndarray,
-        labels: np.ndarray,
-        *,
-        probabilities: np.ndarray | None = None,
-        groups: np.ndarray | None = None,
-        source: str = "score",
-        smooth_targets: bool = True,
-        **_: Any,
-    ) -> PlattCalibrator:
-        x = check_finite(calibrator_input(check_source(source), scores, probabilities), "scores")
-        y = check_labels(labels, x.shape[0])
+    def fit_input(cls, x: np.ndarray, y: np.ndarray, *, source: str,
+                  smooth_targets: bool = True, **_: Any) -> PlattCalibrator:
         if smooth_targets:
             n_pos, n_neg = float(y.sum()), float(len(y) - y.sum())
             y = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))

@@ -20,6 +20,7 @@ needs ``groups`` (the request index of each row) to know which rows share a soft
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -27,8 +28,8 @@ from pydantic import Field, model_validator
 
 from ..configurable import ComponentConfig
 from ..errors import InvalidRequestError
-from ._math import Source, calibrator_input, check_finite, check_labels, check_source, log_loss, sigmoid
-from .base import Calibrator, register_calibrator
+from ._math import Source, log_loss, sigmoid
+from .base import SingleScoreCalibrator, register_calibrator
 
 MODES = ("softmax", "sigmoid")
 DEFAULT_SOURCE = {"softmax": "log_probability", "sigmoid": "logit"}
@@ -54,39 +55,59 @@ class TemperatureConfig(ComponentConfig):
         return self
 
 
+def _minimise(loss: Callable[[float], float]) -> float:
+    """log T minimising ``loss``: a log-spaced grid, then golden-section search in the best cell pair."""
+    grid = np.linspace(*LOG_T_RANGE, 181)
+    values = [loss(t) for t in grid]
+    i = int(np.argmin(values))
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    ratio = (math.sqrt(5) - 1) / 2
+    for _ in range(40):
+        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        if loss(a) <= loss(b):
+            hi = b
+        else:
+            lo = a
+    best = (lo + hi) / 2
+    return best if loss(best) <= values[i] else float(grid[i])
+
+
+def _padded_rows(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores and labels as one padded row per request, with the mask of real entries."""
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos = np.arange(len(order)) - np.repeat(starts, counts)
+    Z = np.zeros((len(counts), counts.max()))
+    Y = np.zeros_like(Z)
+    M = np.zeros_like(Z, dtype=bool)
+    Z[inverse[order], pos] = x[order]
+    Y[inverse[order], pos] = y[order]
+    M[inverse[order], pos] = True
+    return Z, Y, M
+
+
 @register_calibrator
-class TemperatureCalibrator(Calibrator):
+class TemperatureCalibrator(SingleScoreCalibrator):
     name = "temperature"
     config_class = TemperatureConfig
     config: TemperatureConfig
 
-    def _from_config(self) -> None:
-        self.temperature, self.mode = self.config.temperature, self.config.mode
-        self.source: str = self.config.source or DEFAULT_SOURCE[self.mode]
-
-    def transform(self, scores: np.ndarray, probabilities: np.ndarray | None = None) -> np.ndarray:
-        x = calibrator_input(self.source, scores, probabilities) / self.temperature
-        if self.mode == "sigmoid":
+    def calibrate(self, x: np.ndarray) -> np.ndarray:
+        x = x / self.config.temperature
+        if self.config.mode == "sigmoid":
             return sigmoid(x)
         return _softmax_rows(x[None, :], np.ones((1, x.shape[0]), dtype=bool))[0]
 
     @classmethod
-    def fit(
-        cls,
-        scores: np.ndarray,
-        labels: np.ndarray,
-        *,
-        probabilities: np.ndarray | None = None,
-        groups: np.ndarray | None = None,
-        mode: str = "softmax",
-        source: str | None = None,
-        **_options: Any,
-    ) -> TemperatureCalibrator:
+    def default_source(cls, mode: str = "softmax", **_: Any) -> str:
+        return DEFAULT_SOURCE.get(mode, "score")
+
+    @classmethod
+    def fit_input(cls, x: np.ndarray, y: np.ndarray, *, source: str, groups: np.ndarray | None = None,
+                  mode: str = "softmax", **_: Any) -> TemperatureCalibrator:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        proto = cls(1.0, mode, check_source(source or DEFAULT_SOURCE[mode]))
-        x = check_finite(calibrator_input(proto.source, scores, probabilities), "scores")
-        y = check_labels(labels, x.shape[0])
         if mode == "sigmoid":
 
             def loss(log_t: float) -> float:
@@ -99,32 +120,9 @@ class TemperatureCalibrator(Calibrator):
             g = np.asarray(groups).reshape(-1)
             if g.shape[0] != x.shape[0]:
                 raise InvalidRequestError(f"{g.shape[0]} group ids for {x.shape[0]} scores", param="groups")
-            _, inverse, counts = np.unique(g, return_inverse=True, return_counts=True)
-            order = np.argsort(inverse, kind="stable")
-            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-            pos = np.arange(len(order)) - np.repeat(starts, counts)
-            Z = np.zeros((len(counts), counts.max()))
-            Y = np.zeros_like(Z)
-            M = np.zeros_like(Z, dtype=bool)
-            Z[inverse[order], pos] = x[order]
-            Y[inverse[order], pos] = y[order]
-            M[inverse[order], pos] = True
+            Z, Y, M = _padded_rows(x, y, g)
 
             def loss(log_t: float) -> float:
                 return log_loss(_softmax_rows(Z / math.exp(log_t), M)[M], Y[M])
 
-        grid = np.linspace(*LOG_T_RANGE, 181)
-        values = [loss(t) for t in grid]
-        i = int(np.argmin(values))
-        lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-        ratio = (math.sqrt(5) - 1) / 2
-        for _ in range(40):  # golden-section search in the bracketing cell pair
-            a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-            if loss(a) <= loss(b):
-                hi = b
-            else:
-                lo = a
-        best = (lo + hi) / 2
-        if loss(best) > values[i]:
-            best = grid[i]
-        return cls(math.exp(best), mode, proto.source)
+        return cls(math.exp(_minimise(loss)), mode, source)

@@ -8,20 +8,12 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import (
-    BaseUrlOpt,
-    CalibratorOpt,
-    ModelOpt,
-    ServiceBackendOpt,
-    StrategyOpt,
-    TemplateDirOpt,
-    ThreadsOpt,
-    recommender_kwargs,
-    service_backend,
-)
+from .common import RecommenderOptions, recommender_options
 
 
 @app.command()
+@recommender_options(service=True, bundle_help="Fitted bundle folder (Recommender.load); its model unless --model; "
+                     "--backend, --threads etc. still apply.")
 def batch(
     input: Annotated[Path | None, typer.Argument(help="Users as .jsonl or .parquet: user_id, history, optional candidates and top_k.", show_default=False)] = None,
     output: Annotated[Path | None, typer.Argument(help="Output folder of part files; a rerun skips users already written.", show_default=False)] = None,
@@ -36,16 +28,10 @@ def batch(
     num_workers: Annotated[int, typer.Option(help="Ray actors, each holding one Recommender.")] = 2,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs per actor (fractions allowed, e.g. 0.5).")] = 1.0,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per actor (fractions allowed).")] = 0.0,
-    bundle: Annotated[Path | None, typer.Option(help="Fitted bundle folder (Recommender.load); its model unless --model; --backend, --threads etc. still apply.")] = None,
-    model: ModelOpt = None,
-    backend: ServiceBackendOpt = None,
-    base_url: BaseUrlOpt = None,
-    strategy: StrategyOpt = None,
-    calibrator: CalibratorOpt = None,
-    threads: ThreadsOpt = None,
-    template_dir: TemplateDirOpt = None,
     quiet: Annotated[bool, typer.Option(help="No progress lines.")] = False,
     cleanup: Annotated[bool, typer.Option("--cleanup", help="Only end the Ray processes left by batch drivers that were killed (each local run also does this first), then exit.")] = False,
+    *,
+    opts: RecommenderOptions,
 ) -> None:
     """Rank every user of INPUT and write one ranked list (or an error) per user under OUTPUT."""
     from ..batch import BatchConfig, RecommenderSpec, run_batch
@@ -62,15 +48,14 @@ def batch(
         raise InvalidRequestError("batch needs INPUT and OUTPUT (or --cleanup)", param="output" if input else "input")
 
     config = BatchConfig(input=input, output=output, output_format=output_format, catalog=catalog, top_k=top_k,  # pyright: ignore[reportArgumentType]  (pydantic parses the CLI's strings)
-                         reasons=reasons, strategy=strategy, batch_size=batch_size, limit=limit, use_ray=ray,
+                         reasons=reasons, strategy=opts.strategy, batch_size=batch_size, limit=limit, use_ray=ray,
                          address=address, num_workers=num_workers, cpus_per_worker=cpus_per_worker,
                          gpus_per_worker=gpus_per_worker, progress=not quiet)
     # Each worker resolves "auto" on its own hardware: the vLLM engine on a GPU worker, transformers on CPU.
-    kwargs = recommender_kwargs(model=model, backend=service_backend(backend), base_url=base_url, calibrator=calibrator,
-                                threads=threads, template_dir=template_dir)
-    if bundle is None:
+    kwargs = opts.settings(with_strategy=False)
+    if opts.bundle is None:
         Settings(**{k: v for k, v in kwargs.items() if k != "calibrator"})  # typos fail before Ray starts
-    summary = run_batch(config, RecommenderSpec(bundle=bundle, kwargs=kwargs))
+    summary = run_batch(config, RecommenderSpec(bundle=opts.bundle, kwargs=kwargs))
     typer.echo(summary.model_dump_json())
     typer.secho(f"{summary.ranked + summary.errors} users in {summary.seconds:.1f} s: {summary.users_per_s:.2f} users/s "
                 f"({summary.ranked} ranked, {summary.errors} errors, {summary.skipped} already written; "

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,11 +38,78 @@ def service_backend(backend: str | None) -> str | None:
 def recommender_kwargs(**opts: Any) -> dict[str, Any]:
     """Drop unset options so Settings defaults (and LLM_REC_* env vars) apply."""
     return {k: v for k, v in opts.items() if v is not None}
+
+
 BundleOpt = Annotated[Path | None, typer.Option("--bundle", help="Folder of a recommender fitted by `llm-rec fit` (default strategy: its fused ranking; requests may omit candidates).")]
 
 
+def with_options(options: Mapping[str, tuple[Any, Any]], *, into: str, build: Callable[..., Any] = dict
+                 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add ``options`` (name -> (Annotated type, default)) to a typer command and hand their values to it as
+    one argument ``into`` (``build(**values)``): options declared once, however many commands take them."""
+
+    def wrap(command: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(command, eval_str=True)
+        params = [p for p in signature.parameters.values() if p.name != into] + [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+            for name, (annotation, default) in options.items()]
+
+        @functools.wraps(command)
+        def run(**kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in options}
+            return command(**kwargs, **{into: build(**values)})
+
+        # typer reads the signature (and the annotations) of what it is given: the command's own plus these.
+        run.__signature__ = signature.replace(parameters=params)  # pyright: ignore[reportAttributeAccessIssue]
+        run.__annotations__ = {p.name: p.annotation for p in params}
+        return run
+
+    return wrap
+
+
+@dataclass(frozen=True)
+class RecommenderOptions:
+    """What every ranking command (rank, serve, batch) takes to build its Recommender: declared once, below."""
+
+    bundle: Path | None = None
+    model: str | None = None
+    backend: str | None = None
+    base_url: str | None = None
+    strategy: str | None = None
+    calibrator: Path | None = None
+    threads: int | None = None
+    template_dir: Path | None = None
+
+    def settings(self, *, with_strategy: bool = True) -> dict[str, Any]:
+        """The set options as Recommender/Settings keyword arguments (unset ones leave the defaults)."""
+        opts = asdict(self)
+        del opts["bundle"]
+        if not with_strategy:
+            del opts["strategy"]
+        return recommender_kwargs(**opts)
+
+    def make(self) -> Any:
+        """The one way every command builds its Recommender: from a bundle, or from settings alone."""
+        return make_recommender(self.bundle, **self.settings())
+
+
+def recommender_options(*, service: bool = False, bundle_help: str | None = None
+                        ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The shared options, handed to the command as ``opts: RecommenderOptions``; ``service``: --backend
+    defaults to auto (serve, batch), resolved before the command sees it."""
+    bundle = BundleOpt if bundle_help is None else Annotated[Path | None, typer.Option("--bundle", help=bundle_help)]
+    options = {"bundle": bundle, "model": ModelOpt, "backend": ServiceBackendOpt if service else BackendOpt,
+               "base_url": BaseUrlOpt, "strategy": StrategyOpt, "calibrator": CalibratorOpt, "threads": ThreadsOpt,
+               "template_dir": TemplateDirOpt}
+
+    def build(backend: str | None = None, **values: Any) -> RecommenderOptions:
+        return RecommenderOptions(backend=service_backend(backend) if service else backend, **values)
+
+    return with_options({name: (annotation, None) for name, annotation in options.items()}, into="opts", build=build)
+
+
 def make_recommender(bundle: Path | None = None, **opts: Any) -> Any:
-    """The one way every command builds its Recommender: from a bundle, or from settings alone."""
+    """A Recommender from a bundle, or from settings alone."""
     from ..recommender import Recommender
 
     kwargs = recommender_kwargs(**opts)

@@ -13,8 +13,21 @@ import typer
 from . import app
 from .common import ModelOpt, ThreadsOpt
 
+GENERIC_FORMAT = """Your own data: --dataset generic --data-dir DIR, with two files in DIR.
 
-@app.command("fit")
+interactions.csv (or .jsonl): user_id, item_id; optional timestamp (unix seconds or ISO-8601, on every row or on
+none: without it the file order is each user's time order) and rating (a number, may be blank).
+
+items.csv (or .jsonl): item_id, title; optional text (a description) and genres (Fiction|Classic in CSV, a JSON list
+in JSONL). Every interaction must name an item of items.csv; ids are strings or integers.
+
+Example: items.csv holds the header item_id,title,text,genres and a row a,Alpha,A long story,Fiction|Classic;
+interactions.csv holds user_id,item_id,timestamp,rating and u1,a,10,4.
+
+The full format, with a JSON Lines example: docs/data.md."""
+
+
+@app.command("fit", epilog=GENERIC_FORMAT)
 def fit_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to write (replaced atomically when the fit completes).")],
     dataset: Annotated[str, typer.Option(help="ml-100k | ml-1m | ml-latest-small (bundled) | amazon-beauty | generic.")] = "ml-latest-small",

@@ -11,17 +11,7 @@ import typer
 
 from ..errors import InputDecodeError, InvalidRequestError
 from . import app
-from .common import (
-    BackendOpt,
-    BaseUrlOpt,
-    BundleOpt,
-    CalibratorOpt,
-    ModelOpt,
-    StrategyOpt,
-    TemplateDirOpt,
-    ThreadsOpt,
-    make_recommender,
-)
+from .common import RecommenderOptions, recommender_options
 
 
 def read_request(source: str) -> dict:
@@ -45,16 +35,10 @@ def read_request(source: str) -> dict:
 
 
 @app.command()
+@recommender_options()
 def rank(
     request: Annotated[str, typer.Argument(help="Request JSON file ({history, candidates, top_k, reasons, strategy}; with --bundle candidates may be omitted), or - for stdin.")],
-    bundle: BundleOpt = None,
-    model: ModelOpt = None,
-    backend: BackendOpt = None,
-    base_url: BaseUrlOpt = None,
-    strategy: StrategyOpt = None,
-    calibrator: CalibratorOpt = None,
-    threads: ThreadsOpt = None,
-    template_dir: TemplateDirOpt = None,
+    opts: RecommenderOptions,
     indent: Annotated[int, typer.Option(help="JSON indentation of the output.")] = 2,
     table: Annotated[bool, typer.Option("--table", help="Print a readable table (rank, title, P, reason) instead of JSON.")] = False,
 ) -> None:
@@ -62,9 +46,7 @@ def rank(
     from ..protocol import parse_request
 
     parsed = parse_request(read_request(request))  # validate before loading the model
-    rec = make_recommender(bundle, model=model, backend=backend, base_url=base_url, strategy=strategy,
-                           calibrator=calibrator, threads=threads, template_dir=template_dir)
-    response = rec.rank_request(parsed)
+    response = opts.make().rank_request(parsed)
     if not table:
         typer.echo(response.model_dump_json(indent=indent or None))
         return

@@ -8,23 +8,13 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import (
-    BaseUrlOpt,
-    BundleOpt,
-    CalibratorOpt,
-    ModelOpt,
-    ServiceBackendOpt,
-    StrategyOpt,
-    TemplateDirOpt,
-    ThreadsOpt,
-    make_recommender,
-    recommender_kwargs,
-    service_backend,
-)
+from .common import RecommenderOptions, make_recommender, recommender_kwargs, recommender_options
 
 
 @app.command()
+@recommender_options(service=True)
 def serve(
+    opts: RecommenderOptions,
     host: Annotated[str | None, typer.Option(help="Interface to bind (default: 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port (default: 8000).")] = None,
     api_key: Annotated[str | None, typer.Option(
@@ -39,14 +29,6 @@ def serve(
     max_candidates: Annotated[int | None, typer.Option(help="More candidates get 400 (default: 100).")] = None,
     graceful_timeout: Annotated[float | None, typer.Option(help="SIGTERM: seconds to finish in-flight requests (default: 30).")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error (default: info).")] = None,
-    bundle: BundleOpt = None,
-    model: ModelOpt = None,
-    backend: ServiceBackendOpt = None,
-    base_url: BaseUrlOpt = None,
-    strategy: StrategyOpt = None,
-    calibrator: CalibratorOpt = None,
-    threads: ThreadsOpt = None,
-    template_dir: TemplateDirOpt = None,
 ) -> None:
     """Serve /v1/models, /v1/chat/completions, /v1/recommendations, /health and /metrics."""
     from ..backends import AUTO, backend_class
@@ -59,18 +41,17 @@ def serve(
         max_queue=max_queue, max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_body_bytes=max_body_bytes, max_candidates=max_candidates,
         graceful_timeout_s=graceful_timeout, log_level=log_level))
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    kwargs = recommender_kwargs(model=model, backend=service_backend(backend), base_url=base_url, strategy=strategy,
-                                calibrator=calibrator, threads=threads, template_dir=template_dir)
+    kwargs = opts.settings()
     # Fail fast on typos before the (slow) model load starts in the background.
     core = Settings(**{k: v for k, v in kwargs.items() if k != "calibrator"})
     if core.backend != AUTO:
         backend_class(core.backend)
-    if bundle is None:
+    if opts.bundle is None:
         strategy_class(core.strategy)
     else:
         from ..bundle import read_manifest
 
-        read_manifest(bundle)  # a missing or broken bundle fails here, not in the background load
-    if calibrator is not None and not calibrator.is_file():
-        raise typer.BadParameter(f"{calibrator} does not exist", param_hint="--calibrator")
-    run_server(lambda: make_recommender(bundle, **kwargs), settings)
+        read_manifest(opts.bundle)  # a missing or broken bundle fails here, not in the background load
+    if opts.calibrator is not None and not opts.calibrator.is_file():
+        raise typer.BadParameter(f"{opts.calibrator} does not exist", param_hint="--calibrator")
+    run_server(lambda: make_recommender(opts.bundle, **kwargs), settings)

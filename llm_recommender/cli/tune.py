@@ -5,19 +5,42 @@ validation target. The representation head is fitted by ``llm-rec fit`` as a bun
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from . import app
-from .common import ModelOpt, ThreadsOpt
+from .common import ModelOpt, ThreadsOpt, recommender_kwargs, with_options
 
 tune_app = typer.Typer(help="Fine-tune a generative scorer (the representation head is part of `llm-rec fit`).", no_args_is_help=True)
 app.add_typer(tune_app, name="tune")
 
-DatasetOpt = Annotated[str, typer.Option(help="ml-100k | ml-1m | ml-latest-small (bundled) | amazon-beauty | generic.")]
-DataDirOpt = Annotated[Path | None, typer.Option(help="Folder with the dataset's files.")]
-SeedOpt = Annotated[int, typer.Option(help="Seed for sampling and initialisation.")]
+
+def _opt(kind: Any, help: str, *flags: str) -> Any:
+    return Annotated[kind, typer.Option(*flags, help=help)]
+
+
+# The options of `tune generative`, in --help order: name -> (type and help, default); each a TuneConfig field.
+GENERATIVE_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "objective": (_opt(str, "pointwise (Yes/No, TALLRec-style) | verbalizer (shuffled labels, LlamaRec-style)."), "pointwise"),
+    "dataset": (_opt(str, "ml-100k | ml-1m | ml-latest-small (bundled) | amazon-beauty | generic."), "ml-latest-small"),
+    "data_dir": (_opt(Path | None, "Folder with the dataset's files."), None),
+    "model": (ModelOpt, None),
+    "method": (_opt(str, "full | lora | auto (full below 1B parameters, else LoRA)."), "auto"),
+    "lora_r": (_opt(int, "LoRA rank."), 16),
+    "lr": (_opt(float, "Learning rate [default: 1e-4 full, 1e-3 LoRA]."), 0.0),
+    "steps": (_opt(int, "Optimiser steps."), 300),
+    "batch_size": (_opt(int, "Examples per step."), 8),
+    "history": (_opt(int, "History items shown in training and validation prompts."), 10),
+    "candidates": (_opt(int, "verbalizer: candidates per training prompt (ground truth + negatives)."), 20),
+    "eval_every": (_opt(int, "Validate every N steps (NDCG@10 on validation cases)."), 50),
+    "eval_users": (_opt(int, "Validation users (LLMRank validation cases of the seed's sample)."), 30),
+    "patience": (_opt(int, "Stop after N validations without improvement."), 3),
+    "max_minutes": (_opt(float | None, "Stop (and save) after this much wall time."), None),
+    "resume": (_opt(bool, "Continue from OUT/checkpoint if present.", "--resume/--no-resume"), True),
+    "threads": (ThreadsOpt, None),
+    "seed": (_opt(int, "Seed for sampling and initialisation."), 0),
+}
 
 
 def _echo(msg: str) -> None:
@@ -25,61 +48,17 @@ def _echo(msg: str) -> None:
 
 
 @tune_app.command("generative")
+@with_options(GENERATIVE_OPTIONS, into="options")
 def tune_generative(
     out: Annotated[Path, typer.Option(help="Run folder: checkpoint/, model/ (merged, loads with --model), log.jsonl.")],
-    objective: Annotated[
-        str, typer.Option(help="pointwise (Yes/No, TALLRec-style) | verbalizer (shuffled labels, LlamaRec-style).")
-    ] = "pointwise",
-    dataset: DatasetOpt = "ml-latest-small",
-    data_dir: DataDirOpt = None,
-    model: ModelOpt = None,
-    method: Annotated[str, typer.Option(help="full | lora | auto (full below 1B parameters, else LoRA).")] = "auto",
-    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
-    lr: Annotated[float, typer.Option(help="Learning rate [default: 1e-4 full, 1e-3 LoRA].")] = 0.0,
-    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 300,
-    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 8,
-    history: Annotated[int, typer.Option(help="History items shown in training and validation prompts.")] = 10,
-    candidates: Annotated[
-        int, typer.Option(help="verbalizer: candidates per training prompt (ground truth + negatives).")
-    ] = 20,
-    eval_every: Annotated[int, typer.Option(help="Validate every N steps (NDCG@10 on validation cases).")] = 50,
-    eval_users: Annotated[
-        int, typer.Option(help="Validation users (LLMRank validation cases of the seed's sample).")
-    ] = 30,
-    patience: Annotated[int, typer.Option(help="Stop after N validations without improvement.")] = 3,
-    max_minutes: Annotated[float | None, typer.Option(help="Stop (and save) after this much wall time.")] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint if present.")
-    ] = True,
-    threads: ThreadsOpt = None,
-    seed: SeedOpt = 0,
+    options: dict[str, Any],
 ) -> None:
     """Fine-tune a generative scorer on the training split; writes a merged model folder OUT/model."""
-    from ..settings import DEFAULT_MODEL
     from ..tuning import TuneConfig, tune
 
-    cfg = TuneConfig(
-        out=out,
-        objective=objective,  # pyright: ignore[reportArgumentType]  (pydantic parses the CLI's strings)
-        dataset=dataset,
-        data_dir=data_dir,
-        model=model or DEFAULT_MODEL,
-        method=method,  # pyright: ignore[reportArgumentType]  (pydantic parses the CLI's strings)
-        lora_r=lora_r,
-        lr=lr or None,
-        steps=steps,
-        batch_size=batch_size,
-        history=history,
-        candidates=candidates,
-        eval_every=eval_every,
-        eval_users=eval_users,
-        patience=patience,
-        max_minutes=max_minutes,
-        resume=resume,
-        threads=threads or 1,
-        seed=seed,
-    )
-    result = tune(cfg, log=_echo)
+    # 0 and None mean "the default": the method's learning rate, one thread, the embedded model.
+    options.update(lr=options["lr"] or None, threads=options["threads"] or 1)
+    result = tune(TuneConfig(out=out, **recommender_kwargs(**options)), log=_echo)
     _echo(
         f"best validation NDCG@10 {result['best_ndcg10']:.4f} at step {result['best_step']}; model: {result['model_dir']}"
     )

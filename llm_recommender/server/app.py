@@ -17,7 +17,7 @@ from ..recommender import Recommender
 from .config import ServerSettings
 from .errors import error_response
 from .guard import RequestGuard
-from .metrics import Metrics, MetricsMiddleware
+from .prometheus import Metrics, MetricsMiddleware
 from .router import router
 from .serving import RecommenderServing
 

@@ -20,53 +20,40 @@ from ..errors import ClientError, InputDecodeError, InvalidRequestError, Recomme
 log = logging.getLogger(__name__)
 
 
-class AuthenticationError(ClientError):
-    status_code = 401
-    code = "invalid_api_key"
+def _client_error(name: str, status_code: int, code: str) -> type[ClientError]:
+    """A 4xx error the server alone raises: only its status and code differ."""
+    return type(name, (ClientError,), {"status_code": status_code, "code": code, "__module__": __name__})
 
 
-class ModelNotFoundError(ClientError):
-    status_code = 404
-    code = "model_not_found"
+AuthenticationError = _client_error("AuthenticationError", 401, "invalid_api_key")
+ModelNotFoundError = _client_error("ModelNotFoundError", 404, "model_not_found")
+NotFoundError = _client_error("NotFoundError", 404, "not_found")
+MethodNotAllowedError = _client_error("MethodNotAllowedError", 405, "method_not_allowed")
+PayloadTooLargeError = _client_error("PayloadTooLargeError", 413, "request_too_large")
 
 
-class NotFoundError(ClientError):
-    status_code = 404
-    code = "not_found"
+class _RetryLater(RecommenderError):
+    """An error whose answer tells the client when to come back (``Retry-After``, seconds; None: no header)."""
+
+    def __init__(self, message: str, *, retry_after: int | None = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
-class MethodNotAllowedError(ClientError):
-    status_code = 405
-    code = "method_not_allowed"
-
-
-class PayloadTooLargeError(ClientError):
-    status_code = 413
-    code = "request_too_large"
-
-
-class ServerBusyError(RecommenderError):
-    """The queue is full: come back later (``Retry-After`` seconds)."""
+class ServerBusyError(_RetryLater):
+    """The queue is full: come back later."""
 
     status_code = 429
     error_type = "rate_limit_error"
     code = "server_busy"
 
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
-
-class NotReadyError(RecommenderError):
+class NotReadyError(_RetryLater):
     """The model is still loading (or failed to load)."""
 
     status_code = 503
     error_type = "server_error"
     code = "model_not_ready"
-
-    def __init__(self, message: str, *, retry_after: int | None = 5) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class ClientDisconnectedError(RecommenderError):

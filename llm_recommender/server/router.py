@@ -9,7 +9,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..protocol import RankRequest, RankResponse
-from .protocol import ChatCompletionRequest, ChatCompletionResponse, ErrorResponse, HealthResponse, ModelCard, ModelList
+from .openai_protocol import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ErrorResponse,
+    HealthResponse,
+    ModelCard,
+    ModelList,
+)
 from .serving import RecommenderServing
 
 router = APIRouter()

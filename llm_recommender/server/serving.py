@@ -15,13 +15,11 @@ from typing import Any
 from ..errors import InputDecodeError, InvalidRequestError, RecommenderError, TooManyCandidatesError
 from ..protocol import RankRequest, RankResponse, parse_request
 from ..recommender import Recommender
-from ..scorers import strategy_class
 from . import schemas
 from .config import ServerSettings
 from .errors import ClientDisconnectedError, ModelNotFoundError, NotReadyError
 from .gate import InferenceGate
-from .metrics import Metrics
-from .protocol import (
+from .openai_protocol import (
     AssistantMessage,
     ChatChoice,
     ChatCompletionChunk,
@@ -36,6 +34,7 @@ from .protocol import (
     UsageInfo,
     completion_id,
 )
+from .prometheus import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -172,35 +171,28 @@ class RecommenderServing:
         return ModelCard(id=self.model_id, created=self.created)
 
     # ---- ranking ----------------------------------------------------------------------
-    def validate(self, request: RankRequest | dict[str, Any], prefix: str = "", rec: Recommender | None = None) -> RankRequest:
-        """Cross-field and server-limit checks, before the request takes a queue slot."""
+    def check_limits(self, request: RankRequest, rec: Recommender, prefix: str = "") -> None:
+        """This server's own limits on a parsed request, before it takes a queue slot (parsing happened at the door)."""
         try:
-            parsed = parse_request(request)
-            if not parsed.candidates and (rec is None or rec.bundle is None):
+            if not request.candidates and rec.bundle is None:
                 raise InvalidRequestError("candidates must not be empty (a server started with --bundle retrieves "
                                           "them from its catalogue)", param="candidates")
-            if len(parsed.candidates) > self.settings.max_candidates:
+            if len(request.candidates) > self.settings.max_candidates:
                 raise TooManyCandidatesError(
-                    f"{len(parsed.candidates)} candidates; this server accepts at most {self.settings.max_candidates} "
+                    f"{len(request.candidates)} candidates; this server accepts at most {self.settings.max_candidates} "
                     "(max_candidates)", param="candidates")
-            if parsed.strategy is not None:
-                if rec is not None:
-                    rec.check_strategy(parsed.strategy)
-                else:
-                    strategy_class(parsed.strategy)
+            if request.strategy is not None:
+                rec.check_strategy(request.strategy)
         except RecommenderError as exc:
-            if prefix:
-                raise _prefixed(exc, prefix.rstrip(".")) from None
-            raise
-        return parsed
+            raise _prefixed(exc, prefix.rstrip(".")) if prefix else exc from None
 
-    async def recommend(self, request: RankRequest | dict[str, Any], disconnected: Disconnected | None = None,
+    async def recommend(self, request: RankRequest, disconnected: Disconnected | None = None,
                         prefix: str = "") -> RankResponse:
         rec = self._ready()
-        parsed = self.validate(request, prefix, rec)
+        self.check_limits(request, rec, prefix)
         assert self.gate is not None
         try:
-            return await self.gate.run_batched(self._rank_batch, (rec, parsed), disconnected=disconnected)
+            return await self.gate.run_batched(self._rank_batch, (rec, request), disconnected=disconnected)
         except ClientDisconnectedError:
             self.metrics.cancelled.inc()
             raise
@@ -227,8 +219,9 @@ class RecommenderServing:
             self.metrics.inference.observe(time.perf_counter() - start)
 
     # ---- chat completions -------------------------------------------------------------
-    def extract(self, chat: ChatCompletionRequest) -> tuple[RankRequest | dict[str, Any], str]:
-        """The recommendation request: the ``recommendation`` field, else the last user message's JSON."""
+    def extract(self, chat: ChatCompletionRequest) -> tuple[RankRequest, str]:
+        """The parsed recommendation request: the ``recommendation`` field, else the last user message's JSON;
+        with the prefix that points an error inside it."""
         if chat.recommendation is not None:
             return chat.recommendation, "recommendation."
         for i in range(len(chat.messages) - 1, -1, -1):
@@ -249,7 +242,10 @@ class RecommenderServing:
                 param=param) from None
         if not isinstance(data, dict):
             raise InvalidRequestError("the last user message must be a JSON object", param=param)
-        return data, param + "."
+        try:
+            return parse_request(data), param + "."
+        except RecommenderError as exc:
+            raise _prefixed(exc, param) from None
 
     @staticmethod
     async def _response_schema(fmt: ResponseFormat | None) -> dict[str, Any] | bool | None:

@@ -164,36 +164,12 @@ def _batch_loss(
     return torch.stack(losses).mean()
 
 
-def tune(
-    cfg: TuneConfig, log: Callable[[str], None] = print, examples: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
-    """Fine-tune; returns ``{best_ndcg10, best_step, model_dir, steps_done, seconds, ...}``."""
+def _load_model(cfg: TuneConfig) -> tuple[str, Any, Any, str, int]:
+    """The model's folder, tokenizer, model (LoRA-wrapped above ``full_max_params``), the method and the parameter count."""
     import torch
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..backends.configs import TransformersConfig
-    from ..backends.kit import auto_dtype
-    from ..backends.transformers_backend import TransformersBackend
-    from ..data import load_dataset
-    from ..evaluation.metrics import ranking_metrics, target_rank
-    from ..evaluation.protocols import leave_one_out, llmrank_cases
     from ..model_store import resolve_model
-    from ..prompts import PromptConfig, PromptRenderer
-    from ..scorers import strategy_class
-
-    t_start = time.perf_counter()
-    torch.set_num_threads(cfg.threads)
-    set_seed(cfg.seed)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / "checkpoint"
-
-    cuda = torch.cuda.is_available()
-    mp = {"bfloat16": "bf16", "float16": "fp16", "float32": "no"}[auto_dtype(cuda)]  # the backends' dtype policy
-    accelerator = Accelerator(mixed_precision=mp, cpu=not cuda)
-    device = accelerator.device
 
     path = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -205,151 +181,188 @@ def tune(
     if method == "lora":
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=cfg.lora_r,
-                lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r,
-                target_modules="all-linear",
-                lora_dropout=0.0,
-                task_type="CAUSAL_LM",
-            ),
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r, target_modules="all-linear",
+                          lora_dropout=0.0, task_type="CAUSAL_LM")
+        model = get_peft_model(model, lora)
+    return path, tokenizer, model, method, n_params
+
+
+class _Run:
+    """One tuning run: model and optimiser on ``accelerate``, the training data, and the state a checkpoint keeps."""
+
+    def __init__(self, cfg: TuneConfig, log: Callable[[str], None]) -> None:
+        import torch
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        from ..backends.kit import auto_dtype
+
+        self.cfg, self.log, self.t_start = cfg, log, time.perf_counter()
+        torch.set_num_threads(cfg.threads)
+        set_seed(cfg.seed)
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.ckpt = self.out / "checkpoint"
+        cuda = torch.cuda.is_available()
+        self.mp = {"bfloat16": "bf16", "float16": "fp16", "float32": "no"}[auto_dtype(cuda)]  # the backends' dtype policy
+        self.accelerator = Accelerator(mixed_precision=self.mp, cpu=not cuda)
+        self.path, self.tokenizer, model, self.method, self.n_params = _load_model(cfg)
+        self.lr = cfg.lr or (1e-4 if self.method == "full" else 1e-3)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=self.lr,
+                                      weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)) * max(0.1, 1 - s / cfg.steps)
         )
-    lr = cfg.lr or (1e-4 if method == "full" else 1e-3)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)) * max(0.1, 1 - s / cfg.steps)
-    )
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
 
-    ds = load_dataset(cfg.dataset, cfg.data_dir)
-    splits = leave_one_out(ds)
-    if examples is None:
-        examples = build_examples(cfg, ds, splits)
-    backend = TransformersBackend(TransformersConfig(model=str(path), threads=cfg.threads, batch_size=8),
-                                  model=accelerator.unwrap_model(model), tokenizer=tokenizer)
-    renderer = PromptRenderer(backend, PromptConfig(max_history=cfg.history))
-    prompter = _Prompter(cfg, ds, backend, renderer)
-    valid = llmrank_cases(
-        ds, split="valid", n_users=cfg.eval_users, seed=cfg.seed, splits=splits, history_len=cfg.history
-    )
-    scorer = strategy_class(cfg.objective)(backend, renderer)
+    # ---- data preparation -------------------------------------------------------------
+    def prepare_data(self, examples: list[dict[str, Any]] | None) -> None:
+        """Training examples, the prompt renderer and scorer of the tuned model, and the validation cases."""
+        from ..backends.configs import TransformersConfig
+        from ..backends.transformers_backend import TransformersBackend
+        from ..data import load_dataset
+        from ..evaluation.protocols import leave_one_out, llmrank_cases
+        from ..prompts import PromptConfig, PromptRenderer
+        from ..scorers import strategy_class
 
-    def validate() -> float:
-        model.eval()
-        with accelerator.autocast():
-            res = scorer.score_many([c.request for c in valid])
-        model.train()
-        return ranking_metrics([target_rank(r.scores, c.ground_truth_index) for r, c in zip(res, valid)])["ndcg@10"]
+        cfg = self.cfg
+        ds = load_dataset(cfg.dataset, cfg.data_dir)
+        splits = leave_one_out(ds)
+        self.examples = examples if examples is not None else build_examples(cfg, ds, splits)
+        backend = TransformersBackend(TransformersConfig(model=self.path, threads=cfg.threads, batch_size=8),
+                                      model=self.accelerator.unwrap_model(self.model), tokenizer=self.tokenizer)
+        renderer = PromptRenderer(backend, PromptConfig(max_history=cfg.history))
+        self.prompter = _Prompter(cfg, ds, backend, renderer)
+        self.valid = llmrank_cases(ds, split="valid", n_users=cfg.eval_users, seed=cfg.seed, splits=splits,
+                                   history_len=cfg.history)
+        self.scorer = strategy_class(cfg.objective)(backend, renderer)
 
-    def save_model(folder: Path) -> None:
-        unwrapped = accelerator.unwrap_model(model)
-        merged = copy.deepcopy(unwrapped).merge_and_unload() if method == "lora" else unwrapped
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        merged.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        (tmp / "llm_rec_tune.json").write_text(json.dumps(state | {"config": cfg.model_dump(mode="json")}, indent=2))
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+    def start_or_resume(self) -> None:
+        self.state: dict[str, Any] = {
+            "step": 0, "best_ndcg10": -1.0, "best_step": -1, "bad_evals": 0, "method": self.method,
+            "mixed_precision": self.mp, "device": str(self.accelerator.device), "lr": self.lr,
+            "examples": len(self.examples), "parameters": self.n_params, "train_seconds": 0.0, "validations": [],
+        }
+        if self.cfg.resume and (self.ckpt / TRAINER_STATE).is_file():
+            self.accelerator.load_state(str(self.ckpt))
+            self.state = json.loads((self.ckpt / TRAINER_STATE).read_text())
+            self.log(f"resumed from {self.ckpt} at step {self.state['step']}")
+        else:
+            (self.out / "log.jsonl").unlink(missing_ok=True)
 
-    state: dict[str, Any] = {
-        "step": 0,
-        "best_ndcg10": -1.0,
-        "best_step": -1,
-        "bad_evals": 0,
-        "method": method,
-        "mixed_precision": mp,
-        "device": str(device),
-        "lr": lr,
-        "examples": len(examples),
-        "parameters": n_params,
-        "train_seconds": 0.0,
-        "validations": [],
-    }
-    if cfg.resume and (ckpt / TRAINER_STATE).is_file():
-        accelerator.load_state(str(ckpt))
-        state = json.loads((ckpt / TRAINER_STATE).read_text())
-        log(f"resumed from {ckpt} at step {state['step']}")
-    else:
-        (out / "log.jsonl").unlink(missing_ok=True)
+    # ---- training loop ----------------------------------------------------------------
+    def train_step(self) -> float:
+        """One optimiser step on the next batch (examples cycle in their shuffled order); returns the loss."""
+        cfg, k = self.cfg, self.state["step"]
+        batch = [self.examples[(k * cfg.batch_size + j) % len(self.examples)] for j in range(cfg.batch_size)]
+        rendered = [self.prompter.prompt(ex) for ex in batch]
+        with self.accelerator.autocast():
+            loss = _batch_loss(self.model, self.tokenizer, [p for p, _ in rendered], [lab for _, lab in rendered],
+                               [ex["target"] for ex in batch], self.accelerator.device)
+        self.accelerator.backward(loss)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad()
+        self.state["step"] += 1
+        return float(loss.detach())
 
-    def record_validation(ndcg: float) -> None:
+    def train(self) -> str | None:
+        """Steps until ``cfg.steps``, validating every ``eval_every``; returns why it stopped early, if it did."""
+        cfg, state = self.cfg, self.state
+        if state["step"] == 0 and not state["validations"]:
+            self.record_validation(self.validate())  # the zero-shot starting point
+        bar = None
+        if cfg.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"tune {cfg.objective}", unit="step")
+        self.model.train()
+        stop = None
+        seg_start, base_seconds = time.perf_counter(), state["train_seconds"]
+        while state["step"] < cfg.steps and not stop:
+            loss = self.train_step()
+            state["train_seconds"] = base_seconds + time.perf_counter() - seg_start
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}")
+            if not math.isfinite(loss):
+                stop = "non-finite loss"
+            elif state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
+                self.record_validation(self.validate())
+                self.checkpoint()
+                if state["bad_evals"] >= cfg.patience:
+                    stop = f"early stop: {cfg.patience} validations without improvement"
+            if stop is None and cfg.max_minutes and (time.perf_counter() - self.t_start) / 60 > cfg.max_minutes:
+                stop = f"time limit of {cfg.max_minutes} min"
+                if state["validations"][-1]["step"] != state["step"]:
+                    self.record_validation(self.validate())  # the last steps count too
+        if bar is not None:
+            bar.close()
+        if stop:
+            self.log(stop)
+            self.checkpoint()
+        return stop
+
+    # ---- evaluation -------------------------------------------------------------------
+    def validate(self) -> float:
+        """NDCG@10 of the real scorer on the validation cases."""
+        from ..evaluation.metrics import ranking_metrics, target_rank
+
+        self.model.eval()
+        with self.accelerator.autocast():
+            res = self.scorer.score_many([c.request for c in self.valid])
+        self.model.train()
+        return ranking_metrics([target_rank(r.scores, c.ground_truth_index) for r, c in zip(res, self.valid)])["ndcg@10"]
+
+    def record_validation(self, ndcg: float) -> None:
+        state = self.state
         entry = {"step": state["step"], "ndcg@10": round(ndcg, 4), "train_seconds": round(state["train_seconds"], 1)}
         state["validations"].append(entry)
-        with open(out / "log.jsonl", "a") as f:
+        with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(entry) + "\n")
-        log(f"step {state['step']}: validation NDCG@10 {ndcg:.4f} ({cfg.eval_users} users)")
+        self.log(f"step {state['step']}: validation NDCG@10 {ndcg:.4f} ({self.cfg.eval_users} users)")
         if ndcg > state["best_ndcg10"]:
             state["best_ndcg10"], state["best_step"], state["bad_evals"] = ndcg, state["step"], 0
-            save_model(out / "model")
+            self.save_model(self.out / "model")
         else:
             state["bad_evals"] += 1
 
-    def checkpoint() -> None:
-        accelerator.save_state(str(ckpt))
-        (ckpt / TRAINER_STATE).write_text(json.dumps(state, indent=2))
+    # ---- saving -------------------------------------------------------------------------
+    def save_model(self, folder: Path) -> None:
+        """The best model as a plain transformers folder (LoRA merged), swapped in whole."""
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        merged = copy.deepcopy(unwrapped).merge_and_unload() if self.method == "lora" else unwrapped
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        merged.save_pretrained(str(tmp))
+        self.tokenizer.save_pretrained(str(tmp))
+        record = self.state | {"config": self.cfg.model_dump(mode="json")}
+        (tmp / "llm_rec_tune.json").write_text(json.dumps(record, indent=2))
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
 
-    if state["step"] == 0 and not state["validations"]:
-        record_validation(validate())  # the zero-shot starting point
-    bar = None
-    if cfg.progress:
-        from tqdm.auto import tqdm
+    def checkpoint(self) -> None:
+        self.accelerator.save_state(str(self.ckpt))
+        (self.ckpt / TRAINER_STATE).write_text(json.dumps(self.state, indent=2))
 
-        bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"tune {cfg.objective}", unit="step")
-    model.train()
-    stop = None
-    seg_start = time.perf_counter()
-    base_seconds = state["train_seconds"]
-    while state["step"] < cfg.steps:
-        k = state["step"]
-        batch = [examples[(k * cfg.batch_size + j) % len(examples)] for j in range(cfg.batch_size)]
-        rendered = [prompter.prompt(ex) for ex in batch]
-        with accelerator.autocast():
-            loss = _batch_loss(
-                model,
-                tokenizer,
-                [p for p, _ in rendered],
-                [lab for _, lab in rendered],
-                [ex["target"] for ex in batch],
-                device,
-            )
-        accelerator.backward(loss)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad()
-        state["step"] += 1
-        state["train_seconds"] = base_seconds + time.perf_counter() - seg_start
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        if not math.isfinite(float(loss.detach())):
-            stop = "non-finite loss"
-        elif state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
-            record_validation(validate())
-            checkpoint()
-            if state["bad_evals"] >= cfg.patience:
-                stop = f"early stop: {cfg.patience} validations without improvement"
-        if stop is None and cfg.max_minutes and (time.perf_counter() - t_start) / 60 > cfg.max_minutes:
-            stop = f"time limit of {cfg.max_minutes} min"
-            if state["validations"][-1]["step"] != state["step"]:
-                record_validation(validate())  # the last steps count too
-        if stop:
-            break
-    if bar is not None:
-        bar.close()
-    if stop:
-        log(stop)
-        checkpoint()
+
+def tune(
+    cfg: TuneConfig, log: Callable[[str], None] = print, examples: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Fine-tune; returns ``{best_ndcg10, best_step, model_dir, steps_done, seconds, ...}``."""
+    run = _Run(cfg, log)
+    run.prepare_data(examples)
+    run.start_or_resume()
+    stop = run.train()
+    state = run.state
     return {
         "best_ndcg10": state["best_ndcg10"],
         "best_step": state["best_step"],
-        "model_dir": str(out / "model"),
+        "model_dir": str(run.out / "model"),
         "steps_done": state["step"],
         "stopped": stop,
-        "seconds": round(time.perf_counter() - t_start, 1),
-        "method": method,
-        "mixed_precision": mp,
+        "seconds": round(time.perf_counter() - run.t_start, 1),
+        "method": run.method,
+        "mixed_precision": run.mp,
         "validations": state["validations"],
     }

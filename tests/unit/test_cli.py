@@ -141,3 +141,55 @@ def test_strategy_help_names_every_registered_strategy():
     assert not missing, f"--strategy help does not name {missing}"
     help_text = " ".join(run("rank", "--help").stdout.decode().split())
     assert "itemknn" in help_text and "listwise" in help_text
+
+
+def test_rank_serve_and_batch_take_the_shared_options_from_one_declaration():
+    import dataclasses
+
+    import typer.main
+
+    from llm_recommender.cli import app
+    from llm_recommender.cli.common import RecommenderOptions
+
+    shared = {f.name for f in dataclasses.fields(RecommenderOptions)}
+    assert len(shared) == 8
+    commands = {c.name: c for c in typer.main.get_command(app).commands.values()}  # type: ignore[attr-defined]
+    for name in ("rank", "serve", "batch"):
+        params = [p.name for p in commands[name].params]
+        assert shared <= set(params) and len(params) == len(set(params)), name
+
+
+def test_eval_hands_every_option_to_eval_config(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    import llm_recommender.evaluation.runner as runner
+    from llm_recommender.cli import app
+    from llm_recommender.cli.eval import OPTIONS
+
+    assert set(OPTIONS) - {"fit_config"} <= set(runner.EvalConfig.model_fields)
+    seen = {}
+
+    class Captured(Exception):
+        pass
+
+    def capture(config):
+        seen["config"] = config
+        raise Captured
+
+    monkeypatch.setattr(runner, "EvalRunner", capture)
+    args = ["eval", "--users", "3", "--scorers", "popularity,random", "--position-bias", "--out", str(tmp_path),
+            "--fit-config", '{"sequence": {"model": {"epochs": 1}}}', "--calibrators", "platt", "--llm-users", "2"]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, Captured), result.output
+    config = seen["config"]
+    assert (config.users, config.scorers, config.position_bias, config.out) == (3, ["popularity", "random"], True, tmp_path)
+    assert config.fit_component_config == {"sequence": {"model": {"epochs": 1}}}
+    assert (config.calibrators, config.llm_users, config.n_candidates) == (["platt"], 2, 20)  # 20: the default
+    assert config.command.startswith("llm-rec ")
+
+
+def test_fit_help_documents_the_generic_format():
+    out = " ".join(run("fit", "--help").stdout.decode().split())
+    for word in ("--dataset generic", "interactions.csv", "items.csv", "user_id", "item_id", "title", "timestamp",
+                 "rating", "genres", "docs/data.md"):
+        assert word in out, word

@@ -7,7 +7,7 @@ import pytest
 from llm_recommender import InvalidRequestError, Recommender, TooManyCandidatesError, UnknownNameError
 from llm_recommender.backends.fake import FakeBackend
 from llm_recommender.errors import RecommenderError
-from llm_recommender.protocol import MAX_TITLE_CHARS, parse_request
+from llm_recommender.protocol import MAX_TITLE_CHARS, Item, RankRequest, parse_request
 
 
 @pytest.fixture
@@ -32,6 +32,15 @@ def test_empty_candidates(rec):
 def test_duplicate_candidate_ids(rec):
     err = _err(rec.rank, candidates=[{"id": "a", "title": "A"}, {"id": "b", "title": "B"}, {"id": "a", "title": "C"}])
     assert err.param == "candidates[2].id" and "duplicate" in err.message and "candidates[0]" in err.message
+
+
+def test_a_request_is_validated_once_when_built():
+    # Building a RankRequest runs every check (the server's router builds it), so no later layer re-parses it.
+    a, b = {"id": "a", "title": "A"}, {"id": "a", "title": "B"}
+    err = _err(RankRequest, candidates=[a, b])
+    assert isinstance(err, InvalidRequestError) and err.param == "candidates[1].id"
+    unchecked = RankRequest.model_construct(candidates=[Item(**a), Item(**b)])
+    assert parse_request(unchecked) is unchecked  # given a RankRequest, parse_request does no work
 
 
 def test_int_ids_are_accepted_as_strings(rec):

@@ -99,6 +99,7 @@ def test_chat_bad_input(client):
     assert_error(chat(client, messages=[{"role": "user", "content": "x"}, {"role": "user", "content": dup}]),
                  400, "messages[1].content.candidates[1].id")
     assert_error(chat(client, messages=user("x"), recommendation={"candidates": []}), 400, "recommendation.candidates")
+    assert_error(chat(client, messages=user("x"), recommendation=json.loads(dup)), 400, "recommendation.candidates[1].id")
     assert_error(chat(client, messages=user("x"), recommendation={"candidates": CANDS, "strategy": "magic"}),
                  400, "recommendation.strategy", "unknown_name")
     assert_error(chat(client, messages=user(json.dumps({"candidates": CANDS})), n=2), 400, "n")

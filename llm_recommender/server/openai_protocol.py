@@ -10,8 +10,9 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, field_validator
 
+from ..errors import RecommenderError
 from ..protocol import RankRequest, RankResponse, Text, check_text
 
 
@@ -80,6 +81,16 @@ class ChatCompletionRequest(_Lenient):
     max_completion_tokens: int | None = None
     seed: int | None = None
     user: Text | None = None
+
+    @field_validator("recommendation", mode="wrap")
+    @classmethod
+    def _point_inside(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # A typed error from inside RankRequest (a duplicate id) names its field from the request's root.
+        try:
+            return handler(value)
+        except RecommenderError as exc:
+            exc.param = f"recommendation.{exc.param}" if exc.param else "recommendation"
+            raise
 
 
 class UsageInfo(BaseModel):
