@@ -23,6 +23,7 @@ import numpy as np
 
 from ..configurable import ComponentConfig, Configurable
 from ..errors import CapabilityError
+from .constrained import OPEN
 
 
 @dataclass
@@ -98,7 +99,7 @@ class Backend(Configurable, abc.ABC):
     config_class: ClassVar[type[ComponentConfig]] = ComponentConfig
     supports_logprobs: ClassVar[bool] = True
     supports_json_schema: ClassVar[bool] = True
-    # Can force a duplicate-free ranking token by token (llm_recommender/constrained.py).
+    # Can force a duplicate-free ranking token by token (backends/constrained.py).
     supports_permutation_decoding: ClassVar[bool] = False
     supports_hidden_states: ClassVar[bool] = False  # hidden_states(): item representations for the bundle
 
@@ -200,8 +201,6 @@ class Backend(Configurable, abc.ABC):
     def _first_key_logprobs(self, prompts: Sequence[str], keys: Sequence[Sequence[str]]) -> list[list[float] | None]:
         """``key_logprobs`` by a scoring pass over each prompt followed by the ranking's opening:
         engines with prefix caching reuse that pass for the generation. Single-token keys only (else None)."""
-        from ..constrained import OPEN
-
         found = [[self.single_token_id(k) for k in kk] for kk in keys]
         ids = {i: [t for t in row if t is not None] for i, row in enumerate(found) if row and None not in row}
         out: list[list[float] | None] = [None] * len(prompts)

@@ -25,6 +25,7 @@ import numpy as np
 
 from .base import Backend, Generation
 from .configs import FakeConfig
+from .constrained import PermutationState, build_spec
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 
@@ -139,8 +140,6 @@ class FakeBackend(Backend):
 
     def generate_permutations(self, prompts: Sequence[str], keys: Sequence[Sequence[str]],
                               ks: Sequence[int], *, key_logprobs: bool = False) -> list[Generation]:
-        from ..constrained import PermutationState, build_spec
-
         self.require("permutation_decoding")
         self.calls.append(("generate_permutations", (list(prompts), [list(k) for k in keys], list(ks))))
         out = []

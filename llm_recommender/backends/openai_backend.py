@@ -49,6 +49,7 @@ from ..model_store import is_alias, resolve_model
 from ._tokenizer import TokenIdBackend, load_tokenizer
 from .base import Generation
 from .configs import OpenAIConfig
+from .constrained import hf_spec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -308,8 +309,6 @@ class OpenAIBackend(TokenIdBackend):
 
     def _constrained_generations(self, prompts: Sequence[str], keys: Sequence[Sequence[str]],
                                  ks: Sequence[int]) -> list[Generation]:
-        from ..constrained import hf_spec
-
         specs = [hf_spec(self.tokenizer, kk, k) for kk, k in zip(keys, ks)]
         encoded = [self.encode(p) for p in prompts]
 

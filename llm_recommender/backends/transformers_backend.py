@@ -26,6 +26,7 @@ from . import cpu_attention
 from ._tokenizer import TokenizerMixin
 from .base import Backend, Generation
 from .configs import TransformersConfig
+from .constrained import PermutationState, hf_spec
 from .key_tree import KeyTree, keep_rows
 from .kit import auto_dtype, mask_positions, padded_batch
 
@@ -306,8 +307,6 @@ class TransformersBackend(TokenizerMixin, Backend):
 
     def generate_permutations(self, prompts: Sequence[str], keys: Sequence[Sequence[str]],
                               ks: Sequence[int], *, key_logprobs: bool = False) -> list[Generation]:
-        from ..constrained import hf_spec
-
         return [self._permutation(self.encode(prompt), hf_spec(self.tokenizer, kk, k), key_logprobs)
                 for prompt, kk, k in zip(prompts, keys, ks)]
 
@@ -335,8 +334,6 @@ class TransformersBackend(TokenizerMixin, Backend):
         tie can fall the other way), with about 40% fewer tree tokens for 20 ids and about one
         extra pass in five slots (``_PRUNE_LOG``).
         """
-        from ..constrained import PermutationState
-
         torch = self._torch
         generated, chosen, first = list(spec.open), [], None
         with torch.inference_mode():  # (the cache is edited in place: its tensors are inference tensors)
@@ -404,8 +401,6 @@ class TransformersBackend(TokenizerMixin, Backend):
           rest; after a miss the next carries twice what was kept (at least ``_MIN_DRAFT``), after
           a hit twice as much as before.
         """
-        from ..constrained import PermutationState
-
         torch = self._torch
         state = PermutationState(spec)
         pending, generated, cache, first = list(prompt_ids), [], None, None  # pending: chosen, not in the cache

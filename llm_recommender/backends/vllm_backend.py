@@ -41,12 +41,13 @@ from ..model_store import resolve_model
 from ._tokenizer import TokenIdBackend, load_tokenizer
 from .base import Generation
 from .configs import VLLMConfig
+from .constrained import hf_spec
 from .kit import auto_dtype
 
 log = logging.getLogger(__name__)
 
 STRUCTURED_OUTPUTS_CONFIG = {"backend": "xgrammar", "disable_any_whitespace": True}
-PERMUTATION_PROCESSOR = "llm_recommender.constrained_vllm:PermutationLogitsProcessor"  # by name: vLLM imports it
+PERMUTATION_PROCESSOR = "llm_recommender.backends.constrained_vllm:PermutationLogitsProcessor"  # by name: vLLM imports it
 
 
 def vllm_installed() -> bool:
@@ -246,8 +247,6 @@ class VLLMBackend(TokenIdBackend):
 
     def generate_permutations(self, prompts: Sequence[str], keys: Sequence[Sequence[str]],
                               ks: Sequence[int], *, key_logprobs: bool = False) -> list[Generation]:
-        from ..constrained import hf_spec
-
         specs = [hf_spec(self.tokenizer, kk, k) for kk, k in zip(keys, ks)]
         first = self._first_key_logprobs(prompts, keys) if key_logprobs else [None] * len(prompts)  # then cached
         params = [self._SamplingParams(max_tokens=s.max_tokens(), temperature=0.0, stop_token_ids=[s.eos],
