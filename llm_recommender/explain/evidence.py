@@ -22,7 +22,7 @@ LIKED = 4.0  # ratings at or above count as liked (MovieLens 1-5 stars)
 CO_OCCURRENCE = ("cooccurrence", "itemknn")
 
 
-def _values(item: Item) -> dict[str, set[str]]:
+def attribute_values(item: Item) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for key, val in (item.attributes or {}).items():
         vals = val if isinstance(val, list) else [val]
@@ -56,10 +56,10 @@ def gather_evidence(bundle: Any, request: RankRequest, result: ScoreResult, indi
         cited.sort(key=lambda e: (e.component != top, e.rating is not None and e.rating < LIKED,
                                   -e.strength if e.component in CO_OCCURRENCE else 0))
         cited = cited[:MAX_HISTORY_ITEMS]
-        mine = _values(cand)
+        mine = attribute_values(cand)
         shared: dict[str, list[str]] = {}
         for e in cited:
-            for key, vals in _values(by_id[e.id]).items():
+            for key, vals in attribute_values(by_id[e.id]).items():
                 common = sorted(mine.get(key, set()) & vals)
                 if common:
                     shared[key] = sorted(set(shared.get(key, [])) | set(common))
