@@ -65,9 +65,7 @@ class FakeBackend(Backend):
         if generations is None:
             generations = default_generation
         self._generations = generations if callable(generations) else list(generations)
-        self._context_length = self.config.context_length
         self._leftover = self.config.leftover_mass
-        self._model_name = self.config.model_name
         self.supports_logprobs = self.config.supports_logprobs  # type: ignore[misc]
         self.supports_json_schema = self.config.supports_json_schema  # type: ignore[misc]
         self.supports_permutation_decoding = self.config.supports_permutation_decoding  # type: ignore[misc]
@@ -78,11 +76,11 @@ class FakeBackend(Backend):
 
     @property
     def model_name(self) -> str:
-        return self._model_name
+        return self.config.model_name
 
     @property
     def context_length(self) -> int:
-        return self._context_length
+        return self.config.context_length
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         parts = [f"<|{m['role']}|>\n{m['content']}\n" for m in messages]

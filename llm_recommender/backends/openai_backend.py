@@ -245,9 +245,6 @@ class OpenAIBackend(TokenIdBackend):
         return np.asarray(rows, dtype=np.float64).reshape(len(prompts), len(ids))
 
     # ---- generation ---------------------------------------------------------------
-    def generate(self, prompts: Sequence[str], *, max_tokens: int, json_schema: dict[str, Any] | None = None) -> list[Generation]:
-        return self.generate_batch(prompts, max_tokens=max_tokens, json_schemas=[json_schema] * len(prompts))
-
     def generate_batch(
         self, prompts: Sequence[str], *, max_tokens: int, json_schemas: Sequence[dict[str, Any] | None]
     ) -> list[Generation]:

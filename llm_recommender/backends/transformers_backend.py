@@ -57,7 +57,6 @@ class TransformersBackend(TokenizerMixin, Backend):
         self._torch = torch
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
-        self._name = self.config.model
         if model is None:
             model, tokenizer = self._load(self.config)
         self.model = model.eval()
@@ -98,10 +97,6 @@ class TransformersBackend(TokenizerMixin, Backend):
         return model, tokenizer
 
     # ---- description --------------------------------------------------------------
-    @property
-    def model_name(self) -> str:
-        return self._name
-
     @property
     def context_length(self) -> int:
         cfg = self.model.config
@@ -283,9 +278,6 @@ class TransformersBackend(TokenizerMixin, Backend):
         from ..representation.encoder import model_identity
 
         return model_identity(self.model)
-
-    def generate(self, prompts: Sequence[str], *, max_tokens: int, json_schema: dict[str, Any] | None = None) -> list[Generation]:
-        return self.generate_batch(prompts, max_tokens=max_tokens, json_schemas=[json_schema] * len(prompts))
 
     def generate_batch(
         self, prompts: Sequence[str], *, max_tokens: int, json_schemas: Sequence[dict[str, Any] | None]
