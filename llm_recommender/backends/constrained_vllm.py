@@ -22,8 +22,6 @@ from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
 from .constrained import PermutationSpec, PermutationState
 
-PROCESSOR_FQCN = "llm_recommender.backends.constrained_vllm:PermutationLogitsProcessor"
-
 
 class PermutationLogitsProcessor(AdapterLogitsProcessor):
     @classmethod

@@ -42,7 +42,6 @@ LOW_P_RATIO = 0.1  # ... and so is one under a tenth of the list's top item
 HEDGE = "A weaker match"
 CO_OCCURRENCE = ("cooccurrence", "itemknn")
 TASTE = ("als", "bpr")
-TEXT = ("embedding", "representation")
 
 
 def is_low(probability: float | None, top_probability: float | None) -> bool:
