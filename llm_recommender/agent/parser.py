@@ -354,11 +354,8 @@ class DeterministicParser:
         masked = _mask_text(text, taken)
         year_min, year_max = _year_range(masked)
         relative: Literal["older", "newer"] | None = None
-        if year_min is None and year_max is None:
-            if _OLDER.search(masked):
-                relative = "older"
-            elif _NEWER.search(masked):
-                relative = "newer"
+        if year_min is None and year_max is None:  # "something older": relative to what was shown or named
+            relative = "older" if _OLDER.search(masked) else "newer" if _NEWER.search(masked) else None
         return Constraints(include_genres=include[:MAX_GENRES], exclude_genres=exclude[:MAX_GENRES],
                            year_min=year_min, year_max=year_max, k=_count(masked, notes)), relative
 

@@ -174,9 +174,6 @@ def _summary(c: dict[str, int], dialogues: int, latencies: list[float], failures
     def rate(a: str, b: str) -> float | None:
         return round(c[a] / c[b], 4) if c[b] else None
 
-    def share_without(violations: str) -> float | None:
-        return (1.0 - c[violations] / c["recommended"]) if c["recommended"] else None
-
     latencies = sorted(latencies)
     return {
         "dialogues": dialogues, "turns": c["turns"], "counts": c,
@@ -185,8 +182,8 @@ def _summary(c: dict[str, int], dialogues: int, latencies: list[float], failures
             "mention_linking_accuracy_typos_or_missing_year": rate("hard_linked", "hard"),
             "constraint_parse_accuracy": rate("constraint_ok", "constraint_turns"),
             "recommended_in_catalogue": rate("in_catalogue", "recommended"),
-            "recommended_never_mentioned_or_seen": share_without("never_violations"),
-            "recommended_respect_constraints": share_without("constraint_violations"),
+            "recommended_never_mentioned_or_seen": (1.0 - c["never_violations"] / c["recommended"]) if c["recommended"] else None,
+            "recommended_respect_constraints": (1.0 - c["constraint_violations"] / c["recommended"]) if c["recommended"] else None,
             "relative_year_refinements_ok": rate("relative_ok", "relative_checks"),
             "ambiguous_asks_back": rate("ask_ok", "ask_expected"),
             "off_topic_handled": rate("off_ok", "off_expected"),

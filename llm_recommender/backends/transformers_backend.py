@@ -396,7 +396,7 @@ class TransformersBackend(TokenizerMixin, Backend):
         torch = self._torch
         state = PermutationState(spec)
         pending, generated, cache, first = list(prompt_ids), [], None, None  # pending: chosen, not in the cache
-        whole_keys, root, context = False, None, len(prompt_ids) + len(spec.open)
+        context = len(prompt_ids) + len(spec.open)
         passes, cap = 0, spec.max_tokens()  # cap: the most draft tokens a pass carries
         with torch.inference_mode():
             while True:
@@ -410,14 +410,13 @@ class TransformersBackend(TokenizerMixin, Backend):
                 cache = out.past_key_values
                 kept, token, slot = self._verify_draft(state, out.logits[0], draft, generated, key_logprobs and first is None)
                 if slot is not None:  # the first key's slot: the model's own first choice
-                    root, first = slot, [float(slot[item[0]]) for item in spec.items]
-                    whole_keys = any(len(item) > 1 for item in spec.items)  # their rest: one packed pass below
+                    first = [float(slot[item[0]]) for item in spec.items]
                 if kept < len(draft):
                     cache.crop(kept - len(draft))  # a negative count: drop the rejected draft's entries
-                if whole_keys:  # multi-token keys: the first key's distribution needs each key's later tokens
+                if slot is not None and any(len(item) > 1 for item in spec.items):
+                    # multi-token keys: the first key's distribution needs each key's later tokens (one packed pass)
                     closing = spec.sep[0] if spec.k > 1 else spec.close[0]
-                    first = self._score_keys(cache, root, spec.items, [closing], visible=context)[0]
-                    whole_keys = False
+                    first = self._score_keys(cache, slot, spec.items, [closing], visible=context)[0]
                 # Each drafted token costs a little of the pass: draft less after a miss, more after a hit.
                 cap = cap * 2 if kept == len(draft) else max(_MIN_DRAFT, 2 * kept)
                 pending = [token] if token is not None and token != spec.eos else []

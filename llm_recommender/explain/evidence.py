@@ -26,11 +26,9 @@ from ..scorers.base import ScoreResult
 MAX_HISTORY_ITEMS = 3
 LIKED = 4.0  # ratings at or above count as liked (MovieLens 1-5 stars)
 CO_OCCURRENCE = ("cooccurrence", "itemknn")
-# What a component's ``details["history_links"]`` holds, and how it reads as ``explain()`` would say it:
-#   {"key": "cooccurring" | "similar_text",
-#    "history": [history item ids, one per row of strength, in any order],
-#    "strength": array (len(history), candidates): each history item's part of each candidate's score}
-# key -> (how many, only positive ones, rounding): the same lists as the components' ``explain``.
+# A component's ``details["history_links"]``: {"key": "cooccurring" | "similar_text", "history": [ids, one per row],
+# "strength": array (history, candidates): each history item's part of each candidate's score}; read with
+# key -> (how many, only positive ones, rounding), the lists the components' ``explain`` gives.
 LINK_RULES: dict[str, tuple[int, bool, int | None]] = {"cooccurring": (6, True, None), "similar_text": (3, False, 3)}
 
 
