@@ -12,13 +12,16 @@ recommendation); ``options_include``; ``older_than_previous``/``newer_than_previ
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..data.movielens import natural_title
 from .agent import RankFn, chat_turn
-from .catalogue import CatalogueIndex
+from .catalogue import _PAREN, _YEAR, CatalogueIndex
+from .parser import DeterministicParser
 
 Fields = ("include_genres", "exclude_genres", "year_min", "year_max", "k")
 
@@ -199,9 +202,6 @@ def _summary(c: dict[str, int], dialogues: int, latencies: list[float], failures
 def typo(title: str, rng: Any) -> str:
     """The title as a user might type it: no year, MovieLens article moved back, lower case, one
     random edit (drop, double, swap or replace a letter) in a word of 4+ letters."""
-    from ..data.movielens import natural_title
-    from .catalogue import _PAREN, _YEAR
-
     text = _PAREN.sub("", _YEAR.sub("", natural_title(title))).lower()  # users type the main title only
     words = text.split()
     long = [i for i, w in enumerate(words) if len(w) >= 4 and w.isalpha()]
@@ -228,10 +228,6 @@ def typo_linking(catalogue: CatalogueIndex, item_ids: list[str], seed: int = 0) 
 
     An ambiguous answer (a question back) counts as not linked, unless the item is among the
     options *and* another catalogue title is the same once typo'd (then asking is right)."""
-    import random
-
-    from .parser import DeterministicParser
-
     rng = random.Random(seed)
     parser = DeterministicParser(catalogue)
     linked = asked = wrong = missed = 0

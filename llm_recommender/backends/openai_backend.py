@@ -46,6 +46,7 @@ from pydantic import SecretStr
 
 from ..errors import BackendError, CapabilityError, InvalidRequestError
 from ..model_store import is_alias, resolve_model
+from ..structured import ParseFailure, parse_ranking
 from ._tokenizer import TokenIdBackend, load_tokenizer
 from .base import Generation
 from .configs import OpenAIConfig
@@ -281,8 +282,6 @@ class OpenAIBackend(TokenIdBackend):
 
     def _probe_permutations(self) -> bool:
         """Does the server constrain? An unconstrained model writing exactly this ranking is practically impossible."""
-        from ..structured import ParseFailure, parse_ranking
-
         keys = ["q7z", "x3v"]
         try:
             (gen,) = self._constrained_generations([self.chat_prompt([{"role": "user", "content": "Say hi."}])], [keys], [2])

@@ -134,10 +134,10 @@ Judge = Callable[[int, str, list[str]], tuple[str, str | None]]  # (item, reply,
 
 
 def _gated(items: Sequence[Item], gate: ReasonGate, fallback: Sequence[Any],
-           generate: Callable[[range], list[Generation]], judge: Judge) -> tuple[list[Any], str]:
+           generate: Callable[[range], list[Generation]], judge: Judge) -> tuple[list[Any], list[Fallback]]:
     """Generate in two chunks (the gate's probe, then the rest: once the gate is off, nothing more is paid
-    for), judge each reply; a rejected one gives way to ``fallback[k]``. Returns the reasons and the
-    rejections, said in one line."""
+    for), judge each reply; a rejected one gives way to ``fallback[k]`` (the deterministic reason), and
+    the rejections are one fallback record."""
     out: list[Any] = []
     failures: list[str] = []
     probe = min(gate.PROBE, len(items))
@@ -154,11 +154,7 @@ def _gated(items: Sequence[Item], gate: ReasonGate, fallback: Sequence[Any],
             if why:
                 failures.append(f"{items[k].id}: {why}")
                 log.debug("reason for %s rejected (%s): %r", items[k].id, why, text)
-    return out, "; ".join(failures)[:500]
-
-
-def _record(failures: str, used: str) -> list[Fallback]:
-    return [Fallback(stage="reason", reason=failures, attempts=1, used=used)] if failures else []
+    return out, [Fallback(stage="reason", reason="; ".join(failures)[:500], attempts=1, used="evidence")] if failures else []
 
 
 def llm_evidence_reasons(backend: Backend, renderer: PromptRenderer, config: ReasonsConfig, request: RankRequest,
@@ -204,8 +200,7 @@ def llm_evidence_reasons(backend: Backend, renderer: PromptRenderer, config: Rea
             why = "same as an earlier reason in this response"
         return text, why
 
-    texts, failures = _gated(items, gate, fallback_texts, generate, judge)
-    return texts, _record(failures, "evidence")
+    return _gated(items, gate, fallback_texts, generate, judge)
 
 
 _CONSUMED = re.compile(r"\b(watched|rated|gave|bought|read)\b", re.IGNORECASE)
@@ -247,5 +242,4 @@ def llm_request_reasons(backend: Backend, renderer: PromptRenderer, config: Reas
         return text, problem(said, titles=[*history_titles, item.title], allowed_titles=[*recent_titles, item.title],
                              item_genres=item_genres(item), known_genres=known_genres)
 
-    texts, failures = _gated(items, gate, fallback_texts, generate, judge)
-    return texts, _record(failures, "evidence")
+    return _gated(items, gate, fallback_texts, generate, judge)
