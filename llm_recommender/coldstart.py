@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .protocol import HistoryEntry, Item, RankedItem, RankRequest, RankResponse
+from .protocol import HistoryEntry, Item, RankRequest
+from .scorers.base import ScoreResult
 
 Basis = Literal["history", "popularity", "none"]
 
@@ -177,31 +178,28 @@ class ColdStart:
         counts = np.where(rows >= 0, self.popularity.counts[np.maximum(rows, 0)], -1.0)
         return np.argsort(-counts, kind="stable")
 
-    def respond(self, resolved: Resolved, *, model: str, backend: str) -> RankResponse:
-        """Rank the request's candidates (or, without any, the catalogue) by popularity."""
+    def ranking(self, resolved: Resolved) -> tuple[RankRequest, ScoreResult]:
+        """The popularity answer as a ranking: the request's candidates (without any, the catalogue's) most
+        popular first, with their scores, probabilities, notes and their own reasons (``details["reasons"]``),
+        which ``explain_ranking`` uses as they are."""
         pop = self.popularity
         assert pop is not None
         request = resolved.request
-        k = request.top_k
         if request.candidates:
-            top = [request.candidates[i] for i in self._order(request.candidates)[:k]]
+            top = [request.candidates[i] for i in self._order(request.candidates)[: request.top_k]]
         else:
-            top = self.popular(k, exclude=[h.id for h in request.history])
+            top = self.popular(request.top_k, exclude=[h.id for h in request.history])
         rows = self.bundle.space.rows(top)
-        items = [
-            RankedItem(id=it.id, title=it.title, rank=r, score=float(pop.counts[row]) if row >= 0 else 0.0,
-                       probability=min(1.0, pop.probability(float(pop.counts[row]))) if row >= 0 else 0.0,
-                       reason=pop.reason(int(row)) if request.reasons else None)
-            for r, (it, row) in enumerate(zip(top, rows), 1)
-        ]
+        counts = np.where(rows >= 0, pop.counts[np.maximum(rows, 0)], 0.0).astype(float)
+        probabilities = np.array([min(1.0, pop.probability(c)) if row >= 0 else 0.0 for c, row in zip(counts, rows)])
         what = "the history is empty" if not request.history else "no history item is in the catalogue"
-        notes = [*resolved.notes,
-                 f"cold start: {what}, so these are ranked by popularity alone (score = training users who chose "
+        notes = [f"cold start: {what}, so these are ranked by popularity alone (score = training users who chose "
                  f"the item; {pop.meaning()}); tell me a few things you like for a personal ranking"]
         if request.strategy:
             notes.append(f"strategy {request.strategy!r} was not used: there is no known history for it to score")
-        return RankResponse(items=items, strategy="popularity", model=model, backend=backend, history_used=0,
-                            history_total=len(request.history), basis="popularity", notes=notes)
+        result = ScoreResult(scores=counts, probabilities=probabilities, history_used=0, order=list(range(len(top))),
+                             notes=notes, details={"reasons": [pop.reason(int(row)) for row in rows]})
+        return request.model_copy(update={"candidates": top}), result
 
 
 def no_signal_note(request: RankRequest, has_bundle: bool) -> str:

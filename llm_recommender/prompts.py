@@ -13,6 +13,7 @@ delimiters or pass for part of the prompt.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -41,6 +42,17 @@ def builtin_template_dir() -> Path:
         if (candidate / "system.j2").is_file():
             return candidate
     raise FileNotFoundError("built-in prompt templates not found (expected prompts/*.j2)")
+
+
+@functools.lru_cache(maxsize=8)
+def template_environment(template_dir: str | None = None) -> SandboxedEnvironment:
+    """THE environment every template renders in (prompts and reason sentences alike): sandboxed, with
+    ``StrictUndefined``; files in ``template_dir`` override the built-in ones of the same name."""
+    loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(template_dir)] if template_dir else []
+    loaders.append(jinja2.FileSystemLoader(str(builtin_template_dir())))
+    return SandboxedEnvironment(loader=jinja2.ChoiceLoader(loaders), undefined=jinja2.StrictUndefined,
+                                autoescape=False,  # not HTML: untrusted text is quoted before rendering
+                                trim_blocks=True, lstrip_blocks=True)
 
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -101,20 +113,9 @@ class PromptRenderer:
             except ValidationError as exc:
                 raise from_validation_error(exc, prefix="prompt") from None
         self.config: PromptConfig = config
-        loaders: list[jinja2.BaseLoader] = []
-        if config.template_dir is not None:
-            if not Path(config.template_dir).is_dir():
-                raise InvalidRequestError(f"template folder {config.template_dir} does not exist", param="template_dir")
-            loaders.append(jinja2.FileSystemLoader(str(config.template_dir)))
-        loaders.append(jinja2.FileSystemLoader(str(builtin_template_dir())))
-        self.env = SandboxedEnvironment(
-            loader=jinja2.ChoiceLoader(loaders),
-            undefined=jinja2.StrictUndefined,
-            autoescape=False,  # not HTML: untrusted text is quoted before rendering
-            keep_trailing_newline=False,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
+        if config.template_dir is not None and not Path(config.template_dir).is_dir():
+            raise InvalidRequestError(f"template folder {config.template_dir} does not exist", param="template_dir")
+        self.env = template_environment(str(config.template_dir) if config.template_dir is not None else None)
 
     # ---- views ------------------------------------------------------------------
     def item_view(self, item: Item, label: str | None = None) -> ItemView:

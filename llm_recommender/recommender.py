@@ -16,6 +16,9 @@ from .calibration import Calibrator, IdentityCalibrator, check_fitted_for, load_
 from .coldstart import Basis, ColdStart, Resolved, no_signal_note
 from .configurable import ComponentConfig
 from .errors import InvalidRequestError
+from .explain import explain_ranking
+from .explain.gate import ReasonGate
+from .model_store import cache_dir
 from .prompts import PromptRenderer
 from .protocol import (
     HistoryEntry,
@@ -121,7 +124,7 @@ class Recommender:
         self._renderer: PromptRenderer | None = None
         self._genres: list[str] | None = None
         self._scorers: dict[str, Scorer] = {}
-        self._reason_gates: dict[str, Any] = {}
+        self._reason_gates: dict[str, ReasonGate] = {}
         if bundle is not None:
             self._attach_bundle(bundle)
         self._check_strategy(self.settings.strategy, param="strategy")
@@ -304,17 +307,17 @@ class Recommender:
         the fused ranking over every item not in the history), then ranks them.
         """
         prepared = [self._prepare(fill_history_titles(parse_request(r), self._catalogue_item)) for r in requests]
-        answers: list[RankResponse | None] = [None] * len(prepared)
+        scored = [i for i, (_, basis) in enumerate(prepared) if basis != "popularity"]
+        answers = dict(zip(scored, self._score_many([self._with_candidates(prepared[i][0].request) for i in scored])))
+        out = []
         for i, (resolved, basis) in enumerate(prepared):
             if basis == "popularity":  # cold start: no known history to score from
-                answers[i] = self.cold_start.respond(resolved, model=self.model_name, backend=self.backend_name)
-        todo = [i for i, a in enumerate(answers) if a is None]
-        for i, response in zip(todo, self._score_many([self._with_candidates(prepared[i][0].request) for i in todo])):
-            resolved, basis = prepared[i]
-            if basis == "none":
+                request, result = self.cold_start.ranking(resolved)
+                answers[i] = self._respond(request, result, "popularity", (0, 0, 0), IdentityCalibrator())
+            elif basis == "none":
                 resolved.notes.append(no_signal_note(resolved.request, self.bundle is not None))
-            answers[i] = response.model_copy(update={"basis": basis, "notes": [*resolved.notes, *response.notes]})
-        return answers  # type: ignore[return-value]
+            out.append(answers[i].model_copy(update={"basis": basis, "notes": [*resolved.notes, *answers[i].notes]}))
+        return out
 
     def _score_many(self, parsed: list[RankRequest]) -> list[RankResponse]:
         results: list[ScoreResult | None] = [None] * len(parsed)
@@ -388,52 +391,35 @@ class Recommender:
             return self._genres
         return sorted({g for it in [*request.candidates, *request.history] for g in item_genres(it)})
 
-    def reason_gate(self) -> Any:
+    def reason_gate(self) -> ReasonGate:
         """Whether this model's LLM reasons survive the filter: one gate per model, its verdict kept in the cache
         folder so that a later process (a CLI call) does not pay to measure it again."""
-        from .explain.llm_reasons import ReasonGate
-
         if self.model_name not in self._reason_gates:
             # a scripted fake's replies say nothing about a model: its verdict stays in this process
             scripted = self._backend is not None and self._backend.name == "fake"
-            self._reason_gates[self.model_name] = ReasonGate() if scripted else ReasonGate.for_model(self.model_name)
+            self._reason_gates[self.model_name] = ReasonGate() if scripted else ReasonGate.for_model(self.model_name, cache_dir())
         return self._reason_gates[self.model_name]
 
-    def _respond(self, request: RankRequest, result: ScoreResult, strategy: str, scoring_usage: tuple[int, ...]) -> RankResponse:
-        calibrator = self.calibrator_for(strategy)
+    def _respond(self, request: RankRequest, result: ScoreResult, strategy: str, scoring_usage: tuple[int, ...],
+                 calibrator: Calibrator | None = None) -> RankResponse:
+        calibrator = calibrator or self.calibrator_for(strategy)
         probs = calibrator.transform(result.scores, result.probabilities)
         order = result.ranking()[: min(request.top_k, len(request.candidates))]
-        top = [request.candidates[i] for i in order]
-        fallbacks = list(result.fallbacks)
-        from .explain import explain_ranking
-
-        explained = explain_ranking(self, request, result, order, [float(probs[i]) for i in order])
-        reason_texts, evidence = explained.reasons, explained.evidence
-        fallbacks += explained.fallbacks
-        reasons_meter = explained.usage
-        items = [
-            RankedItem(id=c.id, title=c.title, rank=r + 1, score=float(result.scores[i]),
-                       probability=float(probs[i]), reason=reason_texts[r], evidence=evidence[r])
-            for r, (i, c) in enumerate(zip(order, top))
-        ]
-        notes = list(result.notes) + explained.notes
+        why = explain_ranking(self, request, result, order, [float(probs[i]) for i in order])
+        items = [RankedItem(id=request.candidates[i].id, title=request.candidates[i].title, rank=r + 1,
+                            score=float(result.scores[i]), probability=float(probs[i]), reason=why.reasons[r],
+                            evidence=why.evidence[r]) for r, i in enumerate(order)]
+        fallbacks = [*result.fallbacks, *why.fallbacks]
         truncated = self._renderer.truncated_texts(request) if self._renderer is not None else 0
+        notes = [*result.notes, *why.notes]
         if truncated:  # this request's own texts, not the batch's
             notes.append(f"{truncated} item text(s) were longer than the prompt limits and were truncated")
+        usage = dict(zip(("prompt_tokens", "completion_tokens", "forward_passes"), scoring_usage))
         return RankResponse(
-            items=items,
-            strategy=strategy,
-            model=self.model_name,
-            backend=self.backend_name,
-            calibrator=calibrator.name,
-            fallback_used=bool(fallbacks),
-            fallbacks=fallbacks,
-            history_used=result.history_used,
-            history_total=len(request.history),
-            notes=notes,
-            usage=Usage(**{k: s + r for k, s, r in zip(("prompt_tokens", "completion_tokens", "forward_passes"),
-                                                          scoring_usage, reasons_meter.snapshot())}),
-        )
+            items=items, strategy=strategy, model=self.model_name, backend=self.backend_name,
+            calibrator=calibrator.name, fallback_used=bool(fallbacks), fallbacks=fallbacks,
+            history_used=result.history_used, history_total=len(request.history), notes=notes,
+            usage=Usage(**{k: v + r for (k, v), r in zip(usage.items(), why.usage.snapshot())}))
 
 
 def split_usage(spent: tuple[int, int, int], own: list[tuple[int, int, int] | None]) -> list[tuple[int, ...]]:

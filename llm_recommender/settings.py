@@ -47,8 +47,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .backends.configs import DEFAULT_MODEL, Dtype, OpenAIOptions, TransformersOptions, VLLMOptions
 from .configurable import ComponentConfig
+from .explain.llm_reasons import ReasonsConfig
 from .prompts import PromptConfig
-from .reasons import ReasonsConfig
 from .scorers.listwise import ListwiseConfig
 from .scorers.pointwise import PointwiseConfig
 from .scorers.verbalizer import VerbalizerConfig

@@ -18,6 +18,7 @@ from .answer import clarification_pieces, empty_pieces, off_topic_pieces, recomm
 from .catalogue import CatalogueIndex
 from .dialogue import Parser, build_plan, candidate_pool, history_of
 from .intent import TurnPlan
+from .llm_parser import LLMParser
 from .parser import DeterministicParser
 
 RankFn = Callable[[list[HistoryEntry], list[Item], int], RankResponse]
@@ -47,8 +48,6 @@ def make_parser(parser: str | Parser, catalogue: CatalogueIndex, backend: Any = 
     if parser == "llm":
         if backend is None:
             raise InvalidRequestError("the 'llm' parser needs a backend", param="parser")
-        from .llm_parser import LLMParser
-
         return LLMParser(catalogue, backend)
     raise UnknownNameError("parser", parser, ["deterministic", "llm"])
 

@@ -77,7 +77,6 @@ def build_plan(messages: Sequence[Any], catalogue: CatalogueIndex, parser: Parse
     previous: list[str] = []
     pending: Clarification | None = None
     last: Intent | None = None
-    unresolved: list[str] = []
     for message in messages:
         role, text = message_role_text(message)
         if role == "assistant":
@@ -88,25 +87,12 @@ def build_plan(messages: Sequence[Any], catalogue: CatalogueIndex, parser: Parse
             continue
         last = parser.parse(text, ParseContext(previous_ids=previous, pending=pending))
         pending = None
-        unresolved = []
         for mention in last.mentions:
-            if mention.item_id is None:
-                continue
-            for table in by_polarity.values():
-                table.pop(mention.item_id, None)  # the latest statement about an item wins
-            by_polarity[mention.polarity][mention.item_id] = mention
-        step = last.constraints
-        if last.relative_year:
-            # "something older": relative to what was just shown, else to what the user named.
-            reference = _years(previous, catalogue) or _years([m.item_id for m in last.mentions if m.item_id], catalogue)
-            reference = reference or _years(list(by_polarity["liked"]), catalogue)
-            if reference:
-                if last.relative_year == "older":
-                    step = step.model_copy(update={"year_max": min(reference) - 1, "year_min": None})
-                else:
-                    step = step.model_copy(update={"year_min": max(reference) + 1, "year_max": None})
-            else:
-                notes.append(f"'{last.relative_year}' needs a previous answer or a title to compare with")
+            if mention.item_id is not None:
+                for table in by_polarity.values():
+                    table.pop(mention.item_id, None)  # the latest statement about an item wins
+                by_polarity[mention.polarity][mention.item_id] = mention
+        step = _relative_years(last, previous, list(by_polarity["liked"]), catalogue, notes) if last.relative_year else last.constraints
         constraints = constraints.merged(step)
         notes += last.notes
     if last is None:
@@ -128,6 +114,19 @@ def build_plan(messages: Sequence[Any], catalogue: CatalogueIndex, parser: Parse
         k=constraints.k or DEFAULT_K, excluded_ids=excluded, previous_ids=previous, mentions=last.mentions, clarification=clarification,
         unresolved=unresolved, notes=notes,
     )
+
+
+def _relative_years(last: Intent, previous: list[str], liked: list[str], catalogue: CatalogueIndex,
+                    notes: list[str]) -> Constraints:
+    """"Something older/newer": relative to what was just shown, else to what the user named or liked."""
+    reference = _years(previous, catalogue) or _years([m.item_id for m in last.mentions if m.item_id], catalogue)
+    reference = reference or _years(liked, catalogue)
+    if not reference:
+        notes.append(f"'{last.relative_year}' needs a previous answer or a title to compare with")
+        return last.constraints
+    if last.relative_year == "older":
+        return last.constraints.model_copy(update={"year_max": min(reference) - 1, "year_min": None})
+    return last.constraints.model_copy(update={"year_min": max(reference) + 1, "year_max": None})
 
 
 def history_of(plan: TurnPlan, catalogue: CatalogueIndex) -> list[HistoryEntry]:

@@ -8,8 +8,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..protocol import HistoryEntry, Item
-
 # Caps: a message cannot make the agent do unbounded work or grow the history without limit.
 MAX_MENTIONS = 20
 MAX_GENRES = 10
@@ -109,11 +107,3 @@ class TurnPlan(_Model):
     clarification: Clarification | None = None
     unresolved: list[str] = Field(default_factory=list, description="mentions that matched nothing")
     notes: list[str] = Field(default_factory=list)
-
-
-class RankInputs(_Model):
-    """What the injected ``rank_fn`` receives."""
-
-    history: list[HistoryEntry]
-    pool: list[Item]
-    k: int

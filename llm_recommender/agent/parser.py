@@ -350,6 +350,17 @@ class DeterministicParser:
 
     # ---- constraints ------------------------------------------------------------------------
     def constraints(self, text: str, taken: list[tuple[int, int]], notes: list[str]) -> tuple[Constraints, Literal["older", "newer"] | None]:
+        include, exclude = self._genre_filters(text, taken, notes)
+        masked = _mask_text(text, taken)
+        year_min, year_max = _year_range(masked)
+        relative: Literal["older", "newer"] | None = None
+        if year_min is None and year_max is None:  # "something older": relative to what was shown or named
+            relative = "older" if _OLDER.search(masked) else "newer" if _NEWER.search(masked) else None
+        return Constraints(include_genres=include[:MAX_GENRES], exclude_genres=exclude[:MAX_GENRES],
+                           year_min=year_min, year_max=year_max, k=_count(masked, notes)), relative
+
+    def _genre_filters(self, text: str, taken: list[tuple[int, int]], notes: list[str]) -> tuple[list[str], list[str]]:
+        """Genres asked for and genres refused ("no horror"), outside titles."""
         include: list[str] = []
         exclude: list[str] = []
         for genre, pattern in self._genres:
@@ -366,51 +377,52 @@ class DeterministicParser:
         include = [g for g in include if g not in exclude]
         if len(include) + len(exclude) > 2 * MAX_GENRES:
             notes.append("too many genres; the first ones are used")
-        year_min = year_max = None
-        masked = _mask_text(text, taken)
-        for m in _BETWEEN.finditer(masked):
-            year_min, year_max = sorted((int(m.group(1)), int(m.group(2))))
-        if year_min is None:
-            for m in _DECADE_SIMPLE.finditer(masked):
-                century, decade, short = m.group(1), m.group(2), m.group(3)
-                if century:
-                    start = int(century) * 100 + int(decade) * 10
-                else:
-                    start = (1900 if int(short) >= 2 else 2000) + int(short) * 10
-                year_min, year_max = start, start + 9
-            for m in re.finditer(r"\b(" + "|".join(DECADE_WORDS) + r")\b", masked, re.IGNORECASE):
-                start = 1900 + DECADE_WORDS[m.group(1).lower()]
-                year_min, year_max = start, start + 9
-            for m in _BEFORE.finditer(masked):
-                year_max = int(m.group(1)) - 1
-            for m in _AFTER.finditer(masked):
-                word, year = m.group(1).lower(), int(m.group(2))
-                year_min = year + 1 if word in ("after", "newer than", "later than", "post", "post-") else year
-                if word == "from":
-                    year_max = year
-            for m in _NOT_BEFORE.finditer(masked):
-                year_min, year_max = int(m.group(1)), None if year_max == int(m.group(1)) - 1 else year_max
-            for m in _NOT_AFTER.finditer(masked):
-                year_min, year_max = None if year_min == int(m.group(1)) + 1 else year_min, int(m.group(1))
-        relative: Literal["older", "newer"] | None = None
-        if year_min is None and year_max is None:
-            if _OLDER.search(masked):
-                relative = "older"
-            elif _NEWER.search(masked):
-                relative = "newer"
-        k = None
-        for m in _COUNT.finditer(masked):
-            raw = next(g for g in m.groups() if g)
-            value = NUMBER_WORDS.get(raw.lower()) if not raw.isdigit() else int(raw)
-            if value:
-                k = value
-        if k is not None and k > MAX_K:
-            notes.append(f"asked for {k} items; at most {MAX_K} are given")
-            k = MAX_K
-        if k == 0:
-            k = None
-        return Constraints(include_genres=include[:MAX_GENRES], exclude_genres=exclude[:MAX_GENRES],
-                           year_min=year_min, year_max=year_max, k=k), relative
+        return include, exclude
+
+
+def _year_range(masked: str) -> tuple[int | None, int | None]:
+    """"between 1990 and 1995", "the 90s", "before 2000", "from 1985", "not after 1999" (titles masked)."""
+    year_min = year_max = None
+    for m in _BETWEEN.finditer(masked):
+        year_min, year_max = sorted((int(m.group(1)), int(m.group(2))))
+    if year_min is not None:
+        return year_min, year_max
+    for m in _DECADE_SIMPLE.finditer(masked):
+        century, decade, short = m.group(1), m.group(2), m.group(3)
+        if century:
+            start = int(century) * 100 + int(decade) * 10
+        else:
+            start = (1900 if int(short) >= 2 else 2000) + int(short) * 10
+        year_min, year_max = start, start + 9
+    for m in re.finditer(r"\b(" + "|".join(DECADE_WORDS) + r")\b", masked, re.IGNORECASE):
+        start = 1900 + DECADE_WORDS[m.group(1).lower()]
+        year_min, year_max = start, start + 9
+    for m in _BEFORE.finditer(masked):
+        year_max = int(m.group(1)) - 1
+    for m in _AFTER.finditer(masked):
+        word, year = m.group(1).lower(), int(m.group(2))
+        year_min = year + 1 if word in ("after", "newer than", "later than", "post", "post-") else year
+        if word == "from":
+            year_max = year
+    for m in _NOT_BEFORE.finditer(masked):
+        year_min, year_max = int(m.group(1)), None if year_max == int(m.group(1)) - 1 else year_max
+    for m in _NOT_AFTER.finditer(masked):
+        year_min, year_max = None if year_min == int(m.group(1)) + 1 else year_min, int(m.group(1))
+    return year_min, year_max
+
+
+def _count(masked: str, notes: list[str]) -> int | None:
+    """How many items were asked for ("five", "top 3"), capped at ``MAX_K``; none or zero: ``None``."""
+    k = None
+    for m in _COUNT.finditer(masked):
+        raw = next(g for g in m.groups() if g)
+        value = NUMBER_WORDS.get(raw.lower()) if not raw.isdigit() else int(raw)
+        if value:
+            k = value
+    if k is not None and k > MAX_K:
+        notes.append(f"asked for {k} items; at most {MAX_K} are given")
+        k = MAX_K
+    return k or None
 
 
 def item_year_of(catalogue: CatalogueIndex, item_id: str) -> int | None:

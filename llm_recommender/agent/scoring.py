@@ -12,13 +12,16 @@ recommendation); ``options_include``; ``older_than_previous``/``newer_than_previ
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..data.movielens import natural_title
 from .agent import RankFn, chat_turn
-from .catalogue import CatalogueIndex
+from .catalogue import _PAREN, _YEAR, CatalogueIndex
+from .parser import DeterministicParser
 
 Fields = ("include_genres", "exclude_genres", "year_min", "year_max", "k")
 
@@ -39,13 +42,15 @@ def _respects(item_id: str, c: dict[str, Any], catalogue: CatalogueIndex) -> boo
     return not (genres & set(c.get("exclude_genres", [])))
 
 
+COUNTS = ["mentions", "linked", "hard", "hard_linked", "spurious", "constraint_turns", "constraint_ok", "recommended",
+          "in_catalogue", "never_violations", "constraint_violations", "relative_checks", "relative_ok", "ask_expected",
+          "ask_ok", "off_expected", "off_ok", "turns", "kind_ok", "popularity_variants"]
+
+
 def run_dialogues(dialogues: list[dict[str, Any]], catalogue: CatalogueIndex, rank_fn: RankFn,
                   parser: Any = "deterministic", backend: Any = None,
                   clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
-    c = dict.fromkeys(["mentions", "linked", "hard", "hard_linked", "spurious", "constraint_turns", "constraint_ok",
-                       "recommended", "in_catalogue", "never_violations", "constraint_violations", "relative_checks",
-                       "relative_ok", "ask_expected", "ask_ok", "off_expected", "off_ok", "turns", "kind_ok",
-                       "popularity_variants"], 0)
+    c = dict.fromkeys(COUNTS, 0)
     failures: list[dict[str, Any]] = []
     latencies: list[float] = []
     for dialogue in dialogues:
@@ -63,86 +68,118 @@ def run_dialogues(dialogues: list[dict[str, Any]], catalogue: CatalogueIndex, ra
             start = clock()
             text, answer = chat_turn(messages, catalogue, rank_fn, parser=parser, backend=backend)
             latencies.append(clock() - start)
-            plan = answer.plan
-            where = f"{dialogue['id']}[{n}]"
             problems: list[str] = []
             c["turns"] += 1
             if answer.kind == exp["kind"]:
                 c["kind_ok"] += 1
             else:
                 problems.append(f"kind {answer.kind} != {exp['kind']}")
-            expected_ids = set()
-            for m in exp.get("mentions", []):
-                item_id = previous[int(m["id"][5:]) - 1] if m["id"].startswith("@prev") else m["id"]
-                expected_ids.add(item_id)
-                ok = any(x.item_id == item_id and x.polarity == m["polarity"] for x in plan.mentions)
-                c["mentions"] += 1
-                c["linked"] += ok
-                if m.get("hard"):
-                    c["hard"] += 1
-                    c["hard_linked"] += ok
-                if not ok:
-                    got = [(x.text, x.item_id, x.polarity) for x in plan.mentions]
-                    problems.append(f"mention {item_id}/{m['polarity']} not linked; got {got}")
-                never.add(item_id)  # a mentioned item (liked ones too) is known to the user: never recommend it
-            spurious = [x for x in plan.mentions if x.item_id and x.item_id not in expected_ids]
-            c["spurious"] += len(spurious)
-            if spurious:
-                problems.append(f"spurious mentions {[(x.text, x.item_id) for x in spurious]}")
-            if "constraints" in exp:
-                expected_c = exp["constraints"]
-                got = plan.constraints.model_dump()
-                c["constraint_turns"] += 1
-                diffs = {f: (got[f], expected_c.get(f)) for f in Fields
-                         if (sorted(got[f]) if isinstance(got[f], list) else got[f])
-                         != (sorted(expected_c.get(f, [])) if f.endswith("genres") else expected_c.get(f))}
-                if diffs:
-                    problems.append(f"constraints differ (got, expected): {diffs}")
-                else:
-                    c["constraint_ok"] += 1
-            if exp["kind"] == "clarification":
-                c["ask_expected"] += 1
-                options = {o.id for o in plan.clarification.options} if plan.clarification else set()
-                if answer.kind == "clarification" and set(exp.get("options_include", [])) <= options:
-                    c["ask_ok"] += 1
-                else:
-                    problems.append(f"expected a question with options {exp.get('options_include')}, got {options}")
-            if exp["kind"] == "off_topic":
-                c["off_expected"] += 1
-                if answer.kind == "off_topic" and answer.recommendation is None:
-                    c["off_ok"] += 1
+            expected_ids = _check_mentions(c, exp, answer.plan, previous, problems)
+            never |= expected_ids  # a mentioned item (liked ones too) is known to the user: never recommend it
+            expected_c = _check_constraints(c, exp, answer.plan, problems) if "constraints" in exp else expected_c
+            _check_questions(c, exp, answer, problems)
             items = [it.id for it in answer.recommendation.items] if answer.recommendation else []
-            for item_id in items:
-                c["recommended"] += 1
-                c["in_catalogue"] += item_id in catalogue
-                if item_id in never:
-                    c["never_violations"] += 1
-                    problems.append(f"recommended a mentioned/seen item {item_id}")
-                if not _respects(item_id, expected_c, catalogue):
-                    c["constraint_violations"] += 1
-                    problems.append(f"item {item_id} breaks constraints {expected_c}")
-            for key, ref in (("older_than_previous", previous), ("newer_than_previous", previous),
-                             ("newer_than_mentions", list(expected_ids))):
-                if exp.get(key):
-                    c["relative_checks"] += 1
-                    years = [y for i in ref if (y := catalogue.years.get(i))]
-                    got_years = [catalogue.years.get(i) or 0 for i in items]
-                    ok = bool(items and years) and (all(y < min(years) for y in got_years) if key.startswith("older")
-                                                    else all(y > max(years) for y in got_years))
-                    c["relative_ok"] += ok
-                    if not ok:
-                        problems.append(f"{key}: {got_years} vs {years}")
+            _check_items(c, items, never, expected_c, catalogue, problems)
+            _check_relative(c, exp, items, previous, expected_ids, catalogue, problems)
             if problems:
-                failures.append({"turn": where, "user": turn["user"], "problems": problems})
+                failures.append({"turn": f"{dialogue['id']}[{n}]", "user": turn["user"], "problems": problems})
             messages.append({"role": "assistant", "content": text})
             if items:
                 previous = items
                 never |= set(items)  # shown once, never again
+    return _summary(c, len(dialogues), latencies, failures)
+
+
+def _check_mentions(c: dict[str, int], exp: dict[str, Any], plan: Any, previous: list[str], problems: list[str]) -> set[str]:
+    """Each expected mention linked with its polarity, none spurious; returns the expected item ids."""
+    expected_ids = set()
+    for m in exp.get("mentions", []):
+        item_id = previous[int(m["id"][5:]) - 1] if m["id"].startswith("@prev") else m["id"]
+        expected_ids.add(item_id)
+        ok = any(x.item_id == item_id and x.polarity == m["polarity"] for x in plan.mentions)
+        c["mentions"] += 1
+        c["linked"] += ok
+        if m.get("hard"):
+            c["hard"] += 1
+            c["hard_linked"] += ok
+        if not ok:
+            got = [(x.text, x.item_id, x.polarity) for x in plan.mentions]
+            problems.append(f"mention {item_id}/{m['polarity']} not linked; got {got}")
+    spurious = [x for x in plan.mentions if x.item_id and x.item_id not in expected_ids]
+    c["spurious"] += len(spurious)
+    if spurious:
+        problems.append(f"spurious mentions {[(x.text, x.item_id) for x in spurious]}")
+    return expected_ids
+
+
+def _check_constraints(c: dict[str, int], exp: dict[str, Any], plan: Any, problems: list[str]) -> dict[str, Any]:
+    """The constraints parsed so far equal the expected ones; returns the expected ones (checked on later turns)."""
+    expected = exp["constraints"]
+    got = plan.constraints.model_dump()
+    c["constraint_turns"] += 1
+    diffs = {f: (got[f], expected.get(f)) for f in Fields
+             if (sorted(got[f]) if isinstance(got[f], list) else got[f])
+             != (sorted(expected.get(f, [])) if f.endswith("genres") else expected.get(f))}
+    if diffs:
+        problems.append(f"constraints differ (got, expected): {diffs}")
+    else:
+        c["constraint_ok"] += 1
+    return expected
+
+
+def _check_questions(c: dict[str, int], exp: dict[str, Any], answer: Any, problems: list[str]) -> None:
+    """An ambiguous turn asks back with the expected options; an off-topic one recommends nothing."""
+    plan = answer.plan
+    if exp["kind"] == "clarification":
+        c["ask_expected"] += 1
+        options = {o.id for o in plan.clarification.options} if plan.clarification else set()
+        if answer.kind == "clarification" and set(exp.get("options_include", [])) <= options:
+            c["ask_ok"] += 1
+        else:
+            problems.append(f"expected a question with options {exp.get('options_include')}, got {options}")
+    if exp["kind"] == "off_topic":
+        c["off_expected"] += 1
+        if answer.kind == "off_topic" and answer.recommendation is None:
+            c["off_ok"] += 1
+
+
+def _check_items(c: dict[str, int], items: list[str], never: set[str], expected_c: dict[str, Any],
+                 catalogue: CatalogueIndex, problems: list[str]) -> None:
+    """Recommended items are in the catalogue, never mentioned or shown before, and respect the constraints."""
+    for item_id in items:
+        c["recommended"] += 1
+        c["in_catalogue"] += item_id in catalogue
+        if item_id in never:
+            c["never_violations"] += 1
+            problems.append(f"recommended a mentioned/seen item {item_id}")
+        if not _respects(item_id, expected_c, catalogue):
+            c["constraint_violations"] += 1
+            problems.append(f"item {item_id} breaks constraints {expected_c}")
+
+
+def _check_relative(c: dict[str, int], exp: dict[str, Any], items: list[str], previous: list[str],
+                    expected_ids: set[str], catalogue: CatalogueIndex, problems: list[str]) -> None:
+    """"older"/"newer" refinements: every item older (newer) than the previous answer or the mentions."""
+    for key, ref in (("older_than_previous", previous), ("newer_than_previous", previous),
+                     ("newer_than_mentions", list(expected_ids))):
+        if exp.get(key):
+            c["relative_checks"] += 1
+            years = [y for i in ref if (y := catalogue.years.get(i))]
+            got_years = [catalogue.years.get(i) or 0 for i in items]
+            ok = bool(items and years) and (all(y < min(years) for y in got_years) if key.startswith("older")
+                                            else all(y > max(years) for y in got_years))
+            c["relative_ok"] += ok
+            if not ok:
+                problems.append(f"{key}: {got_years} vs {years}")
+
+
+def _summary(c: dict[str, int], dialogues: int, latencies: list[float], failures: list[dict[str, Any]]) -> dict[str, Any]:
     def rate(a: str, b: str) -> float | None:
         return round(c[a] / c[b], 4) if c[b] else None
-    latencies.sort()
+
+    latencies = sorted(latencies)
     return {
-        "dialogues": len(dialogues), "turns": c["turns"], "counts": c,
+        "dialogues": dialogues, "turns": c["turns"], "counts": c,
         "metrics": {
             "mention_linking_accuracy": rate("linked", "mentions"),
             "mention_linking_accuracy_typos_or_missing_year": rate("hard_linked", "hard"),
@@ -165,9 +202,6 @@ def run_dialogues(dialogues: list[dict[str, Any]], catalogue: CatalogueIndex, ra
 def typo(title: str, rng: Any) -> str:
     """The title as a user might type it: no year, MovieLens article moved back, lower case, one
     random edit (drop, double, swap or replace a letter) in a word of 4+ letters."""
-    from ..data.movielens import natural_title
-    from .catalogue import _PAREN, _YEAR
-
     text = _PAREN.sub("", _YEAR.sub("", natural_title(title))).lower()  # users type the main title only
     words = text.split()
     long = [i for i, w in enumerate(words) if len(w) >= 4 and w.isalpha()]
@@ -194,10 +228,6 @@ def typo_linking(catalogue: CatalogueIndex, item_ids: list[str], seed: int = 0) 
 
     An ambiguous answer (a question back) counts as not linked, unless the item is among the
     options *and* another catalogue title is the same once typo'd (then asking is right)."""
-    import random
-
-    from .parser import DeterministicParser
-
     rng = random.Random(seed)
     parser = DeterministicParser(catalogue)
     linked = asked = wrong = missed = 0

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..configurable import ComponentConfig, Configurable
 from ..errors import CapabilityError
+from .constrained import OPEN
 
 
 @dataclass
@@ -72,15 +73,8 @@ def metered() -> Iterator[UsageMeter]:
 
 
 @dataclass
-class BackendStats:
+class BackendStats(UsageMeter):
     """A backend's lifetime totals; per-call usage goes to the open :func:`metered` blocks too."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    forward_passes: int = 0
-
-    def snapshot(self) -> tuple[int, int, int]:
-        return (self.prompt_tokens, self.completion_tokens, self.forward_passes)
 
     def add(self, prompt_tokens: int = 0, completion_tokens: int = 0, forward_passes: int = 0) -> None:
         """Record one call's usage: in these totals and in every meter open in the caller's context."""
@@ -98,7 +92,7 @@ class Backend(Configurable, abc.ABC):
     config_class: ClassVar[type[ComponentConfig]] = ComponentConfig
     supports_logprobs: ClassVar[bool] = True
     supports_json_schema: ClassVar[bool] = True
-    # Can force a duplicate-free ranking token by token (llm_recommender/constrained.py).
+    # Can force a duplicate-free ranking token by token (backends/constrained.py).
     supports_permutation_decoding: ClassVar[bool] = False
     supports_hidden_states: ClassVar[bool] = False  # hidden_states(): item representations for the bundle
 
@@ -114,9 +108,9 @@ class Backend(Configurable, abc.ABC):
 
     # ---- description ------------------------------------------------------------
     @property
-    @abc.abstractmethod
     def model_name(self) -> str:
-        """Name reported in responses (model id, folder name or alias)."""
+        """Name reported in responses (model id, folder name or alias): the config's ``model`` by default."""
+        return getattr(self.config, "model")  # noqa: B009 - ComponentConfig declares no model; backends' configs do
 
     @property
     @abc.abstractmethod
@@ -155,7 +149,6 @@ class Backend(Configurable, abc.ABC):
         return self.next_token_logprobs([prefix + s for s in suffixes], token_ids)
 
     # ---- generation ---------------------------------------------------------------
-    @abc.abstractmethod
     def generate(
         self,
         prompts: Sequence[str],
@@ -163,7 +156,9 @@ class Backend(Configurable, abc.ABC):
         max_tokens: int,
         json_schema: dict[str, Any] | None = None,
     ) -> list[Generation]:
-        """Greedy generation; with ``json_schema`` the output is constrained to it."""
+        """Greedy generation; with ``json_schema`` the output is constrained to it. A backend implements
+        this or :meth:`generate_batch` (an engine that batches prompts with different schemas in one call)."""
+        return self.generate_batch(prompts, max_tokens=max_tokens, json_schemas=[json_schema] * len(prompts))
 
     def generate_batch(
         self,
@@ -177,6 +172,8 @@ class Backend(Configurable, abc.ABC):
         The default generates prompt by prompt; engines that batch requests with
         different schemas (vLLM, HTTP servers) override it with one call.
         """
+        if type(self).generate is Backend.generate:
+            raise NotImplementedError(f"{type(self).__name__} implements neither generate nor generate_batch")
         out: list[Generation] = []
         for prompt, schema in zip(prompts, json_schemas):
             out.extend(self.generate([prompt], max_tokens=max_tokens, json_schema=schema))
@@ -200,8 +197,6 @@ class Backend(Configurable, abc.ABC):
     def _first_key_logprobs(self, prompts: Sequence[str], keys: Sequence[Sequence[str]]) -> list[list[float] | None]:
         """``key_logprobs`` by a scoring pass over each prompt followed by the ranking's opening:
         engines with prefix caching reuse that pass for the generation. Single-token keys only (else None)."""
-        from ..constrained import OPEN
-
         found = [[self.single_token_id(k) for k in kk] for kk in keys]
         ids = {i: [t for t in row if t is not None] for i, row in enumerate(found) if row and None not in row}
         out: list[list[float] | None] = [None] * len(prompts)

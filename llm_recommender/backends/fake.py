@@ -25,6 +25,7 @@ import numpy as np
 
 from .base import Backend, Generation
 from .configs import FakeConfig
+from .constrained import PermutationState, build_spec
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 
@@ -64,9 +65,7 @@ class FakeBackend(Backend):
         if generations is None:
             generations = default_generation
         self._generations = generations if callable(generations) else list(generations)
-        self._context_length = self.config.context_length
         self._leftover = self.config.leftover_mass
-        self._model_name = self.config.model_name
         self.supports_logprobs = self.config.supports_logprobs  # type: ignore[misc]
         self.supports_json_schema = self.config.supports_json_schema  # type: ignore[misc]
         self.supports_permutation_decoding = self.config.supports_permutation_decoding  # type: ignore[misc]
@@ -77,11 +76,11 @@ class FakeBackend(Backend):
 
     @property
     def model_name(self) -> str:
-        return self._model_name
+        return self.config.model_name
 
     @property
     def context_length(self) -> int:
-        return self._context_length
+        return self.config.context_length
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         parts = [f"<|{m['role']}|>\n{m['content']}\n" for m in messages]
@@ -139,8 +138,6 @@ class FakeBackend(Backend):
 
     def generate_permutations(self, prompts: Sequence[str], keys: Sequence[Sequence[str]],
                               ks: Sequence[int], *, key_logprobs: bool = False) -> list[Generation]:
-        from ..constrained import PermutationState, build_spec
-
         self.require("permutation_decoding")
         self.calls.append(("generate_permutations", (list(prompts), [list(k) for k in keys], list(ks))))
         out = []

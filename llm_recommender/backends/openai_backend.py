@@ -46,9 +46,11 @@ from pydantic import SecretStr
 
 from ..errors import BackendError, CapabilityError, InvalidRequestError
 from ..model_store import is_alias, resolve_model
+from ..structured import ParseFailure, parse_ranking
 from ._tokenizer import TokenIdBackend, load_tokenizer
 from .base import Generation
 from .configs import OpenAIConfig
+from .constrained import hf_spec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -244,9 +246,6 @@ class OpenAIBackend(TokenIdBackend):
         return np.asarray(rows, dtype=np.float64).reshape(len(prompts), len(ids))
 
     # ---- generation ---------------------------------------------------------------
-    def generate(self, prompts: Sequence[str], *, max_tokens: int, json_schema: dict[str, Any] | None = None) -> list[Generation]:
-        return self.generate_batch(prompts, max_tokens=max_tokens, json_schemas=[json_schema] * len(prompts))
-
     def generate_batch(
         self, prompts: Sequence[str], *, max_tokens: int, json_schemas: Sequence[dict[str, Any] | None]
     ) -> list[Generation]:
@@ -283,8 +282,6 @@ class OpenAIBackend(TokenIdBackend):
 
     def _probe_permutations(self) -> bool:
         """Does the server constrain? An unconstrained model writing exactly this ranking is practically impossible."""
-        from ..structured import ParseFailure, parse_ranking
-
         keys = ["q7z", "x3v"]
         try:
             (gen,) = self._constrained_generations([self.chat_prompt([{"role": "user", "content": "Say hi."}])], [keys], [2])
@@ -308,8 +305,6 @@ class OpenAIBackend(TokenIdBackend):
 
     def _constrained_generations(self, prompts: Sequence[str], keys: Sequence[Sequence[str]],
                                  ks: Sequence[int]) -> list[Generation]:
-        from ..constrained import hf_spec
-
         specs = [hf_spec(self.tokenizer, kk, k) for kk, k in zip(keys, ks)]
         encoded = [self.encode(p) for p in prompts]
 

@@ -26,6 +26,7 @@ from . import cpu_attention
 from ._tokenizer import TokenizerMixin
 from .base import Backend, Generation
 from .configs import TransformersConfig
+from .constrained import PermutationState, hf_spec
 from .key_tree import KeyTree, keep_rows
 from .kit import auto_dtype, mask_positions, padded_batch
 
@@ -56,7 +57,6 @@ class TransformersBackend(TokenizerMixin, Backend):
         self._torch = torch
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
-        self._name = self.config.model
         if model is None:
             model, tokenizer = self._load(self.config)
         self.model = model.eval()
@@ -97,10 +97,6 @@ class TransformersBackend(TokenizerMixin, Backend):
         return model, tokenizer
 
     # ---- description --------------------------------------------------------------
-    @property
-    def model_name(self) -> str:
-        return self._name
-
     @property
     def context_length(self) -> int:
         cfg = self.model.config
@@ -283,9 +279,6 @@ class TransformersBackend(TokenizerMixin, Backend):
 
         return model_identity(self.model)
 
-    def generate(self, prompts: Sequence[str], *, max_tokens: int, json_schema: dict[str, Any] | None = None) -> list[Generation]:
-        return self.generate_batch(prompts, max_tokens=max_tokens, json_schemas=[json_schema] * len(prompts))
-
     def generate_batch(
         self, prompts: Sequence[str], *, max_tokens: int, json_schemas: Sequence[dict[str, Any] | None]
     ) -> list[Generation]:
@@ -306,8 +299,6 @@ class TransformersBackend(TokenizerMixin, Backend):
 
     def generate_permutations(self, prompts: Sequence[str], keys: Sequence[Sequence[str]],
                               ks: Sequence[int], *, key_logprobs: bool = False) -> list[Generation]:
-        from ..constrained import hf_spec
-
         return [self._permutation(self.encode(prompt), hf_spec(self.tokenizer, kk, k), key_logprobs)
                 for prompt, kk, k in zip(prompts, keys, ks)]
 
@@ -335,8 +326,6 @@ class TransformersBackend(TokenizerMixin, Backend):
         tie can fall the other way), with about 40% fewer tree tokens for 20 ids and about one
         extra pass in five slots (``_PRUNE_LOG``).
         """
-        from ..constrained import PermutationState
-
         torch = self._torch
         generated, chosen, first = list(spec.open), [], None
         with torch.inference_mode():  # (the cache is edited in place: its tensors are inference tensors)
@@ -404,51 +393,30 @@ class TransformersBackend(TokenizerMixin, Backend):
           rest; after a miss the next carries twice what was kept (at least ``_MIN_DRAFT``), after
           a hit twice as much as before.
         """
-        from ..constrained import PermutationState
-
         torch = self._torch
         state = PermutationState(spec)
         pending, generated, cache, first = list(prompt_ids), [], None, None  # pending: chosen, not in the cache
-        whole_keys, root, context = False, None, len(prompt_ids) + len(spec.open)
+        context = len(prompt_ids) + len(spec.open)
         passes, cap = 0, spec.max_tokens()  # cap: the most draft tokens a pass carries
         with torch.inference_mode():
             while True:
-                while not state.done and len(allowed := state.allowed()) == 1:  # forced: no choice to make
-                    state.advance(allowed[0])
-                    if allowed[0] != spec.eos:
-                        pending.append(allowed[0])
-                        generated.append(allowed[0])
+                _jump_forward(state, pending, generated)
                 if state.done or len(generated) >= spec.max_tokens():
                     break
                 draft = state.draft(state.echo_order())[:cap] if self.config.draft_rankings else []
                 out = self.model(input_ids=torch.tensor([pending + draft], device=self.device), past_key_values=cache,
                                  use_cache=True, logits_to_keep=len(draft) + 1)
                 passes += 1
-                cache, rows = out.past_key_values, out.logits[0]
-                kept, token = 0, None
-                for i in range(len(draft) + 1):  # row i: the logits after pending + draft[:i]
-                    allowed = state.allowed()
-                    if len(allowed) == 1:
-                        token = allowed[0]
-                    else:
-                        if key_logprobs and first is None:  # the first key's slot: the model's own first choice
-                            root = torch.log_softmax(rows[i].float(), dim=-1)
-                            first = [float(root[item[0]]) for item in spec.items]
-                            whole_keys = any(len(item) > 1 for item in spec.items)  # their rest: one packed pass below
-                        token = int(torch.argmax(state.mask(rows[i])))
-                    state.advance(token)
-                    if token != spec.eos:
-                        generated.append(token)
-                    if i < len(draft) and token == draft[i]:
-                        kept += 1
-                        continue
-                    break  # a disagreement, the token after a whole draft, or eos: not in the cache yet
+                cache = out.past_key_values
+                kept, token, slot = self._verify_draft(state, out.logits[0], draft, generated, key_logprobs and first is None)
+                if slot is not None:  # the first key's slot: the model's own first choice
+                    first = [float(slot[item[0]]) for item in spec.items]
                 if kept < len(draft):
                     cache.crop(kept - len(draft))  # a negative count: drop the rejected draft's entries
-                if whole_keys:  # multi-token keys: the first key's distribution needs each key's later tokens
+                if slot is not None and any(len(item) > 1 for item in spec.items):
+                    # multi-token keys: the first key's distribution needs each key's later tokens (one packed pass)
                     closing = spec.sep[0] if spec.k > 1 else spec.close[0]
-                    first = self._score_keys(cache, root, spec.items, [closing], visible=context)[0]
-                    whole_keys = False
+                    first = self._score_keys(cache, slot, spec.items, [closing], visible=context)[0]
                 # Each drafted token costs a little of the pass: draft less after a miss, more after a hit.
                 cap = cap * 2 if kept == len(draft) else max(_MIN_DRAFT, 2 * kept)
                 pending = [token] if token is not None and token != spec.eos else []
@@ -456,6 +424,29 @@ class TransformersBackend(TokenizerMixin, Backend):
         return Generation(text=self.tokenizer.decode(generated, skip_special_tokens=True),
                           finish_reason="stop" if state.done else "length", prompt_tokens=len(prompt_ids),
                           completion_tokens=len(generated), key_logprobs=first)
+
+    def _verify_draft(self, state: PermutationState, rows: Any, draft: list[int], generated: list[int],
+                      want_first: bool) -> tuple[int, int | None, Any]:
+        """Walk one pass's logits (row i: after the pending tokens and ``draft[:i]``): the masked greedy token
+        at each row, while it agrees with the draft. Returns how many draft tokens were kept, the last token
+        chosen (not in the cache yet) and, with ``want_first``, the log-softmax at the first real choice."""
+        kept, token, slot = 0, None, None
+        for i in range(len(draft) + 1):
+            allowed = state.allowed()
+            if len(allowed) == 1:
+                token = allowed[0]
+            else:
+                if want_first and slot is None:
+                    slot = self._torch.log_softmax(rows[i].float(), dim=-1)
+                token = int(self._torch.argmax(state.mask(rows[i])))
+            state.advance(token)
+            if token != state.spec.eos:
+                generated.append(token)
+            if i < len(draft) and token == draft[i]:
+                kept += 1
+                continue
+            break  # a disagreement, the token after a whole draft, or eos
+        return kept, token, slot
 
     def _generate_rows(self, prompts: list[str], max_tokens: int, grammars: list[Any] | None) -> list[Generation]:
         torch = self._torch
@@ -533,3 +524,12 @@ def _shared_prefix_groups(seqs: list[list[int]], min_shared: int) -> list[tuple[
                 continue
         groups.append((len(seq), [seq]))
     return groups
+
+
+def _jump_forward(state: PermutationState, pending: list[int], generated: list[int]) -> None:
+    """Take every token the spec forces (the JSON skeleton, the rest of the only key left): no pass for them."""
+    while not state.done and len(allowed := state.allowed()) == 1:
+        state.advance(allowed[0])
+        if allowed[0] != state.spec.eos:
+            pending.append(allowed[0])
+            generated.append(allowed[0])

@@ -41,12 +41,13 @@ from ..model_store import resolve_model
 from ._tokenizer import TokenIdBackend, load_tokenizer
 from .base import Generation
 from .configs import VLLMConfig
+from .constrained import hf_spec
 from .kit import auto_dtype
 
 log = logging.getLogger(__name__)
 
 STRUCTURED_OUTPUTS_CONFIG = {"backend": "xgrammar", "disable_any_whitespace": True}
-PERMUTATION_PROCESSOR = "llm_recommender.constrained_vllm:PermutationLogitsProcessor"  # by name: vLLM imports it
+PERMUTATION_PROCESSOR = "llm_recommender.backends.constrained_vllm:PermutationLogitsProcessor"  # by name: vLLM imports it
 
 
 def vllm_installed() -> bool:
@@ -151,7 +152,6 @@ class VLLMBackend(TokenIdBackend):
         self._TokensPrompt: Any = TokensPrompt  # a TypedDict, called as a dict constructor
         self._StructuredOutputsParams = StructuredOutputsParams
 
-        self._name = self.config.model
         self.path = resolve_model(self.config.model)
         self.dtype = resolve_dtype(self.config.dtype, self.cpu)
         eager = self.config.enforce_eager
@@ -174,16 +174,12 @@ class VLLMBackend(TokenIdBackend):
         try:
             self.llm = vllm.LLM(**kwargs)
         except Exception as exc:
-            raise ModelLoadError(f"vLLM could not start model {self._name!r} ({self.path}): {exc}", param="model") from exc
+            raise ModelLoadError(f"vLLM could not start model {self.model_name!r} ({self.path}): {exc}", param="model") from exc
         # The same tokenizer files the engine uses, loaded the way the transformers backend does.
         self.tokenizer = load_tokenizer(self.config.tokenizer or self.path)
         self._max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
 
     # ---- description --------------------------------------------------------------
-    @property
-    def model_name(self) -> str:
-        return self._name
-
     @property
     def context_length(self) -> int:
         return self._max_model_len
@@ -220,9 +216,6 @@ class VLLMBackend(TokenIdBackend):
         return out
 
     # ---- generation ---------------------------------------------------------------
-    def generate(self, prompts: Sequence[str], *, max_tokens: int, json_schema: dict[str, Any] | None = None) -> list[Generation]:
-        return self.generate_batch(prompts, max_tokens=max_tokens, json_schemas=[json_schema] * len(prompts))
-
     def generate_batch(
         self, prompts: Sequence[str], *, max_tokens: int, json_schemas: Sequence[dict[str, Any] | None]
     ) -> list[Generation]:
@@ -246,8 +239,6 @@ class VLLMBackend(TokenIdBackend):
 
     def generate_permutations(self, prompts: Sequence[str], keys: Sequence[Sequence[str]],
                               ks: Sequence[int], *, key_logprobs: bool = False) -> list[Generation]:
-        from ..constrained import hf_spec
-
         specs = [hf_spec(self.tokenizer, kk, k) for kk, k in zip(keys, ks)]
         first = self._first_key_logprobs(prompts, keys) if key_logprobs else [None] * len(prompts)  # then cached
         params = [self._SamplingParams(max_tokens=s.max_tokens(), temperature=0.0, stop_token_ids=[s.eos],

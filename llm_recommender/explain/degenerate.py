@@ -67,6 +67,19 @@ def problem(text: str, *, titles: Iterable[str] = (), allowed_titles: Iterable[s
     """
     stripped = " ".join(text.split())
     norm = _norm(stripped)
+    content = norm  # the words, titles removed (naming one is fine: its words do not count as repetition or genre)
+    for t in titles:
+        for form in _forms(t):
+            if form:
+                content = re.sub(rf"(?<![a-z'\-]){re.escape(form)}(?![a-z'\-])", " ", content)
+    return (_form_problem(stripped, norm, content.split(), titles)
+            or _fact_problem(stripped, norm, content, titles=titles, allowed_titles=allowed_titles,
+                             item_genres=item_genres, known_genres=known_genres, item_title=item_title,
+                             must_name=must_name, ratings=ratings))
+
+
+def _form_problem(stripped: str, norm: str, seq: list[str], titles: Iterable[str]) -> str | None:
+    """Is it a sentence at all: not a bare title, not template-speak, no repetition, one finished sentence."""
     if any(norm in _forms(t) for t in titles):  # a bare title, with a little punctuation or a year around it
         return "bare title"
     if len(norm.split()) < 4:
@@ -75,13 +88,7 @@ def problem(text: str, *, titles: Iterable[str] = (), allowed_titles: Iterable[s
     for phrase in META:
         if re.search(rf"\b{re.escape(phrase)}\b", lowered):
             return f"template-speak ({phrase!r})"
-    # Repetition: a bigram with a content word, said twice (titles excepted: naming one is fine).
-    content = norm
-    for t in titles:
-        for form in _forms(t):
-            if form:
-                content = re.sub(rf"(?<![a-z'\-]){re.escape(form)}(?![a-z'\-])", " ", content)
-    seq = content.split()
+    # Repetition: a bigram with a content word, said twice.
     seen: set[tuple[str, str]] = set()
     for a, b in zip(seq, seq[1:]):
         if a in STOPWORDS and b in STOPWORDS:
@@ -101,6 +108,13 @@ def problem(text: str, *, titles: Iterable[str] = (), allowed_titles: Iterable[s
         return "no verb"
     if not stripped.endswith(TERMINAL) or (seq and seq[-1] in DANGLING):
         return "cut off"
+    return None
+
+
+def _fact_problem(stripped: str, norm: str, content: str, *, titles: Iterable[str], allowed_titles: Iterable[str],
+                  item_genres: Iterable[str], known_genres: Iterable[str], item_title: str | None,
+                  must_name: str | None, ratings: Iterable[float]) -> str | None:
+    """Does it say only what the evidence holds: the title asked for, given ratings, evidence titles, the item's genres."""
     if must_name:
         forms = _forms(must_name)
         forms |= {re.sub(r"^(the|a|an) ", "", f) for f in forms}
@@ -109,12 +123,11 @@ def problem(text: str, *, titles: Iterable[str] = (), allowed_titles: Iterable[s
     stated = {float(x) for x in re.findall(r"(\d+(?:\.\d+)?)[ -]?(?:★|stars?\b)", stripped)}
     if stated - {float(r) for r in ratings}:
         return "states a rating the user did not give"
+    allowed = {f for t in allowed_titles for f in _forms(t)}
     if item_title:
-        own = {f for f in _forms(item_title) if len(f) >= 4}
-        own -= {f for t in allowed_titles for f in _forms(t)}
+        own = {f for f in _forms(item_title) if len(f) >= 4} - allowed
         if any(re.search(rf"\b{re.escape(f)}\b", norm) for f in own):
             return "names the recommended item as if it were in the history"
-    allowed = {f for t in allowed_titles for f in _forms(t)}
     for t in titles:
         for form in _forms(t):
             if len(form) >= 4 and re.search(rf"\b{re.escape(form)}\b", norm) and form not in allowed:

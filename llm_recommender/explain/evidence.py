@@ -8,11 +8,17 @@
 
 Only the components the fusion kept are consulted: one it dropped (``kept: false`` in
 ``bundle.json``) did not rank the item, so it is neither cited nor named.
+
+The history items come from what scoring kept where a component keeps it: its ``ScoreResult.details``
+holds ``"history_links"`` (below), passed on by the fusion under ``details["parts"][name]``. A component
+that keeps nothing is asked again (``explain(request, i)``, which recomputes its part of the score).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from ..protocol import Evidence, EvidenceItem, HistoryEntry, Item, RankRequest
 from ..scorers.base import ScoreResult
@@ -20,9 +26,13 @@ from ..scorers.base import ScoreResult
 MAX_HISTORY_ITEMS = 3
 LIKED = 4.0  # ratings at or above count as liked (MovieLens 1-5 stars)
 CO_OCCURRENCE = ("cooccurrence", "itemknn")
+# A component's ``details["history_links"]``: {"key": "cooccurring" | "similar_text", "history": [ids, one per row],
+# "strength": array (history, candidates): each history item's part of each candidate's score}; read with
+# key -> (how many, only positive ones, rounding), the lists the components' ``explain`` gives.
+LINK_RULES: dict[str, tuple[int, bool, int | None]] = {"cooccurring": (6, True, None), "similar_text": (3, False, 3)}
 
 
-def _values(item: Item) -> dict[str, set[str]]:
+def attribute_values(item: Item) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for key, val in (item.attributes or {}).items():
         vals = val if isinstance(val, list) else [val]
@@ -30,10 +40,28 @@ def _values(item: Item) -> dict[str, set[str]]:
     return out
 
 
+def history_links(result: ScoreResult, component: str) -> dict[str, Any] | None:
+    """What scoring kept of ``component``'s per-history-item terms (``None``: it kept nothing)."""
+    return result.details.get("parts", {}).get(component, {}).get("history_links")
+
+
+def _links(links: dict[str, Any], index: int, position: dict[str, int]) -> dict[str, list[tuple[str, float]]]:
+    """The history items behind candidate ``index``, strongest first (ties: the request's order, as
+    ``explain`` breaks them); ``position``: each history id's first place in the request."""
+    top, positive, digits = LINK_RULES[links["key"]]
+    strength = np.asarray(links["strength"], dtype=float)[:, index]
+    ids = links["history"]
+    order = sorted(range(len(ids)), key=lambda k: (-strength[k], position.get(ids[k], len(position))))
+    found = [(ids[k], float(strength[k])) for k in order[:top] if not positive or strength[k] > 0]
+    return {links["key"]: [(hid, round(s, digits)) if digits is not None else (hid, s) for hid, s in found]}
+
+
 def gather_evidence(bundle: Any, request: RankRequest, result: ScoreResult, indices: list[int]) -> list[Evidence]:
     contrib = result.details.get("contributions", {})
     by_id: dict[str, HistoryEntry] = {h.id: h for h in request.history}
+    position = {h.id: k for k, h in reversed(list(enumerate(request.history)))}
     kept = [c for c in bundle.fusion.components if c in bundle.components]
+    kept_links = {c: history_links(result, c) for c in kept}
     out = []
     for i in indices:
         terms = {c: float(v[i]) for c, v in contrib.items()}
@@ -43,7 +71,8 @@ def gather_evidence(bundle: Any, request: RankRequest, result: ScoreResult, indi
         # citations come from every component the fusion kept that can name history items (co-occurrence
         # counts, text similarity), also when the fusion weights another one higher: they are facts about this item
         for name in kept:
-            found = bundle.components[name].explain(request, i)
+            links = kept_links[name]
+            found = _links(links, i, position) if links is not None else bundle.components[name].explain(request, i)
             for key in ("cooccurring", "similar_text"):
                 for hid, strength in found.get(key, [])[:5]:
                     h = by_id.get(hid)
@@ -56,10 +85,10 @@ def gather_evidence(bundle: Any, request: RankRequest, result: ScoreResult, indi
         cited.sort(key=lambda e: (e.component != top, e.rating is not None and e.rating < LIKED,
                                   -e.strength if e.component in CO_OCCURRENCE else 0))
         cited = cited[:MAX_HISTORY_ITEMS]
-        mine = _values(cand)
+        mine = attribute_values(cand)
         shared: dict[str, list[str]] = {}
         for e in cited:
-            for key, vals in _values(by_id[e.id]).items():
+            for key, vals in attribute_values(by_id[e.id]).items():
                 common = sorted(mine.get(key, set()) & vals)
                 if common:
                     shared[key] = sorted(set(shared.get(key, [])) | set(common))

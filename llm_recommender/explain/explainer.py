@@ -2,8 +2,8 @@
 
 Which reasons an answer gets:
 
-* a scorer that sets its own (``result.details["reasons"]``, one per candidate: e.g. a cold-start
-  ranking) has them used as they are: the hook for rankings whose basis is not the history;
+* a ranking that sets its own (``result.details["reasons"]``, one per candidate: the cold-start popularity
+  answer) has them used as they are: the hook for rankings whose basis is not the history;
 * a fused bundle ranking has evidence (:func:`gather_evidence`, kept components only); ``reasons=True``
   or ``"evidence"`` renders it (:func:`evidence_reasons`), ``"llm"`` lets the LLM phrase it, replies the
   filter rejects falling back to the evidence text, and a :class:`ReasonGate` per model stops generating
@@ -25,7 +25,7 @@ from ..data.words import NEUTRAL, ItemWords, words_from
 from ..protocol import Evidence, Fallback, RankRequest
 from ..scorers.base import ScoreResult
 from .evidence import gather_evidence
-from .llm_reasons import llm_evidence_reasons
+from .llm_reasons import llm_evidence_reasons, llm_request_reasons
 from .reasons import evidence_reasons, request_reasons
 
 
@@ -62,39 +62,28 @@ def explain_ranking(rec: Any, request: RankRequest, result: ScoreResult, order: 
         out.reasons = [own[i] for i in order]
         return out
     words = bundle_words(bundle)
-    probs = list(probabilities)
-    has_evidence = evidence[:1] != [None]
-    mode = request.reasons if isinstance(request.reasons, str) else ("evidence" if has_evidence else "llm")
-    template_dir = rec.settings.prompt.template_dir
-    if has_evidence:
-        ev = [e for e in evidence if e is not None]
-        texts = evidence_reasons(top, ev, template_dir, words=words, history=request.history, probabilities=probs)
+    ev = [e for e in evidence if e is not None]
+    if ev:
+        texts = evidence_reasons(top, ev, rec.settings.prompt.template_dir, words=words, history=request.history,
+                                 probabilities=probabilities)
     else:
-        texts = request_reasons(top, request.history, words, probs)
+        texts = request_reasons(top, request.history, words, probabilities)
+    out.reasons = list(texts)
+    mode = request.reasons if isinstance(request.reasons, str) else ("evidence" if ev else "llm")
     if mode == "evidence":
-        out.reasons = list(texts)
         return out
     gate = rec.reason_gate()
-    if gate.off:
-        gate.warn_once(rec.model_name)
-        out.reasons = list(texts)
-        out.notes.append(gate.note(rec.model_name))
-        return out
-    with metered() as out.usage:
-        if has_evidence:
-            reasons, fallbacks = llm_evidence_reasons(
-                rec.backend, rec.renderer, rec.config_for("reasons"), request, top, ev, rec.known_genres(request),
-                fallback_texts=texts, gate=gate, words=words)
-            out.reasons = list(reasons)
-        else:
-            from ..reasons import generate_reasons
-
-            out.reasons, fallbacks = generate_reasons(rec.backend, rec.renderer, rec.config_for("reasons"), request,
-                                                      top, rec.known_genres(request), fallback_texts=list(texts), gate=gate)
-    out.fallbacks += fallbacks
+    if not gate.off:
+        with metered() as out.usage:
+            common = (rec.backend, rec.renderer, rec.config_for("reasons"), request, top)
+            if ev:
+                out.reasons[:], fallbacks = llm_evidence_reasons(*common, ev, rec.known_genres(request),
+                                                                 fallback_texts=texts, gate=gate, words=words)
+            else:
+                out.reasons[:], fallbacks = llm_request_reasons(*common, rec.known_genres(request),
+                                                                fallback_texts=texts, gate=gate)
+        out.fallbacks += fallbacks
     if gate.off:
         gate.warn_once(rec.model_name)
         out.notes.append(gate.note(rec.model_name))
     return out
-
-

@@ -1,30 +1,47 @@
-"""``reasons="llm"`` on a fused ranking: the LLM phrases each item's evidence, under structured output.
+"""LLM-phrased reasons, under structured output, each checked by the degenerate-output filter.
 
-The prompt gives the model only the evidence (which component carried the item, the cited history
-items, the genres they share); the JSON schema limits the cited title to the evidence's own and caps
-the length. Every reply then passes the degenerate-output filter (``degenerate.problem``): one that
-says nothing, repeats itself, is a bare title, names a history item outside the evidence or a genre
-the item does not have is replaced by the evidence text (``reasons="evidence"``) and recorded in
-``fallbacks``. So the worst an LLM reason can be is the deterministic one.
+* ``reasons="llm"`` on a fused ranking (:func:`llm_evidence_reasons`): the prompt gives the model only the
+  evidence (which component carried the item, the cited history items, the genres they share); the JSON
+  schema limits the cited title to the evidence's own and caps the length.
+* an LLM strategy's reasons (:func:`llm_request_reasons`): no evidence, so the model writes from the
+  history alone, naming a related history item from the most recent ones (an enum in the schema).
+
+Every reply then passes the filter (``degenerate.problem``): one that says nothing, repeats itself, is a
+bare title, names a history item outside the evidence or a genre the item does not have is replaced by
+the deterministic reason (the evidence text, or what the request itself shows) and recorded in
+``fallbacks``. So the worst an LLM reason can be is the deterministic one. A :class:`~.gate.ReasonGate`
+stops generating once the model's replies are mostly rejected.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..backends.base import Backend, Generation
+from ..configurable import ComponentConfig
 from ..data.movielens import natural_title
 from ..data.words import MOVIE, ItemWords
+from ..prompts import PromptRenderer
 from ..protocol import Evidence, Fallback, Item, RankRequest, item_genres
-from ..structured import ParseFailure, extract_json_object
+from ..structured import ParseFailure, extract_json_object, parse_reason, reason_schema
 from .degenerate import movie_words_off_movies, problem, strip_year
-from .reasons import citations, evidence_reasons
+from .gate import ReasonGate
+from .reasons import citations
+
+
+class ReasonsConfig(ComponentConfig):
+    """The LLM reasons' knobs (``Settings.reasons``; flat names ``reason_<field>``)."""
+
+    settings_prefix = "reason_"
+    max_chars: int = Field(default=200, ge=20)
+    max_tokens: int = Field(default=60, ge=8)
+    history_choices: int = Field(default=10, ge=1, description="recent history titles a reason may refer to")
+
 
 log = logging.getLogger(__name__)
 
@@ -113,131 +130,116 @@ class _Reply(BaseModel):
     reason: str = Field(min_length=1)
 
 
-class ReasonGate:
-    """Whether LLM reasons are worth paying for with this model: the filter's rejection rate, measured on use.
-
-    The first ``PROBE`` replies (on first use) decide: if ``MAX_REJECTED`` of them or more are rejected, the
-    model's reasons are turned off and every later item gets the evidence reason up front, without a
-    generation; a request never spends more than the probe on text thrown away. After the probe the rate is
-    kept up to date and turns them off the same way (over at least ``PROBE`` replies)."""
-
-    PROBE = 3
-    MAX_REJECTED_RATE = 0.5
-
-    def __init__(self, path: Path | None = None) -> None:
-        self.asked = 0
-        self.rejected = 0
-        self.off = False
-        self.logged = False
-        self.path = path  # where the verdict is kept across processes (one CLI call each), if anywhere
-        if path is not None and path.is_file():
-            try:
-                data = json.loads(path.read_text())
-                self.asked, self.rejected = int(data["asked"]), int(data["rejected"])
-                self.off = bool(data["off"])
-            except (OSError, ValueError, KeyError, TypeError):
-                pass  # an unreadable verdict is measured again
-
-    @classmethod
-    def for_model(cls, model: str) -> ReasonGate:
-        """The gate of ``model``, its verdict cached under the cache folder (``LLM_REC_CACHE_DIR``)."""
-        from ..model_store import cache_dir
-
-        key = hashlib.sha256(model.encode("utf-8")).hexdigest()[:16]
-        return cls(cache_dir() / "reason_gate" / f"{key}.json")
-
-    def record(self, rejected: bool) -> None:
-        self.asked += 1
-        self.rejected += int(rejected)
-        if self.asked >= self.PROBE and self.rejected / self.asked >= self.MAX_REJECTED_RATE:
-            self.off = True
-        self._save()
-
-    def _save(self) -> None:
-        if self.path is None:
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps({"asked": self.asked, "rejected": self.rejected, "off": self.off}))
-        except OSError:
-            log.debug("could not keep the reason gate's verdict in %s", self.path)
-
-    def note(self, model: str) -> str:
-        return (f"LLM reasons are off for model {model!r}: the reason filter rejected {self.rejected} of its first "
-                f"{self.asked} replies, so these reasons are the evidence text, without generating")
-
-    def warn_once(self, model: str) -> None:
-        if not self.logged:
-            self.logged = True
-            log.warning(self.note(model))
+Judge = Callable[[int, str, list[str]], tuple[str, str | None]]  # (item, reply, reasons so far) -> (text, defect)
 
 
-def llm_evidence_reasons(backend: Any, renderer: Any, config: Any, request: RankRequest, items: list[Item],
-                         evidence: list[Evidence], known_genres: list[str], *, fallback_texts: list[str] | None = None,
-                         gate: ReasonGate | None = None, words: ItemWords = MOVIE) -> tuple[list[str], list[Fallback]]:
-    """One reason per item, phrased by the LLM from its evidence, or the evidence text where the LLM's fails.
-
-    ``gate`` (kept per model by the caller) stops generating once the model's replies are mostly rejected."""
-    fallback_texts = fallback_texts if fallback_texts is not None else evidence_reasons(
-        items, evidence, renderer.config.template_dir)
-    gate = gate or ReasonGate()
-    if not items or gate.off:
-        return list(fallback_texts), []
-    history_titles = [h.title for h in request.history]
-    by_id = {h.id: h for h in request.history}
-    prompts, allowed, schemas, asked = [], [], [], []
-    for item, ev, (choice, _) in zip(items, evidence, citations(evidence)):  # the same citation as the evidence text
-        cited = [by_id[choice.id]] if choice is not None and choice.id in by_id else []
-        allowed.append([e.title for e in ev.history_items])
-        top = max(ev.shares, key=lambda c: ev.shares[c], default="")
-        prompts.append(renderer.chat(
-            "reason_llm.j2", candidate=renderer.item_view(item.model_copy(update={"title": natural_title(item.title)})),
-            facts=facts_for(item, ev), example=EXAMPLES.get(top, _TASTE)[
-                "liked" if cited and cited[0].rating is not None and cited[0].rating >= 4 else "watched"],
-            cited=[renderer.item_view(h.model_copy(update={"title": natural_title(h.title)})) for h in cited]))
-        asked.append(natural_title(cited[0].title) if cited else None)
-        schemas.append(_schema([natural_title(h.title) for h in cited], config.max_chars))
-    texts: list[str] = []
+def _gated(items: Sequence[Item], gate: ReasonGate, fallback: Sequence[Any],
+           generate: Callable[[range], list[Generation]], judge: Judge) -> tuple[list[Any], list[Fallback]]:
+    """Generate in two chunks (the gate's probe, then the rest: once the gate is off, nothing more is paid
+    for), judge each reply; a rejected one gives way to ``fallback[k]`` (the deterministic reason), and
+    the rejections are one fallback record."""
+    out: list[Any] = []
     failures: list[str] = []
-    chunks = [range(0, min(gate.PROBE, len(items))), range(min(gate.PROBE, len(items)), len(items))]
-    for chunk in chunks:
+    probe = min(gate.PROBE, len(items))
+    for chunk in (range(0, probe), range(probe, len(items))):
         if not len(chunk):
             continue
-        if gate.off:  # the probe said this model's reasons are thrown away: do not pay for the rest
-            texts += [fallback_texts[k] for k in chunk]
+        if gate.off:
+            out += [fallback[k] for k in chunk]
             continue
-        generations = []
-        if backend.supports_json_schema:
-            for k in chunk:  # each item has its own enum of titles
-                generations += backend.generate([prompts[k]], max_tokens=config.max_tokens + JSON_TOKENS, json_schema=schemas[k])
-        else:
-            generations = backend.generate([prompts[k] for k in chunk], max_tokens=config.max_tokens + JSON_TOKENS)
-        for k, gen in zip(chunk, generations):
-            item, ev, ok_titles, name = items[k], evidence[k], allowed[k], asked[k]
-            why = None
-            try:
-                reply = _Reply.model_validate(extract_json_object(gen.text))
-                text = " ".join(reply.reason.split())
-            except (ParseFailure, ValidationError):
-                text, why = "", "not valid JSON"
-            if why is None:
-                why = problem(text, titles=[*history_titles, *map(natural_title, history_titles)],
-                              allowed_titles=[*ok_titles, *map(natural_title, ok_titles)], item_title=natural_title(item.title),
-                              item_genres=item_genres(item), known_genres=known_genres, must_name=name,
-                              ratings=[e.rating for e in ev.history_items if e.rating is not None and e.rating >= 4])
-            stated = any(e.stated for e in ev.history_items)
-            if why is None and stated and re.search(r"\b(watched|rated|gave|bought|read)\b", text, re.IGNORECASE):
-                why = "says the user consumed or rated an item they only said they liked"
-            if why is None and movie_words_off_movies(text, words):
-                why = "movie words on a catalogue of " + words.plural
-            if why is None and text in texts:
-                why = "same as an earlier reason in this response"
+        for k, gen in zip(chunk, generate(chunk)):
+            text, why = judge(k, gen.text, out)
             gate.record(why is not None)
-            if why is None:
-                texts.append(text)
-            else:
-                texts.append(fallback_texts[k])
-                failures.append(f"{item.id}: {why}")
-                log.debug("reason for %s rejected (%s): %r", item.id, why, text)
-    fallbacks = [Fallback(stage="reason", reason="; ".join(failures)[:500], attempts=1, used="evidence")] if failures else []
-    return texts, fallbacks
+            out.append(fallback[k] if why else text)
+            if why:
+                failures.append(f"{items[k].id}: {why}")
+                log.debug("reason for %s rejected (%s): %r", items[k].id, why, text)
+    return out, [Fallback(stage="reason", reason="; ".join(failures)[:500], attempts=1, used="evidence")] if failures else []
+
+
+def llm_evidence_reasons(backend: Backend, renderer: PromptRenderer, config: ReasonsConfig, request: RankRequest,
+                         items: list[Item], evidence: list[Evidence], known_genres: list[str], *,
+                         fallback_texts: list[str], gate: ReasonGate,
+                         words: ItemWords = MOVIE) -> tuple[list[str], list[Fallback]]:
+    """One reason per item, phrased by the LLM from its evidence, or ``fallback_texts``' (the evidence text)
+    where the LLM's fails. ``gate`` (kept per model by the caller) stops generating once most are rejected."""
+    if not items or gate.off:
+        return list(fallback_texts), []
+    by_id = {h.id: h for h in request.history}
+    # the same citation as the evidence text
+    cited = [[by_id[c.id]] if c is not None and c.id in by_id else [] for c, _ in citations(evidence)]
+    prompts = [_evidence_prompt(renderer, item, ev, h) for item, ev, h in zip(items, evidence, cited)]
+    schemas = [_schema([natural_title(h.title) for h in hs], config.max_chars) for hs in cited]
+    max_tokens = config.max_tokens + JSON_TOKENS
+
+    def generate(chunk: range) -> list[Generation]:
+        if not backend.supports_json_schema:
+            return backend.generate([prompts[k] for k in chunk], max_tokens=max_tokens)
+        # each item has its own enum of titles
+        return [g for k in chunk for g in backend.generate([prompts[k]], max_tokens=max_tokens, json_schema=schemas[k])]
+
+    history_titles = [h.title for h in request.history]
+    titles = [*history_titles, *map(natural_title, history_titles)]
+
+    def judge(k: int, reply: str, so_far: list[str]) -> tuple[str, str | None]:
+        item, ev = items[k], evidence[k]
+        try:
+            text = " ".join(_Reply.model_validate(extract_json_object(reply)).reason.split())
+        except (ParseFailure, ValidationError):
+            return "", "not valid JSON"
+        allowed = [e.title for e in ev.history_items]
+        why = problem(text, titles=titles, allowed_titles=[*allowed, *map(natural_title, allowed)],
+                      item_title=natural_title(item.title), item_genres=item_genres(item), known_genres=known_genres,
+                      must_name=natural_title(cited[k][0].title) if cited[k] else None,
+                      ratings=[e.rating for e in ev.history_items if e.rating is not None and e.rating >= 4])
+        if why is None and any(e.stated for e in ev.history_items) and _CONSUMED.search(text):
+            why = "says the user consumed or rated an item they only said they liked"
+        if why is None and movie_words_off_movies(text, words):
+            why = "movie words on a catalogue of " + words.plural
+        if why is None and text in so_far:
+            why = "same as an earlier reason in this response"
+        return text, why
+
+    return _gated(items, gate, fallback_texts, generate, judge)
+
+
+_CONSUMED = re.compile(r"\b(watched|rated|gave|bought|read)\b", re.IGNORECASE)
+
+
+def _evidence_prompt(renderer: PromptRenderer, item: Item, ev: Evidence, cited: list[Any]) -> str:
+    top = max(ev.shares, key=lambda c: ev.shares[c], default="")
+    liked = cited and cited[0].rating is not None and cited[0].rating >= 4
+    return renderer.chat(
+        "reason_llm.j2", candidate=renderer.item_view(item.model_copy(update={"title": natural_title(item.title)})),
+        facts=facts_for(item, ev), example=EXAMPLES.get(top, _TASTE)["liked" if liked else "watched"],
+        cited=[renderer.item_view(h.model_copy(update={"title": natural_title(h.title)})) for h in cited])
+
+
+def llm_request_reasons(backend: Backend, renderer: PromptRenderer, config: ReasonsConfig, request: RankRequest,
+                        items: list[Item], known_genres: list[str], *, fallback_texts: list[str],
+                        gate: ReasonGate) -> tuple[list[str], list[Fallback]]:
+    """Reasons from the history alone (no evidence: an LLM strategy). A reply that does not parse, or that the
+    filter rejects, gets ``fallback_texts``' reason for that item (what the request itself shows)."""
+    if not items or gate.off:
+        return list(fallback_texts), []
+    history = renderer.history_views(request.history)
+    history_titles = [h.title for h in request.history]
+    recent_titles = [h.title for h in renderer.chronological(request.history)][-config.history_choices :]
+    schema = reason_schema(config.max_chars, recent_titles) if backend.supports_json_schema else None
+
+    def generate(chunk: range) -> list[Generation]:
+        prompts = [renderer.fit("reason.j2", history, extra_tokens=config.max_tokens,
+                                candidate=renderer.item_view(items[k])).text for k in chunk]
+        return backend.generate(prompts, max_tokens=config.max_tokens, json_schema=schema)
+
+    def judge(k: int, reply: str, _: list[str]) -> tuple[str, str | None]:
+        item = items[k]
+        try:
+            text = parse_reason(reply, config.max_chars, recent_titles)
+        except ParseFailure as exc:
+            return "", exc.message
+        said = text.split(": ", 1)[1] if text.startswith("Like ") and ": " in text else text
+        return text, problem(said, titles=[*history_titles, item.title], allowed_titles=[*recent_titles, item.title],
+                             item_genres=item_genres(item), known_genres=known_genres)
+
+    return _gated(items, gate, fallback_texts, generate, judge)

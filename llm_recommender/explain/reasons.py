@@ -22,19 +22,17 @@ An item the bundle has never seen says so.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import jinja2
-from jinja2.sandbox import SandboxedEnvironment
-
 from ..data.movielens import natural_title
 from ..data.words import NEUTRAL, ItemWords
-from ..prompts import builtin_template_dir
+from ..prompts import template_environment
 from ..protocol import Evidence, EvidenceItem, HistoryEntry, Item
+from .evidence import attribute_values
 
 TEMPLATE = "reason_evidence.j2"
 LEAD_MIN = 0.1  # logits: a fusion term below this moved the item too little to be named as its reason
@@ -44,15 +42,6 @@ LOW_P_RATIO = 0.1  # ... and so is one under a tenth of the list's top item
 HEDGE = "A weaker match"
 CO_OCCURRENCE = ("cooccurrence", "itemknn")
 TASTE = ("als", "bpr")
-TEXT = ("embedding", "representation")
-
-
-@lru_cache(maxsize=8)
-def _env(template_dir: str | None) -> SandboxedEnvironment:
-    loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(template_dir)] if template_dir else []
-    loaders.append(jinja2.FileSystemLoader(str(builtin_template_dir())))
-    return SandboxedEnvironment(loader=jinja2.ChoiceLoader(loaders), undefined=jinja2.StrictUndefined,
-                                autoescape=False, trim_blocks=True, lstrip_blocks=True)
 
 
 def is_low(probability: float | None, top_probability: float | None) -> bool:
@@ -126,13 +115,11 @@ def _you(cited: EvidenceItem, words: ItemWords) -> str:
 def _history_genres(item: Item, history: Sequence[HistoryEntry], words: ItemWords) -> str:
     """The attribute value the item shares with most history items, worded ("drama, like 12 of the movies in
     your history", or with the one history item's title), or ``""``."""
-    from .evidence import _values
-
-    mine = {v for vals in _values(item).values() for v in vals}
+    mine = {v for vals in attribute_values(item).values() for v in vals}
     counts: Counter[str] = Counter()
     first: dict[str, HistoryEntry] = {}
     for h in history:
-        for v in sorted({v for vals in _values(h).values() for v in vals} & mine):
+        for v in sorted({v for vals in attribute_values(h).values() for v in vals} & mine):
             counts[v] += 1
             first.setdefault(v, h)
     if not counts:
@@ -167,7 +154,7 @@ def evidence_reason(item: Item, evidence: Evidence, template_dir: Path | None = 
     }
     genres = (cited.shared if cited is not None else sorted({v for vs in evidence.shared_attributes.values() for v in vs}))[:3]
     common = "" if cited is not None or genres else _history_genres(item, history, w)
-    text = _env(str(template_dir) if template_dir else None).get_template(TEMPLATE).render(
+    text = template_environment(str(template_dir) if template_dir else None).get_template(TEMPLATE).render(
         item=item, evidence=evidence, words=w, hedge=HEDGE if hedge else "", title=title, it=it,
         lead=leads.get(lead, ""), same=cited is not None and (lead == cited.component or (lead in CO_OCCURRENCE and cited.component in CO_OCCURRENCE)),
         cited=cited, you=_you(cited, w) if cited is not None else "", link=links.get(cited.component, "") if cited is not None else "",
@@ -181,8 +168,6 @@ _STOP = frozenset(["a", "an", "the", "of", "and", "or", "in", "on", "at", "to", 
 
 
 def _tokens(item: Item) -> set[str]:
-    import re
-
     text = " ".join([natural_title(item.title), item.description or ""]).lower()
     text = re.sub(r"\(\d{4}\)", " ", text)
     return {t for t in re.findall(r"[a-z][a-z'\-]{2,}", text) if t not in _STOP}
@@ -195,17 +180,15 @@ def request_reasons(items: list[Item], history: Sequence[HistoryEntry], words: I
     An attribute value (genre, brand, ...) it shares with history items, or the words of its title and
     description it shares with one history item; where neither exists, the reason says so plainly: the
     language model ranked it and nothing in the request ties it to the history."""
-    from .evidence import _values
-
     top_p = max(probabilities) if probabilities else None
     out: list[str] = []
     used: set[str] = set()
     for n, item in enumerate(items):
         title = natural_title(item.title)
-        mine = _values(item)
+        mine = attribute_values(item)
         best: tuple[int, HistoryEntry, list[str]] | None = None
         for h in history:
-            shared = sorted({v for k, vals in _values(h).items() for v in vals & mine.get(k, set())})
+            shared = sorted({v for k, vals in attribute_values(h).items() for v in vals & mine.get(k, set())})
             if shared and (best is None or (len(shared), h.id not in used) > (best[0], best[1].id not in used)):
                 best = (len(shared), h, shared)
         if best is not None:

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from llm_recommender import Recommender
+from llm_recommender.backends.constrained import OPEN, PermutationState, hf_spec
 from llm_recommender.backends.transformers_backend import TransformersBackend
-from llm_recommender.constrained import OPEN, PermutationState, hf_spec
 from llm_recommender.protocol import parse_request
 from llm_recommender.structured import parse_ranking
 from tests.vllm_support import fixed_requests

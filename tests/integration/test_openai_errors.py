@@ -315,7 +315,7 @@ def test_a_server_that_refuses_vllm_xargs_keeps_the_validated_path(backend, serv
 
 def test_a_constraining_server_ranks_each_request_under_its_own_spec(backend, server, sample_request):
     from llm_recommender import Recommender
-    from llm_recommender.constrained import PermutationSpec
+    from llm_recommender.backends.constrained import PermutationSpec
     from llm_recommender.protocol import parse_request
 
     def reply(body):  # a server running the processor, with a model that ranks keys in reverse

@@ -89,6 +89,21 @@ def test_empty_history_gets_the_most_popular_items(rec):
     assert_cold_start(rec, rec.rank_request({"history": [], "top_k": 4, "reasons": True}), by_popularity(rec)[:4])
 
 
+def test_the_cold_start_answer_takes_its_reasons_through_the_one_reason_path(rec, monkeypatch):
+    import llm_recommender.recommender as recommender
+
+    seen = []
+    real = recommender.explain_ranking
+
+    def spy(rec_, request, result, order, probabilities):
+        seen.append(result.details.get("reasons") is not None)
+        return real(rec_, request, result, order, probabilities)
+
+    monkeypatch.setattr(recommender, "explain_ranking", spy)
+    assert_cold_start(rec, rec.rank(history=[], top_k=3, reasons=True), by_popularity(rec)[:3])
+    assert seen == [True]  # explain_ranking worded it (from the ranking's own reasons), once
+
+
 def test_empty_history_ranks_the_given_candidates_by_popularity(rec):
     cands = [it for it in rec.bundle.space.items if it.id in {"1", "7", "13", "19"}]
     resp = rec.rank(history=[], candidates=[c.model_dump() for c in cands], top_k=4, reasons=True)

@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from llm_recommender.backends.configs import OpenAIConfig, TransformersConfig, VLLMConfig
 from llm_recommender.configurable import ComponentConfig
 from llm_recommender.errors import InvalidRequestError
+from llm_recommender.explain import ReasonsConfig
 from llm_recommender.prompts import PromptConfig
-from llm_recommender.reasons import ReasonsConfig
 from llm_recommender.recommender import component_config, settings_of
 from llm_recommender.scorers.listwise import ListwiseConfig
 from llm_recommender.scorers.pointwise import PointwiseConfig

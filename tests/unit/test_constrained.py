@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from llm_recommender import Recommender
+from llm_recommender.backends.constrained import PermutationSpec, PermutationState, build_spec, hf_spec
 from llm_recommender.backends.fake import FakeBackend
-from llm_recommender.constrained import PermutationSpec, PermutationState, build_spec, hf_spec
 from llm_recommender.errors import CapabilityError
 from llm_recommender.protocol import parse_request
 from llm_recommender.structured import ParseFailure, parse_ranking

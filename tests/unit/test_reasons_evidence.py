@@ -173,3 +173,56 @@ def test_citing_the_same_history_item_again_names_the_item_so_reasons_differ():
     first, second = evidence_reasons(items, [ev, ev], words=MOVIE)
     assert "The Godfather (1972) 5★" in first and "often watched this too" in first
     assert "often watched American History X (1998) too" in second and first != second
+
+
+class _AskedAgain:
+    """A kept component whose ``explain`` recomputes its part of the score (the old evidence path)."""
+
+    def __init__(self, links):
+        self.links, self.asked = links, 0
+
+    def explain(self, request, index):
+        self.asked += 1
+        rows = {hid: row[index] for hid, row in zip(self.links["history"], self.links["strength"])}
+        found = sorted(((h.id, rows[h.id]) for h in request.history), key=lambda pair: -pair[1])  # request order on ties
+        return {"cooccurring": [(hid, s) for hid, s in found[:6] if s > 0]}
+
+
+def test_evidence_reads_what_scoring_kept_instead_of_asking_the_component_again():
+    from types import SimpleNamespace
+
+    from llm_recommender.explain import gather_evidence
+    from llm_recommender.protocol import RankRequest
+    from llm_recommender.scorers.base import ScoreResult
+
+    request = RankRequest(history=[{"id": h, "title": f"H{h} (1990)", "rating": 5} for h in "abc"],
+                          candidates=[{"id": c, "title": f"C{c} (1991)"} for c in "xy"])
+    # rows in catalogue order, not the request's: ties must still be broken by the request's order
+    links = {"key": "cooccurring", "history": ["c", "a", "b"], "strength": [[0.5, 0.0], [0.5, 0.2], [0.9, 0.0]]}
+    component = _AskedAgain(links)
+    bundle = SimpleNamespace(fusion=SimpleNamespace(components=["itemknn"]), components={"itemknn": component},
+                             space=SimpleNamespace(index={}))
+    details = {"contributions": {"itemknn": [1.0, 0.5]}}
+    asked = gather_evidence(bundle, request, ScoreResult([1.0, 0.5], [0.7, 0.6], 3, details=details), [0, 1])
+    assert component.asked == 2
+    kept = ScoreResult([1.0, 0.5], [0.7, 0.6], 3, details={**details, "parts": {"itemknn": {"history_links": links}}})
+    read = gather_evidence(bundle, request, kept, [0, 1])
+    assert component.asked == 2  # not asked again
+    assert [[e.id for e in ev.history_items] for ev in read] == [["b", "a", "c"], ["a"]]
+    assert [ev.model_dump() for ev in read] == [ev.model_dump() for ev in asked]
+
+
+def test_reason_sentences_render_in_the_one_sandboxed_environment_of_the_prompts(tmp_path):
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    from llm_recommender.explain.reasons import evidence_reason
+    from llm_recommender.prompts import PromptConfig, PromptRenderer, template_environment
+    from llm_recommender.protocol import Evidence
+
+    (tmp_path / "reason_evidence.j2").write_text("Custom: {{ title }}.")
+    renderer = PromptRenderer(FakeBackend(), PromptConfig(template_dir=tmp_path))
+    env = template_environment(str(tmp_path))
+    assert renderer.env is env and isinstance(env, SandboxedEnvironment) and env.undefined is StrictUndefined
+    item = Item(id="1", title="Heat (1995)")
+    assert evidence_reason(item, Evidence(), tmp_path) == "Custom: Heat (1995)."

@@ -218,7 +218,7 @@ def test_the_reason_audit_passes_on_a_small_bundle(fitted, which):
 
 def test_the_gate_verdict_survives_the_process(tmp_path):
     """`llm-rec rank` is one process per call: the measured verdict is kept, so the next call does not pay again."""
-    from llm_recommender.explain.llm_reasons import ReasonGate
+    from llm_recommender.explain.gate import ReasonGate
 
     gate = ReasonGate(tmp_path / "gate.json")
     for _ in range(3):

@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import CapabilityError
+from ..errors import CapabilityError
 
 OPEN, SEP, CLOSE = '{"ranking": ["', '", "', '"]}'
 XARG = "llm_rec_permutation"  # key in SamplingParams.extra_args / vllm_xargs

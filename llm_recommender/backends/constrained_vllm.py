@@ -2,8 +2,8 @@
 
 Registered on the engine (``vllm.LLM(logits_processors=[PermutationLogitsProcessor])``)
 and on the OpenAI server (``--logits-processors
-llm_recommender.constrained_vllm:PermutationLogitsProcessor``). A request opts in by
-carrying a :class:`~llm_recommender.constrained.PermutationSpec` under
+llm_recommender.backends.constrained_vllm:PermutationLogitsProcessor``). A request opts in by
+carrying a :class:`~llm_recommender.backends.constrained.PermutationSpec` under
 ``SamplingParams.extra_args["llm_rec_permutation"]`` (over HTTP:
 ``extra_body={"vllm_xargs": spec.to_xargs()}``); every other request is untouched.
 
@@ -21,8 +21,6 @@ from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
 from .constrained import PermutationSpec, PermutationState
-
-PROCESSOR_FQCN = "llm_recommender.constrained_vllm:PermutationLogitsProcessor"
 
 
 class PermutationLogitsProcessor(AdapterLogitsProcessor):
