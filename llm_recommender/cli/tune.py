@@ -55,7 +55,7 @@ def tune_generative(
     seed: SeedOpt = 0,
 ) -> None:
     """Fine-tune a generative scorer on the training split; writes a merged model folder OUT/model."""
-    from ..settings import DEFAULT_MODEL
+    from ..model_store import DEFAULT_MODEL
     from ..tuning import TuneConfig, tune
 
     cfg = TuneConfig(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from ..errors import InvalidRequestError, RecommenderError, UnknownNameError
+from ..files import atomic_folder
 from ..protocol import HistoryEntry, Item
 from .words import NEUTRAL, ItemWords
 
@@ -326,18 +326,17 @@ def cached_build(
         except Exception:  # noqa: BLE001 - a damaged cache entry is rebuilt, never trusted
             shutil.rmtree(target, ignore_errors=True)
     ds = build_dataset(name, parse(), source)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     bars_were_on = not datasets.utils.are_progress_bars_disabled()
     datasets.disable_progress_bars()  # a cache write is not worth a progress bar
     try:
-        ds.interactions.save_to_disk(str(tmp / "interactions"))
-        ds.items.save_to_disk(str(tmp / "items"))
-        (tmp / "meta.json").write_text(
-            json.dumps({"time_kind": ds.time_kind, "attribute_columns": list(ds.attribute_columns), "info": ds.info})
-        )
-        tmp.rename(target)
-    except OSError:  # read-only or racing cache: the in-memory dataset is still good
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_folder(target, replace=False, mode=0o755) as tmp:  # a racing writer's copy is as good
+            ds.interactions.save_to_disk(str(tmp / "interactions"))
+            ds.items.save_to_disk(str(tmp / "items"))
+            (tmp / "meta.json").write_text(
+                json.dumps({"time_kind": ds.time_kind, "attribute_columns": list(ds.attribute_columns), "info": ds.info})
+            )
+    except OSError:  # a read-only cache: the in-memory dataset is still good
+        pass
     finally:
         if bars_were_on:
             datasets.enable_progress_bars()

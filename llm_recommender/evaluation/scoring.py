@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from ..data.splits import EvalCase
 from ..protocol import RankResponse
 from ..scorers.base import ScoreResult
 from .cache import ResultCache, case_key
-from .protocols import EvalCase
 
 
 class RunStopped(Exception):

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import BundleError
 from ..protocol import Item
-from .manifest import BundleError
 
 CATALOGUE_FILE = "catalogue.jsonl"
 VECTORS_FILE = "item_vectors.safetensors"
