@@ -8,10 +8,14 @@ can load too. The cache lives under the user cache directory, or ``LLM_REC_CACHE
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import logging
 import os
 import re
 from pathlib import Path
+
+import platformdirs
 
 from .errors import ModelLoadError
 from .files import atomic_folder
@@ -35,8 +39,6 @@ def cache_dir() -> Path:
     env = os.environ.get("LLM_REC_CACHE_DIR")
     if env:
         return Path(env).expanduser()
-    import platformdirs
-
     return Path(platformdirs.user_cache_dir("llm-recommender"))
 
 
@@ -46,8 +48,6 @@ def is_alias(name: str) -> bool:
 
 def embedded_gguf(name: str = DEFAULT_MODEL) -> Path:
     """Path of the GGUF file shipped by the package behind ``name``."""
-    import importlib.util
-
     package, filename = _ALIASES[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -69,7 +69,7 @@ def ensure_converted(name: str = DEFAULT_MODEL) -> Path:
     if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
         return target
     gguf = embedded_gguf(name)
-    try:
+    try:  # torch is optional (the [torch] extra): only converting the embedded model needs it
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:  # pragma: no cover - depends on the install
@@ -120,7 +120,7 @@ def looks_like_path(name: str) -> bool:
 
 
 def _hub_model(name: str) -> str:
-    try:
+    try:  # imported here: huggingface_hub reads HF_HUB_OFFLINE when first imported, as late as possible
         from huggingface_hub import constants, try_to_load_from_cache
     except ImportError:  # pragma: no cover - transformers brings it
         return name
@@ -146,7 +146,7 @@ def hub_reachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
     """One HEAD request (no retries) through huggingface_hub's own client (its proxies and headers).
 
     Any HTTP answer counts as reachable; no answer within ``timeout`` does not."""
-    from huggingface_hub import get_session
+    from huggingface_hub import get_session  # as in _hub_model: imported as late as possible
 
     try:
         get_session().head(endpoint, timeout=timeout, follow_redirects=False)
@@ -157,8 +157,6 @@ def hub_reachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
 
 
 def _main() -> None:
-    import argparse
-
     parser = argparse.ArgumentParser(description="Manage the embedded default model.")
     parser.add_argument("--prepare", action="store_true", help="convert the embedded GGUF once and print the folder")
     args = parser.parse_args()

@@ -20,6 +20,7 @@ pytest: import it from tests only.
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -172,8 +173,6 @@ class SettingsConfigTests:
     config: ClassVar[dict[str, Any]] = {}
 
     def test_config_defaults_match_settings_defaults(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import os
-
         for key in [k for k in os.environ if k.startswith("LLM_REC_")]:
             monkeypatch.delenv(key)
         assert component_config(Settings(), self.component.name) == self.component.config_class()

@@ -63,12 +63,13 @@ def scorer_class(name: str, *, param: str = "strategy") -> type[Scorer]:
     return _classes[name]
 
 
-def strategy_class(name: str, *, param: str = "strategy") -> type[Scorer]:
+def strategy_class(name: str, *, param: str = "strategy") -> type[LLMScorer]:
     """The class of a strategy that ranks without a bundle (the LLM strategies); an error lists those."""
-    if name not in SCORERS or not scorer_class(name).needs_llm:
+    cls = scorer_class(name) if name in SCORERS else None
+    if cls is None or not issubclass(cls, LLMScorer):
         raise UnknownNameError("strategy", name, [*scorer_names(needs_llm=True), f"{FUSED} and the components (with a "
                                                   "bundle)"], param=param)
-    return scorer_class(name)
+    return cls
 
 
 def scorer_names(*, needs_fit: bool | None = None, needs_llm: bool | None = None) -> list[str]:

@@ -133,6 +133,7 @@ def fold_in(
 class ImplicitModel(Configurable):
     """Shared parts: config, fit bookkeeping, candidate lookup, save/load of item-side arrays."""
 
+    name: ClassVar[str]
     config_class: ClassVar[type[_Config]]
     item_factors: np.ndarray  # ALS and BPR: set by fit or load
 
@@ -286,7 +287,7 @@ class ALSModel(ImplicitModel):
     config: ALSConfig
 
     def _fit_matrix(self, X: Any) -> None:
-        from implicit.als import AlternatingLeastSquares
+        from implicit.als import AlternatingLeastSquares  # optional: the [cf] extra, to fit only
         from threadpoolctl import threadpool_limits
 
         c = self.config
@@ -325,7 +326,7 @@ class BPRModel(ImplicitModel):
     config: BPRConfig
 
     def _fit_matrix(self, X: Any) -> None:
-        from implicit.bpr import BayesianPersonalizedRanking
+        from implicit.bpr import BayesianPersonalizedRanking  # optional: the [cf] extra, to fit only
 
         c = self.config
         model = BayesianPersonalizedRanking(
@@ -366,7 +367,7 @@ class ItemKNNModel(ImplicitModel):
     config: ItemKNNConfig
 
     def _fit_matrix(self, X: Any) -> None:
-        from implicit import nearest_neighbours as nn
+        from implicit import nearest_neighbours as nn  # optional: the [cf] extra, to fit only
 
         c = self.config
         # implicit's Cosine/TFIDF/BM25 recommenders weight the items x users matrix and pass it on as

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm  # installed with transformers and datasets
 
 from ...errors import InvalidRequestError
 from ...files import atomic_write
@@ -122,10 +123,6 @@ def train(
 
 def _bar(progress: bool, total: int, initial: int) -> Any:
     if not progress:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # progress is a nicety, not a dependency
         return None
     return tqdm(total=total, initial=initial, desc="sequence model", unit="epoch")
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ...backends.pooling import Pooling, model_identity, pooled_hidden_states, resolve_layer
 from ...files import atomic_write
@@ -150,8 +151,6 @@ class ItemEncoder:
         if missing:
             bar = None
             if len(missing) > 4 * self.batch_size:  # a whole catalogue: minutes on a CPU, show progress
-                from tqdm.auto import tqdm
-
                 bar = tqdm(total=len(missing), desc="LLM item representations", unit="item", dynamic_ncols=True)
             try:
                 for start in range(0, len(missing), self.batch_size):

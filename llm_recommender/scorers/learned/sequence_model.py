@@ -29,10 +29,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from ...errors import InvalidRequestError, ModelLoadError
 from ...files import atomic_write
 from ._net import SequenceNet
+from ._training import train
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +114,6 @@ class SequenceModel:
         With ``checkpoint_dir`` the state is saved after every epoch and a later call with
         the same data and settings (``epochs``/``patience`` may differ) resumes from it.
         """
-        from ._training import train
-
         config = config or SequenceModelConfig()
         if n_items < 1:
             raise InvalidRequestError("n_items must be at least 1", param="n_items")
@@ -227,8 +228,6 @@ class SequenceModel:
     # ---- persistence ------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
         """Write ``sequence.safetensors`` and ``sequence.json`` (each atomically) into ``folder``."""
-        from safetensors.torch import save_file
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
@@ -241,9 +240,6 @@ class SequenceModel:
 
     @classmethod
     def load(cls, folder: str | Path) -> SequenceModel:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         try:
             meta = json.loads((folder / CONFIG_FILE).read_text())
