@@ -281,37 +281,18 @@ class ImplicitModel(Configurable):
         return model
 
 
-class ALSModel(ImplicitModel):
-    name = "als"
-    config_class = ALSConfig
-    config: ALSConfig
+class _FactorModel(ImplicitModel):
+    """ALS and BPR: item factors saved, the trained user factors kept in memory only (evaluation)."""
 
-    def _fit_matrix(self, X: Any) -> None:
-        from implicit.als import AlternatingLeastSquares  # optional: the [cf] extra, to fit only
-        from threadpoolctl import threadpool_limits
+    def _options(self) -> dict[str, Any]:
+        """What implicit's ALS and BPR constructors share."""
+        c: Any = self.config
+        return {"factors": c.factors, "regularization": c.regularization, "iterations": c.iterations,
+                "random_state": c.seed, "num_threads": c.num_threads}
 
-        c = self.config
-        # implicit's own advice: multithreaded BLAS inside its solver makes ALS slower. The model is
-        # built inside the limit too: its constructor checks the BLAS threads and warns otherwise.
-        with threadpool_limits(1, "blas"):
-            model = AlternatingLeastSquares(
-                factors=c.factors,
-                regularization=c.regularization,
-                alpha=c.alpha,
-                iterations=c.iterations,
-                random_state=c.seed,
-                num_threads=c.num_threads,
-            )
-            model.fit(X, show_progress=False)
+    def _keep_factors(self, model: Any) -> None:
         self.item_factors = np.asarray(model.item_factors, dtype=np.float64)
         self.user_factors_ = np.asarray(model.user_factors, dtype=np.float64)
-
-    def _raw_scores(self, hist: list[int], cols: np.ndarray, user_vector: np.ndarray | None) -> np.ndarray:
-        c = self.config
-        if user_vector is None:
-            user_vector = fold_in(self.item_factors, hist, c.regularization, c.alpha, gram=self._gram())
-        x = user_vector
-        return self.item_factors[cols] @ x
 
     def _arrays(self) -> dict[str, Any]:
         return {"item_factors": self.item_factors}
@@ -320,7 +301,30 @@ class ALSModel(ImplicitModel):
         self.item_factors = np.load(folder / "item_factors.npy", allow_pickle=False)
 
 
-class BPRModel(ImplicitModel):
+class ALSModel(_FactorModel):
+    name = "als"
+    config_class = ALSConfig
+    config: ALSConfig
+
+    def _fit_matrix(self, X: Any) -> None:
+        from implicit.als import AlternatingLeastSquares  # optional: the [cf] extra, to fit only
+        from threadpoolctl import threadpool_limits
+
+        # implicit's own advice: multithreaded BLAS inside its solver makes ALS slower. The model is
+        # built inside the limit too: its constructor checks the BLAS threads and warns otherwise.
+        with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(alpha=self.config.alpha, **self._options())
+            model.fit(X, show_progress=False)
+        self._keep_factors(model)
+
+    def _raw_scores(self, hist: list[int], cols: np.ndarray, user_vector: np.ndarray | None) -> np.ndarray:
+        c = self.config
+        if user_vector is None:
+            user_vector = fold_in(self.item_factors, hist, c.regularization, c.alpha, gram=self._gram())
+        return self.item_factors[cols] @ user_vector
+
+
+class BPRModel(_FactorModel):
     name = "bpr"
     config_class = BPRConfig
     config: BPRConfig
@@ -328,19 +332,9 @@ class BPRModel(ImplicitModel):
     def _fit_matrix(self, X: Any) -> None:
         from implicit.bpr import BayesianPersonalizedRanking  # optional: the [cf] extra, to fit only
 
-        c = self.config
-        model = BayesianPersonalizedRanking(
-            factors=c.factors,
-            learning_rate=c.learning_rate,
-            regularization=c.regularization,
-            iterations=c.iterations,
-            random_state=c.seed,
-            num_threads=c.num_threads,
-        )
+        model = BayesianPersonalizedRanking(learning_rate=self.config.learning_rate, **self._options())
         model.fit(X, show_progress=False)
-        # implicit appends the item bias as the last item column and a constant 1 to each user
-        self.item_factors = np.asarray(model.item_factors, dtype=np.float64)
-        self.user_factors_ = np.asarray(model.user_factors, dtype=np.float64)
+        self._keep_factors(model)  # implicit appends the item bias as the last item column, a constant 1 to each user
 
     def _fold_in_factors(self) -> np.ndarray:
         return self.item_factors[:, :-1]  # the last column is the item bias
@@ -353,13 +347,6 @@ class BPRModel(ImplicitModel):
         offset = bias if c.fold_in_bias_offset else None
         x = fold_in(V, hist, c.fold_in_regularization, c.fold_in_confidence, offset=offset, gram=self._gram())
         return V[cols] @ x + bias[cols]
-
-    def _arrays(self) -> dict[str, Any]:
-        return {"item_factors": self.item_factors}
-
-    def _set_arrays(self, folder: Path) -> None:
-        self.item_factors = np.load(folder / "item_factors.npy", allow_pickle=False)
-
 
 class ItemKNNModel(ImplicitModel):
     name = "itemknn"
