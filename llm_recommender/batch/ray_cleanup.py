@@ -32,8 +32,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_write
-
 OWNER_ENV = "LLM_REC_RAY_OWNER"
 GRACE_S = 2.0  # SIGTERM, then SIGKILL for whatever is left after this long
 SETTLE_S = 10.0  # keep ending this long at most
@@ -133,8 +131,9 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
-    with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(data))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
 
 
 def cleanup(registry: Path) -> list[int]:
