@@ -23,7 +23,7 @@ from typing import Any
 
 from llm_recommender import Recommender
 from llm_recommender.data import load_dataset
-from llm_recommender.evaluation.protocols import llmrank_cases
+from llm_recommender.data.splits import llmrank_cases
 from llm_recommender.explain.audit import DISTINCT_GOAL, GOALS, AuditCounts, audit_response, failures
 from llm_recommender.explain.explainer import bundle_words
 
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     missed = {name: failures(r) for name, r in rows.items()}
     record = {"command": "python " + " ".join(sys.argv), "goals": {**GOALS, "distinct_mean_min": DISTINCT_GOAL},
               "runs": rows, "missed": missed}
-    from llm_recommender.evaluation.runner import git_commit
+    from llm_recommender.provenance import git_commit
 
     record["git_commit"] = git_commit()
     args.out.parent.mkdir(parents=True, exist_ok=True)

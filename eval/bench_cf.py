@@ -1,9 +1,10 @@
-"""Trained CF baselines (implicit ALS, BPR, item-kNN) beside popularity and co-occurrence.
+"""Trained CF components (implicit ALS, BPR, item-kNN) beside popularity and co-occurrence, as a bundle serves them.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python eval/bench_cf.py --out eval/results/cf
 
-LLMRank protocol (200 users, seed 0, 20 candidates). Every model is fitted on
-``training_interactions(splits, "valid")``: no validation or test target. Hyperparameters
+LLMRank protocol (200 users, seed 0, 20 candidates). Every model is the bundle's component
+(``llm_recommender.scorers``), fitted on each user's interactions before their validation
+target, as ``llm-rec fit`` does: no validation or test target. Hyperparameters
 are chosen by a small grid on validation NDCG@10; test NDCG@10/HR@10/MRR are reported for
 the chosen ones (pessimistic ties). Factor models are scored two ways: folded in from the
 request's history (what a bundle without user data can do) and with the trained user
@@ -11,8 +12,8 @@ factors (evaluation-only reference; they were fitted without the validation targ
 the test history contains). Popularity is static counts over the same training data.
 
 Cold start: ``cold_start_items(share=0.1, seed=0)`` are removed from training
-(``cold_start_training``); the chosen configs are refitted and ranked on ``cold_start_cases``.
-CF knows none of the candidates, so every candidate ties and pessimistic ties give 0.
+the chosen configs are refitted and ranked on ``cold_start_cases``. CF knows none of the
+candidates, so every candidate ties and pessimistic ties give 0.
 """
 
 from __future__ import annotations
@@ -52,66 +53,69 @@ BPR_FOLD_IN = [
 
 
 def evaluate(scorer, cases, user_vectors=None) -> dict[str, float]:
-    from llm_recommender.evaluation.metrics import ranking_metrics, target_rank
+    """Ranking metrics of a component (or, with ``user_vectors``, of its CF model scored with them)."""
+    from llm_recommender.metrics import ranking_metrics, target_rank
 
-    kw = {} if user_vectors is None else {"user_vectors": user_vectors}
-    results = scorer.score_many([c.request for c in cases], **kw)
-    ranks = [target_rank(r.scores, c.ground_truth_index) for r, c in zip(results, cases)]
-    m = ranking_metrics(ranks)
+    requests = [c.request for c in cases]
+    results = scorer.score_many(requests) if user_vectors is None else scorer.model.score_many(requests, user_vectors)
+    m = ranking_metrics(target_rank(r.scores, c.ground_truth_index) for r, c in zip(results, cases))
     return {k: round(m[k], 4) for k in ("ndcg@10", "hr@10", "mrr")}
 
 
-def trained_vectors(model, cases):
-    vecs = [model.trained_user_vector(c.user_id) for c in cases]
-    return vecs if all(v is not None for v in vecs) else None
+class Training:
+    """The components' training data: each user's interactions before their validation target (less ``cold``)."""
 
+    def __init__(self, ds, splits, cold=frozenset()):
+        import numpy as np
 
-def fit(name: str, config: dict[str, Any], train):
-    from llm_recommender.baselines import make_baseline
+        from llm_recommender.scorers.component import TrainingData
+        from llm_recommender.scorers.item_space import ItemSpace
 
-    model = make_baseline(name, **config)
-    return model.fit([u for u, _ in train], [x.item_id for _, x in train])
+        self.space = ItemSpace([ds.item(i) for i in ds.item_ids])
+        self.users = list(splits)  # user code k (the CF models' user key str(k)) -> user id
+        seqs = [[self.space.index[x.item_id] for x in splits[u].before("valid") if x.item_id not in cold]
+                for u in self.users]
+        self.data = TrainingData(self.space, [np.asarray(s, dtype=np.int64) for s in seqs])
+        self.code = {u: str(k) for k, u in enumerate(self.users)}
+        self.interactions = sum(len(s) for s in seqs)
+
+    def fit(self, name: str, options: dict[str, Any] | None = None):
+        from llm_recommender.scorers import scorer_class
+
+        config = None if options is None else {"options": options}
+        start = time.perf_counter()
+        component = scorer_class(name)(self.space, config).fit(self.data)
+        component.fit_s = time.perf_counter() - start
+        return component
+
+    def trained_vectors(self, component, cases):
+        vecs = [component.model.trained_user_vector(self.code[c.user_id]) for c in cases]
+        return vecs if all(v is not None for v in vecs) else None
 
 
 def run_dataset(key: str, n_users: int, seed: int, log) -> dict[str, Any]:
-    from llm_recommender.baselines import CooccurrenceScorer, PopularityScorer
     from llm_recommender.data import load_dataset
-    from llm_recommender.evaluation.metrics import expected_random
-    from llm_recommender.evaluation.protocols import (
-        cold_start_cases,
-        cold_start_items,
-        cold_start_training,
-        leave_one_out,
-        llmrank_cases,
-        training_interactions,
-    )
+    from llm_recommender.data.splits import cold_start_cases, cold_start_items, leave_one_out, llmrank_cases
+    from llm_recommender.metrics import expected_random
 
     name, path = DATASETS[key]
     ds = load_dataset(name, path)
     splits = leave_one_out(ds)
-    train = training_interactions(splits, "valid")
+    train = Training(ds, splits)
     valid = llmrank_cases(ds, split="valid", n_users=n_users, seed=seed, splits=splits)
     test = llmrank_cases(ds, split="test", n_users=n_users, seed=seed, splits=splits)
     out: dict[str, Any] = {
         "dataset": key,
-        "training_interactions": len(train),
+        "training_interactions": train.interactions,
         "users": len(splits),
         "items": len(ds.item_ids),
         "random_expected": {k: round(v, 4) for k, v in expected_random(20).items() if k in ("ndcg@10", "hr@10", "mrr")},
         "models": {},
     }
-    t = time.perf_counter()
-    pop = PopularityScorer().fit([x.item_id for _, x in train])
-    pop_s = time.perf_counter() - t
-    t = time.perf_counter()
-    cooc = CooccurrenceScorer().fit([u for u, _ in train], [x.item_id for _, x in train])
-    cooc_s = time.perf_counter() - t
-    for label, scorer, secs in (("popularity", pop, pop_s), ("cooccurrence", cooc, cooc_s)):
-        out["models"][label] = {
-            "valid": evaluate(scorer, valid),
-            "test": evaluate(scorer, test),
-            "fit_s": round(secs, 2),
-        }
+    for label in ("popularity", "cooccurrence"):
+        component = train.fit(label)
+        out["models"][label] = {"valid": evaluate(component, valid), "test": evaluate(component, test),
+                                "fit_s": round(component.fit_s, 2)}
         log(f"{key} {label}: {out['models'][label]}")
 
     chosen: dict[str, dict[str, Any]] = {}
@@ -119,41 +123,41 @@ def run_dataset(key: str, n_users: int, seed: int, log) -> dict[str, Any]:
         rows = []
         best_fold = best_trained = None
         for config in grid:
-            model = fit(model_name, config, train)
+            model = train.fit(model_name, config)
             # trained user factors do not depend on the fold-in settings: once per fit
-            vecs = trained_vectors(model, valid)
+            vecs = train.trained_vectors(model, valid)
             if vecs is not None:
                 vt = evaluate(model, valid, vecs)
                 if best_trained is None or vt["ndcg@10"] > best_trained[0]["ndcg@10"]:
                     best_trained = (vt, config)
             for extra in BPR_FOLD_IN if model_name == "bpr" else [{}]:
-                model.config = model.config.model_copy(update=extra)
+                model.model.config = model.model.config.model_copy(update=extra)
                 full = {**config, **extra}
                 v = evaluate(model, valid)
-                row = {"config": full, "valid_fold_in": v, "fit_s": round(model.fit_seconds, 2)}
+                row = {"config": full, "valid_fold_in": v, "fit_s": round(model.fit_s, 2)}
                 if vecs is not None:
                     row["valid_trained_users"] = vt
                 if best_fold is None or v["ndcg@10"] > best_fold[0]["ndcg@10"]:
                     best_fold = (v, full)
                 rows.append(row)
-            log(f"{key} {model_name} {config}: fit {model.fit_seconds:.2f}s, last {rows[-1]}")
+            log(f"{key} {model_name} {config}: fit {model.fit_s:.2f}s, last {rows[-1]}")
         assert best_fold is not None
-        model = fit(model_name, best_fold[1], train)
+        model = train.fit(model_name, best_fold[1])
         entry: dict[str, Any] = {
             "chosen_config": best_fold[1],
             "valid": best_fold[0],
             "test": evaluate(model, test),
-            "fit_s": round(model.fit_seconds, 2),
+            "fit_s": round(model.fit_s, 2),
             "grid": rows,
         }
         if best_trained is not None:
             # the same fit scored by fold-in too, with the chosen fold-in settings (BPR's are separate)
             fold_settings = {k: v for k, v in best_fold[1].items() if k.startswith("fold_in_")}
-            ref = fit(model_name, {**best_trained[1], **fold_settings}, train)
+            ref = train.fit(model_name, {**best_trained[1], **fold_settings})
             entry["trained_users"] = {
                 "chosen_config": best_trained[1],
                 "valid": best_trained[0],
-                "test": evaluate(ref, test, trained_vectors(ref, test)),
+                "test": evaluate(ref, test, train.trained_vectors(ref, test)),
                 "test_fold_in_same_config": evaluate(ref, test),
             }
         out["models"][model_name] = entry
@@ -161,15 +165,11 @@ def run_dataset(key: str, n_users: int, seed: int, log) -> dict[str, Any]:
         log(f"{key} {model_name} chosen {best_fold[1]}: test {entry['test']} trained {entry.get('trained_users')}")
 
     cold = cold_start_items(ds, share=0.1, seed=seed)
-    cold_train = cold_start_training(splits, cold, "valid")
+    cold_train = Training(ds, splits, cold)
     cold_cases = cold_start_cases(ds, split="test", n_users=n_users, seed=seed, splits=splits, cold=cold)
-    cold_out: dict[str, Any] = {"cold_items": len(cold), "training_interactions": len(cold_train), "models": {}}
-    cold_out["models"]["popularity"] = evaluate(PopularityScorer().fit([x.item_id for _, x in cold_train]), cold_cases)
-    cold_out["models"]["cooccurrence"] = evaluate(
-        CooccurrenceScorer().fit([u for u, _ in cold_train], [x.item_id for _, x in cold_train]), cold_cases
-    )
-    for model_name, config in chosen.items():
-        cold_out["models"][model_name] = evaluate(fit(model_name, config, cold_train), cold_cases)
+    cold_out: dict[str, Any] = {"cold_items": len(cold), "training_interactions": cold_train.interactions, "models": {}}
+    for model_name, config in {"popularity": None, "cooccurrence": None, **chosen}.items():
+        cold_out["models"][model_name] = evaluate(cold_train.fit(model_name, config), cold_cases)
     out["cold_start"] = cold_out
     log(f"{key} cold start: {cold_out}")
     return out

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load_test import git_commit, spawn_server, stop_server  # noqa: E402
+from load_test import git_commit, spawn_servers, stop_servers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,8 +40,10 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "eval/results/bench_chat.json"))
     args = ap.parse_args()
     server_args = argparse.Namespace(backend="transformers", clients=1, model=None, strategy=None, max_batch=None,
-                                     batch_wait_ms=None, api_key=None, startup_timeout=300, bundle=args.bundle)
-    proc, url = spawn_server(server_args)
+                                     batch_wait_ms=None, api_key=None, startup_timeout=300, bundle=args.bundle,
+                                     base_url=None, threads=None, replicas=1)
+    servers = spawn_servers(server_args)
+    url = servers[0][1]
     try:
         client = httpx.Client(base_url=url, timeout=120)
         model = client.get("/v1/models").json()["data"][0]["id"]
@@ -85,7 +87,7 @@ def main() -> int:
                     chat_s.append(t1 - t0)
                     rec_s.append(t2 - t1)
     finally:
-        stop_server(proc)
+        stop_servers(servers)
     out = {"command": "python eval/bench_chat.py " + " ".join(sys.argv[1:]), "commit": git_commit(),
            "turns": len(bodies), "repeats": args.repeats,
            "chat_p50_ms": 1e3 * statistics.median(chat_s), "chat_p95_ms": 1e3 * pct(chat_s, 0.95),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from llm_recommender import Recommender
 from llm_recommender.data import load_dataset
-from llm_recommender.evaluation.protocols import llmrank_cases
+from llm_recommender.data.splits import llmrank_cases
 from llm_recommender.explain import gather_evidence
 
 try:

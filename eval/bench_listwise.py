@@ -120,7 +120,7 @@ def main() -> None:
 
 def listwise_scorer(rec, settings: dict):
     """A listwise scorer with ``settings``; a ``backend`` entry: the same model under other backend options."""
-    from llm_recommender.scorers import ListwiseScorer
+    from llm_recommender.scorers.llm.listwise import ListwiseScorer
 
     settings = dict(settings)
     backend = rec.backend

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from llm_recommender import Recommender
 from llm_recommender.data import load_dataset
 from llm_recommender.data.movielens import natural_title
-from llm_recommender.evaluation.protocols import llmrank_cases
+from llm_recommender.data.splits import llmrank_cases
 from llm_recommender.protocol import item_genres
 
 

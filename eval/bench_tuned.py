@@ -33,8 +33,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from llm_recommender.data import load_dataset
-    from llm_recommender.evaluation.metrics import ranking_metrics, target_rank
-    from llm_recommender.evaluation.protocols import llmrank_cases, position_variants
+    from llm_recommender.data.splits import llmrank_cases, position_variants
+    from llm_recommender.metrics import ranking_metrics, target_rank
     from llm_recommender.recommender import Recommender
 
     ds = load_dataset("ml-100k", args.data_dir)

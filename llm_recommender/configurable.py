@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import from_validation_error
+from .errors import InvalidRequestError, from_validation_error
 
 
 class ComponentConfig(BaseModel):
@@ -70,8 +70,6 @@ class Configurable:
             return config
         if isinstance(config, BaseModel):
             if not isinstance(config, cls.config_class):
-                from .errors import InvalidRequestError
-
                 raise InvalidRequestError(
                     f"{cls.config_param()} takes a {cls.config_class.__name__}, not a {type(config).__name__}",
                     param=cls.config_param(),

@@ -74,6 +74,15 @@ class InputDecodeError(ClientError):
     code = "invalid_input"
 
 
+class BundleError(ClientError):
+    """A bundle is missing, incomplete, corrupt, or does not match the model/templates in use."""
+
+    code = "invalid_bundle"
+
+    def __init__(self, message: str, *, param: str = "bundle", **extra: Any) -> None:
+        super().__init__(message, param=param, **extra)
+
+
 # ---- server-side errors (5xx): the model or backend failed ------------------------
 
 

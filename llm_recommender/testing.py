@@ -20,6 +20,8 @@ pytest: import it from tests only.
 from __future__ import annotations
 
 import json
+import os
+import zlib
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -27,12 +29,19 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from .backends import backend_class
 from .backends.base import Backend, Generation, metered
 from .backends.fake import FakeBackend
+from .calibration.base import calibrator_class, calibrator_from_dict, load_calibrator
 from .configurable import ComponentConfig
 from .errors import CapabilityError, InvalidRequestError, UnknownNameError
 from .protocol import Item, RankRequest, parse_request
+from .recommender import component_config, settings_of
+from .scorers import scorer_class
 from .scorers.base import ScoreResult
+from .scorers.component import TrainingData
+from .scorers.item_space import ItemSpace
+from .settings import Settings
 
 __all__ = [
     "BackendTests",
@@ -85,9 +94,6 @@ def sample_requests() -> list[RankRequest]:
 
 def tiny_catalogue(seed: int = 0) -> tuple[Any, Any]:
     """An ``ItemSpace`` of :data:`CATALOGUE` (seeded 8-d ``minilm`` vectors) and seeded ``TrainingData``."""
-    from .bundle.catalogue import ItemSpace
-    from .bundle.components import TrainingData
-
     rng = np.random.default_rng(seed)
     space = ItemSpace(catalogue_items(), vectors={"minilm": rng.normal(size=(len(CATALOGUE), 8))})
     sequences = [rng.choice(len(CATALOGUE), size=int(rng.integers(3, 7)), replace=False) for _ in range(30)]
@@ -96,8 +102,6 @@ def tiny_catalogue(seed: int = 0) -> tuple[Any, Any]:
 
 def hashed_score_fn(prompt: str, token: str) -> float:
     """A deterministic fake "model" whose preferences depend on the prompt and the token."""
-    import zlib
-
     return (zlib.crc32(f"{prompt}\x1f{token}".encode()) % 1000) / 250.0
 
 
@@ -169,19 +173,11 @@ class SettingsConfigTests:
     config: ClassVar[dict[str, Any]] = {}
 
     def test_config_defaults_match_settings_defaults(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import os
-
-        from .recommender import component_config
-        from .settings import Settings
-
         for key in [k for k in os.environ if k.startswith("LLM_REC_")]:
             monkeypatch.delenv(key)
         assert component_config(Settings(), self.component.name) == self.component.config_class()
 
     def test_settings_carry_the_config(self) -> None:
-        from .recommender import component_config, settings_of
-        from .settings import Settings
-
         config = self.component.config_class(**self.config)
         settings = Settings(**settings_of(self.component.name, config))
         built = component_config(settings, self.component.name)
@@ -201,8 +197,6 @@ class BackendTests(ConfigTests):
     max_tokens: ClassVar[int] = 12
 
     def lookup(self, name: str) -> type:
-        from .backends import backend_class
-
         return backend_class(name)  # type: ignore[return-value]
 
     @pytest.fixture(scope="class")
@@ -280,6 +274,9 @@ class BackendTests(ConfigTests):
 class ScorerTests(ConfigTests):
     """The ``Scorer`` seam: one result per request, aligned, probabilities in [0, 1], deterministic."""
 
+    def lookup(self, name: str) -> type:
+        return scorer_class(name)
+
     def requests(self) -> list[RankRequest]:
         return sample_requests()
 
@@ -327,11 +324,6 @@ class LLMScorerTests(SettingsConfigTests, ScorerTests):
     def make(self, config: Any = None, **kwargs: Any) -> Any:
         return self.component(self.backend(), config=config, **kwargs)
 
-    def lookup(self, name: str) -> type:
-        from .scorers import strategy_class
-
-        return strategy_class(name)
-
 
 class ComponentTests(ScorerTests):
     """Bundle components: fitted on :func:`tiny_catalogue`, saved and loaded with identical scores."""
@@ -339,11 +331,6 @@ class ComponentTests(ScorerTests):
     def make(self, config: Any = None, **kwargs: Any) -> Any:
         space, data = tiny_catalogue()
         return self.component(space, config, **kwargs).fit(data)
-
-    def lookup(self, name: str) -> type:
-        from .bundle.components import component_class
-
-        return component_class(name)
 
     def test_save_and_load_give_identical_scores(self, tmp_path: Any) -> None:
         fitted = self.make(**self.config)
@@ -378,8 +365,6 @@ class CalibratorTests(ConfigTests):
         return calibration_sample()
 
     def lookup(self, name: str) -> type:
-        from .calibration.base import calibrator_class
-
         return calibrator_class(name)
 
     def inputs(self) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -404,8 +389,6 @@ class CalibratorTests(ConfigTests):
             np.testing.assert_array_equal(a.transform(scores, probs), b.transform(scores, probs))
 
     def test_file_round_trip(self, tmp_path: Any) -> None:
-        from .calibration.base import load_calibrator
-
         cal = self.make(**self.config)
         cal.fitted_for = {"strategy": "verbalizer", "model": "fake-model", "template_hash": "0" * 12}
         cal.save(tmp_path / "calibrator.json")
@@ -416,8 +399,6 @@ class CalibratorTests(ConfigTests):
             np.testing.assert_array_equal(loaded.transform(scores, probs), cal.transform(scores, probs))
 
     def test_unknown_key_in_a_file_is_a_typed_error(self) -> None:
-        from .calibration.base import calibrator_from_dict
-
         with pytest.raises(InvalidRequestError) as info:
             calibrator_from_dict({"type": self.registry_name, **self.make(**self.config).params(), UNKNOWN_KEY: 1})
         assert info.value.param == "calibrator" and UNKNOWN_KEY in info.value.message

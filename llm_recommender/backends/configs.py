@@ -18,7 +18,7 @@ from pydantic import Field
 from ..configurable import ComponentConfig
 
 # The one default model id (an alias of the embedded copy, see model_store); also exported by settings.
-DEFAULT_MODEL = "smollm2-135m-instruct"
+from ..model_store import DEFAULT_MODEL
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 

@@ -270,12 +270,12 @@ class TransformersBackend(TokenizerMixin, Backend):
         return self._grammars[key]
 
     def hidden_states(self, texts: Sequence[str], *, layers: Sequence[int], pooling: str = "mean") -> list[Any]:
-        from ..representation.encoder import pooled_hidden_states
+        from .pooling import pooled_hidden_states
 
         return pooled_hidden_states(self.model, self.tokenizer, list(texts), layers=layers, pooling=pooling)  # type: ignore[arg-type]
 
     def hidden_state_identity(self) -> dict[str, Any]:
-        from ..representation.encoder import model_identity
+        from .pooling import model_identity
 
         return model_identity(self.model)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import InputDecodeError, InvalidRequestError, RecommenderError
+from ..files import atomic_write
 from ..protocol import MAX_CANDIDATES, Item, coerce_items
 from .rows import output_key
 
@@ -87,19 +88,18 @@ def part_name(keys: list[str], fmt: Format) -> str:
 def write_part(out_dir: Path, rows: list[dict[str, Any]], fmt: Format) -> Path:
     """Write one part atomically (temporary file + rename)."""
     final = out_dir / part_name([output_key(r) for r in rows], fmt)
-    tmp = out_dir / f"{_TMP_PREFIX}{final.name}.{os.getpid()}"
-    if fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    with atomic_write(final, prefix=f"{_TMP_PREFIX}{final.name}.") as tmp:
+        if fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(rows, schema=_schema()), tmp)
-    else:
-        with tmp.open("w", encoding="utf-8") as fh:
-            for r in rows:
-                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, final)
+            pq.write_table(pa.Table.from_pylist(rows, schema=_schema()), tmp)
+        else:
+            with tmp.open("w", encoding="utf-8") as fh:
+                for r in rows:
+                    fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
     return final
 
 

@@ -8,15 +8,15 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import BundleError
 from ..prompts import builtin_template_dir
-from ..protocol import Item, RankRequest
-from ..scorers.base import Scorer, ScoreResult
-from .catalogue import ItemSpace
-from .components import Component, as_requests, component_class
-from .fusion import Fusion, score_with_reference
-from .manifest import BundleError, BundleManifest, read_manifest, sha256_text
+from ..protocol import Item
+from ..scorers import FUSED, Scorer, scorer_class
+from ..scorers.component import Component, as_requests
+from ..scorers.fused import FusedScorer, Fusion
+from ..scorers.item_space import ItemSpace
+from .manifest import BundleManifest, read_manifest, sha256_text
 
-FUSED = "fused"
 # Templates whose text changes what a bundle's vectors or LLM scores mean.
 REPRESENTATION_TEMPLATES = ("representation_item.j2", "_items.j2")
 
@@ -30,23 +30,6 @@ def template_hashes(names: Sequence[str], template_dir: Path | None = None) -> d
                 out[name] = sha256_text(path.read_text(encoding="utf-8"))
                 break
     return out
-
-
-class FusedScorer(Scorer):
-    """Component scores -> the fusion model -> calibrated P(u, i); the bundle's ranking strategy."""
-
-    name = FUSED
-
-    def __init__(self, components: dict[str, Scorer], fusion: Fusion, reference: Sequence[Item] = ()) -> None:
-        self.components = components
-        self.fusion = fusion
-        self.reference = list(reference)
-
-    def score_many(self, requests: list[RankRequest]) -> list[ScoreResult]:
-        if not requests:
-            return []
-        results = {c: score_with_reference(self.components[c], requests, self.reference) for c in self.fusion.components}
-        return self.fusion.combine(results)
 
 
 class Bundle:
@@ -81,7 +64,10 @@ class Bundle:
             for rec in manifest.components:
                 sub = folder / "components" / rec.name
                 if sub.is_dir():
-                    components[rec.name] = component_class(rec.name).load(sub, space)
+                    found = scorer_class(rec.name, param="bundle")
+                    if not issubclass(found, Component):
+                        raise BundleError(f"bundle.json lists {rec.name!r} as a component; it is not one")
+                    components[rec.name] = found.load(sub, space)
             fusion = Fusion.load(folder)
         except BundleError:
             raise

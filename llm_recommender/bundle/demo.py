@@ -10,17 +10,18 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import __version__
+from ..errors import BundleError
+from ..model_store import cache_dir
+from .fit import FitConfig, available_components, fit_bundle
+from .manifest import read_manifest
+
 # Components that need no LLM pass over the 9,742-movie catalogue (minutes on a CPU): the demo stays quick.
 DEMO_COMPONENTS = ("popularity", "cooccurrence", "itemknn", "als", "embedding", "sequence")
 
 
 def demo_bundle(log: Callable[[str], None] | None = None) -> Path:
     """The folder of the demo's bundle; fitted (a few minutes, once) when it is missing or the fit code changed."""
-    from .. import __version__
-    from ..model_store import cache_dir
-    from .fit import FitConfig, available_components, fit_bundle
-    from .manifest import BundleError, read_manifest
-
     cfg = FitConfig(dataset="ml-latest-small", components=available_components(list(DEMO_COMPONENTS)),
                     component_config={"sequence": {"model": {"epochs": 10, "patience": 2, "id_dropout": 0.1}}},
                     valid_users=610, command="llm-rec demo")

@@ -15,6 +15,7 @@ Steps (each logged with its wall time):
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from collections.abc import Callable
@@ -24,16 +25,26 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..backends import backend_class
+from ..backends.configs import TransformersConfig
+from ..data import load_dataset
+from ..data.splits import leave_one_out, llmrank_cases
+from ..data.words import parse_item_words
 from ..errors import InvalidRequestError
-from ..settings import DEFAULT_MODEL
+from ..files import atomic_folder
+from ..model_store import DEFAULT_MODEL
+from ..prompts import PromptRenderer
+from ..provenance import git_commit
+from ..scorers import scorer_class, scorer_names
+from ..scorers.baselines.embedding import DEFAULT_TEXT_ENCODER, text_vectors
+from ..scorers.component import Component, TrainingData
+from ..scorers.fused import Fusion, ndcg10, reference_rows, score_with_reference, select_components
+from ..scorers.item_space import ItemSpace
+from ..scorers.learned.encoder import ItemEncoder
 from .bundle import REPRESENTATION_TEMPLATES, template_hashes
-from .catalogue import ItemSpace
-from .components import Component, TrainingData, component_class, component_names
-from .fusion import Fusion, ndcg10, reference_rows, score_with_reference, select_components
-from .manifest import BundleManifest, ComponentRecord, atomic_folder, write_manifest
+from .manifest import BundleManifest, ComponentRecord, write_manifest
 
 DEFAULT_COMPONENTS = ("popularity", "cooccurrence", "itemknn", "als", "embedding", "representation", "sequence")
-LLM_VECTOR_COMPONENTS = ("representation",)  # the sequence model reads LLM vectors when they are there
 
 
 class FitConfig(BaseModel):
@@ -66,8 +77,16 @@ class FitConfig(BaseModel):
 
 
 def available_components(names: list[str]) -> list[str]:
-    known = component_names()
-    return [n for n in names if n in known]
+    """``names`` less those that are not bundle components (fused, the LLM strategies)."""
+    return [n for n in names if n in scorer_names() and issubclass(scorer_class(n), Component)]
+
+
+def component_class(name: str) -> type[Component]:
+    cls = scorer_class(name, param="components")
+    if not issubclass(cls, Component):
+        raise InvalidRequestError(f"{name!r} is not a fitted component; components: "
+                                  f"{', '.join(available_components(scorer_names()))}", param="components")
+    return cls
 
 
 def fit_bundle(
@@ -79,9 +98,6 @@ def fit_bundle(
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """Fit and write a bundle to ``out``; ``backend`` / ``text_encoder`` are test seams (tiny models)."""
-    from ..data import load_dataset
-    from ..evaluation.protocols import leave_one_out, llmrank_cases
-
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     t_start = time.perf_counter()
     for name in config.components:
@@ -89,7 +105,7 @@ def fit_bundle(
     if not config.components:
         raise InvalidRequestError("no components given", param="components")
     if config.threads:
-        import torch
+        import torch  # optional (the [torch] extra): only where threads are set
 
         torch.set_num_threads(config.threads)
 
@@ -106,23 +122,22 @@ def fit_bundle(
         f"{sum(len(s) for s in data.sequences)} training interactions"
         + (f", {len(cold)} cold items kept out" if cold else ""))
 
-    from ..data.words import parse_item_words
-
     words = parse_item_words(config.item_words) if config.item_words else ds.words
     manifest = BundleManifest(model=config.model, item_words=words.model_dump())
     vectors_t = time.perf_counter()
-    needs_llm = any(c in LLM_VECTOR_COMPONENTS for c in config.components)
+    vectors = {v for name in config.components for v in component_class(name).vectors}
+    needs_llm = "llm" in vectors
     if needs_llm:
         encoder = _llm_encoder(config, backend, space)
         space.vectors["llm"] = encoder.encode_items(space.items)
         manifest.model_fingerprint = encoder.model_fingerprint()
         manifest.representation = {"layer": encoder.layer, "pooling": encoder.pooling, "dim": encoder.dim}
         manifest.templates = template_hashes(REPRESENTATION_TEMPLATES)
-    if "embedding" in config.components:
+    if "minilm" in vectors:
         embed = text_vectors(text_encoder)
         space.vectors["minilm"] = embed(space.items)
         manifest.representation["text_encoder"] = DEFAULT_TEXT_ENCODER if text_encoder is None else "custom"
-    if needs_llm or "embedding" in config.components:
+    if vectors:
         log(f"fit: item vectors for {len(space)} items in {time.perf_counter() - vectors_t:.1f} s "
             f"({', '.join(f'{k} {v.shape[1]}-d' for k, v in space.vectors.items())})")
 
@@ -169,8 +184,6 @@ def fit_bundle(
                            "fused_ndcg@10_cv": round(cv, 4)}
     manifest.dataset = {"name": ds.name, "items": len(space), "users": len(splits), "fingerprint": _fingerprint(ds),
                         "cold_items": len(cold)}
-    from ..evaluation.runner import git_commit
-
     manifest.fit = {"command": config.command or " ".join(sys.argv), "config": config.model_dump(mode="json"),
                     "git_commit": git_commit(), "wall_seconds": round(time.perf_counter() - t_start, 1)}
     manifest.fit["config"].pop("cold_items", None)  # item ids only, but they can be long: count above
@@ -187,11 +200,6 @@ def fit_bundle(
 
 
 def _llm_encoder(config: FitConfig, backend: Any, space: ItemSpace) -> Any:
-    from ..backends import backend_class
-    from ..backends.configs import TransformersConfig
-    from ..prompts import PromptRenderer
-    from ..representation.encoder import ItemEncoder
-
     if backend is None:
         backend = backend_class("transformers")(TransformersConfig(model=config.model, threads=config.threads))
     if not backend.supports_hidden_states:
@@ -201,20 +209,7 @@ def _llm_encoder(config: FitConfig, backend: Any, space: ItemSpace) -> Any:
     return ItemEncoder.from_backend(backend, PromptRenderer(backend), batch_size=32)
 
 
-DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
-
-
-def text_vectors(text_encoder: Callable[[list[str]], np.ndarray] | None) -> Callable[[Any], np.ndarray]:
-    """Items -> unit text embeddings: MiniLM by default, or ``text_encoder`` over the items' texts."""
-    from ..baselines.embedding import EmbeddingScorer
-
-    scorer = EmbeddingScorer(encoder=text_encoder)
-    return lambda items: scorer.embed_texts([scorer.text(i) for i in items])
-
-
 def _fingerprint(ds: Any) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     for col in ("user_id", "item_id", "timestamp"):
         h.update(repr(ds.column("interactions", col)[:: max(1, len(ds.interactions) // 5000)]).encode())

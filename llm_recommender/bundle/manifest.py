@@ -32,17 +32,13 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import ClientError
+from ..errors import BundleError
 
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
@@ -50,15 +46,6 @@ STRICT_ENV = "LLM_REC_STRICT_BUNDLE"
 
 log = logging.getLogger(__name__)
 _warned_unverified: set[str] = set()
-
-
-class BundleError(ClientError):
-    """A bundle is missing, incomplete, corrupt, or does not match the model/templates in use."""
-
-    code = "invalid_bundle"
-
-    def __init__(self, message: str, *, param: str = "bundle", **extra: Any) -> None:
-        super().__init__(message, param=param, **extra)
 
 
 class ComponentRecord(BaseModel):
@@ -119,30 +106,6 @@ def file_table(folder: Path) -> dict[str, dict[str, Any]]:
         rel = path.relative_to(folder).as_posix()
         out[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
     return out
-
-
-@contextmanager
-def atomic_folder(target: Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces ``target`` in one rename.
-
-    On an exception (or a kill) the temporary folder is removed or left under a
-    ``.tmp-`` name that :func:`read_manifest` never accepts as a bundle.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if target.exists():
-        old = target.with_name(f".old-{target.name}-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def manifest_digest(data: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ def demo(
     from rich.table import Table
 
     from ..data import load_dataset
-    from ..evaluation.protocols import leave_one_out, llmrank_cases
+    from ..data.splits import leave_one_out, llmrank_cases
     from ..recommender import Recommender
 
     console = Console()

@@ -6,6 +6,7 @@
 >>> ds.item("1")                                   # a protocol Item (title, genres)
 """
 
+from . import amazon, generic  # noqa: F401  (they register their loaders)
 from .base import (
     LOADERS,
     DataFileError,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,9 +25,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+import datasets
 import numpy as np
+import pyarrow as pa
+from datasets.table import InMemoryTable
 
 from ..errors import InvalidRequestError, RecommenderError, UnknownNameError
+from ..files import atomic_folder
+from ..model_store import cache_dir
 from ..protocol import HistoryEntry, Item
 from .words import NEUTRAL, ItemWords
 
@@ -247,8 +251,6 @@ class Tables:
 
 
 def _interaction_features():
-    import datasets
-
     return datasets.Features(
         {
             "user_id": datasets.Value("string"),
@@ -260,16 +262,12 @@ def _interaction_features():
 
 
 def build_dataset(name: str, tables: Tables, source: str) -> RecDataset:
-    import datasets
-
     inter = datasets.Dataset.from_dict(
         {c: tables.interactions[c] for c in INTERACTION_COLUMNS}, features=_interaction_features()
     )
-    import pyarrow as pa
 
     # The shared columns get fixed types (an all-null ``text`` must still be a string column).
     fixed = {"item_id": pa.string(), "title": pa.string(), "text": pa.string(), "genres": pa.list_(pa.string())}
-    from datasets.table import InMemoryTable
 
     items = datasets.Dataset(
         InMemoryTable(pa.table({c: pa.array(v, type=fixed.get(c)) for c, v in tables.items.items()}))
@@ -294,7 +292,6 @@ def _fingerprint(name: str, files: list[Path], options: dict[str, Any]) -> str:
 
 
 def cache_root() -> Path:
-    from ..model_store import cache_dir
 
     return cache_dir() / "datasets"
 
@@ -305,8 +302,6 @@ def cached_build(
     """Parse ``files`` once and keep the Arrow tables in the cache; reuse them while the files are unchanged."""
     if not cache:
         return build_dataset(name, parse(), source)
-    import datasets
-
     for f in files:
         require_file(f)
     target = cache_root() / f"{name}-{_fingerprint(name, files, options)}"
@@ -326,18 +321,17 @@ def cached_build(
         except Exception:  # noqa: BLE001 - a damaged cache entry is rebuilt, never trusted
             shutil.rmtree(target, ignore_errors=True)
     ds = build_dataset(name, parse(), source)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     bars_were_on = not datasets.utils.are_progress_bars_disabled()
     datasets.disable_progress_bars()  # a cache write is not worth a progress bar
     try:
-        ds.interactions.save_to_disk(str(tmp / "interactions"))
-        ds.items.save_to_disk(str(tmp / "items"))
-        (tmp / "meta.json").write_text(
-            json.dumps({"time_kind": ds.time_kind, "attribute_columns": list(ds.attribute_columns), "info": ds.info})
-        )
-        tmp.rename(target)
-    except OSError:  # read-only or racing cache: the in-memory dataset is still good
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_folder(target, replace=False, mode=0o755) as tmp:  # a racing writer's copy is as good
+            ds.interactions.save_to_disk(str(tmp / "interactions"))
+            ds.items.save_to_disk(str(tmp / "items"))
+            (tmp / "meta.json").write_text(
+                json.dumps({"time_kind": ds.time_kind, "attribute_columns": list(ds.attribute_columns), "info": ds.info})
+            )
+    except OSError:  # a read-only cache: the in-memory dataset is still good
+        pass
     finally:
         if bars_were_on:
             datasets.enable_progress_bars()
@@ -367,8 +361,6 @@ def load_dataset(name: str, data_dir: str | Path | None = None, **options: Any) 
     Common options: ``cache=True`` (Arrow cache under ``$LLM_REC_CACHE_DIR/datasets``),
     ``download=False`` (MovieLens only: fetch the official archive when files are missing).
     """
-    from . import amazon, generic, movielens  # noqa: F401  (register the loaders)
-
     if name not in LOADERS:
         raise UnknownNameError("dataset", name, LOADERS, param="dataset")
     ds = LOADERS[name](data_dir, **options)
@@ -377,6 +369,4 @@ def load_dataset(name: str, data_dir: str | Path | None = None, **options: Any) 
 
 
 def dataset_names() -> list[str]:
-    from . import amazon, generic, movielens  # noqa: F401
-
     return sorted(LOADERS)

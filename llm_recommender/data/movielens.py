@@ -170,17 +170,20 @@ def load_ml100k(
     """MovieLens 100K from the original GroupLens files (``u.data``, ``u.item``, ``u.genre``)."""
     root = _resolve_dir("ml-100k", data_dir, "u.data", download)
     files = [root / "u.data", root / "u.item", root / "u.genre"]
-    return cached_build(
-        "ml-100k",
-        files,
-        lambda: _parse_ml100k(root, natural_titles),
-        source=str(root),
-        cache=cache,
-        options={"natural_titles": natural_titles},
-    )
+    return cached_build("ml-100k", files, lambda: _parse_ml100k(root, natural_titles), source=str(root), cache=cache,
+                        options={"natural_titles": natural_titles})
 
 
 # ---- MovieLens 1M -----------------------------------------------------------------------
+
+
+def _dat_fields(path: Path, n: int, line: str, names: str) -> list[str]:
+    """The '::'-separated fields of line ``n`` of a MovieLens 1M file; ``names`` (``A::B::C``) says how many."""
+    parts = line.split("::")
+    if len(parts) != names.count("::") + 1:
+        raise DataFileError(path, f"expected {names.count('::') + 1} '::'-separated fields ({names}), got {len(parts)}",
+                            line=n)
+    return parts
 
 
 def _parse_ml1m(root: Path, natural: bool) -> Tables:
@@ -207,26 +210,14 @@ def _parse_ml1m(root: Path, natural: bool) -> Tables:
     n_users = 0
     if users_path.is_file():  # optional for loading; validated when present
         for n, line in read_lines(users_path, "latin-1"):
-            parts = line.split("::")
-            if len(parts) != 5:
-                raise DataFileError(
-                    users_path,
-                    f"expected 5 '::'-separated fields (UserID::Gender::Age::Occupation::Zip-code), got {len(parts)}",
-                    line=n,
-                )
+            parts = _dat_fields(users_path, n, line, "UserID::Gender::Age::Occupation::Zip-code")
             parse_int(users_path, n, "UserID", parts[0])
             n_users += 1
 
     ratings_path = root / "ratings.dat"
     inter: dict[str, list[Any]] = {"user_id": [], "item_id": [], "timestamp": [], "rating": []}
     for n, line in read_lines(ratings_path, "latin-1"):
-        parts = line.split("::")
-        if len(parts) != 4:
-            raise DataFileError(
-                ratings_path,
-                f"expected 4 '::'-separated fields (UserID::MovieID::Rating::Timestamp), got {len(parts)}",
-                line=n,
-            )
+        parts = _dat_fields(ratings_path, n, line, "UserID::MovieID::Rating::Timestamp")
         _append(inter, ratings_path, n, parts, seen)
     return Tables(inter, items, "unix", ("genres",), {"format": "ml-1m", "users_file_rows": n_users})
 
@@ -240,14 +231,8 @@ def load_ml1m(
     files = [root / "ratings.dat", root / "movies.dat"] + (
         [root / "users.dat"] if (root / "users.dat").is_file() else []
     )
-    return cached_build(
-        "ml-1m",
-        files,
-        lambda: _parse_ml1m(root, natural_titles),
-        source=str(root),
-        cache=cache,
-        options={"natural_titles": natural_titles},
-    )
+    return cached_build("ml-1m", files, lambda: _parse_ml1m(root, natural_titles), source=str(root), cache=cache,
+                        options={"natural_titles": natural_titles})
 
 
 # ---- MovieLens latest-small (CSV) -------------------------------------------------------
@@ -316,11 +301,5 @@ def load_ml_latest_small(
     if not (root / "ratings.csv").is_file() and (root / "ml-latest-small" / "ratings.csv").is_file():
         root = root / "ml-latest-small"
     files = [root / "ratings.csv", root / "movies.csv"]
-    return cached_build(
-        "ml-latest-small",
-        files,
-        lambda: _parse_latest(root, natural_titles),
-        source=str(root),
-        cache=cache,
-        options={"natural_titles": natural_titles},
-    )
+    return cached_build("ml-latest-small", files, lambda: _parse_latest(root, natural_titles), source=str(root), cache=cache,
+                        options={"natural_titles": natural_titles})

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from ..data.splits import EvalCase
 from ..protocol import Fallback
 from ..scorers.base import ScoreResult
-from .protocols import EvalCase
 
 # details worth keeping (JSON-safe); vectors and other bulky entries are dropped
 KEPT_DETAILS = ("attempts", "fallback", "label_mass", "permutations", "yes_no_mass", "counts", "components")

@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 
 from ..calibration import fit_calibrator
-from ..scorers import LLM_STRATEGIES
+from ..data.splits import EvalCase
+from ..metrics import probability_metrics, ranking_metrics, reliability_bins, target_rank
+from ..scorers import scorer_class
 from ..scorers.base import ScoreResult
 from .listwise_stats import listwise_failure_shares
-from .metrics import probability_metrics, ranking_metrics, reliability_bins, target_rank
-from .protocols import EvalCase
 
 CALIBRATOR_NAMES = ("platt", "temperature", "isotonic")
 # Scorers whose probabilities are a distribution over the request's candidates: temperature
@@ -65,7 +65,7 @@ def evaluate_scorer(runner: Any, set_name: str, name: str) -> dict[str, Any]:
         except Exception as exc:  # e.g. one class only in a tiny validation set
             cal[cname] = {"error": str(exc)}
             continue
-        if name in LLM_STRATEGIES:  # recorded in the saved file: Recommender refuses it for anything else
+        if scorer_class(name).needs_llm:  # recorded in the saved file: Recommender refuses it for anything else
             model.fitted_for = runner.recommender.calibration_key(name)
         runner.fitted_calibrators[f"{set_name}/{name}/{cname}"] = model
         p = np.concatenate([np.clip(model.transform(r.scores, r.probabilities), 0, 1) for r in test_res])

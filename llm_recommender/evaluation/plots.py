@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..scorers import FUSED, SCORERS, scorer_class
+
 BAR_METRICS = ("ndcg@10", "hr@10", "mrr")
-LLM_AND_HYBRID = ("verbalizer", "pointwise", "listwise", "fused")
 
 
 def _plt() -> Any:
-    import matplotlib
+    import matplotlib  # optional: the [eval] extra (plots are skipped without it)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -42,7 +43,8 @@ def metric_bars(results: dict[str, Any], path: Path) -> None:
 def reliability(results: dict[str, Any], set_name: str, path: Path) -> bool:
     plt = _plt()
     scorers = results["sets"].get(set_name, {}).get("scorers", {})
-    names = [n for n in scorers if n in LLM_AND_HYBRID] or list(scorers)
+    # the scorers whose probabilities mean something: the LLM strategies and the fusion (fitted on validation)
+    names = [n for n in scorers if n == FUSED or (n in SCORERS and scorer_class(n).needs_llm)] or list(scorers)
     if not names:
         return False
     cols = min(3, len(names))

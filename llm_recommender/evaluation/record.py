@@ -1,29 +1,8 @@
-"""What a run records about itself: the git commit and the definitions of its figures."""
+"""The definitions of the figures a run records (the commit: :func:`llm_recommender.provenance.git_commit`)."""
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
-from .metrics import ECE_BINS
-
-
-def git_commit(cwd: Path | None = None) -> str | None:
-    try:
-        root = cwd or Path(__file__).resolve().parent
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        if sha.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
+from ..metrics import ECE_BINS
 
 
 def definitions(n_candidates: int) -> dict[str, str]:

@@ -37,26 +37,39 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..bundle import FitConfig, fit_bundle, read_manifest
+from ..bundle.fit import DEFAULT_COMPONENTS, available_components
 from ..data import dataset_names, load_dataset
 from ..data.base import RecDataset
-from ..errors import InvalidRequestError, UnknownNameError
-from ..scorers import LLM_STRATEGIES
-from ..scorers.base import ScoreResult
+from ..data.splits import (
+    EvalCase,
+    UserSplit,
+    cold_start_cases,
+    cold_start_items,
+    leave_one_out,
+    llmrank_cases,
+    pointwise_cases,
+)
+from ..errors import BundleError, InvalidRequestError, UnknownNameError
+from ..metrics import expected_random, ranking_metrics, target_rank
+from ..provenance import git_commit
+from ..recommender import Recommender
+from ..scorers import FUSED, ScoreResult, scorer_class, scorer_names
 from .calibration_eval import CALIBRATOR_NAMES, evaluate_scorer
-from .metrics import expected_random, ranking_metrics, target_rank
-from .protocols import EvalCase, UserSplit, leave_one_out, llmrank_cases, pointwise_cases
-from .record import definitions, git_commit
+from .plots import write_plots
+from .record import definitions
+from .report import write_report
 from .scoring import LLMCaseScorer, RunStopped, rank_cases
+from .sweep import position_sweep
 
-FUSED = "fused"
-LLM_NAMES = tuple(LLM_STRATEGIES)
+LLM_NAMES = tuple(scorer_names(needs_llm=True))
 PROTOCOLS = ("llmrank", "cold-start")
 CALIBRATION_PROTOCOLS = ("llmrank", "likes", "both")
 POSITION_STRATEGIES = ("verbalizer", "listwise")  # pointwise scores each candidate alone: no position
 DEFAULT_SCORERS = ("random", FUSED, "popularity", "cooccurrence", "itemknn", "als", "bpr", "embedding",
                    "representation", "sequence", "verbalizer", "pointwise", "listwise")
 
-__all__ = ["EvalConfig", "EvalRunner", "RunStopped", "git_commit"]
+__all__ = ["EvalConfig", "EvalRunner", "RunStopped"]
 
 
 def _split_names(value: Any) -> list[str]:
@@ -65,15 +78,8 @@ def _split_names(value: Any) -> list[str]:
     return [v.strip() for v in value if str(v).strip()]
 
 
-def scorer_names() -> list[str]:
-    """Every name ``--scorers`` accepts: fused, the components, the LLM strategies (ONE registry)."""
-    from ..bundle import component_names
-
-    return [FUSED, *component_names(), *LLM_NAMES]
-
-
 def default_scorers() -> list[str]:
-    """Every default scorer whose component is installed (implicit CF and the sequence model are optional)."""
+    """Every default scorer that is registered (a plugin may take one away)."""
     valid = set(scorer_names())
     return [s for s in DEFAULT_SCORERS if s in valid]
 
@@ -172,13 +178,8 @@ class EvalRunner:
     def bundle_path(self) -> Path:
         if self.config.bundle is not None:
             return Path(self.config.bundle)
-        from ..bundle import FitConfig, fit_bundle, read_manifest
-        from ..bundle.fit import DEFAULT_COMPONENTS, available_components
-        from ..bundle.manifest import BundleError
-
         cfg = self.config
-        wanted = [s for s in cfg.scorers if s not in LLM_NAMES and s not in (FUSED, "random")]
-        components = cfg.fit_components or available_components(list(dict.fromkeys([*DEFAULT_COMPONENTS, *wanted])))
+        components = cfg.fit_components or available_components(list(dict.fromkeys([*DEFAULT_COMPONENTS, *cfg.scorers])))
         fit_cfg = FitConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, components=components, seed=cfg.seed,
                             component_config=cfg.fit_component_config,
                             n_candidates=cfg.n_candidates, max_history=cfg.max_history,
@@ -201,8 +202,6 @@ class EvalRunner:
     @property
     def recommender(self) -> Any:
         if self._rec is None:
-            from ..recommender import Recommender
-
             cfg = self.config
             history = cfg.llm_history if cfg.llm_history is not None else cfg.max_history
             opts: dict[str, Any] = {"max_history": history, "permutations": cfg.permutations}
@@ -218,8 +217,6 @@ class EvalRunner:
         return self._rec
 
     def _check_dataset(self, manifest: Any) -> None:
-        from ..bundle.manifest import BundleError
-
         if manifest.dataset.get("name") != self.dataset.name:  # type: ignore[union-attr]
             raise BundleError(f"the bundle was fitted on {manifest.dataset.get('name')!r}, not {self.dataset.name!r}",  # type: ignore[union-attr]
                               param="bundle")
@@ -239,8 +236,6 @@ class EvalRunner:
         self.splits = leave_one_out(ds)
         common: dict[str, Any] = dict(n_users=cfg.users, seed=cfg.seed, history_len=cfg.max_history, splits=self.splits)
         if cfg.protocol == "cold-start":
-            from .protocols import cold_start_cases, cold_start_items
-
             self.cold_items = cold_start_items(ds, share=cfg.cold_share, seed=cfg.seed)
             rank_sets = {s: cold_start_cases(ds, split=s, n_candidates=cfg.n_candidates, share=cfg.cold_share,
                                              **common) for s in ("valid", "test")}
@@ -279,21 +274,22 @@ class EvalRunner:
 
     # ---- scoring -------------------------------------------------------------------------------
     def score(self, name: str, cases: list[EvalCase], desc: str) -> list[tuple[ScoreResult, float]]:
-        if name in LLM_NAMES:
+        cls = scorer_class(name, param="scorers")
+        if cls.needs_llm:
             return self.llm.score(name, cases, desc=desc)
-        rec = self.recommender
-        if name not in rec.strategy_names():  # e.g. random: a stateless component, no fit needed
-            from ..bundle import component_class
-
-            rec.bundle.components[name] = component_class(name)(rec.bundle.space, seed=self.config.seed)
-        return rank_cases(rec, name, cases)
+        if not cls.needs_fit:  # random: seeded by the run, on the bundle's items
+            scorer = cls(self.recommender.bundle.space, seed=self.config.seed)  # type: ignore[call-arg]
+            t0 = time.perf_counter()
+            results = scorer.score_many([c.request for c in cases])
+            per = (time.perf_counter() - t0) / max(1, len(cases))
+            return [(r, per) for r in results]
+        return rank_cases(self.recommender, name, cases)
 
     def score_all(self) -> None:
         for set_name, by_split in self.cases.items():
             self.scored[set_name] = {}
             for name in self.scorers_for(set_name):
-                if name != FUSED and name not in LLM_NAMES and name not in self.recommender.strategy_names() \
-                        and name != "random":
+                if name not in self.recommender.strategy_names():
                     self.log(f"note: {name} was not fitted into the bundle: left out")
                     continue
                 keep = set(self.users_for(name))
@@ -327,8 +323,6 @@ class EvalRunner:
         llm_subset = [s for s in cfg.scorers if s in LLM_NAMES and len(self.users_for(s)) < len(self.users)]
         for s in sorted({len(self.users_for(x)) for x in llm_subset}):
             sets["llmrank"].setdefault("subsets", {})[f"first {s} users"] = self.subset_ranking(self.users[:s])
-        from .sweep import position_sweep
-
         sweep = position_sweep(self) if cfg.position_bias else None
         self.save_models()
         rec = self.recommender
@@ -366,9 +360,6 @@ class EvalRunner:
             "position_bias": sweep,
         }
         (self.out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
-        from .plots import write_plots
-        from .report import write_report
-
         plots = write_plots(results, self.out)
         write_report(results, self.out, plots)
         results["plots"] = plots  # for the caller to name them; results.json is written above, without it

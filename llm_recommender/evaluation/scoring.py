@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from ..data.splits import EvalCase
 from ..protocol import RankResponse
 from ..scorers.base import ScoreResult
 from .cache import ResultCache, case_key
-from .protocols import EvalCase
 
 
 class RunStopped(Exception):
@@ -115,8 +116,6 @@ class LLMCaseScorer:
     def _score_missing(self, scorer: Any, cache: ResultCache, todo: list[tuple[str, EvalCase]], desc: str) -> None:
         bar = None
         if self.progress:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=len(todo), desc=desc, unit="req", file=sys.stderr, dynamic_ncols=True)
         try:
             for start in range(0, len(todo), self.batch_size):

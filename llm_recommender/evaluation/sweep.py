@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from ..data.splits import position_variants
+from ..metrics import ranking_metrics, target_rank
 from ..scorers import strategy_class
-from .metrics import ranking_metrics, target_rank
-from .protocols import position_variants
 
 
 def position_grid(n_candidates: int, points: int | None) -> list[int]:

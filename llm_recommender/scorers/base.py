@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -41,9 +41,19 @@ class ScoreResult:
 
 
 class Scorer(Configurable, abc.ABC):
-    """Anything that scores candidates for a user; its settings are a :class:`ComponentConfig` in ``config``."""
+    """Anything that scores candidates for a user; its settings are a :class:`ComponentConfig` in ``config``.
+
+    Class flags say what differs between scorers (the registry and the doors read them, never name lists):
+    ``needs_fit``: learned from training interactions, so it exists only inside a fitted bundle;
+    ``needs_llm``: built on the LLM backend, and runs the model for every request (cost);
+    ``side``: ``item`` reads state kept per catalogue item (the bundle's item space), ``request``
+    reads the request alone.
+    """
 
     name: ClassVar[str] = "base"
+    needs_fit: ClassVar[bool] = False
+    needs_llm: ClassVar[bool] = False
+    side: ClassVar[Literal["item", "request"]] = "request"
 
     @abc.abstractmethod
     def score_many(self, requests: list[RankRequest]) -> list[ScoreResult]: ...
@@ -62,6 +72,8 @@ class LLMScorer(Scorer):
     renderer is a collaborator, shared with the pipeline (default: the built-in templates
     and budget).
     """
+
+    needs_llm = True
 
     def __init__(
         self,

@@ -2,7 +2,7 @@
 
 Examples come from the training split only: contexts ``(user, t)`` sampled from each
 user's interactions strictly before their *validation* target
-(:func:`~llm_recommender.representation.training.build_contexts`), so no validation or
+(:func:`~llm_recommender.data.contexts.build_contexts`), so no validation or
 test target is ever a training label and validation NDCG@10 is measured on unseen
 targets.
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +36,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InvalidRequestError
-from ..settings import DEFAULT_MODEL
+from ..files import atomic_folder
+from ..model_store import DEFAULT_MODEL
 
 TRAINER_STATE = "trainer_state.json"
 
@@ -74,7 +74,7 @@ class TuneConfig(BaseModel):
 
 def build_examples(cfg: TuneConfig, dataset: Any, splits: dict[str, Any]) -> list[dict[str, Any]]:
     """Training examples (item ids only), from interactions before each user's validation target."""
-    from ..representation.training import build_contexts
+    from ..data.contexts import build_contexts
 
     item_ids = list(dataset.item_ids)
     index = {iid: k for k, iid in enumerate(item_ids)}
@@ -114,7 +114,7 @@ class _Prompter:
         if cfg.objective == "pointwise":
             self.label_ids = [backend.single_token_id("Yes"), backend.single_token_id("No")]
         else:
-            from ..scorers.verbalizer import label_tokens
+            from ..scorers.llm.verbalizer import label_tokens
 
             labels, ids = label_tokens(backend)
             if len(labels) < cfg.candidates:
@@ -221,7 +221,7 @@ class _Run:
         from ..backends.configs import TransformersConfig
         from ..backends.transformers_backend import TransformersBackend
         from ..data import load_dataset
-        from ..evaluation.protocols import leave_one_out, llmrank_cases
+        from ..data.splits import leave_one_out, llmrank_cases
         from ..prompts import PromptConfig, PromptRenderer
         from ..scorers import strategy_class
 
@@ -306,7 +306,7 @@ class _Run:
     # ---- evaluation -------------------------------------------------------------------
     def validate(self) -> float:
         """NDCG@10 of the real scorer on the validation cases."""
-        from ..evaluation.metrics import ranking_metrics, target_rank
+        from ..metrics import ranking_metrics, target_rank
 
         self.model.eval()
         with self.accelerator.autocast():
@@ -332,14 +332,11 @@ class _Run:
         """The best model as a plain transformers folder (LoRA merged), swapped in whole."""
         unwrapped = self.accelerator.unwrap_model(self.model)
         merged = copy.deepcopy(unwrapped).merge_and_unload() if self.method == "lora" else unwrapped
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        merged.save_pretrained(str(tmp))
-        self.tokenizer.save_pretrained(str(tmp))
         record = self.state | {"config": self.cfg.model_dump(mode="json")}
-        (tmp / "llm_rec_tune.json").write_text(json.dumps(record, indent=2))
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        with atomic_folder(folder) as tmp:
+            merged.save_pretrained(str(tmp))
+            self.tokenizer.save_pretrained(str(tmp))
+            (tmp / "llm_rec_tune.json").write_text(json.dumps(record, indent=2))
 
     def checkpoint(self) -> None:
         self.accelerator.save_state(str(self.ckpt))

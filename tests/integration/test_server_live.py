@@ -24,7 +24,7 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("uvicorn")
 
 from llm_recommender import RankResponse  # noqa: E402
-from llm_recommender.settings import DEFAULT_MODEL  # noqa: E402
+from llm_recommender.model_store import DEFAULT_MODEL  # noqa: E402
 from tests.conftest import skip_or_fail  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import pytest
 
 from llm_recommender import Recommender
 from llm_recommender.errors import ModelLoadError
-from llm_recommender.settings import DEFAULT_MODEL
+from llm_recommender.model_store import DEFAULT_MODEL
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_recommender.settings import DEFAULT_MODEL
+from llm_recommender.model_store import DEFAULT_MODEL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))
 from test_representation import write_tiny_dataset

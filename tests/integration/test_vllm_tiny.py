@@ -80,7 +80,7 @@ def _healthy(port: int) -> bool:
 
 def _listwise(rec, **settings):
     """The listwise scorer of ``rec`` with some settings changed (same backend: no new engine)."""
-    from llm_recommender.scorers import ListwiseScorer
+    from llm_recommender.scorers.llm.listwise import ListwiseScorer
 
     return ListwiseScorer(rec.backend, rec.renderer, rec.config_for("listwise", **settings))
 

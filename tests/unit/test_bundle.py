@@ -11,10 +11,11 @@ import pytest
 
 from llm_recommender import Recommender
 from llm_recommender.bundle import Bundle, BundleError, FitConfig, fit_bundle, read_manifest
-from llm_recommender.bundle import components as comp_mod
 from llm_recommender.bundle.manifest import manifest_digest
 from llm_recommender.data import load_dataset
-from llm_recommender.evaluation.protocols import leave_one_out, llmrank_cases
+from llm_recommender.data.splits import leave_one_out, llmrank_cases
+from llm_recommender.scorers.baselines import cooccurrence, embedding, implicit_cf, popularity
+from llm_recommender.scorers.baselines.random import RandomComponent
 from llm_recommender.testing import ComponentTests
 from tests.synthetic import hash_encoder, write_generic_dataset
 
@@ -128,7 +129,7 @@ def test_interrupted_fit_leaves_no_loadable_bundle_and_keeps_the_old_one(data_di
     def boom(self, folder):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(comp_mod.CooccurrenceComponent, "save_state", boom)
+    monkeypatch.setattr(cooccurrence.CooccurrenceComponent, "save_state", boom)
     cfg = FitConfig(dataset="generic", data_dir=data_dir, components=COMPONENTS, valid_users=20)
     with pytest.raises(KeyboardInterrupt):
         fit_bundle(cfg, bundle_dir, text_encoder=hash_encoder, log=lambda m: None)
@@ -148,13 +149,13 @@ def test_no_user_id_from_training_appears_in_the_bundle(bundle_dir, data_dir):
 
 def test_components_train_only_on_interactions_before_each_validation_target(data_dir, tmp_path, monkeypatch):
     seen = {}
-    orig = comp_mod.CooccurrenceComponent.fit
+    orig = cooccurrence.CooccurrenceComponent.fit
 
     def spy(self, data):
         seen["data"] = data
         return orig(self, data)
 
-    monkeypatch.setattr(comp_mod.CooccurrenceComponent, "fit", spy)
+    monkeypatch.setattr(cooccurrence.CooccurrenceComponent, "fit", spy)
     fit_bundle(FitConfig(dataset="generic", data_dir=data_dir, components=["cooccurrence"], valid_users=20),
                tmp_path / "b", text_encoder=hash_encoder, log=lambda m: None)
     data = seen["data"]
@@ -188,26 +189,24 @@ def test_component_left_out_of_the_fusion_is_recorded(data_dir, tmp_path):
 
 
 class TestPopularityConformance(ComponentTests):
-    component = comp_mod.PopularityComponent
+    component = popularity.PopularityComponent
 
 
 class TestCooccurrenceConformance(ComponentTests):
-    component = comp_mod.CooccurrenceComponent
+    component = cooccurrence.CooccurrenceComponent
     config = {"normalization": "count", "recency_decay": 0.8}
 
 
 class TestEmbeddingConformance(ComponentTests):
-    component = comp_mod.EmbeddingComponent
+    component = embedding.EmbeddingComponent
     config = {"recency_decay": 0.5, "max_history": 2}
 
 
 class TestRandomConformance(ComponentTests):
-    component = comp_mod.RandomComponent
+    component = RandomComponent
     config = {"seed": 7}
 
 
-if "itemknn" in comp_mod.component_names():  # the [cf] extra (implicit) is installed
-
-    class TestItemKNNConformance(ComponentTests):
-        component = comp_mod.component_class("itemknn")
-        config = {"options": {"K": 5}}
+class TestItemKNNConformance(ComponentTests):
+    component = implicit_cf.ItemKNNComponent
+    config = {"options": {"K": 5}}

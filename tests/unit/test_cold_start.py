@@ -8,13 +8,13 @@ import json
 import pytest
 
 from llm_recommender.data import load_dataset
-from llm_recommender.errors import InvalidRequestError
-from llm_recommender.evaluation.protocols import (
+from llm_recommender.data.splits import (
     cold_start_cases,
     cold_start_items,
     cold_start_training,
     leave_one_out,
 )
+from llm_recommender.errors import InvalidRequestError
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ import pytest
 
 from llm_recommender import Recommender
 from llm_recommender.bundle import FitConfig, fit_bundle
-from llm_recommender.bundle.catalogue import ItemSpace
+from llm_recommender.scorers.item_space import ItemSpace
 from tests.agent_fixtures import tiny_items
 
 pytest.importorskip("rapidfuzz")

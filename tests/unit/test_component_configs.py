@@ -15,9 +15,9 @@ from llm_recommender.errors import InvalidRequestError
 from llm_recommender.explain import ReasonsConfig
 from llm_recommender.prompts import PromptConfig
 from llm_recommender.recommender import component_config, settings_of
-from llm_recommender.scorers.listwise import ListwiseConfig
-from llm_recommender.scorers.pointwise import PointwiseConfig
-from llm_recommender.scorers.verbalizer import VerbalizerConfig
+from llm_recommender.scorers.llm.listwise import ListwiseConfig
+from llm_recommender.scorers.llm.pointwise import PointwiseConfig
+from llm_recommender.scorers.llm.verbalizer import VerbalizerConfig
 from llm_recommender.settings import Settings
 
 SETTINGS_CONFIGS = [VerbalizerConfig, PointwiseConfig, ListwiseConfig, TransformersConfig, VLLMConfig, OpenAIConfig,
@@ -135,7 +135,7 @@ def test_a_config_of_another_component_is_a_typed_error():
 
 def test_bad_value_names_the_field():
     from llm_recommender.backends.fake import FakeBackend
-    from llm_recommender.scorers import VerbalizerScorer
+    from llm_recommender.scorers.llm.verbalizer import VerbalizerScorer
 
     with pytest.raises(InvalidRequestError) as info:
         VerbalizerScorer(FakeBackend(), permutations=0)

@@ -15,7 +15,7 @@ import pytest
 from llm_recommender import Recommender
 from llm_recommender.backends.fake import FakeBackend
 from llm_recommender.protocol import parse_request
-from llm_recommender.scorers.verbalizer import _PRIORS, cyclic_orders
+from llm_recommender.scorers.llm.verbalizer import _PRIORS, cyclic_orders
 
 
 def biased(content: str | None = None):
@@ -76,7 +76,7 @@ def test_full_cyclic_debiasing_is_allowed_for_twenty_candidates():
     """permutations = the number of candidates moves each one through every position; 20 candidates
     (the benchmark workload) must be accepted, and a runaway count is refused with the field named."""
     from llm_recommender.errors import InvalidRequestError
-    from llm_recommender.scorers.verbalizer import VerbalizerConfig
+    from llm_recommender.scorers.llm.verbalizer import VerbalizerConfig
 
     assert VerbalizerConfig(permutations=20, permutation_mode="cyclic").permutations == 20
     assert len(cyclic_orders(20, 20)) == 20

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from llm_recommender.evaluation.protocols import EvalCase
+from llm_recommender.data.splits import EvalCase
 from llm_recommender.evaluation.scoring import LLMCaseScorer, cache_signature
 from llm_recommender.recommender import Recommender
 from llm_recommender.testing import FakeBackend, hashed_score_fn, sample_requests

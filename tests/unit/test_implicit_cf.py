@@ -10,11 +10,8 @@ import pytest
 
 pytest.importorskip("implicit", reason="the cf extra (implicit) is not installed")
 
-from llm_recommender.baselines import ALSScorer, BPRScorer, ItemKNNScorer, make_baseline
-from llm_recommender.baselines.implicit_cf import UNKNOWN_SCORE, fold_in
 from llm_recommender.data import load_dataset
-from llm_recommender.errors import InvalidRequestError
-from llm_recommender.evaluation.protocols import (
+from llm_recommender.data.splits import (
     cold_start_cases,
     cold_start_items,
     cold_start_training,
@@ -22,7 +19,11 @@ from llm_recommender.evaluation.protocols import (
     llmrank_cases,
     training_interactions,
 )
+from llm_recommender.errors import InvalidRequestError
 from llm_recommender.protocol import RankRequest
+from llm_recommender.scorers.baselines.implicit_cf import UNKNOWN_SCORE, ALSModel, BPRModel, ItemKNNModel, fold_in
+
+MODELS = {cls.name: cls for cls in (ALSModel, BPRModel, ItemKNNModel)}
 
 SMALL = {
     "als": {"factors": 8, "iterations": 10, "regularization": 0.1},
@@ -53,7 +54,7 @@ def request(history: list[str], candidates: list[str]) -> RankRequest:
 @pytest.fixture(params=["als", "bpr", "itemknn"])
 def fitted(request):
     users, items = two_tastes()
-    return make_baseline(request.param, **SMALL[request.param]).fit(users, items)
+    return MODELS[request.param](**SMALL[request.param]).fit(users, items)
 
 
 def test_history_alone_ranks_the_users_taste_first(fitted):
@@ -87,7 +88,7 @@ def test_als_fold_in_is_implicits_own_user_step():
 
     users, items = two_tastes()
     for alpha in (1.0, 4.0):
-        model = ALSScorer(alpha=alpha, **SMALL["als"]).fit(users, items)
+        model = ALSModel(alpha=alpha, **SMALL["als"]).fit(users, items)
         ids = model.item_ids
         hist = sorted(ids.index(i) for i in ("a0", "a2", "a5"))
         row = sparse.csr_matrix((np.ones(3, dtype=np.float32), ([0, 0, 0], hist)), shape=(1, len(ids)))
@@ -106,7 +107,7 @@ def test_itemknn_scores_equal_implicits_recommend():
     from scipy import sparse
 
     users, items = two_tastes()
-    model = ItemKNNScorer(K=10, weighting="bm25").fit(users, items)
+    model = ItemKNNModel(K=10, weighting="bm25").fit(users, items)
     ids = model.item_ids
     hist, cands = ["a0", "a3", "b1"], ["a5", "a6", "b4", "b8"]
     # the same fit through implicit's own class and recommend()
@@ -127,7 +128,7 @@ def test_itemknn_scores_equal_implicits_recommend():
 
 def test_fits_are_seeded(fitted):
     users, items = two_tastes()
-    again = make_baseline(fitted.name, **SMALL[fitted.name]).fit(users, items)
+    again = MODELS[fitted.name](**SMALL[fitted.name]).fit(users, items)
     req = request(["a0", "b1", "a4"], ["a5", "b2", "a9", "b7"])
     np.testing.assert_array_equal(fitted.score(req).scores, again.score(req).scores)
 
@@ -152,32 +153,32 @@ def test_save_load_round_trip_holds_no_user_data(fitted, tmp_path):
 
 def test_load_refuses_another_models_folder(tmp_path):
     users, items = two_tastes()
-    folder = ALSScorer(**SMALL["als"]).fit(users, items).save(tmp_path / "m")
+    folder = ALSModel(**SMALL["als"]).fit(users, items).save(tmp_path / "m")
     with pytest.raises(InvalidRequestError) as exc:
-        BPRScorer.load(folder)
+        BPRModel.load(folder)
     assert exc.value.param == "path"
     (folder / "item_factors.npy").write_bytes(b"truncated")
     with pytest.raises(InvalidRequestError):
-        ALSScorer.load(folder)
+        ALSModel.load(folder)
     with pytest.raises(InvalidRequestError):
-        ALSScorer.load(tmp_path / "missing")
+        ALSModel.load(tmp_path / "missing")
 
 
 def test_config_errors_name_the_parameter_and_unfitted_models_refuse_to_score():
     with pytest.raises(InvalidRequestError) as exc:
-        ALSScorer(factors=0)
+        ALSModel(factors=0)
     assert exc.value.param == "als.factors"
     with pytest.raises(InvalidRequestError) as exc:
-        ItemKNNScorer(weighting="jaccard")
+        ItemKNNModel(weighting="jaccard")
     assert exc.value.param == "itemknn.weighting"
     with pytest.raises(InvalidRequestError) as exc:
-        BPRScorer(epochs=3)
+        BPRModel(epochs=3)
     assert exc.value.param == "bpr.epochs"
     with pytest.raises(InvalidRequestError) as exc:
-        ALSScorer().score(request(["a"], ["b"]))
+        ALSModel().score_many([request(["a"], ["b"])])
     assert exc.value.param == "scorer"
     with pytest.raises(InvalidRequestError) as exc:
-        ALSScorer().fit(["u1", "u2"], ["i1"])
+        ALSModel().fit(["u1", "u2"], ["i1"])
     assert exc.value.param == "users"
 
 
@@ -213,7 +214,7 @@ def test_fitting_on_training_interactions_never_sees_a_target(unique_targets, na
     splits = leave_one_out(unique_targets)
     for split, known_prefixes in (("valid", ()), ("test", ("valid-",))):
         train = training_interactions(splits, split)
-        model = make_baseline(name, **SMALL[name]).fit([u for u, _ in train], [x.item_id for _, x in train])
+        model = MODELS[name](**SMALL[name]).fit([u for u, _ in train], [x.item_id for _, x in train])
         seen = {i for i in model.item_ids if i.startswith(("valid-", "test-"))}
         assert {i.split("-", 1)[0] + "-" for i in seen} == set(known_prefixes)
         cases = llmrank_cases(unique_targets, split=split, n_users=10, n_candidates=5, seed=0, splits=splits)
@@ -225,7 +226,7 @@ def test_cold_start_cases_are_blind_for_cf(latest_small):
     splits = leave_one_out(latest_small)
     cold = cold_start_items(latest_small, 0.1, 0)
     train = cold_start_training(splits, cold)
-    model = ItemKNNScorer(K=10).fit([u for u, _ in train], [x.item_id for _, x in train])
+    model = ItemKNNModel(K=10).fit([u for u, _ in train], [x.item_id for _, x in train])
     assert not set(model.item_ids) & cold
     cases = cold_start_cases(latest_small, n_users=20, splits=splits, cold=cold)
     for result in model.score_many([c.request for c in cases]):
@@ -244,7 +245,7 @@ def test_fitting_als_prints_no_blas_thread_warning():
     users, items = two_tastes()
     with threadpool_limits(2, "blas"), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        make_baseline("als", **SMALL["als"]).fit(users, items)
+        MODELS["als"](**SMALL["als"]).fit(users, items)
     assert not [w for w in caught if "BLAS" in str(w.message)], [str(w.message) for w in caught]
 
 
@@ -252,7 +253,7 @@ def test_itemknn_neighbours_are_the_terms_of_its_score():
     """The evidence behind an item-kNN ranking: the history items' similarities to the candidate, which
     sum to its score; the strongest first, none that contributes nothing."""
     users, items = two_tastes()
-    knn = make_baseline("itemknn", K=10, aggregate="sum").fit(users, items)
+    knn = MODELS["itemknn"](K=10, aggregate="sum").fit(users, items)
     history = ["a0", "a1", "a2", "b0"]
     res = knn.score_many([request(history, ["a5", "b5"])])[0]
     for j, cand in enumerate(["a5", "b5"]):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from llm_recommender.evaluation import (
+from llm_recommender.metrics import (
     auc,
     brier,
     ece,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from llm_recommender.evaluation import metrics
+from llm_recommender import metrics
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "metrics"
 

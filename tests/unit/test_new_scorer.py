@@ -6,7 +6,9 @@ from typing import Literal
 
 import numpy as np
 
-from llm_recommender.bundle.components import Component, ComponentConfig, register_component
+from llm_recommender.configurable import ComponentConfig
+from llm_recommender.scorers import register_scorer
+from llm_recommender.scorers.component import Component
 from llm_recommender.testing import ComponentTests
 
 
@@ -14,7 +16,7 @@ class LengthConfig(ComponentConfig):
     prefer: Literal["short", "long"] = "short"
 
 
-@register_component
+@register_scorer
 class LengthScorer(Component):
     """A toy scorer: candidates with shorter (or longer) titles first."""
 

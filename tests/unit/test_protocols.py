@@ -10,18 +10,15 @@ import numpy as np
 import pytest
 
 from llm_recommender.data import load_dataset
-from llm_recommender.errors import InvalidRequestError
-from llm_recommender.evaluation import (
-    expected_random,
+from llm_recommender.data.splits import (
     leave_one_out,
     llmrank_cases,
-    ndcg_at,
     pointwise_cases,
     position_variants,
-    ranking_metrics,
-    target_rank,
     training_interactions,
 )
+from llm_recommender.errors import InvalidRequestError
+from llm_recommender.metrics import expected_random, ndcg_at, ranking_metrics, target_rank
 from llm_recommender.protocol import parse_request
 from tests.shared_data import shared_data_dir
 

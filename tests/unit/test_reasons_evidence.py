@@ -11,8 +11,8 @@ from llm_recommender import Recommender
 from llm_recommender.backends.fake import FakeBackend
 from llm_recommender.bundle import FitConfig, fit_bundle
 from llm_recommender.data import load_dataset
+from llm_recommender.data.splits import llmrank_cases
 from llm_recommender.data.words import MOVIE
-from llm_recommender.evaluation.protocols import llmrank_cases
 from llm_recommender.explain.degenerate import problem
 from llm_recommender.explain.reasons import lead_of, ordered_history
 from llm_recommender.protocol import Item

@@ -17,8 +17,8 @@ from llm_recommender.backends.fake import FakeBackend
 from llm_recommender.bundle import FitConfig, fit_bundle
 from llm_recommender.bundle.manifest import read_manifest
 from llm_recommender.data import load_dataset
+from llm_recommender.data.splits import llmrank_cases
 from llm_recommender.data.words import MOVIE, PRODUCT
-from llm_recommender.evaluation.protocols import llmrank_cases
 from llm_recommender.explain.audit import AuditCounts, audit_response, failures
 from llm_recommender.explain.reasons import HEDGE, evidence_reasons
 from llm_recommender.protocol import Evidence, EvidenceItem, HistoryEntry, Item

@@ -49,7 +49,7 @@ def tiny_rec(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def encoder(tiny_rec, tmp_path_factory):
-    from llm_recommender.representation import ItemEncoder
+    from llm_recommender.scorers.learned.encoder import ItemEncoder
 
     b = tiny_rec.backend
     return ItemEncoder(
@@ -59,22 +59,31 @@ def encoder(tiny_rec, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fitted(tiny_data, encoder):
-    from llm_recommender.representation import HeadConfig, fit_head
+    """The representation component fitted as ``llm-rec fit`` does: on interactions before each validation target."""
+    from llm_recommender.data.splits import leave_one_out
+    from llm_recommender.scorers.component import TrainingData
+    from llm_recommender.scorers.item_space import ItemSpace
+    from llm_recommender.scorers.learned.representation import RepresentationComponent
 
-    cfg = HeadConfig(model="tiny", epochs=8, batch_size=64, lr=1e-2)
-    return fit_head(tiny_data, encoder, cfg, negatives=4, max_per_user=None)
+    splits = leave_one_out(tiny_data)
+    space = ItemSpace([tiny_data.item(i) for i in tiny_data.item_ids])
+    space.vectors["llm"] = encoder.encode_items(space.items)
+    before = [s.before("valid") for s in splits.values()]
+    data = TrainingData(space, [np.array([space.index[x.item_id] for x in b], dtype=np.int64) for b in before])
+    config = {"epochs": 8, "batch_size": 64, "lr": 1e-2, "contexts_per_user": 10**6}
+    return RepresentationComponent(space, **config).fit(data), before
 
 
 def test_head_trains_loss_decreases(fitted):
-    head, ctx = fitted
-    losses = head.record["epoch_losses"]
+    component, before = fitted
+    losses = component.head.record["epoch_losses"]
     assert len(losses) == 8
     assert losses[-1] < losses[0] - 0.05
-    assert head.record["contexts"] == len(ctx.user_ids) > 0
+    assert component.head.record["positives"] == sum(max(0, len(b) - 3) for b in before) > 0
 
 
 def test_item_cache_on_disk_is_reused(encoder, tiny_data, tiny_rec):
-    from llm_recommender.representation import ItemEncoder
+    from llm_recommender.scorers.learned.encoder import ItemEncoder
 
     items = [tiny_data.item(i) for i in tiny_data.item_ids[:5]]
     first = encoder.encode_items(items)
@@ -94,8 +103,8 @@ def test_item_cache_on_disk_is_reused(encoder, tiny_data, tiny_rec):
 
 def test_no_validation_or_test_target_reaches_training(tiny_data, fitted):
     """Every training positive and every history item comes strictly before the user's validation target."""
-    from llm_recommender.evaluation.protocols import leave_one_out
-    from llm_recommender.representation import build_contexts
+    from llm_recommender.data.contexts import build_contexts
+    from llm_recommender.data.splits import leave_one_out
     from llm_recommender.tuning import TuneConfig, build_examples
 
     splits = leave_one_out(tiny_data)
@@ -113,8 +122,8 @@ def test_no_validation_or_test_target_reaches_training(tiny_data, fitted):
     group = ctx.labels.reshape(len(ctx.user_ids), -1)
     assert (group[:, 0] == 1).all() and (group[:, 1:] == 0).all()
     # the fitted head saw only those contexts (its record), and the tuning examples too
-    _head, fctx = fitted
-    assert not set(fctx.positive_rows.tolist()) & targets
+    _component, before = fitted
+    assert not {x.row for b in before for x in b} & targets
     for objective in ("pointwise", "verbalizer"):
         ex = build_examples(TuneConfig(out="x", objective=objective, history=3, candidates=5), tiny_data, splits)
         assert ex and not {e["row"] for e in ex} & targets
@@ -136,11 +145,11 @@ def test_item_vectors_do_not_depend_on_interactions(encoder, tiny_data):
 
 def test_saved_head_with_a_transposed_projection_loads_identical(tmp_path):
     """A PCA projection is a transposed view; it must survive safetensors unchanged (it did not once)."""
-    from llm_recommender.representation.head import HeadConfig, RepresentationHead, fit_projection
+    from llm_recommender.scorers.learned.representation import RepresentationHead, fit_projection
 
     rng = np.random.default_rng(0)
     proj, center = fit_projection(rng.normal(size=(50, 12)).astype(np.float32), 4)
-    head = RepresentationHead(HeadConfig(dim=4), proj, center, np.zeros(12), np.ones(12), rng.normal(size=12), 0.5)
+    head = RepresentationHead(proj, center, np.zeros(12), np.ones(12), rng.normal(size=12), 0.5)
     head.save(tmp_path / "h")
     loaded = RepresentationHead.load(tmp_path / "h")
     np.testing.assert_array_equal(loaded.projection, head.projection)
@@ -150,7 +159,7 @@ def test_backends_without_hidden_states_are_a_typed_error():
     from llm_recommender.backends.fake import FakeBackend
     from llm_recommender.errors import CapabilityError
     from llm_recommender.prompts import PromptRenderer
-    from llm_recommender.representation.encoder import ItemEncoder
+    from llm_recommender.scorers.learned.encoder import ItemEncoder
 
     backend = FakeBackend()
     assert not backend.supports_hidden_states

@@ -12,8 +12,9 @@ from llm_recommender import PlattCalibrator, Recommender
 from llm_recommender.backends.fake import FakeBackend
 from llm_recommender.calibration import load_calibrator
 from llm_recommender.protocol import parse_request
-from llm_recommender.scorers import ListwiseScorer, PointwiseScorer, VerbalizerScorer
-from llm_recommender.scorers.verbalizer import permutation_orders
+from llm_recommender.scorers.llm.listwise import ListwiseScorer
+from llm_recommender.scorers.llm.pointwise import PointwiseScorer
+from llm_recommender.scorers.llm.verbalizer import VerbalizerScorer, permutation_orders
 from llm_recommender.testing import LLMScorerTests
 
 

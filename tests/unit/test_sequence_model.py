@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from llm_recommender.errors import InvalidRequestError, ModelLoadError
-from llm_recommender.learned import SequenceModel, SequenceModelConfig
+from llm_recommender.scorers.learned.sequence_model import SequenceModel, SequenceModelConfig
 
 N_ITEMS, TEXT_DIM = 20, 8
 

@@ -11,7 +11,7 @@
   published protocol (RUCAIBox/LLMRank ``sample_candidates.py -s random`` + ``trainer.py``
   with ``recall_budget=20, has_gt=True, fix_pos=-1``): negatives may include items from the
   user's history there, so ``exclude_history=False`` is the default; random ordering gives
-  NDCG@10 = 0.227 in expectation (:func:`~llm_recommender.evaluation.metrics.expected_random`).
+  NDCG@10 = 0.227 in expectation (:func:`~llm_recommender.metrics.expected_random`).
 - **Pointwise like/dislike** (:func:`pointwise_cases`): the split target alone as the one
   candidate, label = rating > 3; for AUC, log loss, Brier and calibration.
 
@@ -30,9 +30,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from ..data.base import Interaction, RecDataset
 from ..errors import InvalidRequestError
 from ..protocol import RankRequest
+from .base import Interaction, RecDataset
 
 Split = Literal["valid", "test"]
 SPLITS: tuple[Split, ...] = ("valid", "test")

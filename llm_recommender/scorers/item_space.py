@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
+from ..errors import BundleError
 from ..protocol import Item
-from .manifest import BundleError
 
 CATALOGUE_FILE = "catalogue.jsonl"
 VECTORS_FILE = "item_vectors.safetensors"
@@ -94,8 +95,6 @@ class ItemSpace:
 
     # ---- files ----------------------------------------------------------------------------
     def save(self, folder: Path) -> None:
-        from safetensors.numpy import save_file
-
         with open(folder / CATALOGUE_FILE, "w", encoding="utf-8") as fh:
             for item in self.items:
                 fh.write(item.model_dump_json(exclude_none=True) + "\n")
@@ -104,8 +103,6 @@ class ItemSpace:
 
     @classmethod
     def load(cls, folder: Path) -> ItemSpace:
-        from safetensors.numpy import load_file
-
         items = []
         with open(folder / CATALOGUE_FILE, encoding="utf-8") as fh:
             for line in fh:

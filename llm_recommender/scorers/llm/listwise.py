@@ -44,11 +44,11 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from ..configurable import ComponentConfig
-from ..errors import CapabilityError, TooManyCandidatesError
-from ..protocol import Fallback, RankRequest
-from ..structured import ParseFailure, parse_ranking, ranking_schema
-from .base import LLMScorer, ScoreResult, softmax_logprobs
+from ...configurable import ComponentConfig
+from ...errors import CapabilityError, TooManyCandidatesError
+from ...protocol import Fallback, RankRequest
+from ...structured import ParseFailure, parse_ranking, ranking_schema
+from ..base import LLMScorer, ScoreResult, softmax_logprobs
 from .verbalizer import LABEL_ALPHABET, VerbalizerConfig, VerbalizerScorer
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backends.base import metered
-from ..configurable import ComponentConfig
-from ..errors import CapabilityError, InvalidRequestError
-from ..prompts import SPLIT_MARKER
-from ..protocol import RankRequest
-from .base import LLMScorer, ScoreResult
+from ...backends.base import metered
+from ...configurable import ComponentConfig
+from ...errors import CapabilityError, InvalidRequestError
+from ...prompts import SPLIT_MARKER
+from ...protocol import RankRequest
+from ..base import LLMScorer, ScoreResult
 
 
 class PointwiseConfig(ComponentConfig):

@@ -1,4 +1,4 @@
-"""The fusion: P(u, i) = sigmoid(theta^T x(u, i) + b) over the kept components' scores.
+"""The fused strategy: P(u, i) = sigmoid(theta^T x(u, i) + b) over the kept components' scores.
 
 ``x`` holds, per component, its raw score and its score standardised within the
 request (so a component whose scale drifts between users still ranks). Fitted by
@@ -22,11 +22,13 @@ import numpy as np
 
 from ..calibration.features import FeatureSet
 from ..calibration.logistic import FeatureLogisticCalibrator
-from ..evaluation.metrics import ranking_metrics, target_rank
+from ..configurable import ComponentConfig
+from ..metrics import ranking_metrics, target_rank
 from ..protocol import Item, RankRequest
-from ..scorers.base import Scorer, ScoreResult
+from .base import Scorer, ScoreResult
 
 FUSION_FILE = "fusion.json"
+FUSED = "fused"
 
 
 REFERENCE_ITEMS = 64
@@ -139,6 +141,35 @@ class Fusion:
 
     def coefficients(self) -> dict[str, list[float]]:
         return self.model.coefficients()
+
+
+class FusedConfig(ComponentConfig):
+    """What the fitted fusion is made of (read from the bundle; ``llm-rec fit`` chooses it)."""
+
+    components: list[str] = []
+    l2: float = 1.0
+
+
+class FusedScorer(Scorer):
+    """Component scores -> the fusion model -> calibrated P(u, i); a bundle's default strategy."""
+
+    name = FUSED
+    needs_fit = True
+    side = "item"
+    config_class = FusedConfig
+    config: FusedConfig
+
+    def __init__(self, components: Mapping[str, Scorer], fusion: Fusion, reference: Sequence[Item] = ()) -> None:
+        self.components = dict(components)
+        self.fusion = fusion
+        self.reference = list(reference)
+        self.config = FusedConfig(components=fusion.components, l2=fusion.model.l2)
+
+    def score_many(self, requests: list[RankRequest]) -> list[ScoreResult]:
+        if not requests:
+            return []
+        results = {c: score_with_reference(self.components[c], requests, self.reference) for c in self.fusion.components}
+        return self.fusion.combine(results)
 
 
 def ndcg10(results: Sequence[ScoreResult], gt: Sequence[int]) -> float:

@@ -26,11 +26,11 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from ..backends.base import Backend
-from ..configurable import ComponentConfig
-from ..errors import CapabilityError, TooManyCandidatesError
-from ..protocol import RankRequest
-from .base import LLMScorer, ScoreResult, softmax_logprobs
+from ...backends.base import Backend
+from ...configurable import ComponentConfig
+from ...errors import CapabilityError, TooManyCandidatesError
+from ...protocol import Item, RankRequest
+from ..base import LLMScorer, ScoreResult, softmax_logprobs
 
 LABEL_ALPHABET = string.ascii_uppercase
 
@@ -98,8 +98,6 @@ class VerbalizerScorer(LLMScorer):
 
     def label_prior(self, n: int) -> np.ndarray:
         """The model's distribution over the first ``n`` labels on a content-free list (cached)."""
-        from ..protocol import Item
-
         labels, ids = self._labels(n)
         views = [self.renderer.item_view(Item(id=str(i), title=CONTENT_FREE_TITLE), label=labels[i]) for i in range(n)]
         text = self.renderer.fit("verbalizer.j2", [], candidates=views, labels=labels).text

@@ -1,15 +1,17 @@
-"""The learned head P(u, i) = sigmoid(w_u.u + w_i.i + w_ui.(u*i) + b).
+"""The representation component: a learned head P(u, i) = sigmoid(w_u.u + w_i.i + w_ui.(u*i) + b).
 
 ``u`` and ``i`` are the (optionally PCA-projected) LLM representations h_u and h_i; each
 feature of ``[u; i; u*i]`` is standardised with statistics of the
 training examples, then the weights are fitted by L2-penalised logistic regression on
 positives (the next item a user chose) and sampled negatives. ``u`` alone cannot change a
 ranking within one request; it is there so the probability is calibrated per user.
-Side features (popularity, zero-shot LLM scores) are combined on top by the hybrid
-scorer (:mod:`llm_recommender.calibration.hybrid`), fitted on validation targets.
+Other components are combined with it by the bundle's fusion (:mod:`..fused`), fitted on
+validation targets. h_i are the bundle's ``llm`` item vectors (:mod:`.encoder`); h_u is the
+recency-weighted mean of the history's h_i.
 
 Saved as ``head.json`` (settings, feature names, sizes, training record) plus
 ``head.safetensors`` (projection, standardisation statistics, weights): a few hundred KB.
+torch is needed to fit the head only (an optional package); scoring is numpy.
 """
 
 from __future__ import annotations
@@ -17,34 +19,42 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
-from ..errors import ModelLoadError
-from ..settings import DEFAULT_MODEL
+from ...configurable import ComponentConfig
+from ...data.contexts import sample_contexts
+from ...errors import ModelLoadError
+from ..component import Component, TrainingData
 
 HEAD_JSON = "head.json"
 HEAD_TENSORS = "head.safetensors"
 
 
-@dataclass
-class HeadConfig:
-    """How the head was built; ``encoder`` fields tell the scorer how to compute h_i and h_u."""
-
-    model: str = DEFAULT_MODEL
-    layer: int | None = None  # hidden_states index; None: the middle layer (measured best on SmolLM2)
-    pooling: str = "mean"
+class RepresentationHeadConfig(ComponentConfig):
     recency_decay: float = 0.9  # h_u = sum_k decay^age_k h_{i_k} / sum_k decay^age_k
     max_history: int = 50
-    dim: int | None = None  # PCA dimensions of h (None: all, centred only)
+    dim: int | None = 64  # PCA dimensions of h_i (label-free projection); None: all, centred only
     l2: float = 1e-4
     epochs: int = 6
-    batch_size: int = 1024
     lr: float = 3e-3
+    negatives: int = 4
+    contexts_per_user: int = 40
+    min_history: int = 3
     seed: int = 0
+    batch_size: int = 1024
+
+
+def user_vector(item_vectors: np.ndarray, history_codes: np.ndarray, decay: float, max_history: int) -> np.ndarray:
+    """h_u: recency-weighted mean of the history items' h_i (most recent weight 1)."""
+    codes = np.asarray(history_codes)[-max_history:]
+    if len(codes) == 0:
+        return np.zeros(item_vectors.shape[1], dtype=np.float32)
+    w = decay ** np.arange(len(codes))[::-1]
+    return ((w[:, None] * item_vectors[codes]).sum(0) / w.sum()).astype(np.float32)
 
 
 class RepresentationHead:
@@ -52,7 +62,6 @@ class RepresentationHead:
 
     def __init__(
         self,
-        config: HeadConfig,
         projection: np.ndarray,
         center: np.ndarray,
         mean: np.ndarray,
@@ -61,7 +70,6 @@ class RepresentationHead:
         bias: float,
         record: dict[str, Any] | None = None,
     ) -> None:
-        self.config = config
         self.projection = np.asarray(projection, dtype=np.float32)  # (hidden, dim)
         self.center = np.asarray(center, dtype=np.float32)  # (hidden,)
         self.mean = np.asarray(mean, dtype=np.float32)  # (n_features,)
@@ -91,8 +99,6 @@ class RepresentationHead:
 
     # ---- persistence ----------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
-        from safetensors.numpy import save_file
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {
@@ -108,7 +114,6 @@ class RepresentationHead:
         meta = {
             "format": "llm-recommender/representation-head",
             "version": 1,
-            "config": asdict(self.config),
             "hidden_size": self.hidden_size,
             "record": self.record,
         }
@@ -117,8 +122,6 @@ class RepresentationHead:
 
     @classmethod
     def load(cls, folder: str | Path) -> RepresentationHead:
-        from safetensors.numpy import load_file
-
         folder = Path(folder)
         if not (folder / HEAD_JSON).is_file() or not (folder / HEAD_TENSORS).is_file():
             raise ModelLoadError(
@@ -126,10 +129,8 @@ class RepresentationHead:
             )
         try:
             meta = json.loads((folder / HEAD_JSON).read_text())
-            config = HeadConfig(**meta["config"])
             t = load_file(str(folder / HEAD_TENSORS))
             return cls(
-                config,
                 t["projection"],
                 t["center"],
                 t["mean"],
@@ -142,18 +143,6 @@ class RepresentationHead:
             raise
         except Exception as exc:
             raise ModelLoadError(f"could not read representation head {folder}: {exc}", param="head") from exc
-
-
-def head_fingerprint(folder: str | Path | None) -> str | None:
-    """A short hash of a saved head's files (what cached scores of that head depend on)."""
-    if folder is None or not (Path(folder) / HEAD_TENSORS).is_file():
-        return None
-    import hashlib
-
-    h = hashlib.sha256()
-    for name in (HEAD_JSON, HEAD_TENSORS):
-        h.update((Path(folder) / name).read_bytes())
-    return h.hexdigest()[:16]
 
 
 def build_features(pu: np.ndarray, pi: np.ndarray) -> np.ndarray:
@@ -172,7 +161,7 @@ def fit_projection(h: np.ndarray, dim: int | None) -> tuple[np.ndarray, np.ndarr
 
 
 def train_head(
-    config: HeadConfig,
+    config: RepresentationHeadConfig,
     user_vectors: np.ndarray,
     item_vectors: np.ndarray,
     example_items: np.ndarray,
@@ -188,7 +177,7 @@ def train_head(
     ``example_users[k]`` with item ``example_items[k]`` and label ``labels[k]``. The projection is fitted on ``projection_items`` (default: the
     items that occur in the examples), the standardisation on the examples.
     """
-    import torch
+    import torch  # optional: the [torch] extra, needed to fit only
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(config.seed)
@@ -238,5 +227,46 @@ def train_head(
         "train_seconds": round(time.perf_counter() - t0, 2),
     }
     return RepresentationHead(
-        config, proj, center, mean.numpy(), scale.numpy(), w.detach().numpy(), float(b.detach()), record
+        proj, center, mean.numpy(), scale.numpy(), w.detach().numpy(), float(b.detach()), record
     )
+
+
+class RepresentationComponent(Component):
+    """sigmoid(theta^T [h_u; h_i; h_u*h_i]) over the LLM's item representations (h_u from the history)."""
+
+    name = "representation"
+    kind = "text"
+    vectors = ("llm",)
+    config_class = RepresentationHeadConfig
+    config: RepresentationHeadConfig
+    head: RepresentationHead
+
+    def fit(self, data: TrainingData) -> RepresentationComponent:
+        cfg = self.config
+        H = self.space.vectors["llm"]
+        ctx = sample_contexts(data.sequences, len(self.space), negatives=cfg.negatives, max_per_user=cfg.contexts_per_user,
+                              min_history=cfg.min_history, max_history=cfg.max_history, seed=cfg.seed)
+        U = np.stack([user_vector(H, h, cfg.recency_decay, cfg.max_history) for h in ctx.histories])
+        self.head = train_head(cfg, U, H, ctx.example_item, ctx.labels, ctx.example_context,
+                               projection_items=np.arange(len(self.space)))
+        return self
+
+    def score_rows(self, request, history, candidates):  # type: ignore[no-untyped-def]
+        cfg = self.config
+        hist_items = request.history[-cfg.max_history :]
+        h_i = self.space.vectors_for("llm", request.candidates, candidates)
+        notes: list[str] = []
+        if hist_items:
+            h_h = self.space.vectors_for("llm", hist_items, history[-len(hist_items) :])
+            u = user_vector(h_h, np.arange(len(hist_items)), cfg.recency_decay, cfg.max_history)
+        else:
+            u = np.zeros(h_i.shape[1], dtype=np.float32)
+            notes.append("empty history: representation scores reflect the items alone")
+        return self.head.logits(u, h_i).astype(float), notes, {}
+
+    def save_state(self, folder: Path) -> None:
+        self.head.save(folder / "head")
+
+    def load_state(self, folder: Path) -> None:
+        self.head = RepresentationHead.load(folder / "head")
+

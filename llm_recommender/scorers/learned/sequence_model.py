@@ -22,8 +22,6 @@ import copy
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -31,9 +29,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
-from ..errors import InvalidRequestError, ModelLoadError
+from ...errors import InvalidRequestError, ModelLoadError
+from ...files import atomic_write
 from ._net import SequenceNet
+from ._training import train
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +114,6 @@ class SequenceModel:
         With ``checkpoint_dir`` the state is saved after every epoch and a later call with
         the same data and settings (``epochs``/``patience`` may differ) resumes from it.
         """
-        from ._training import train
-
         config = config or SequenceModelConfig()
         if n_items < 1:
             raise InvalidRequestError("n_items must be at least 1", param="n_items")
@@ -228,21 +228,18 @@ class SequenceModel:
     # ---- persistence ------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
         """Write ``sequence.safetensors`` and ``sequence.json`` (each atomically) into ``folder``."""
-        from safetensors.torch import save_file
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
-        _atomic(folder / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
+        with atomic_write(folder / WEIGHTS_FILE) as tmp:
+            save_file(state, str(tmp))
         meta = {"format": FORMAT, "n_items": self.n_items, "config": self.config.model_dump(), "record": self.record}
-        _atomic(folder / CONFIG_FILE, lambda p: p.write_text(json.dumps(meta, indent=2, default=float)))
+        with atomic_write(folder / CONFIG_FILE) as tmp:
+            tmp.write_text(json.dumps(meta, indent=2, default=float))
         return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> SequenceModel:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         try:
             meta = json.loads((folder / CONFIG_FILE).read_text())
@@ -307,14 +304,3 @@ def _training_windows(
     if not inputs:
         raise InvalidRequestError("no sequence has two or more items to learn from", param="sequences")
     return np.stack(inputs), np.stack(targets)
-
-
-def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)  # readers see the old file or the new one, never half of one
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

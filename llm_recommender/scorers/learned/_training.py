@@ -1,4 +1,4 @@
-"""The training loop of :class:`~llm_recommender.learned.sequence.SequenceModel`: seeded, resumable.
+"""The training loop of :class:`~llm_recommender.scorers.learned.sequence_model.SequenceModel`: seeded, resumable.
 
 Determinism: the batch order of epoch ``e`` comes from ``default_rng([seed, e])`` and the
 torch RNG (dropout, ID dropout, negatives) is saved in every checkpoint, so an interrupted
@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm  # installed with transformers and datasets
 
-from ..errors import InvalidRequestError
+from ...errors import InvalidRequestError
+from ...files import atomic_write
 
 if TYPE_CHECKING:
-    from .sequence import SequenceModel
+    from .sequence_model import SequenceModel
 
 log = logging.getLogger(__name__)
 
@@ -122,15 +124,10 @@ def train(
 def _bar(progress: bool, total: int, initial: int) -> Any:
     if not progress:
         return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # progress is a nicety, not a dependency
-        return None
     return tqdm(total=total, initial=initial, desc="sequence model", unit="epoch")
 
 
 def _save_checkpoint(path: Path, identity: dict, state: dict, net: Any, opt: Any) -> None:
-    from .sequence import _atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = {
@@ -142,7 +139,8 @@ def _save_checkpoint(path: Path, identity: dict, state: dict, net: Any, opt: Any
     }
     buf = io.BytesIO()
     torch.save(blob, buf)
-    _atomic(path, lambda p: p.write_bytes(buf.getvalue()))
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
 
 
 def _resume(path: Path, identity: dict, net: Any, opt: Any) -> dict:

@@ -1,5 +1,8 @@
 """Item representations h_i: pooled hidden states of a causal LM over each item's rendered text.
 
+The pooling itself runs in the backend (:mod:`llm_recommender.backends.pooling`); this module
+renders the items, keys and caches the vectors.
+
 An item is rendered with ``prompts/representation_item.j2`` (no chat wrapper) and run
 through the model once; the hidden states of the chosen ``layer`` (default: the middle
 layer, measured best on SmolLM2; negatives count from the top) are pooled over the item's tokens (``mean``)
@@ -17,49 +20,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from ..model_store import cache_dir
-from ..prompts import PromptRenderer
-from ..protocol import Item
+from ...backends.pooling import Pooling, model_identity, pooled_hidden_states, resolve_layer
+from ...files import atomic_write
+from ...model_store import cache_dir
+from ...prompts import PromptRenderer
+from ...protocol import Item
+from ..item_space import plain_item
 
 log = logging.getLogger(__name__)
 
-Pooling = Literal["mean", "last"]
 ITEM_TEMPLATE = "representation_item.j2"
-
-
-def _plain_item(item: Item) -> Item:
-    """History entries carry rating/timestamp; h_i must depend on the item alone."""
-    return (
-        item
-        if type(item) is Item
-        else Item(id=item.id, title=item.title, description=item.description, attributes=item.attributes)
-    )
-
-
-def model_identity(model: Any) -> dict[str, Any]:
-    """What item vectors depend on: layer count, width, config, dtype and a sample of the weights
-    (two fine-tunes of one architecture share name and config, so a few weights are hashed too)."""
-    import torch
-
-    cfg = {k: v for k, v in model.config.to_dict().items()
-           if k not in ("_name_or_path", "transformers_version", "dtype", "torch_dtype")}
-    h = hashlib.sha256()
-    with torch.no_grad():
-        for i, (name, p) in enumerate(model.named_parameters()):
-            if i % 7 == 0:
-                h.update(name.encode())
-                h.update(p.detach().float().flatten()[:64].cpu().numpy().tobytes())
-    return {"num_layers": int(model.config.num_hidden_layers), "hidden_size": int(model.config.hidden_size),
-            "config": cfg, "dtype": str(next(model.parameters()).dtype), "weights": h.hexdigest()[:16]}
 
 
 class ItemEncoder:
@@ -160,23 +138,19 @@ class ItemEncoder:
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         keys = np.array(list(self._mem), dtype=str)
         vecs = np.stack(list(self._mem.values())).astype(np.float32)
-        fd, tmp = tempfile.mkstemp(dir=self.cache_path.parent, suffix=".npz")
-        os.close(fd)
-        np.savez(tmp, keys=keys, vectors=vecs)
-        os.replace(tmp, self.cache_path)  # atomic: readers see the old or the new file
+        with atomic_write(self.cache_path) as tmp:
+            np.savez(tmp, keys=keys, vectors=vecs)
         self._dirty = False
 
     # ---- encoding -------------------------------------------------------------------
     def item_text(self, item: Item) -> str:
-        return self.renderer.render(ITEM_TEMPLATE, item=self.renderer.item_view(_plain_item(item))).strip()
+        return self.renderer.render(ITEM_TEMPLATE, item=self.renderer.item_view(plain_item(item))).strip()
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         missing = list(dict.fromkeys(t for t in texts if t not in self._mem))
         if missing:
             bar = None
             if len(missing) > 4 * self.batch_size:  # a whole catalogue: minutes on a CPU, show progress
-                from tqdm.auto import tqdm
-
                 bar = tqdm(total=len(missing), desc="LLM item representations", unit="item", dynamic_ncols=True)
             try:
                 for start in range(0, len(missing), self.batch_size):
@@ -200,40 +174,3 @@ class ItemEncoder:
 
     def _forward(self, texts: list[str]) -> np.ndarray:
         return self._pool(texts, layers=[self.layer], pooling=self.pooling)[0]
-
-
-def resolve_layer(model: Any, layer: int | None) -> int:
-    """``None`` -> the middle layer (``n // 2 + 1`` of ``n``); negatives count from the top.
-
-    ``model`` is the layer count ``n`` or a model with ``config.num_hidden_layers``."""
-    n = int(model) if isinstance(model, int) else int(model.config.num_hidden_layers)
-    if layer is None:
-        return min(n, n // 2 + 1)
-    if not -(n + 1) <= layer <= n:
-        raise ValueError(f"layer {layer} out of range for a model with {n} layers (0..{n}, or negative)")
-    return layer if layer >= 0 else n + 1 + layer
-
-
-def pooled_hidden_states(
-    model: Any, tokenizer: Any, texts: list[str], *, layers: Sequence[int], pooling: Pooling
-) -> list[np.ndarray]:
-    """For each layer in ``layers``, an ``(len(texts), hidden)`` float32 array of pooled states."""
-    import torch
-
-    from ..backends.kit import padded_batch
-
-    enc = [tokenizer(t, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id] for t in texts]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = next(model.parameters()).device
-    ids, mask = padded_batch(enc, pad, side="right")  # right padding: positions start at 0 for every row
-    body = getattr(model, "base_model", model)  # the decoder without the LM head: its logits are not needed
-    with torch.inference_mode():
-        out = body(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True, use_cache=False)
-    m = mask.to(device).unsqueeze(-1).float()
-    lengths = torch.tensor([len(e) for e in enc], device=device)
-    result = []
-    for layer in layers:
-        h = out.hidden_states[layer].float()
-        v = (h * m).sum(1) / m.sum(1) if pooling == "mean" else h[torch.arange(len(enc), device=device), lengths - 1]
-        result.append(v.cpu().numpy().astype(np.float32))
-    return result

@@ -1,7 +1,8 @@
-"""Trained collaborative filtering from the ``implicit`` library: ALS, BPR and item-kNN.
+"""Trained collaborative filtering from the ``implicit`` library: ALS, BPR and item-kNN (the ``cf`` extra).
 
-Fitted on training interactions only (``fit(users, items)``, one row per interaction, as
-for co-occurrence). Repeated interactions count once: the user-item matrix is binary CSR.
+Each is a model (``ALSModel``, ...) fitted on training interactions only (``fit(users, items)``,
+one row per interaction), and a bundle component (``ALSComponent``, ...) that fits it on the
+bundle's training split and scores requests with it. Repeated interactions count once: the user-item matrix is binary CSR.
 
 Scoring uses the request's history alone, never a stored user, so a saved model holds
 item-side data only (item ids, item factors or the item-item similarity matrix, and the
@@ -23,7 +24,7 @@ the factor models, ``s / (1 + s)`` for item-kNN), to be calibrated before it is 
 probability. Items not in training get ``UNKNOWN_SCORE`` (below any score in practice) and
 probability 0, with a note.
 
-``implicit`` is imported only by ``fit``; a loaded model scores with numpy and scipy.
+``implicit`` is imported only by ``fit`` (an optional package); a loaded model scores with numpy and scipy.
 """
 
 from __future__ import annotations
@@ -36,12 +37,13 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import ConfigDict, Field
+from scipy import sparse
 
-from ..configurable import ComponentConfig
-from ..errors import InvalidRequestError
-from ..protocol import RankRequest
-from ..scorers.base import ScoreResult
-from .base import BaselineScorer
+from ...configurable import ComponentConfig, Configurable
+from ...errors import InvalidRequestError
+from ...protocol import RankRequest
+from ..base import ScoreResult
+from ..component import Component, TrainingData
 
 UNKNOWN_SCORE = -1e6
 FORMAT_VERSION = 1
@@ -86,8 +88,6 @@ class ItemKNNConfig(_Config):
 
 def _user_item_matrix(users: Sequence[Any], items: Sequence[Any]) -> tuple[Any, np.ndarray, np.ndarray]:
     """Binary users x items CSR matrix, the sorted item ids, and the sorted user ids."""
-    from scipy import sparse
-
     u = np.asarray([str(x) for x in users])
     i = np.asarray([str(x) for x in items])
     if u.shape != i.shape:
@@ -130,9 +130,10 @@ def fold_in(
     return np.linalg.solve(A, rhs)
 
 
-class ImplicitScorer(BaselineScorer):
+class ImplicitModel(Configurable):
     """Shared parts: config, fit bookkeeping, candidate lookup, save/load of item-side arrays."""
 
+    name: ClassVar[str]
     config_class: ClassVar[type[_Config]]
     item_factors: np.ndarray  # ALS and BPR: set by fit or load
 
@@ -147,13 +148,18 @@ class ImplicitScorer(BaselineScorer):
     def is_fitted(self) -> bool:
         return self._item_index is not None
 
+    def _check_fitted(self) -> None:
+        if not self.is_fitted():
+            raise InvalidRequestError(f"{self.name} must be fitted on training interactions before scoring "
+                                      "(call .fit(...))", param="scorer")
+
     @property
     def item_ids(self) -> list[str]:
         self._check_fitted()
         assert self._item_index is not None
         return list(self._item_index)
 
-    def fit(self, users: Sequence[Any], items: Sequence[Any]) -> ImplicitScorer:
+    def fit(self, users: Sequence[Any], items: Sequence[Any]) -> ImplicitModel:
         """One row per training interaction: ``users[j]`` interacted with ``items[j]``."""
         X, item_ids, user_ids = _user_item_matrix(users, items)
         start = time.perf_counter()
@@ -174,18 +180,11 @@ class ImplicitScorer(BaselineScorer):
         return 1.0 / (1.0 + np.exp(-np.clip(scores, -50.0, 50.0)))
 
     def score_many(
-        self,
-        requests: list[RankRequest],
-        cutoffs: Sequence[Any] | None = None,
-        user_vectors: Sequence[np.ndarray | None] | None = None,
+        self, requests: list[RankRequest], user_vectors: Sequence[np.ndarray | None] | None = None
     ) -> list[ScoreResult]:
-        """``cutoffs`` is accepted for a uniform call and ignored: the model saw training data only.
-
-        ``user_vectors`` (factor models, evaluation only) replaces the fold-in with given user
-        factors, e.g. the trained ones from :meth:`trained_user_vector`.
-        """
+        """``user_vectors`` (factor models, evaluation only) replaces the fold-in with given user
+        factors, e.g. the trained ones from :meth:`trained_user_vector`."""
         self._check_fitted()
-        self._check_cutoffs(requests, cutoffs)
         assert self._item_index is not None
         if user_vectors is not None and len(user_vectors) != len(requests):
             raise InvalidRequestError(f"{len(user_vectors)} user vectors for {len(requests)} requests", param="users")
@@ -209,6 +208,9 @@ class ImplicitScorer(BaselineScorer):
                 )
             out.append(ScoreResult(scores=scores, probabilities=probs, history_used=len(hist), notes=notes))
         return out
+
+    def score(self, request: RankRequest) -> ScoreResult:
+        return self.score_many([request])[0]
 
     def _gram(self) -> np.ndarray:
         """``V^T V`` of the factors the fold-in uses (BPR: without the bias column), computed once."""
@@ -243,8 +245,6 @@ class ImplicitScorer(BaselineScorer):
         folder.mkdir(parents=True, exist_ok=True)
         for name, array in self._arrays().items():
             if hasattr(array, "tocsr"):
-                from scipy import sparse
-
                 sparse.save_npz(folder / f"{name}.npz", array.tocsr(), compressed=True)
             else:
                 np.save(folder / f"{name}.npy", np.asarray(array), allow_pickle=False)
@@ -254,7 +254,7 @@ class ImplicitScorer(BaselineScorer):
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> ImplicitScorer:
+    def load(cls, folder: str | Path) -> ImplicitModel:
         folder = Path(folder)
         try:
             meta = json.loads((folder / "config.json").read_text())
@@ -281,37 +281,18 @@ class ImplicitScorer(BaselineScorer):
         return model
 
 
-class ALSScorer(ImplicitScorer):
-    name = "als"
-    config_class = ALSConfig
-    config: ALSConfig
+class _FactorModel(ImplicitModel):
+    """ALS and BPR: item factors saved, the trained user factors kept in memory only (evaluation)."""
 
-    def _fit_matrix(self, X: Any) -> None:
-        from implicit.als import AlternatingLeastSquares
-        from threadpoolctl import threadpool_limits
+    def _options(self) -> dict[str, Any]:
+        """What implicit's ALS and BPR constructors share."""
+        c: Any = self.config
+        return {"factors": c.factors, "regularization": c.regularization, "iterations": c.iterations,
+                "random_state": c.seed, "num_threads": c.num_threads}
 
-        c = self.config
-        # implicit's own advice: multithreaded BLAS inside its solver makes ALS slower. The model is
-        # built inside the limit too: its constructor checks the BLAS threads and warns otherwise.
-        with threadpool_limits(1, "blas"):
-            model = AlternatingLeastSquares(
-                factors=c.factors,
-                regularization=c.regularization,
-                alpha=c.alpha,
-                iterations=c.iterations,
-                random_state=c.seed,
-                num_threads=c.num_threads,
-            )
-            model.fit(X, show_progress=False)
+    def _keep_factors(self, model: Any) -> None:
         self.item_factors = np.asarray(model.item_factors, dtype=np.float64)
         self.user_factors_ = np.asarray(model.user_factors, dtype=np.float64)
-
-    def _raw_scores(self, hist: list[int], cols: np.ndarray, user_vector: np.ndarray | None) -> np.ndarray:
-        c = self.config
-        if user_vector is None:
-            user_vector = fold_in(self.item_factors, hist, c.regularization, c.alpha, gram=self._gram())
-        x = user_vector
-        return self.item_factors[cols] @ x
 
     def _arrays(self) -> dict[str, Any]:
         return {"item_factors": self.item_factors}
@@ -320,27 +301,40 @@ class ALSScorer(ImplicitScorer):
         self.item_factors = np.load(folder / "item_factors.npy", allow_pickle=False)
 
 
-class BPRScorer(ImplicitScorer):
+class ALSModel(_FactorModel):
+    name = "als"
+    config_class = ALSConfig
+    config: ALSConfig
+
+    def _fit_matrix(self, X: Any) -> None:
+        from implicit.als import AlternatingLeastSquares  # optional: the [cf] extra, to fit only
+        from threadpoolctl import threadpool_limits
+
+        # implicit's own advice: multithreaded BLAS inside its solver makes ALS slower. The model is
+        # built inside the limit too: its constructor checks the BLAS threads and warns otherwise.
+        with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(alpha=self.config.alpha, **self._options())
+            model.fit(X, show_progress=False)
+        self._keep_factors(model)
+
+    def _raw_scores(self, hist: list[int], cols: np.ndarray, user_vector: np.ndarray | None) -> np.ndarray:
+        c = self.config
+        if user_vector is None:
+            user_vector = fold_in(self.item_factors, hist, c.regularization, c.alpha, gram=self._gram())
+        return self.item_factors[cols] @ user_vector
+
+
+class BPRModel(_FactorModel):
     name = "bpr"
     config_class = BPRConfig
     config: BPRConfig
 
     def _fit_matrix(self, X: Any) -> None:
-        from implicit.bpr import BayesianPersonalizedRanking
+        from implicit.bpr import BayesianPersonalizedRanking  # optional: the [cf] extra, to fit only
 
-        c = self.config
-        model = BayesianPersonalizedRanking(
-            factors=c.factors,
-            learning_rate=c.learning_rate,
-            regularization=c.regularization,
-            iterations=c.iterations,
-            random_state=c.seed,
-            num_threads=c.num_threads,
-        )
+        model = BayesianPersonalizedRanking(learning_rate=self.config.learning_rate, **self._options())
         model.fit(X, show_progress=False)
-        # implicit appends the item bias as the last item column and a constant 1 to each user
-        self.item_factors = np.asarray(model.item_factors, dtype=np.float64)
-        self.user_factors_ = np.asarray(model.user_factors, dtype=np.float64)
+        self._keep_factors(model)  # implicit appends the item bias as the last item column, a constant 1 to each user
 
     def _fold_in_factors(self) -> np.ndarray:
         return self.item_factors[:, :-1]  # the last column is the item bias
@@ -354,20 +348,13 @@ class BPRScorer(ImplicitScorer):
         x = fold_in(V, hist, c.fold_in_regularization, c.fold_in_confidence, offset=offset, gram=self._gram())
         return V[cols] @ x + bias[cols]
 
-    def _arrays(self) -> dict[str, Any]:
-        return {"item_factors": self.item_factors}
-
-    def _set_arrays(self, folder: Path) -> None:
-        self.item_factors = np.load(folder / "item_factors.npy", allow_pickle=False)
-
-
-class ItemKNNScorer(ImplicitScorer):
+class ItemKNNModel(ImplicitModel):
     name = "itemknn"
     config_class = ItemKNNConfig
     config: ItemKNNConfig
 
     def _fit_matrix(self, X: Any) -> None:
-        from implicit import nearest_neighbours as nn
+        from implicit import nearest_neighbours as nn  # optional: the [cf] extra, to fit only
 
         c = self.config
         # implicit's Cosine/TFIDF/BM25 recommenders weight the items x users matrix and pass it on as
@@ -409,9 +396,80 @@ class ItemKNNScorer(ImplicitScorer):
         return {"similarity": self.similarity}
 
     def _set_arrays(self, folder: Path) -> None:
-        from scipy import sparse
-
         self.similarity = sparse.load_npz(folder / "similarity.npz").tocsr()
 
 
-IMPLICIT_SCORERS: tuple[type[ImplicitScorer], ...] = (ALSScorer, BPRScorer, ItemKNNScorer)
+# ---- the bundle components ------------------------------------------------------------------
+
+
+class CFComponentConfig(ComponentConfig):
+    options: dict[str, Any] = {}  # the model's config (``ALSConfig``, ...); defaults: the subclass's
+
+
+class _CFComponent(Component):
+    """implicit's model: item-side factors / similarities; the user side is folded in from the history."""
+
+    kind = "cf"
+    config_class = CFComponentConfig
+    config: CFComponentConfig
+    model_class: ClassVar[type[ImplicitModel]]
+    model: ImplicitModel
+
+    def fit(self, data: TrainingData) -> Component:
+        users, rows = data.pairs()
+        self.model = self.model_class(self.config.options).fit(users.tolist(), [self.space.items[r].id for r in rows])
+        return self
+
+    def score_many(self, requests: list[RankRequest]) -> list[ScoreResult]:
+        out = self.model.score_many(requests)
+        for res in out:  # items unseen in training: a neutral 0, not a -1e6 outlier in the fusion
+            res.scores = np.where(res.scores <= UNKNOWN_SCORE, 0.0, res.scores)
+        return out
+
+    def score_rows(self, request, history, candidates):  # type: ignore[no-untyped-def]
+        raise NotImplementedError  # score_many scores through the model
+
+    def save_state(self, folder: Path) -> None:
+        self.model.save(folder / "model")
+
+    def load_state(self, folder: Path) -> None:
+        self.model = self.model_class.load(folder / "model")
+
+
+# Defaults: the configurations chosen on ML-100K validation by eval/bench_cf.py (eval/results/cf).
+class ItemKNNComponentConfig(CFComponentConfig):
+    options: dict[str, Any] = {"weighting": "bm25", "K": 1000}
+
+
+class ALSComponentConfig(CFComponentConfig):
+    options: dict[str, Any] = {"factors": 32, "regularization": 0.05, "alpha": 10.0, "iterations": 15}
+
+
+class BPRComponentConfig(CFComponentConfig):
+    options: dict[str, Any] = {"factors": 64, "learning_rate": 0.01, "iterations": 100,
+                               "fold_in_regularization": 100.0, "fold_in_confidence": 100.0}
+
+
+class ItemKNNComponent(_CFComponent):
+    __doc__ = _CFComponent.__doc__
+    name = "itemknn"
+    model_class = ItemKNNModel
+    config_class = ItemKNNComponentConfig
+
+    def explain(self, request: RankRequest, index: int) -> dict[str, Any]:
+        model: Any = self.model
+        return {"cooccurring": model.neighbours([h.id for h in request.history], request.candidates[index].id)}
+
+
+class ALSComponent(_CFComponent):
+    __doc__ = _CFComponent.__doc__
+    name = "als"
+    model_class = ALSModel
+    config_class = ALSComponentConfig
+
+
+class BPRComponent(_CFComponent):
+    __doc__ = _CFComponent.__doc__
+    name = "bpr"
+    model_class = BPRModel
+    config_class = BPRComponentConfig

@@ -1,0 +1,71 @@
+"""Pooled hidden states of a causal LM: what item representations (h_i) are made of.
+
+The transformers backend runs :func:`pooled_hidden_states` for ``Backend.hidden_states``; the
+item encoder (:mod:`llm_recommender.scorers.learned.encoder`) calls the backend, or these
+functions directly on a loaded model. torch is imported inside the functions: it is optional for
+the package (the ``torch`` extra), and these run only where a model is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from .kit import padded_batch
+
+Pooling = Literal["mean", "last"]
+
+
+def model_identity(model: Any) -> dict[str, Any]:
+    """What item vectors depend on: layer count, width, config, dtype and a sample of the weights
+    (two fine-tunes of one architecture share name and config, so a few weights are hashed too)."""
+    import torch  # optional: see the module docstring
+
+    cfg = {k: v for k, v in model.config.to_dict().items()
+           if k not in ("_name_or_path", "transformers_version", "dtype", "torch_dtype")}
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for i, (name, p) in enumerate(model.named_parameters()):
+            if i % 7 == 0:
+                h.update(name.encode())
+                h.update(p.detach().float().flatten()[:64].cpu().numpy().tobytes())
+    return {"num_layers": int(model.config.num_hidden_layers), "hidden_size": int(model.config.hidden_size),
+            "config": cfg, "dtype": str(next(model.parameters()).dtype), "weights": h.hexdigest()[:16]}
+
+
+def resolve_layer(model: Any, layer: int | None) -> int:
+    """``None`` -> the middle layer (``n // 2 + 1`` of ``n``); negatives count from the top.
+
+    ``model`` is the layer count ``n`` or a model with ``config.num_hidden_layers``."""
+    n = int(model) if isinstance(model, int) else int(model.config.num_hidden_layers)
+    if layer is None:
+        return min(n, n // 2 + 1)
+    if not -(n + 1) <= layer <= n:
+        raise ValueError(f"layer {layer} out of range for a model with {n} layers (0..{n}, or negative)")
+    return layer if layer >= 0 else n + 1 + layer
+
+
+def pooled_hidden_states(
+    model: Any, tokenizer: Any, texts: list[str], *, layers: Sequence[int], pooling: Pooling
+) -> list[np.ndarray]:
+    """For each layer in ``layers``, an ``(len(texts), hidden)`` float32 array of pooled states."""
+    import torch  # optional: see the module docstring
+
+    enc = [tokenizer(t, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id] for t in texts]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    ids, mask = padded_batch(enc, pad, side="right")  # right padding: positions start at 0 for every row
+    body = getattr(model, "base_model", model)  # the decoder without the LM head: its logits are not needed
+    with torch.inference_mode():
+        out = body(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True, use_cache=False)
+    m = mask.to(device).unsqueeze(-1).float()
+    lengths = torch.tensor([len(e) for e in enc], device=device)
+    result = []
+    for layer in layers:
+        h = out.hidden_states[layer].float()
+        v = (h * m).sum(1) / m.sum(1) if pooling == "mean" else h[torch.arange(len(enc), device=device), lengths - 1]
+        result.append(v.cpu().numpy().astype(np.float32))
+    return result

@@ -1,0 +1,93 @@
+"""The sequence component: h_u from a causal encoder over the history's h_i = ID embedding + text projection.
+
+The model itself (:mod:`.sequence_model`) needs torch; this module imports it only to fit or
+load one, so the registry lists ``sequence`` where torch is not installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...configurable import ComponentConfig
+from ..base import ScoreResult
+from ..component import Component, TrainingData
+from ..fused import ndcg10
+
+
+class SequenceComponentConfig(ComponentConfig):
+    text: str = "auto"  # item vectors the text path reads: llm | minilm | none | auto (llm, else minilm, else none)
+    model: dict[str, Any] = {"epochs": 30, "patience": 3, "id_dropout": 0.1}
+    valid_cases: int = 300  # validation cases scored after each epoch for early stopping
+
+
+class SequenceComponent(Component):
+    """SASRec-style: P(u,i) = sigmoid(<h_u, h_i>), h_u from the request's history, never a user embedding."""
+
+    name = "sequence"
+    kind = "learned"
+    config_class = SequenceComponentConfig
+    config: SequenceComponentConfig
+
+    def _text(self) -> str | None:
+        kind = self.config.text
+        if kind == "auto":
+            kind = next((k for k in ("llm", "minilm") if k in self.space.vectors), "none")
+        return None if kind == "none" else kind
+
+    def fit(self, data: TrainingData) -> Component:
+        from .sequence_model import SequenceModel, SequenceModelConfig  # torch: optional (the [torch] extra)
+
+        text = self._text()
+        cfg = SequenceModelConfig(**{"seed": data.seed, **self.config.model, "use_text": text is not None})
+        cases = data.validation[: self.config.valid_cases]
+        valid_fn: Callable[[Any], float] | None = None
+        if cases:
+            reqs = [c.request for c in cases]
+            gt = [c.ground_truth_index for c in cases]
+
+            def validate(model: Any) -> float:
+                self.model = model
+                return ndcg10(self.score_many(reqs), gt)
+
+            valid_fn = validate
+
+        vectors = self.space.vectors[text] if text else None
+        self.model = SequenceModel.fit([s.tolist() for s in data.sequences], len(self.space), vectors, cfg,
+                                       valid_fn=valid_fn, progress=True)
+        self.config = self.config.model_copy(update={"text": text or "none"})
+        return self
+
+    def score_many(self, requests):  # type: ignore[no-untyped-def]
+        text = self._text()
+        hist = [self.space.rows(r.history) for r in requests]
+        cand = [self.space.rows(r.candidates) for r in requests]
+        hv = cv = None
+        if text is not None:
+            hv = [self.space.vectors_for(text, r.history, h) if (h < 0).any() else None for r, h in zip(requests, hist)]
+            cv = [self.space.vectors_for(text, r.candidates, c) if (c < 0).any() else None
+                  for r, c in zip(requests, cand)]
+        if text is None:  # an ID-only model knows nothing of unseen items: they score lowest, history skips them
+            hist = [h[h >= 0] for h in hist]
+        logits = self.model.score(hist, [np.where(c >= 0, c, 0) if text is None else c for c in cand], cv, hv)
+        out = []
+        for r, c, s in zip(requests, cand, logits):
+            s = np.asarray(s, dtype=float)
+            if text is None:
+                s = np.where(c >= 0, s, s.min() - 1.0 if len(s) else 0.0)
+            out.append(ScoreResult(scores=s, probabilities=self.probabilities(s), history_used=len(r.history)))
+        return out
+
+    def score_rows(self, request, history, candidates):  # type: ignore[no-untyped-def]
+        raise NotImplementedError  # score_many batches every request in one padded pass
+
+    def save_state(self, folder: Path) -> None:
+        self.model.save(folder / "model")
+
+    def load_state(self, folder: Path) -> None:
+        from .sequence_model import SequenceModel  # torch: optional (the [torch] extra)
+
+        self.model = SequenceModel.load(folder / "model")
