@@ -97,6 +97,7 @@ class Fusion:
                     details={
                         "components": {c: np.asarray(r.scores, dtype=float).tolist() for c, r in parts.items()},
                         "contributions": self.contributions(fs),
+                        "parts": {c: r.details for c, r in parts.items()},  # what each component kept (evidence)
                     },
                 )
             )
