@@ -24,7 +24,7 @@ help:
 	@echo "make demo   - set up and rank movies for a sample user, with reasons"
 	@echo "make test   - set up and run the whole test suite (unit + real model + vLLM + server)"
 	@echo "make lint   - ruff on the repository, basedpyright (basic) on the package"
-	@echo "make bench  - latency/throughput/memory benchmark of the strategies (README table)"
+	@echo "make bench  - latency/throughput/memory benchmark of the strategies (docs/benchmarks.md table)"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

@@ -67,7 +67,7 @@ def _auto_backend(config_for: ConfigFor) -> Backend:
         # WARNING where vLLM is installed (its user may expect it), INFO where it is not.
         level = logging.WARNING if vllm_backend.vllm_installed() else logging.INFO
         log.log(level, "backend auto: transformers (CPU: it starts in ~11 s with 1.4 GiB; the vLLM engine ranked "
-                "1.1-1.3x faster on 2 cores but took ~47 s and 4.2 GiB to start, see README); "
+                "1.1-1.3x faster on 2 cores but took ~47 s and 4.2 GiB to start, see docs/vllm.md); "
                 "pass --backend vllm for throughput")
         return backend_class("transformers")(config_for("transformers"))
     if not vllm_backend.vllm_installed():

@@ -39,7 +39,7 @@ class TransformersOptions(ComponentConfig):
 
     # Measured with eval/bench_latency.py on an otherwise idle 2-core machine: 2 threads ran the
     # verbalizer pass 2.0x faster than 1 (1.96 s vs 3.92 s p50), so the default is torch's own
-    # (all cores). Set 1 when other processes share the cores (see README).
+    # (all cores). Set 1 when other processes share the cores (see docs/benchmarks.md).
     threads: int | None = Field(default=None, ge=1, description="torch intra-op threads (None: torch default, all cores)")
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' ... (auto: accelerate device_map on GPUs)")
     pad_batches_on_cpu: bool = Field(default=False, description="CPU: batch full prompts with left padding as on GPUs "

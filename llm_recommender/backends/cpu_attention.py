@@ -3,7 +3,7 @@
 The scorers' cost is one prefill pass over a long prompt. On CPU, torch's flash-attention
 kernel runs the small heads of the default model (head_dim 64, 3 key/value heads shared by 9
 query heads) at a third of the matmul rate or less, and attention took half of a 2,200-token
-pass (profiled in eval/bench_latency.py's notes in the README). This version computes causal
+pass (profiled in docs/benchmarks.md). This version computes causal
 attention in query blocks with batched matmuls: the query heads that share a key/value head
 are stacked into one matrix (grouped-query attention without copying keys and values), and
 each block only multiplies the keys at or before it. Measured on 2 cores, bf16, one layer:

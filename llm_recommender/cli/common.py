@@ -13,8 +13,8 @@ from typing import Annotated, Any
 import typer
 
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model alias, local folder or Hugging Face id (default: the embedded SmolLM2-135M-Instruct).")]
-BackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="transformers | vllm | openai | auto (the vLLM engine on a CUDA GPU, transformers on CPU: 4x quicker to start with a third of the memory; vLLM ranked 1.1-1.3x faster there, see README).")]
-ServiceBackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="transformers | vllm | openai | auto (default: auto, i.e. the vLLM engine on a CUDA GPU, transformers on CPU: 4x quicker to start with a third of the memory; vLLM ranked 1.1-1.3x faster there, see README; env LLM_REC_BACKEND).", show_default=False)]
+BackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="transformers | vllm | openai | auto (the vLLM engine on a CUDA GPU, transformers on CPU: 4x quicker to start with a third of the memory; vLLM ranked 1.1-1.3x faster there, see docs/vllm.md).")]
+ServiceBackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="transformers | vllm | openai | auto (default: auto, i.e. the vLLM engine on a CUDA GPU, transformers on CPU: 4x quicker to start with a third of the memory; vLLM ranked 1.1-1.3x faster there, see docs/vllm.md; env LLM_REC_BACKEND).", show_default=False)]
 BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible server for --backend openai, e.g. http://127.0.0.1:8000/v1 (see serve-model).")]
 # Every registered strategy, named here because typer needs the help text at import (a test checks it against the registries).
 STRATEGY_HELP = ("With --bundle: fused (the default) or one of its fitted components alone: popularity, cooccurrence, "

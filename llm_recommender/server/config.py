@@ -1,6 +1,6 @@
 """Server settings: limits and access control. ``LLM_REC_*`` environment variables apply.
 
-Defaults (also in the README):
+Defaults (also in docs/serving.md):
 
 =====================  =========  ==================================================
 setting                default    meaning
