@@ -150,6 +150,7 @@ def component_names() -> list[str]:
 
 def _register_optional() -> None:
     # Components in their own modules register on import (kept lazy: torch, implicit).
+    from ..ranker import component as _llm_ranker  # noqa: F401
     from . import learned_components  # noqa: F401
 
 
