@@ -40,7 +40,8 @@ _RESUME_NEUTRAL = {"work_dir", "progress", "max_minutes", "steps", "threads", "r
 
 
 class LLMRankerConfig(ComponentConfig):
-    model: str = Field(default=DEFAULT_MODEL, description="the LLM to fine-tune (a local folder, an alias or a hub id)")
+    model: str | None = Field(default=None, description="the LLM to fine-tune (a local folder, an alias or a hub id); "
+                              "default: the bundle's (the fit's --model)")
     method: Literal["full", "lora", "auto"] = "auto"
     full_max_params: int = Field(default=1_000_000_000, description="method auto: full fine-tuning up to this size")
     lora_r: int = Field(default=16, ge=1)
@@ -95,7 +96,9 @@ class LLMRankerComponent(Component):
         from ..tuning.generative import TuneConfig
         from .training import train_ranker
 
+        self.config = self.config.model_copy(update={"model": self.config.model or data.model or DEFAULT_MODEL})
         cfg = self.config
+        assert cfg.model is not None
         log = _log
         self.hints = CollaborativeHints.fit(self.space, data.sequences, cfg.retriever, cfg.retriever_config, data.seed)
         prefix_hints = CollaborativeHints.fit(self.space, split_tails(data.sequences, cfg.tail), cfg.retriever,
@@ -156,7 +159,8 @@ class LLMRankerComponent(Component):
             from .scorer import RankerScorer
             from .training import load_tuned
 
-            backend = load_tuned(self.model_dir, self.config.model, dtype=self.config.dtype, threads=self.config.threads)
+            backend = load_tuned(self.model_dir, self.config.model or DEFAULT_MODEL, dtype=self.config.dtype,
+                                 threads=self.config.threads)
             self._scorer = RankerScorer(self._prompter_factory(self.hints)(backend))
         return self._scorer
 

@@ -33,7 +33,7 @@ def _training_data(data_dir, n_valid=6, n_candidates=25):
 
 
 def _config(model_dir, work, **over):
-    return {"model": str(model_dir), "method": "full", "steps": 4, "batch_size": 2, "eval_every": 2, "eval_users": 6,
+    return {"model": str(model_dir) if model_dir else None, "method": "full", "steps": 4, "batch_size": 2, "eval_every": 2, "eval_users": 6,
             "patience": 10, "lr": 1e-3, "tail": 2, "history": 4, "dtype": "float32", "threads": 1,
             "work_dir": str(work), "progress": False, "max_minutes": None, **over}
 
@@ -175,12 +175,15 @@ def test_the_fusion_drops_a_useless_ranker_and_the_bundle_reloads_it(tiny_model_
     data = write_tiny_dataset(tmp_path / "data", n_users=60)
     cfg = FitConfig(dataset="generic", data_dir=data, model=str(tiny_model_dir), progress=False,
                     components=["popularity", "cooccurrence", "llm_ranker"],
-                    component_config={"llm_ranker": _config(tiny_model_dir, tmp_path / "work", steps=1, lr=1e-9)})
+                    component_config={"llm_ranker": _config(None, tmp_path / "work", steps=1, lr=1e-9)})
     bundle = fit_bundle(cfg, tmp_path / "bundle", log=lambda m: None)
     manifest = json.loads((bundle / "bundle.json").read_text())
     rec = {c["name"]: c for c in manifest["components"]}["llm_ranker"]
     assert rec["kept"] is False and "removing it changed" in rec["reason"]
     assert "llm_ranker" not in manifest["fusion"]["components"]
-    assert (bundle / "components" / "llm_ranker" / "learning_curve.json").is_file()
+    saved = bundle / "components" / "llm_ranker"
+    assert (saved / "learning_curve.json").is_file()
+    # the fit's --model reached the component: it fine-tuned and saved the bundle's LLM
+    assert json.loads((saved / "config.json").read_text())["model"] == str(tiny_model_dir)
     resp = Recommender.load(bundle, strategy="llm_ranker").rank_request(sample_request)
     assert resp.strategy == "llm_ranker" and len(resp.items) == 3
