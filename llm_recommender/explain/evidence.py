@@ -30,6 +30,9 @@ CO_OCCURRENCE = ("cooccurrence", "itemknn")
 # "strength": array (history, candidates): each history item's part of each candidate's score}; read with
 # key -> (how many, only positive ones, rounding), the lists the components' ``explain`` gives.
 LINK_RULES: dict[str, tuple[int, bool, int | None]] = {"cooccurring": (6, True, None), "similar_text": (3, False, 3)}
+# A history item is cited for text similarity ("described in much the same words") only from this cosine on:
+# below it (MiniLM: Star Wars (1977) vs The Shawshank Redemption (1994) is 0.46) the claim would not be true.
+TEXT_CITATION_MIN = 0.6
 
 
 def attribute_values(item: Item) -> dict[str, set[str]]:
@@ -76,6 +79,8 @@ def gather_evidence(bundle: Any, request: RankRequest, result: ScoreResult, indi
             for key in ("cooccurring", "similar_text"):
                 for hid, strength in found.get(key, [])[:5]:
                     h = by_id.get(hid)
+                    if key == "similar_text" and strength < TEXT_CITATION_MIN:
+                        continue
                     if h is not None and all(e.id != hid for e in cited):
                         cited.append(EvidenceItem(id=hid, title=h.title, component=name, strength=float(strength),
                                                   rating=h.rating, stated=h.stated))

@@ -226,3 +226,23 @@ def test_reason_sentences_render_in_the_one_sandboxed_environment_of_the_prompts
     assert renderer.env is env and isinstance(env, SandboxedEnvironment) and env.undefined is StrictUndefined
     item = Item(id="1", title="Heat (1995)")
     assert evidence_reason(item, Evidence(), tmp_path) == "Custom: Heat (1995)."
+
+
+def test_a_text_citation_needs_real_similarity(setup, monkeypatch):
+    """'Described in much the same words' only where the cosine says so: a history item whose text is
+    only loosely similar (below TEXT_CITATION_MIN) is never cited through the text component."""
+    from llm_recommender.explain.evidence import TEXT_CITATION_MIN
+
+    bundle, cases = setup
+    rec = rec_with(bundle)
+    request = cases[0].request.model_copy(update={"top_k": 3, "reasons": "evidence"})
+    loose, close = request.history[0].id, request.history[1].id
+    text = rec.bundle.components["embedding"]
+    monkeypatch.setattr(text, "explain", lambda req, i: {"similar_text": [(loose, TEXT_CITATION_MIN - 0.2),
+                                                                          (close, TEXT_CITATION_MIN + 0.1)]})
+    for name, comp in rec.bundle.components.items():  # only the text component names history items here
+        if name != "embedding":
+            monkeypatch.setattr(comp, "explain", lambda req, i: {})
+    monkeypatch.setattr("llm_recommender.explain.evidence.history_links", lambda result, component: None)
+    cited = [e for it in rec.rank_request(request).items for e in it.evidence.history_items if e.component == "embedding"]
+    assert cited and {e.id for e in cited} == {close}
