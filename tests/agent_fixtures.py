@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
+
 from llm_recommender.agent import CatalogueIndex
 from llm_recommender.protocol import Item
 
@@ -46,3 +51,21 @@ def tiny_items() -> list[Item]:
 
 def tiny_catalogue() -> CatalogueIndex:
     return CatalogueIndex(tiny_items())
+
+
+def write_genre_viewers(folder: Path, *, rating: float | None = 5) -> Path:
+    """The tiny catalogue as a ``generic`` dataset with 40 generated viewers whose taste follows a genre
+    (Horror, Crime, Comedy, Drama in turn) plus two random picks each, timestamped in order; ``rating``
+    on every interaction (None: no rating column). Returns ``folder``."""
+    items, rng, rows = tiny_items(), np.random.default_rng(0), []
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "items.jsonl").write_text("".join(
+        json.dumps({"item_id": it.id, "title": it.title, "genres": it.attributes["genres"]}) + "\n" for it in items))
+    for u in range(40):
+        genre = ["Horror", "Crime", "Comedy", "Drama"][u % 4]
+        liked = [it.id for it in items if genre in it.attributes["genres"]]
+        picks = list(rng.permutation(liked)) + list(rng.choice([it.id for it in items], 2, replace=False))
+        rows += [{"user_id": f"u{u}", "item_id": i, "timestamp": 100 + t, **({"rating": rating} if rating is not None else {})}
+                 for t, i in enumerate(dict.fromkeys(picks))]
+    (folder / "interactions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder

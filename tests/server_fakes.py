@@ -106,21 +106,10 @@ class ThreadedServer:
 def tiny_bundle(folder):
     """A bundle fitted in about a second on the agent tests' 20-film catalogue with generated viewers,
     so chat sentences reach the agent (popularity + co-occurrence; no text encoder, no LLM)."""
-    import json
-
     from llm_recommender.bundle import FitConfig, fit_bundle
-    from tests.agent_fixtures import tiny_items
+    from tests.agent_fixtures import write_genre_viewers
 
-    items, rng, rows = tiny_items(), np.random.default_rng(0), []
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "items.jsonl").write_text("".join(
-        json.dumps({"item_id": it.id, "title": it.title, "genres": it.attributes["genres"]}) + "\n" for it in items))
-    for u in range(40):
-        genre = ["Horror", "Crime", "Comedy", "Drama"][u % 4]
-        liked = [it.id for it in items if genre in it.attributes["genres"]]
-        picks = list(rng.permutation(liked)) + list(rng.choice([it.id for it in items], 2, replace=False))
-        rows += [{"user_id": f"u{u}", "item_id": i, "timestamp": 100 + t, "rating": 5} for t, i in enumerate(dict.fromkeys(picks))]
-    (folder / "interactions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_genre_viewers(folder)
     cfg = FitConfig(dataset="generic", data_dir=folder, components=["popularity", "cooccurrence"], valid_users=30,
                     min_gain=-1.0)
     return fit_bundle(cfg, folder / "bundle", log=lambda m: None)

@@ -198,25 +198,13 @@ def test_mentions_are_capped_across_a_long_conversation():
 
 def test_a_conversation_through_a_bundle_fitted_on_the_tiny_synthetic_catalogue(tmp_path, monkeypatch):
     """The tiny catalogue with generated viewers (taste by genre) -> a fitted bundle -> the server's chat path."""
-    import json as _json
-
-    import numpy as np
-
     from llm_recommender import Recommender
     from llm_recommender.agent import CatalogueIndex
     from llm_recommender.bundle import FitConfig, fit_bundle
-    from tests.agent_fixtures import tiny_items
+    from tests.agent_fixtures import write_genre_viewers
 
     monkeypatch.setenv("LLM_REC_CACHE_DIR", str(tmp_path / "cache"))
-    items, rng, rows = tiny_items(), np.random.default_rng(0), []
-    (tmp_path / "items.jsonl").write_text("".join(
-        _json.dumps({"item_id": it.id, "title": it.title, "genres": it.attributes["genres"]}) + "\n" for it in items))
-    for u in range(40):
-        genre = ["Horror", "Crime", "Comedy", "Drama"][u % 4]
-        liked = [it.id for it in items if genre in it.attributes["genres"]]
-        picks = list(rng.permutation(liked)) + list(rng.choice([it.id for it in items], 2, replace=False))
-        rows += [{"user_id": f"u{u}", "item_id": i, "timestamp": 100 + t, "rating": 5} for t, i in enumerate(dict.fromkeys(picks))]
-    (tmp_path / "interactions.jsonl").write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    write_genre_viewers(tmp_path)
     cfg = FitConfig(dataset="generic", data_dir=tmp_path, components=["popularity", "cooccurrence"], valid_users=30,
                     min_gain=-1.0)
     rec = Recommender.load(fit_bundle(cfg, tmp_path / "bundle", log=lambda m: None))

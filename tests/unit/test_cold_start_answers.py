@@ -18,7 +18,7 @@ import pytest
 from llm_recommender import Recommender
 from llm_recommender.bundle import FitConfig, fit_bundle
 from llm_recommender.scorers.item_space import ItemSpace
-from tests.agent_fixtures import tiny_items
+from tests.agent_fixtures import write_genre_viewers
 
 pytest.importorskip("rapidfuzz")
 
@@ -30,15 +30,7 @@ FALSE_CLAIMS = ("most recently", "Because you", "you watched", "you rated", "his
 def bundle_dir(tmp_path_factory):
     """The tiny catalogue (Alien, Heat, ...) with generated viewers whose taste follows a genre."""
     root = tmp_path_factory.mktemp("cold")
-    items, rng, rows = tiny_items(), np.random.default_rng(0), []
-    (root / "items.jsonl").write_text("".join(
-        json.dumps({"item_id": it.id, "title": it.title, "genres": it.attributes["genres"]}) + "\n" for it in items))
-    for u in range(40):
-        genre = ["Horror", "Crime", "Comedy", "Drama"][u % 4]
-        liked = [it.id for it in items if genre in it.attributes["genres"]]
-        picks = list(rng.permutation(liked)) + list(rng.choice([it.id for it in items], 2, replace=False))
-        rows += [{"user_id": f"u{u}", "item_id": i, "timestamp": 100 + t} for t, i in enumerate(dict.fromkeys(picks))]
-    (root / "interactions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_genre_viewers(root, rating=None)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LLM_REC_CACHE_DIR", str(root / "cache"))
         cfg = FitConfig(dataset="generic", data_dir=root, components=["popularity", "cooccurrence"], valid_users=30,
