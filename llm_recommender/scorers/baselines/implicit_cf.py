@@ -206,12 +206,12 @@ class ImplicitModel(Configurable):
                 notes.append(
                     f"{len(cand) - known.size} candidate(s) not in the training interactions score {UNKNOWN_SCORE}"
                 )
-            details = self._history_links(hist, cand, known) if known.size and hist else {}
+            details = self._history_links(request, hist, cand, known) if known.size and hist else {}
             out.append(ScoreResult(scores=scores, probabilities=probs, history_used=len(hist), notes=notes,
                                    details=details))
         return out
 
-    def _history_links(self, hist: list[int], cand: np.ndarray, known: np.ndarray) -> dict[str, Any]:
+    def _history_links(self, request: RankRequest, hist: list[int], cand: np.ndarray, known: np.ndarray) -> dict[str, Any]:
         """Per history item, its part of each candidate's score (the evidence behind it); factor models: none."""
         return {}
 
@@ -386,11 +386,12 @@ class ItemKNNModel(ImplicitModel):
         s = np.maximum(scores, 0.0)
         return s / (1.0 + s)
 
-    def _history_links(self, hist: list[int], cand: np.ndarray, known: np.ndarray) -> dict[str, Any]:
+    def _history_links(self, request: RankRequest, hist: list[int], cand: np.ndarray, known: np.ndarray) -> dict[str, Any]:
         strength = np.zeros((len(hist), len(cand)), dtype=np.float32)
         strength[:, known] = self.similarity[hist][:, cand[known]].toarray()
-        ids = list(self._item_index or {})
-        return {"history_links": {"key": "cooccurring", "history": [ids[r] for r in hist], "strength": strength}}
+        assert self._item_index is not None
+        id_of = {self._item_index[h.id]: h.id for h in request.history if h.id in self._item_index}  # not the catalogue's
+        return {"history_links": {"key": "cooccurring", "history": [id_of[r] for r in hist], "strength": strength}}
 
     def neighbours(self, history: list[str], candidate: str, k: int = 6) -> list[tuple[str, float]]:
         """The history items whose similarity to ``candidate`` makes up its score, largest first (the
