@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import InvalidRequestError
+from ..protocol import check_text
 
 PARAM = "response_format.json_schema.schema"
 MAX_SCHEMA_BYTES = 64 * 1024
@@ -136,10 +137,9 @@ def inspect_schema(schema: Any) -> None:
 
 def _text(value: str, where: str) -> None:
     try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise _refuse(f"text in the schema at {_quote(where)} is not valid UTF-8 (bad character at position "
-                      f"{exc.start})") from None
+        check_text(value)
+    except ValueError as exc:
+        raise _refuse(f"text in the schema at {_quote(where)}: {exc}") from None
 
 
 # ---- regexes with a timeout ----------------------------------------------------------------------
