@@ -135,7 +135,8 @@ class ColdStart:
             mention = linker.link(entry.title, "liked", HISTORY_LINK_THRESHOLD) if linker is not None else None
             item = self.bundle.space.items[index[mention.item_id]] if mention is not None and mention.item_id else None
             if item is not None:
-                history[k] = HistoryEntry(**item.model_dump(), rating=entry.rating, timestamp=entry.timestamp)
+                history[k] = HistoryEntry(**item.model_dump(), rating=entry.rating, timestamp=entry.timestamp,
+                                          stated=entry.stated)
                 linked.append(f"{_short(entry.title)!r} (id {_short(entry.id)!r}) -> {_short(item.title)!r} (id {item.id!r})")
             elif mention is not None and mention.candidates:
                 options = ", ".join(repr(_short(c.title)) for c in mention.candidates[:3])

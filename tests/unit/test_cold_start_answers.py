@@ -17,6 +17,7 @@ import pytest
 
 from llm_recommender import Recommender
 from llm_recommender.bundle import FitConfig, fit_bundle
+from llm_recommender.protocol import RankRequest
 from llm_recommender.scorers.item_space import ItemSpace
 from tests.agent_fixtures import write_genre_viewers
 
@@ -237,3 +238,11 @@ def test_streamed_chat_sends_the_same_popularity_answer(client):
     events = [line[len("data: "):] for line in r.text.split("\n") if line.startswith("data: ")][:-1]
     streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in map(json.loads, events) if c["choices"])
     assert streamed == plain and "\nWhy:\n1. Popular with everyone: #1" in streamed
+
+
+def test_a_linked_history_entry_keeps_what_the_user_said(rec):
+    """Linking by title replaces the id and title only: a like the user stated (no rating) stays stated, so
+    no reason can turn it into a rating or a viewing."""
+    resolved = rec.cold_start.resolve(RankRequest(history=[{"id": "x9", "title": "The Shining", "stated": True}]))
+    entry = resolved.request.history[0]
+    assert (entry.id, entry.stated, entry.rating) == ("20", True, None)
