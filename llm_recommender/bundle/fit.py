@@ -117,7 +117,8 @@ def fit_bundle(
         np.array([space.index[x.item_id] for x in s.before("valid") if x.item_id not in cold], dtype=np.int64)
         for s in splits.values()
     ]
-    data = TrainingData(space=space, sequences=[s for s in sequences if len(s)], seed=config.seed)
+    data = TrainingData(space=space, sequences=[s for s in sequences if len(s)], seed=config.seed,
+                        model=config.model)
     log(f"fit: {ds.name}: {len(space)} items, {len(data.sequences)} users, "
         f"{sum(len(s) for s in data.sequences)} training interactions"
         + (f", {len(cold)} cold items kept out" if cold else ""))

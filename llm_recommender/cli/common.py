@@ -18,7 +18,7 @@ ServiceBackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="
 BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible server for --backend openai, e.g. http://127.0.0.1:8000/v1 (see serve-model).")]
 # Every registered strategy, named here because typer needs the help text at import (a test checks it against the registries).
 STRATEGY_HELP = ("With --bundle: fused (the default) or one of its fitted components alone: popularity, cooccurrence, "
-                 "itemknn, als, bpr, embedding, representation, sequence, random. With or without a bundle, an LLM "
+                 "itemknn, als, bpr, embedding, representation, sequence, llm_ranker, random. With or without a bundle, an LLM "
                  "strategy: verbalizer (the default without a bundle), pointwise, listwise.")
 StrategyOpt = Annotated[str | None, typer.Option("--strategy", "-s", help=STRATEGY_HELP)]
 CalibratorOpt = Annotated[Path | None, typer.Option("--calibrator", help="JSON file of a fitted calibrator.")]

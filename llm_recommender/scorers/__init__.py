@@ -15,6 +15,7 @@ folder             what                                       names
                                                               embedding, itemknn, als, bpr
 ``learned/``       models trained on the LLM's item vectors   representation, sequence
 ``fused.py``       the bundle's logistic fusion               fused
+``../ranker/``     the bundle's LLM fine-tuned as a ranker    llm_ranker
 =================  =========================================  =====================================
 """
 
@@ -41,6 +42,8 @@ SCORERS: dict[str, str] = {
     "pointwise": "llm_recommender.scorers.llm.pointwise:PointwiseScorer",
     "listwise": "llm_recommender.scorers.llm.listwise:ListwiseScorer",
     "random": "llm_recommender.scorers.baselines.random:RandomComponent",
+    # the bundle's LLM fine-tuned into a ranker; its package sits above the scorers (it uses tuning/)
+    "llm_ranker": "llm_recommender.ranker.component:LLMRankerComponent",
 }
 _classes: dict[str, type[Scorer]] = {}  # imported (or registered) classes, by name
 

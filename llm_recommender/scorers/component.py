@@ -40,6 +40,7 @@ class TrainingData:
     sequences: list[np.ndarray]
     seed: int = 0
     validation: list[Any] = field(default_factory=list)  # EvalCases of validation targets: early stopping only
+    model: str | None = None  # the bundle's LLM (the fit's --model), for components that fine-tune or run it
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """(user code, item row) per training interaction."""

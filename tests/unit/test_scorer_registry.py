@@ -18,13 +18,23 @@ from llm_recommender.testing import hashed_score_fn, sample_requests, tiny_catal
 SMALL = {"sequence": {"model": {"epochs": 2}}, "representation": {"epochs": 2}}  # quick fits on tiny data
 
 
+def small_configs(request, tmp_path) -> dict:
+    """SMALL, and the llm_ranker on the tiny random model (one step; it needs the embedded model's tokenizer)."""
+    model = request.getfixturevalue("tiny_model_dir")  # skipped (failed under CI) without the embedded model
+    ranker = {"model": str(model), "method": "full", "steps": 1, "batch_size": 2, "tail": 1, "history": 3,
+              "candidates": 4, "hard_negatives": 1, "dtype": "float32", "threads": 1, "progress": False,
+              "max_minutes": None, "work_dir": str(tmp_path / "llm_ranker")}
+    return SMALL | {"llm_ranker": ranker}
+
+
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Bundle:
+def bundle(tmp_path_factory, request) -> Bundle:
     """Every registered fitted component on the tiny catalogue (seeded llm and minilm vectors), fused."""
     space, data = tiny_catalogue()
     space.vectors["llm"] = np.random.default_rng(1).normal(size=(len(space), 16)).astype(np.float32)
+    configs = small_configs(request, tmp_path_factory.mktemp("work"))
     names = [n for n in scorer_names(needs_fit=True) if issubclass(scorer_class(n), Component)]  # random: unfitted
-    components = {n: scorer_class(n)(space, SMALL.get(n)).fit(data) for n in names}  # type: ignore[call-arg]
+    components = {n: scorer_class(n)(space, configs.get(n)).fit(data) for n in names}  # type: ignore[call-arg]
     requests = sample_requests()
     results = {n: c.score_many(requests) for n, c in components.items()}
     labels = [np.eye(len(r.candidates))[0] for r in requests]
@@ -35,8 +45,10 @@ def bundle(tmp_path_factory) -> Bundle:
 def test_the_registry_holds_every_strategy_once():
     assert set(scorer_names()) == set(SCORERS)
     assert {FUSED, "popularity", "cooccurrence", "itemknn", "als", "bpr", "embedding", "representation", "sequence",
-            "verbalizer", "pointwise", "listwise", "random"} <= set(SCORERS)
+            "llm_ranker", "verbalizer", "pointwise", "listwise", "random"} <= set(SCORERS)
+    # built on the pipeline's backend; llm_ranker runs an LLM too, but its own fine-tuned one, saved in the bundle
     assert set(scorer_names(needs_llm=True)) == {"verbalizer", "pointwise", "listwise"}
+    assert "llm_ranker" in scorer_names(needs_fit=True) and issubclass(scorer_class("llm_ranker"), Component)
     assert "random" in scorer_names(needs_fit=False) and FUSED in scorer_names(needs_fit=True)
     assert {n for n in SCORERS if not issubclass(scorer_class(n), Component)} == {FUSED, *scorer_names(needs_llm=True)}
     for name in SCORERS:

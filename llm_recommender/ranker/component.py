@@ -1,0 +1,203 @@
+"""``llm_ranker``: the bundle's LLM fine-tuned into a listwise ranker, one more fusion feature.
+
+fit: collaborative hints (popularity, a retriever's catalogue rank) from the training
+sequences; training examples from each user's last ``tail`` training interactions with hard
+negatives from a retriever fitted on the interactions before them (:mod:`.examples`); the
+verbalizer's objective (cross-entropy over the candidates' label tokens at one position) through
+``tuning.generative``'s loop; validation NDCG@10 of the component alone on the fit's
+validation cases every ``eval_every`` steps (the learning curve); the best weights kept.
+
+score: up to ``candidates`` candidates per forward pass (more in chunks), the label
+log-probabilities renormalised over the labels of the pass. The fusion keeps or drops the
+component on its marginal gain like any other.
+
+Files (the component's folder): ``model/`` (merged weights for full fine-tuning, the adapter
+for LoRA), ``hints/`` (popularity counts and the retriever), ``learning_curve.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from ..configurable import ComponentConfig
+from ..model_store import DEFAULT_MODEL
+from ..protocol import RankRequest
+from ..scorers.base import ScoreResult
+from ..scorers.component import Component, TrainingData
+from .examples import build_examples, split_tails
+from .hints import CollaborativeHints
+
+CURVE_FILE = "learning_curve.json"
+# settings that do not change what a resumed run computes (a run may be resumed with more steps or time)
+_RESUME_NEUTRAL = {"work_dir", "progress", "max_minutes", "steps", "threads", "resume", "dtype"}
+
+
+class LLMRankerConfig(ComponentConfig):
+    model: str | None = Field(default=None, description="the LLM to fine-tune (a local folder, an alias or a hub id); "
+                              "default: the bundle's (the fit's --model)")
+    method: Literal["full", "lora", "auto"] = "auto"
+    full_max_params: int = Field(default=1_000_000_000, description="method auto: full fine-tuning up to this size")
+    lora_r: int = Field(default=16, ge=1)
+    lr: float | None = Field(default=None, gt=0, description="default: 1e-4 full, 1e-3 LoRA")
+    warmup_steps: int = Field(default=10, ge=0)
+    steps: int = Field(default=300, ge=1)
+    batch_size: int = Field(default=4, ge=1)
+    max_minutes: float | None = Field(default=30.0, gt=0, description="time budget of the training (model load included)")
+    history: int = Field(default=10, ge=0, description="history items shown in a prompt (the most recent)")
+    retrieval_history: int = Field(default=50, ge=1, description="history items the retriever folds in")
+    candidates: int = Field(default=20, ge=2, le=26, description="candidates per training prompt and per scoring pass")
+    hard_negatives: int = Field(default=9, ge=0, description="negatives from the retriever's top hard_pool")
+    hard_pool: int = Field(default=50, ge=1)
+    tail: int = Field(default=5, ge=1, description="training examples per user: their last `tail` training interactions")
+    hints: bool = Field(default=True, description="show the collaborative hints (False: titles alone)")
+    retriever: str = Field(default="als", description="the component whose catalogue ranking gives hints and hard negatives")
+    retriever_config: dict[str, Any] | None = None
+    eval_every: int = Field(default=25, ge=1)
+    eval_users: int = Field(default=100, ge=1, description="validation cases of the learning curve (the fit's first N)")
+    patience: int = Field(default=4, ge=1)
+    dtype: str = Field(default="auto", description="scoring dtype (auto: bf16 on GPUs and AMX CPUs, else fp32)")
+    threads: int | None = Field(default=None, description="torch threads (default: the process's)")
+    work_dir: str | None = Field(default=None, description="checkpoints; default: a folder in the cache keyed by "
+                                 "the config and the training data, so an interrupted fit resumes")
+    resume: bool = True
+    progress: bool = True
+
+
+def chance_ndcg10(n: int) -> float:
+    """NDCG@10 of a uniformly random order of ``n`` candidates with one relevant."""
+    return float(sum(1.0 / np.log2(r + 2) for r in range(min(10, n))) / n)
+
+
+class LLMRankerComponent(Component):
+    """The bundle's LLM, fine-tuned as a verbalizer over a retriever's hard candidates with CF hints in the prompt."""
+
+    name = "llm_ranker"
+    kind = "llm"
+    # needs_llm stays False: it is a bundle component that carries its own fine-tuned model (in its
+    # folder), not a strategy built on the pipeline's backend; it still runs an LLM for every request.
+    config_class = LLMRankerConfig
+    config: LLMRankerConfig
+
+    hints: CollaborativeHints
+    curve: dict[str, Any]
+    model_dir: Path
+    examples: list[dict[str, Any]]
+    _scorer: Any = None
+
+    # ---- training -------------------------------------------------------------------------
+    def fit(self, data: TrainingData) -> LLMRankerComponent:
+        from ..tuning.generative import TuneConfig
+        from .training import train_ranker
+
+        self.config = self.config.model_copy(update={"model": self.config.model or data.model or DEFAULT_MODEL})
+        cfg = self.config
+        assert cfg.model is not None
+        log = _log
+        self.hints = CollaborativeHints.fit(self.space, data.sequences, cfg.retriever, cfg.retriever_config, data.seed)
+        prefix_hints = CollaborativeHints.fit(self.space, split_tails(data.sequences, cfg.tail), cfg.retriever,
+                                              cfg.retriever_config, data.seed)
+        self.examples = build_examples(data.sequences, prefix_hints, tail=cfg.tail, history=cfg.history,
+                                       retrieval_history=cfg.retrieval_history, candidates=cfg.candidates,
+                                       hard=cfg.hard_negatives, hard_pool=cfg.hard_pool, seed=data.seed)
+        valid = list(data.validation[: cfg.eval_users])
+        work = self._work_dir(data)
+        log(f"llm_ranker: {len(self.examples)} training examples, {len(valid)} validation cases, checkpoints in {work}")
+        threads = cfg.threads or _torch_threads()
+        tune_cfg = TuneConfig(out=work, objective="verbalizer", model=cfg.model, method=cfg.method,
+                              full_max_params=cfg.full_max_params, lora_r=cfg.lora_r, lr=cfg.lr,
+                              warmup_steps=cfg.warmup_steps, steps=cfg.steps, batch_size=cfg.batch_size,
+                              history=cfg.history, candidates=cfg.candidates, eval_every=cfg.eval_every,
+                              eval_users=max(1, len(valid)), patience=cfg.patience, max_minutes=cfg.max_minutes,
+                              resume=cfg.resume, threads=threads, seed=data.seed, progress=cfg.progress)
+        state = train_ranker(tune_cfg, self.examples, valid, self._prompter_factory(self.hints), log)
+        n_cands = len(valid[0].request.candidates) if valid else cfg.candidates
+        self.curve = {
+            "points": [{"step": v["step"], "examples_seen": v["step"] * cfg.batch_size, "ndcg@10": v["ndcg@10"],
+                        "train_seconds": v["train_seconds"]} for v in state["validations"]],
+            "validation_cases": len(valid), "chance_ndcg@10": round(chance_ndcg10(n_cands), 4),
+            "best_step": state["best_step"], "best_ndcg@10": state["best_ndcg10"] if valid else None,
+            "steps_done": state["step"], "stopped": state["stopped"], "method": state["method"],
+            "mixed_precision": state["mixed_precision"], "device": state["device"], "lr": state["lr"],
+            "parameters": state["parameters"], "training_examples": len(self.examples), "batch_size": cfg.batch_size,
+            "train_seconds": round(state["train_seconds"], 1), "threads": threads, "model": cfg.model,
+        }
+        self.model_dir = work / "model"
+        self._scorer = None
+        return self
+
+    def _work_dir(self, data: TrainingData) -> Path:
+        if self.config.work_dir:
+            return Path(self.config.work_dir)
+        from ..model_store import cache_dir
+
+        h = hashlib.sha256(json.dumps(self.config.model_dump(mode="json", exclude=_RESUME_NEUTRAL),
+                                      sort_keys=True).encode())
+        h.update(str(data.seed).encode())
+        h.update("\x1f".join(self.space.ids).encode())
+        for seq in data.sequences:
+            h.update(np.asarray(seq, dtype=np.int64).tobytes() + b"|")
+        return cache_dir() / "llm-ranker" / h.hexdigest()[:16]
+
+    def _prompter_factory(self, hints: CollaborativeHints) -> Any:
+        from .scorer import RankerPrompter
+
+        cfg = self.config
+        return lambda backend: RankerPrompter(backend, self.space, hints, history=cfg.history,
+                                              max_per_pass=cfg.candidates, show_hints=cfg.hints,
+                                              retrieval_history=cfg.retrieval_history)
+
+    # ---- scoring --------------------------------------------------------------------------
+    def _ranker(self) -> Any:
+        if self._scorer is None:
+            from .scorer import RankerScorer
+            from .training import load_tuned
+
+            backend = load_tuned(self.model_dir, self.config.model or DEFAULT_MODEL, dtype=self.config.dtype,
+                                 threads=self.config.threads)
+            self._scorer = RankerScorer(self._prompter_factory(self.hints)(backend))
+        return self._scorer
+
+    def score_many(self, requests: list[RankRequest]) -> list[ScoreResult]:
+        return self._ranker().score_many(requests)
+
+    def score_rows(self, request, history, candidates):  # type: ignore[no-untyped-def]
+        raise NotImplementedError  # score_many renders prompts from the request's items
+
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        return np.exp(scores)
+
+    def describe(self) -> dict[str, Any]:
+        return {"learning_curve": self.curve, "retriever": self.hints.retriever.name, "hints": self.config.hints}
+
+    # ---- files ----------------------------------------------------------------------------
+    def save_state(self, folder: Path) -> None:
+        target = folder / "model"
+        if target.resolve() != self.model_dir.resolve():
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(self.model_dir, target, ignore=shutil.ignore_patterns("*.tmp"))
+        self.hints.save(folder / "hints")
+        (folder / CURVE_FILE).write_text(json.dumps(self.curve, indent=1) + "\n")
+
+    def load_state(self, folder: Path) -> None:
+        self.model_dir = folder / "model"
+        self.hints = CollaborativeHints.load(folder / "hints", self.space)
+        self.curve = json.loads((folder / CURVE_FILE).read_text())
+        self._scorer = None
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return max(1, torch.get_num_threads())
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
