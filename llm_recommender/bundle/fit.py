@@ -170,13 +170,20 @@ def fit_bundle(
                                         validation={"ndcg@10": round(alone, 4), "seconds_per_request": round(score_s, 5)})
         log(f"fit: {name}: fitted in {fit_s:.1f} s, validation NDCG@10 alone {alone:.4f} ({score_s * 1e3:.1f} ms/request)")
 
-    kept, gains, cv = select_components(results, labels, list(fitted), min_gain=config.min_gain, l2=config.l2,
-                                        seed=config.seed, log=log)
+    # a component that runs the LLM for every request must also beat the noise of a small validation set
+    costly = [n for n in fitted if fitted[n].kind == "llm"]
+    sel = select_components(results, labels, list(fitted), min_gain=config.min_gain, l2=config.l2,
+                            seed=config.seed, log=log, costly=costly)
+    kept, cv = sel.kept, sel.cv
     for name, rec in records.items():
-        rec.marginal_gain = round(gains.get(name, 0.0), 4)
+        gain, need = sel.gains.get(name, 0.0), sel.required(name, config.min_gain)
+        rec.marginal_gain = round(gain, 4)
         rec.kept = name in kept
+        if name in sel.errors:
+            rec.validation["marginal_gain_standard_error"] = round(sel.errors[name], 4)
         if not rec.kept:
-            rec.reason = f"removing it changed cross-validated NDCG@10 by {-gains.get(name, 0.0):+.4f} (< {config.min_gain})"
+            noise = f"; an LLM component must beat one standard error, {sel.errors[name]:.4f}" if name in costly else ""
+            rec.reason = f"removing it changed cross-validated NDCG@10 by {-gain:+.4f} (< {need:.4f}{noise})"
     fusion = Fusion.fit(results, labels, kept, l2=config.l2, reference=ref_rows)
     fused = fusion.combine({c: results[c] for c in kept})
     manifest.components = list(records.values())

@@ -8,13 +8,15 @@ calibrated probability; no second calibrator is stacked on top.
 
 Component selection (:func:`select_components`) is backward elimination on user-grouped
 K-fold cross-validated NDCG@10 over the validation cases: a component stays only if
-removing it costs at least ``min_gain``; each component's marginal gain is recorded.
+removing it costs at least ``min_gain`` (an LLM component: also one standard error of its per-user
+gain); each component's marginal gain and that error are recorded.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -177,40 +179,76 @@ def ndcg10(results: Sequence[ScoreResult], gt: Sequence[int]) -> float:
     return ranking_metrics(target_rank(r.scores, g) for r, g in zip(results, gt))["ndcg@10"]
 
 
+def cv_case_ndcg(
+    results: Mapping[str, list[ScoreResult]], labels: Sequence[np.ndarray], components: Sequence[str],
+    *, folds: int = 5, l2: float = 1.0, seed: int = 0,
+) -> np.ndarray:
+    """User-grouped K-fold NDCG@10 of the fusion of ``components``, one value per case (one case per user)."""
+    n = len(labels)
+    fold_of = np.random.default_rng(seed).permutation(n) % folds
+    gt = [int(np.argmax(lab)) for lab in labels]
+    out = np.zeros(n)
+    for f in range(folds):
+        train = np.flatnonzero(fold_of != f)
+        test = np.flatnonzero(fold_of == f)
+        if not len(test):
+            continue
+        fusion = Fusion.fit(results, labels, components, l2=l2, rows=train)
+        combined = fusion.combine({c: [results[c][k] for k in test] for c in components})
+        for r, k in zip(combined, test):
+            out[k] = ranking_metrics([target_rank(r.scores, gt[k])])["ndcg@10"]
+    return out
+
+
 def cv_ndcg(
     results: Mapping[str, list[ScoreResult]], labels: Sequence[np.ndarray], components: Sequence[str],
     *, folds: int = 5, l2: float = 1.0, seed: int = 0,
 ) -> float:
-    """User-grouped K-fold NDCG@10 of the fusion of ``components`` (one case per user)."""
-    n = len(labels)
-    fold_of = np.random.default_rng(seed).permutation(n) % folds
-    gt = [int(np.argmax(lab)) for lab in labels]
-    ranks = []
-    for f in range(folds):
-        train = np.flatnonzero(fold_of != f)
-        test = np.flatnonzero(fold_of == f)
-        fusion = Fusion.fit(results, labels, components, l2=l2, rows=train)
-        combined = fusion.combine({c: [results[c][k] for k in test] for c in components})
-        ranks += [target_rank(r.scores, gt[k]) for r, k in zip(combined, test)]
-    return ranking_metrics(ranks)["ndcg@10"]
+    """User-grouped K-fold NDCG@10 of the fusion of ``components`` (the mean of :func:`cv_case_ndcg`)."""
+    return float(cv_case_ndcg(results, labels, components, folds=folds, l2=l2, seed=seed).mean())
+
+
+@dataclass
+class Selection:
+    """What :func:`select_components` decided: the kept components and why."""
+
+    kept: list[str]
+    gains: dict[str, float]  # marginal cross-validated NDCG@10 of each component (when last tried)
+    errors: dict[str, float]  # one standard error of that gain over the validation users
+    cv: float  # cross-validated NDCG@10 of the kept set
+    costly: tuple[str, ...] = ()
+
+    def required(self, name: str, min_gain: float) -> float:
+        """The gain ``name`` had to reach: ``min_gain``, and for a costly component also one standard error."""
+        return max(min_gain, self.errors.get(name, 0.0)) if name in self.costly else min_gain
 
 
 def select_components(
     results: Mapping[str, list[ScoreResult]], labels: Sequence[np.ndarray], candidates: Sequence[str],
-    *, min_gain: float = 0.002, l2: float = 1.0, seed: int = 0, log: Any = None,
-) -> tuple[list[str], dict[str, float], float]:
-    """Backward elimination; returns (kept, marginal gain of every component, CV NDCG@10 of the kept set)."""
-    kept = list(candidates)
-    gains: dict[str, float] = {}
-    best = cv_ndcg(results, labels, kept, l2=l2, seed=seed)
-    while len(kept) > 1:
-        trial = {c: best - cv_ndcg(results, labels, [k for k in kept if k != c], l2=l2, seed=seed) for c in kept}
+    *, min_gain: float = 0.002, l2: float = 1.0, seed: int = 0, log: Any = None, costly: Sequence[str] = (),
+) -> Selection:
+    """Backward elimination on cross-validated NDCG@10.
+
+    The component whose removal costs least goes first, until every remaining one adds at
+    least ``min_gain``. A ``costly`` component (one that runs the LLM for every request) must
+    also add more than one standard error of its per-user gain: on a small validation set a
+    gain within the noise does not pay for an LLM pass.
+    """
+    sel = Selection(kept=list(candidates), gains={}, errors={}, cv=0.0, costly=tuple(costly))
+    base = cv_case_ndcg(results, labels, sel.kept, l2=l2, seed=seed)
+    n = len(labels)
+    while len(sel.kept) > 1:
+        for c in sel.kept:
+            diff = base - cv_case_ndcg(results, labels, [k for k in sel.kept if k != c], l2=l2, seed=seed)
+            sel.gains[c] = float(diff.mean())
+            sel.errors[c] = float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
         if log:
-            log("fusion: marginal gains " + ", ".join(f"{c} {g:+.4f}" for c, g in trial.items()))
-        weakest = min(trial, key=lambda c: trial[c])
-        gains.update(trial)
-        if trial[weakest] >= min_gain:
+            log("fusion: marginal gains " + ", ".join(f"{c} {sel.gains[c]:+.4f} (± {sel.errors[c]:.4f})"
+                                                       for c in sel.kept))
+        weakest = min(sel.kept, key=lambda c: sel.gains[c] - sel.required(c, min_gain))
+        if sel.gains[weakest] >= sel.required(weakest, min_gain):
             break
-        kept.remove(weakest)
-        best = best - trial[weakest]
-    return kept, gains, best
+        sel.kept.remove(weakest)
+        base = cv_case_ndcg(results, labels, sel.kept, l2=l2, seed=seed)
+    sel.cv = float(base.mean())
+    return sel
