@@ -13,7 +13,7 @@ from ..prompts import builtin_template_dir
 from ..protocol import Item
 from ..scorers import FUSED, Scorer, scorer_class
 from ..scorers.component import Component, as_requests
-from ..scorers.fused import FusedScorer, Fusion
+from ..scorers.fused import LLM_KIND, FusedScorer, Fusion
 from ..scorers.item_space import ItemSpace
 from .manifest import BundleManifest, read_manifest, sha256_text
 
@@ -40,7 +40,14 @@ class Bundle:
         self.space = space
         self.components = components
         self.fusion = fusion
-        self.fused = FusedScorer(dict(components), fusion, [space.items[r] for r in fusion.reference])
+        reference = [space.items[r] for r in fusion.reference]
+        self.fused = FusedScorer(dict(components), fusion, reference)
+        # Two stages when the fusion runs the LLM: retrieval over the catalogue uses the fusion without
+        # the LLM components' terms, and the whole fusion reranks what it retrieved (LlamaRec's pattern).
+        llm = [c for c in fusion.components if components[c].kind == LLM_KIND]
+        cheap = [c for c in fusion.components if c not in llm]
+        self.retriever = (FusedScorer({c: components[c] for c in cheap}, fusion.without(llm), reference)
+                          if llm and cheap else self.fused)
 
     @classmethod
     def load(cls, folder: str | Path, *, template_dir: Path | None = None, strict: bool | None = None) -> Bundle:
@@ -90,8 +97,9 @@ class Bundle:
     # ---- retrieval --------------------------------------------------------------------
     def retrieve(self, history: Sequence[Item], k: int, *, exclude: Sequence[str] = (),
                  pool: Sequence[Item] | None = None, chunk: int = 4096) -> list[Item]:
-        """The ``k`` items the fusion ranks highest for ``history``, from ``pool`` (default: the catalogue),
-        history and ``exclude`` left out."""
+        """The ``k`` items the first stage ranks highest for ``history``, from ``pool`` (default: the
+        catalogue), history and ``exclude`` left out. The first stage is the fusion, less the terms of
+        components that run the LLM (those rerank the ``k`` afterwards)."""
         banned = {h.id for h in history} | set(exclude)
         pool = [it for it in (self.space.items if pool is None else pool) if it.id not in banned]
         if not pool:
@@ -99,7 +107,7 @@ class Bundle:
         scores = np.empty(len(pool))
         for start in range(0, len(pool), chunk):
             part = pool[start : start + chunk]
-            scores[start : start + len(part)] = self.fused.score_many([as_requests(history, part)])[0].scores
+            scores[start : start + len(part)] = self.retriever.score_many([as_requests(history, part)])[0].scores
         top = np.argsort(-scores, kind="stable")[:k]
         return [pool[i] for i in top]
 

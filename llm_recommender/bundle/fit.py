@@ -38,7 +38,7 @@ from ..provenance import git_commit
 from ..scorers import scorer_class, scorer_names
 from ..scorers.baselines.embedding import DEFAULT_TEXT_ENCODER, text_vectors
 from ..scorers.component import Component, TrainingData
-from ..scorers.fused import Fusion, ndcg10, reference_rows, score_with_reference, select_components
+from ..scorers.fused import LLM_KIND, Fusion, ndcg10, reference_rows, score_with_reference, select_components
 from ..scorers.item_space import ItemSpace
 from ..scorers.learned.encoder import ItemEncoder
 from .bundle import REPRESENTATION_TEMPLATES, template_hashes
@@ -171,7 +171,7 @@ def fit_bundle(
         log(f"fit: {name}: fitted in {fit_s:.1f} s, validation NDCG@10 alone {alone:.4f} ({score_s * 1e3:.1f} ms/request)")
 
     # a component that runs the LLM for every request must also beat the noise of a small validation set
-    costly = [n for n in fitted if fitted[n].kind == "llm"]
+    costly = [n for n in fitted if fitted[n].kind == LLM_KIND]
     sel = select_components(results, labels, list(fitted), min_gain=config.min_gain, l2=config.l2,
                             seed=config.seed, log=log, costly=costly)
     kept, cv = sel.kept, sel.cv

@@ -31,6 +31,7 @@ from .base import Scorer, ScoreResult
 
 FUSION_FILE = "fusion.json"
 FUSED = "fused"
+LLM_KIND = "llm"  # Component.kind of components that run the LLM for every request
 
 
 REFERENCE_ITEMS = 64
@@ -48,7 +49,9 @@ def score_with_reference(scorer: Scorer, requests: list[RankRequest], reference:
     components comparable across users, without making P(u, i) depend on which other
     candidates happen to be in the request.
     """
-    if not reference:
+    if not reference or getattr(scorer, "kind", None) == LLM_KIND:
+        # an LLM component's scores are already relative to the request (label log-probabilities of
+        # one pass): 64 reference items would only cost it four more LLM passes per request
         return scorer.score_many(requests)
     n = [len(r.candidates) for r in requests]
     augmented = [r.model_copy(update={"candidates": [*r.candidates, *reference]}) for r in requests]
@@ -104,6 +107,13 @@ class Fusion:
                 )
             )
         return out
+
+    def without(self, drop: Sequence[str]) -> Fusion:
+        """The same fusion with the ``drop`` components' terms left out (a first-stage ranker for retrieval)."""
+        params = self.model.params()
+        feats = [f for f in params["features"] if f["name"].split(":")[0] not in set(drop)]
+        model = FeatureLogisticCalibrator(feats, bias=params["bias"], l2=params["l2"])
+        return Fusion([c for c in self.components if c not in set(drop)], model, self.reference)
 
     def contributions(self, fs: FeatureSet) -> dict[str, list[float]]:
         """theta_k * x_k (standardised) per component, summed over its features, per candidate."""

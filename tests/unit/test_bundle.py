@@ -16,6 +16,8 @@ from llm_recommender.data import load_dataset
 from llm_recommender.data.splits import leave_one_out, llmrank_cases
 from llm_recommender.scorers.baselines import cooccurrence, embedding, implicit_cf, popularity
 from llm_recommender.scorers.baselines.random import RandomComponent
+from llm_recommender.scorers.component import as_requests
+from llm_recommender.scorers.fused import score_with_reference
 from llm_recommender.testing import ComponentTests
 from tests.synthetic import hash_encoder, write_generic_dataset
 
@@ -210,3 +212,23 @@ class TestRandomConformance(ComponentTests):
 class TestItemKNNConformance(ComponentTests):
     component = implicit_cf.ItemKNNComponent
     config = {"options": {"K": 5}}
+
+
+def test_an_llm_component_reranks_what_the_cheap_fusion_retrieved(bundle_dir, data_dir):
+    """Two stages: retrieval over the catalogue never runs an LLM component; the whole fusion reranks the top-K."""
+    loaded = Bundle.load(bundle_dir)
+    llm = loaded.components["embedding"]
+    llm.kind = "llm"  # stand-in for llm_ranker: the two-stage split reads only Component.kind
+    bundle = Bundle(loaded.folder, loaded.manifest, loaded.space, loaded.components, loaded.fusion)
+    seen: list[int] = []
+    score_many = llm.score_many
+    llm.score_many = lambda reqs: (seen.extend(len(r.candidates) for r in reqs), score_many(reqs))[1]  # type: ignore[method-assign]
+    hist = cases(data_dir)[0].request.history
+    found = bundle.retrieve(hist, 7)
+    assert len(found) == 7 and seen == []  # the first stage left the LLM component out
+    cheap = loaded.fusion.without(["embedding"])
+    assert cheap.components == ["popularity", "cooccurrence"] and "embedding" not in str(cheap.model.names)
+    score_with_reference(llm, [as_requests(hist, found)], bundle.fused.reference)
+    assert seen == [7]  # an LLM component scores the request's items only: no reference items added
+    score_with_reference(loaded.components["popularity"], [as_requests(hist, found)], bundle.fused.reference)
+    assert len(bundle.fused.reference) > 0  # (the cheap ones get them)
