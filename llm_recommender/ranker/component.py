@@ -39,7 +39,7 @@ ItemTokenSource = Literal["none", "sequence", "als"]
 
 CURVE_FILE = "learning_curve.json"
 # settings that do not change what a resumed run computes (a run may be resumed with more steps or time)
-_RESUME_NEUTRAL = {"work_dir", "progress", "max_minutes", "steps", "threads", "resume", "dtype"}
+_RESUME_NEUTRAL = {"work_dir", "progress", "max_minutes", "steps", "threads", "resume", "dtype", "backend", "vllm"}
 
 
 class LLMRankerConfig(ComponentConfig):
@@ -76,6 +76,11 @@ class LLMRankerConfig(ComponentConfig):
     eval_users: int = Field(default=100, ge=1, description="validation cases of the learning curve (the fit's first N)")
     patience: int = Field(default=4, ge=1)
     dtype: str = Field(default="auto", description="scoring dtype (auto: bf16 on GPUs and AMX CPUs, else fp32)")
+    backend: Literal["transformers", "vllm"] = Field(
+        default="transformers", description="the engine that scores: transformers, or the vLLM engine (full "
+        "fine-tuning and projection; item tokens through its prompt-embeddings input)")
+    vllm: dict[str, Any] = Field(default_factory=dict, description="vLLM engine settings (VLLMConfig: in_process, "
+                                 "kv_cache_gib, max_model_len, ...)")
     threads: int | None = Field(default=None, description="torch threads (default: the process's)")
     work_dir: str | None = Field(default=None, description="checkpoints; default: a folder in the cache keyed by "
                                  "the config and the training data, so an interrupted fit resumes")
@@ -192,12 +197,13 @@ class LLMRankerComponent(Component):
             from .training import load_tuned
 
             backend = load_tuned(self.model_dir, self.config.model or DEFAULT_MODEL, dtype=self.config.dtype,
-                                 threads=self.config.threads)
+                                 threads=self.config.threads, engine=self.config.backend, vllm=self.config.vllm,
+                                 prompt_embeds=self.config.item_tokens != "none")
             tokens = None
             if self.config.item_tokens != "none":
                 from .soft_tokens import TOKENS_FILE, ItemTokens
 
-                tokens = ItemTokens.load(self.model_dir / TOKENS_FILE).to(backend.device)
+                tokens = ItemTokens.load(self.model_dir / TOKENS_FILE).to(getattr(backend, "device", "cpu"))
             self._scorer = RankerScorer(self._prompter_factory(self.hints)(backend, tokens))
         return self._scorer
 

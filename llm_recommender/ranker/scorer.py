@@ -82,7 +82,8 @@ class RankerPrompter:
         rows = self.space.rows(shown[len(shown) - used :] if used else []).tolist()
         rows += self.space.rows(list(candidates)).tolist()
         tok = self.backend.tokenizer
-        ids, slots = encode(tok, text, rows, tok.pad_token_id)
+        placeholder = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id  # replaced anyway
+        ids, slots = encode(tok, text, rows, placeholder)
         return (ids, slots, rows), used
 
     def prompt(self, ex: dict[str, Any]) -> tuple[Any, list[int]]:
@@ -131,18 +132,17 @@ class RankerScorer:
         return out
 
     def _soft_logprobs(self, prompts: list[SoftPrompt]) -> np.ndarray:
-        """Label log-probabilities of soft-token prompts through the backend's model: one pass per prompt."""
+        """Label log-probabilities of soft-token prompts: the projected item vectors go to the backend as
+        input embeddings at the slots (transformers: ``inputs_embeds``; vLLM: its prompt-embeddings input)."""
         import torch
 
-        from .soft_tokens import last_logits
+        from ..backends.base import EmbedsPrompt
 
         p = self.prompter
-        backend = p.backend
-        out = []
+        p.backend.require("prompt_embeds")
+        tokens = p.item_tokens
+        device = next(tokens.parameters()).device
         with torch.inference_mode():
-            for prompt in prompts:
-                logits = last_logits(backend.model, p.item_tokens, [prompt], backend.tokenizer.pad_token_id,
-                                     backend.device)
-                out.append(torch.log_softmax(logits.float(), dim=-1)[:, list(p.label_ids)].cpu().numpy())
-                backend.stats.add(prompt_tokens=len(prompt[0]), forward_passes=1)
-        return np.concatenate(out, axis=0).astype(np.float64)
+            embeds = [EmbedsPrompt(ids, slots, tokens(torch.tensor(rows, dtype=torch.long, device=device)).float())
+                      for ids, slots, rows in prompts]
+        return p.backend.embeds_next_token_logprobs(embeds, p.label_ids)

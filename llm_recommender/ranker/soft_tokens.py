@@ -30,7 +30,8 @@ from ..scorers.item_space import ItemSpace
 from .component import ItemTokenSource
 from .scorer import SLOT
 
-TOKENS_FILE = "item_tokens.safetensors"
+# in a subfolder of the model folder: vLLM loads every top-level *.safetensors there as model weights
+TOKENS_FILE = "item_tokens/item_tokens.safetensors"
 
 
 def fit_item_table(source: ItemTokenSource, space: ItemSpace, data: TrainingData,
@@ -105,6 +106,7 @@ class ItemTokens(nn.Module):
     def save(self, path: Path) -> None:
         from safetensors.torch import save_file
 
+        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         tensors["known"] = tensors["known"].to(torch.uint8)
         save_file(tensors, str(path), metadata={"format": "llm_ranker item tokens",

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..errors import CapabilityError
 from ..tuning.generative import TuneConfig, _Run
 
 TUNE_RECORD = "llm_rec_tune.json"
@@ -127,16 +128,26 @@ def train_ranker(cfg: TuneConfig, examples: list[dict[str, Any]], valid: list[An
     return state
 
 
-def load_tuned(folder: Path, base_model: str, *, dtype: str = "auto", threads: int | None = None) -> Any:
-    """A transformers backend over the tuned weights in ``folder`` (an adapter is merged into ``base_model``)."""
+def load_tuned(folder: Path, base_model: str, *, dtype: str = "auto", threads: int | None = None,
+               engine: str = "transformers", vllm: dict[str, Any] | None = None, prompt_embeds: bool = False) -> Any:
+    """A backend over the tuned weights in ``folder``: merged full weights (a model folder), an adapter merged
+    into ``base_model`` (transformers only), or ``base_model`` itself (the projection method: no LLM weights)."""
     from ..backends.configs import TransformersConfig
     from ..backends.transformers_backend import TransformersBackend
 
-    if not (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
-        # the projection method: the LLM was not trained, so it is the base model
-        return TransformersBackend(TransformersConfig(model=base_model, dtype=dtype, threads=threads))  # pyright: ignore[reportArgumentType]
-    if not (folder / "adapter_config.json").is_file():
-        return TransformersBackend(TransformersConfig(model=str(folder), dtype=dtype, threads=threads))  # pyright: ignore[reportArgumentType]
+    adapter = (folder / "adapter_config.json").is_file()
+    weights = str(folder) if (folder / "config.json").is_file() else base_model
+    if engine == "vllm":
+        from ..backends.configs import VLLMConfig
+        from ..backends.vllm_backend import VLLMBackend
+
+        if adapter:
+            raise CapabilityError("the llm_ranker's LoRA adapter is not served on vLLM yet: use backend "
+                                  "transformers, or fit with method full", param="components.llm_ranker.backend")
+        config = VLLMConfig.model_validate({**(vllm or {}), "model": weights, "dtype": dtype})
+        return VLLMBackend(config, **({"enable_prompt_embeds": True} if prompt_embeds else {}))
+    if not adapter:
+        return TransformersBackend(TransformersConfig(model=weights, dtype=dtype, threads=threads))  # pyright: ignore[reportArgumentType]
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
