@@ -11,8 +11,14 @@ score: up to ``candidates`` candidates per forward pass (more in chunks), the la
 log-probabilities renormalised over the labels of the pass. The fusion keeps or drops the
 component on its marginal gain like any other.
 
+With ``item_tokens`` (als, sequence), each history item and candidate also gets one soft token:
+the item's vector from that collaborative model (fitted once on the training sequences, saved)
+through a learned projection (:mod:`.soft_tokens`); ``method="projection"`` trains it alone.
+Scoring runs on the transformers backend or the vLLM engine (``backend``).
+
 Files (the component's folder): ``model/`` (merged weights for full fine-tuning, the adapter
-for LoRA), ``hints/`` (popularity counts and the retriever), ``learning_curve.json``.
+for LoRA, none for projection; ``model/item_tokens/`` the item-token table and projection),
+``hints/`` (popularity counts and the retriever), ``learning_curve.json``.
 """
 
 from __future__ import annotations

@@ -177,3 +177,32 @@ def test_resume_with_item_tokens_gives_the_same_projection(tiny_model_dir, tiny_
     assert a.keys() == b.keys() and "proj.2.weight" in a
     for k in a:
         np.testing.assert_array_equal(a[k].numpy(), b[k].numpy())
+
+
+def test_the_item_table_sees_no_validation_or_test_target(tiny_model_dir, tmp_path, monkeypatch):
+    """Through ``fit_bundle``: the collaborative model behind the item tokens is fitted on the training split alone."""
+    from llm_recommender.bundle.fit import FitConfig, fit_bundle
+    from llm_recommender.data import load_dataset
+    from llm_recommender.data.splits import leave_one_out
+    from llm_recommender.ranker import soft_tokens
+
+    seen = {}
+    real_fit = soft_tokens.fit_item_table
+
+    def recording(source, space, data, config=None):
+        seen["sequences"] = [s.tolist() for s in data.sequences]
+        return real_fit(source, space, data, config)
+
+    monkeypatch.setattr(soft_tokens, "fit_item_table", recording)
+    monkeypatch.setenv("LLM_REC_CACHE_DIR", str(tmp_path / "cache"))
+    data_dir = write_tiny_dataset(tmp_path / "data")
+    cfg = FitConfig(dataset="generic", data_dir=data_dir, model=str(tiny_model_dir), progress=False,
+                    components=["popularity", "llm_ranker"], valid_users=10,
+                    component_config={"llm_ranker": _config(tiny_model_dir, tmp_path / "work", steps=1,
+                                                            item_tokens="als")})
+    fit_bundle(cfg, tmp_path / "bundle", log=lambda m: None)
+    ds = load_dataset("generic", data_dir)
+    splits = leave_one_out(ds)
+    index = {iid: k for k, iid in enumerate(ds.item_ids)}
+    expected = [[index[x.item_id] for x in s.before("valid")] for s in splits.values()]
+    assert seen["sequences"] == [e for e in expected if e]
