@@ -206,3 +206,18 @@ def test_the_item_table_sees_no_validation_or_test_target(tiny_model_dir, tmp_pa
     index = {iid: k for k, iid in enumerate(ds.item_ids)}
     expected = [[index[x.item_id] for x in s.before("valid")] for s in splits.values()]
     assert seen["sequences"] == [e for e in expected if e]
+
+
+def test_lora_with_item_tokens_saves_the_adapter_and_the_projection(tiny_model_dir, tiny_data_dir, tmp_path):
+    from llm_recommender.ranker.soft_tokens import TOKENS_FILE
+
+    data, _ = _training_data(tiny_data_dir, n_valid=3, n_candidates=8)
+    cls, comp = _fit(tiny_model_dir, data, tmp_path / "work", item_tokens="als", method="lora", steps=2)
+    comp.save(tmp_path / "saved")
+    saved = tmp_path / "saved" / "model"
+    assert (saved / "adapter_config.json").is_file() and (saved / TOKENS_FILE).is_file()
+    requests = [c.request for c in data.validation]
+    before = comp.score_many(requests)
+    again = cls.load(tmp_path / "saved", data.space).score_many(requests)
+    for a, b in zip(before, again):
+        np.testing.assert_allclose(a.scores, b.scores, rtol=0, atol=1e-6)
