@@ -85,6 +85,15 @@ class BackendStats(UsageMeter):
                 target.forward_passes += forward_passes
 
 
+@dataclass(frozen=True)
+class EmbedsPrompt:
+    """Token ids of a prompt, and the input embeddings that replace those at ``positions`` (soft tokens)."""
+
+    ids: list[int]
+    positions: list[int]
+    vectors: Any  # torch.Tensor (len(positions), hidden_size)
+
+
 class Backend(Configurable, abc.ABC):
     """A language model that can score next tokens and generate (optionally JSON-constrained) text."""
 
@@ -95,6 +104,8 @@ class Backend(Configurable, abc.ABC):
     # Can force a duplicate-free ranking token by token (backends/constrained.py).
     supports_permutation_decoding: ClassVar[bool] = False
     supports_hidden_states: ClassVar[bool] = False  # hidden_states(): item representations for the bundle
+    # embeds_next_token_logprobs(): prompts whose marked positions carry given input embeddings (soft item tokens)
+    supports_prompt_embeds: ClassVar[bool] = False
 
     @property
     def shares_prompt_starts(self) -> bool:
@@ -212,6 +223,13 @@ class Backend(Configurable, abc.ABC):
         """Per layer, an array (len(texts), hidden_size) of hidden states pooled over each text's tokens
         (``mean``) or taken at its last token (``last``). Backends with ``supports_hidden_states``."""
         self.require("hidden_states")
+        raise NotImplementedError
+
+    def embeds_next_token_logprobs(self, prompts: Sequence[EmbedsPrompt], token_ids: Sequence[int]) -> np.ndarray:
+        """As :meth:`next_token_logprobs` for prompts given as token ids whose ``positions`` take the given
+        input-embedding rows (``vectors``, a float tensor (len(positions), hidden_size)) instead of their
+        tokens' embeddings. Backends with ``supports_prompt_embeds``."""
+        self.require("prompt_embeds")
         raise NotImplementedError
 
     def hidden_state_identity(self) -> dict[str, Any]:

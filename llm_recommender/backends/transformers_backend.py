@@ -24,7 +24,7 @@ from ..errors import ModelLoadError
 from ..model_store import resolve_model
 from . import cpu_attention
 from ._tokenizer import TokenizerMixin
-from .base import Backend, Generation
+from .base import Backend, EmbedsPrompt, Generation
 from .configs import TransformersConfig
 from .constrained import PermutationState, hf_spec
 from .key_tree import KeyTree, keep_rows
@@ -45,6 +45,7 @@ class TransformersBackend(TokenizerMixin, Backend):
     supports_json_schema = True
     supports_permutation_decoding = True
     supports_hidden_states = True
+    supports_prompt_embeds = True
 
     def __init__(self, config: TransformersConfig | dict[str, Any] | None = None, *, model: Any = None,
                  tokenizer: Any = None, **kwargs: Any) -> None:
@@ -155,6 +156,21 @@ class TransformersBackend(TokenizerMixin, Backend):
             ).logits[:, -1, :]
         self.stats.add(prompt_tokens=sum(len(c) for c in chunk), forward_passes=1)
         return self._last_logprobs(logits, token_ids)
+
+    def embeds_next_token_logprobs(self, prompts: Sequence[EmbedsPrompt], token_ids: Sequence[int]) -> np.ndarray:
+        """One unpadded pass per prompt on ``inputs_embeds``: the tokens' embeddings, the given rows at ``positions``."""
+        torch = self._torch
+        embed = self.model.get_input_embeddings()
+        out = []
+        with torch.inference_mode():
+            for p in prompts:
+                x = embed(torch.tensor([p.ids], dtype=torch.long, device=self.device)).clone()
+                if p.positions:
+                    x[0, list(p.positions)] = p.vectors.to(device=self.device, dtype=x.dtype)
+                logits = self.model(inputs_embeds=x, use_cache=False, logits_to_keep=1).logits[:, -1, :]
+                self.stats.add(prompt_tokens=len(p.ids), forward_passes=1)
+                out.append(self._last_logprobs(logits, token_ids))
+        return np.concatenate(out, axis=0) if out else np.zeros((0, len(token_ids)))
 
     def prefix_next_token_logprobs(self, prefix: str, suffixes: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
         prefix_ids = self.encode(prefix)

@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, ModelLoadError
+from ..errors import BackendError, CapabilityError, ModelLoadError
 from ..model_store import resolve_model
 from ._tokenizer import TokenIdBackend, load_tokenizer
-from .base import Generation
+from .base import EmbedsPrompt, Generation
 from .configs import VLLMConfig
 from .constrained import hf_spec
 from .kit import auto_dtype
@@ -119,6 +119,7 @@ class VLLMBackend(TokenIdBackend):
     supports_logprobs = True
     supports_json_schema = True
     supports_permutation_decoding = True  # our V1 logits processor is registered on every engine
+    supports_prompt_embeds = True  # on an engine started with enable_prompt_embeds=True (else a CapabilityError)
 
     def __init__(self, config: VLLMConfig | dict[str, Any] | None = None, **engine_kwargs: Any) -> None:
         super().__init__()
@@ -190,14 +191,39 @@ class VLLMBackend(TokenIdBackend):
 
     # ---- engine calls ---------------------------------------------------------------
     def _run(self, prompts: list[list[int]], params: Any) -> list[Any]:
+        return self._run_inputs([self._TokensPrompt(prompt_token_ids=p) for p in prompts], params,
+                                sum(len(p) for p in prompts))
+
+    def _run_inputs(self, inputs: list[Any], params: Any, n_tokens: int) -> list[Any]:
         try:
-            outputs = self.llm.generate([self._TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+            outputs = self.llm.generate(inputs, params, use_tqdm=False)
         except Exception as exc:
             raise BackendError(f"vLLM engine call failed: {exc}", param="backend") from exc
-        self.stats.add(prompt_tokens=sum(len(p) for p in prompts), forward_passes=1)
+        self.stats.add(prompt_tokens=n_tokens, forward_passes=1)
         return outputs
 
-    def _score_ids(self, prompts: list[list[int]], token_ids: Sequence[int]) -> np.ndarray:
+    def embeds_next_token_logprobs(self, prompts: Sequence[EmbedsPrompt], token_ids: Sequence[int]) -> np.ndarray:
+        """Through the engine's prompt-embeddings input in mixed mode: the engine embeds the token ids itself,
+        and takes our rows at ``positions`` (``prompt_is_token_ids`` False there)."""
+        if not self.llm.llm_engine.model_config.enable_prompt_embeds:
+            raise CapabilityError("this vLLM engine takes no prompt embeddings: start it with "
+                                  "enable_prompt_embeds=True", param="backend")
+        import torch
+
+        hidden = int(self.llm.llm_engine.model_config.get_hidden_size())
+        inputs = []
+        for p in prompts:
+            rows = torch.zeros(len(p.ids), hidden, dtype=torch.float32)
+            marked = [True] * len(p.ids)
+            if p.positions:
+                rows[list(p.positions)] = p.vectors.detach().to("cpu", torch.float32)
+                for k in p.positions:
+                    marked[k] = False
+            inputs.append({"prompt_embeds": rows, "prompt_token_ids": list(p.ids), "prompt_is_token_ids": marked})
+        return self._score_ids(inputs, token_ids, n_tokens=sum(len(p.ids) for p in prompts))
+
+    def _score_ids(self, prompts: list[Any], token_ids: Sequence[int], n_tokens: int | None = None) -> np.ndarray:
+        """``prompts``: token id lists, or engine inputs (dicts) with ``n_tokens`` given."""
         ids = [int(t) for t in token_ids]
         if len(ids) > self.config.max_logprobs:
             raise BackendError(
@@ -207,7 +233,9 @@ class VLLMBackend(TokenIdBackend):
             )
         params = self._SamplingParams(max_tokens=1, temperature=0.0, logprobs=len(ids), logprob_token_ids=ids)
         out = np.empty((len(prompts), len(ids)))
-        for r, res in enumerate(self._run(prompts, params)):
+        outputs = (self._run(prompts, params) if n_tokens is None
+                   else self._run_inputs(prompts, params, n_tokens))
+        for r, res in enumerate(outputs):
             step = res.outputs[0].logprobs[0]
             try:
                 out[r] = [step[t].logprob for t in ids]

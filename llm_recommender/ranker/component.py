@@ -11,8 +11,14 @@ score: up to ``candidates`` candidates per forward pass (more in chunks), the la
 log-probabilities renormalised over the labels of the pass. The fusion keeps or drops the
 component on its marginal gain like any other.
 
+With ``item_tokens`` (als, sequence), each history item and candidate also gets one soft token:
+the item's vector from that collaborative model (fitted once on the training sequences, saved)
+through a learned projection (:mod:`.soft_tokens`); ``method="projection"`` trains it alone.
+Scoring runs on the transformers backend or the vLLM engine (``backend``).
+
 Files (the component's folder): ``model/`` (merged weights for full fine-tuning, the adapter
-for LoRA), ``hints/`` (popularity counts and the retriever), ``learning_curve.json``.
+for LoRA, none for projection; ``model/item_tokens/`` the item-token table and projection),
+``hints/`` (popularity counts and the retriever), ``learning_curve.json``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..configurable import ComponentConfig
 from ..model_store import DEFAULT_MODEL
@@ -35,15 +41,19 @@ from ..scorers.component import Component, TrainingData
 from .examples import build_examples, split_tails
 from .hints import CollaborativeHints
 
+ItemTokenSource = Literal["none", "sequence", "als"]
+
 CURVE_FILE = "learning_curve.json"
 # settings that do not change what a resumed run computes (a run may be resumed with more steps or time)
-_RESUME_NEUTRAL = {"work_dir", "progress", "max_minutes", "steps", "threads", "resume", "dtype"}
+_RESUME_NEUTRAL = {"work_dir", "progress", "max_minutes", "steps", "threads", "resume", "dtype", "backend", "vllm"}
 
 
 class LLMRankerConfig(ComponentConfig):
     model: str | None = Field(default=None, description="the LLM to fine-tune (a local folder, an alias or a hub id); "
                               "default: the bundle's (the fit's --model)")
-    method: Literal["full", "lora", "auto"] = "auto"
+    method: Literal["full", "lora", "auto", "projection"] = Field(
+        default="auto", description="full fine-tuning, LoRA, auto (full up to full_max_params, else LoRA), or "
+        "projection: the LLM frozen, only the item-token projection trains (needs item_tokens)")
     full_max_params: int = Field(default=1_000_000_000, description="method auto: full fine-tuning up to this size")
     lora_r: int = Field(default=16, ge=1)
     lr: float | None = Field(default=None, gt=0, description="default: 1e-4 full, 1e-3 LoRA")
@@ -58,17 +68,40 @@ class LLMRankerConfig(ComponentConfig):
     hard_pool: int = Field(default=50, ge=1)
     tail: int = Field(default=5, ge=1, description="training examples per user: their last `tail` training interactions")
     hints: bool = Field(default=True, description="show the collaborative hints (False: titles alone)")
+    item_tokens: ItemTokenSource = Field(
+        default="none", description="one soft token per history item and candidate carrying the item's vector from "
+        "this collaborative model (fitted on the training sequences, saved with the component) through a learned "
+        "projection; none: text alone")
+    item_tokens_config: dict[str, Any] | None = Field(default=None, description="config of the item-token model")
+    tokens_lr: float = Field(default=1e-3, gt=0, description="learning rate of the item-token projection")
+    titles: bool = Field(default=True, description="show the titles (False: item tokens and labels only, a much "
+                         "shorter prompt; needs item_tokens)")
     retriever: str = Field(default="als", description="the component whose catalogue ranking gives hints and hard negatives")
     retriever_config: dict[str, Any] | None = None
     eval_every: int = Field(default=25, ge=1)
     eval_users: int = Field(default=100, ge=1, description="validation cases of the learning curve (the fit's first N)")
     patience: int = Field(default=4, ge=1)
     dtype: str = Field(default="auto", description="scoring dtype (auto: bf16 on GPUs and AMX CPUs, else fp32)")
+    backend: Literal["transformers", "vllm"] = Field(
+        default="transformers", description="the engine that scores: transformers, or the vLLM engine (full "
+        "fine-tuning and projection; item tokens through its prompt-embeddings input)")
+    vllm: dict[str, Any] = Field(default_factory=dict, description="vLLM engine settings (VLLMConfig: in_process, "
+                                 "kv_cache_gib, max_model_len, ...)")
     threads: int | None = Field(default=None, description="torch threads (default: the process's)")
     work_dir: str | None = Field(default=None, description="checkpoints; default: a folder in the cache keyed by "
                                  "the config and the training data, so an interrupted fit resumes")
     resume: bool = True
     progress: bool = True
+
+
+    @model_validator(mode="after")
+    def _needs_item_tokens(self) -> LLMRankerConfig:
+        if self.item_tokens == "none":
+            if not self.titles:
+                raise ValueError("titles=false leaves nothing to rank by: it needs item_tokens (sequence or als)")
+            if self.method == "projection":
+                raise ValueError("method projection trains the item-token projection alone: it needs item_tokens")
+        return self
 
 
 def chance_ndcg10(n: int) -> float:
@@ -111,13 +144,22 @@ class LLMRankerComponent(Component):
         work = self._work_dir(data)
         log(f"llm_ranker: {len(self.examples)} training examples, {len(valid)} validation cases, checkpoints in {work}")
         threads = cfg.threads or _torch_threads()
-        tune_cfg = TuneConfig(out=work, objective="verbalizer", model=cfg.model, method=cfg.method,
+        item_table = None
+        if cfg.item_tokens != "none":
+            from .soft_tokens import fit_item_table
+
+            item_table = fit_item_table(cfg.item_tokens, self.space, data, cfg.item_tokens_config)
+            log(f"llm_ranker: item tokens from {cfg.item_tokens} ({item_table[0].shape[1]}-d, "
+                f"{int(item_table[1].sum())} of {len(self.space)} items known)")
+        method = "full" if cfg.method == "projection" else cfg.method
+        tune_cfg = TuneConfig(out=work, objective="verbalizer", model=cfg.model, method=method,
                               full_max_params=cfg.full_max_params, lora_r=cfg.lora_r, lr=cfg.lr,
                               warmup_steps=cfg.warmup_steps, steps=cfg.steps, batch_size=cfg.batch_size,
                               history=cfg.history, candidates=cfg.candidates, eval_every=cfg.eval_every,
                               eval_users=max(1, len(valid)), patience=cfg.patience, max_minutes=cfg.max_minutes,
                               resume=cfg.resume, threads=threads, seed=data.seed, progress=cfg.progress)
-        state = train_ranker(tune_cfg, self.examples, valid, self._prompter_factory(self.hints), log)
+        state = train_ranker(tune_cfg, self.examples, valid, self._prompter_factory(self.hints), log,
+                             item_table=item_table, freeze_llm=cfg.method == "projection", tokens_lr=cfg.tokens_lr)
         n_cands = len(valid[0].request.candidates) if valid else cfg.candidates
         self.curve = {
             "points": [{"step": v["step"], "examples_seen": v["step"] * cfg.batch_size, "ndcg@10": v["ndcg@10"],
@@ -150,9 +192,9 @@ class LLMRankerComponent(Component):
         from .scorer import RankerPrompter
 
         cfg = self.config
-        return lambda backend: RankerPrompter(backend, self.space, hints, history=cfg.history,
-                                              max_per_pass=cfg.candidates, show_hints=cfg.hints,
-                                              retrieval_history=cfg.retrieval_history)
+        return lambda backend, item_tokens=None: RankerPrompter(
+            backend, self.space, hints, history=cfg.history, max_per_pass=cfg.candidates, show_hints=cfg.hints,
+            retrieval_history=cfg.retrieval_history, item_tokens=item_tokens, titles=cfg.titles)
 
     # ---- scoring --------------------------------------------------------------------------
     def _ranker(self) -> Any:
@@ -161,8 +203,14 @@ class LLMRankerComponent(Component):
             from .training import load_tuned
 
             backend = load_tuned(self.model_dir, self.config.model or DEFAULT_MODEL, dtype=self.config.dtype,
-                                 threads=self.config.threads)
-            self._scorer = RankerScorer(self._prompter_factory(self.hints)(backend))
+                                 threads=self.config.threads, engine=self.config.backend, vllm=self.config.vllm,
+                                 prompt_embeds=self.config.item_tokens != "none")
+            tokens = None
+            if self.config.item_tokens != "none":
+                from .soft_tokens import TOKENS_FILE, ItemTokens
+
+                tokens = ItemTokens.load(self.model_dir / TOKENS_FILE).to(getattr(backend, "device", "cpu"))
+            self._scorer = RankerScorer(self._prompter_factory(self.hints)(backend, tokens))
         return self._scorer
 
     def score_many(self, requests: list[RankRequest]) -> list[ScoreResult]:
@@ -175,7 +223,8 @@ class LLMRankerComponent(Component):
         return np.exp(scores)
 
     def describe(self) -> dict[str, Any]:
-        return {"learning_curve": self.curve, "retriever": self.hints.retriever.name, "hints": self.config.hints}
+        return {"learning_curve": self.curve, "retriever": self.hints.retriever.name, "hints": self.config.hints,
+                "item_tokens": self.config.item_tokens, "titles": self.config.titles}
 
     # ---- files ----------------------------------------------------------------------------
     def save_state(self, folder: Path) -> None:

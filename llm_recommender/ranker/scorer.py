@@ -24,16 +24,24 @@ from ..scorers.item_space import ItemSpace
 from ..scorers.llm.verbalizer import label_tokens
 from .hints import CollaborativeHints
 
+SLOT = "\x00"  # the item-token mark (see soft_tokens: a control character item text never carries)
+
 TEMPLATE = "llm_ranker.j2"
+SoftPrompt = tuple[list[int], list[int], list[int]]  # token ids, slot positions, catalogue rows of the slots
 
 
 class RankerPrompter:
+    """``item_tokens``: an :class:`~.soft_tokens.ItemTokens` module (one soft token per item, beside the
+    title or, with ``titles=False``, instead of it), or None for text prompts."""
+
     def __init__(self, backend: Any, space: ItemSpace, hints: CollaborativeHints, *, history: int,
-                 max_per_pass: int, show_hints: bool, retrieval_history: int) -> None:
+                 max_per_pass: int, show_hints: bool, retrieval_history: int, item_tokens: Any = None,
+                 titles: bool = True) -> None:
         from ..prompts import PromptConfig, PromptRenderer
 
         self.backend, self.space, self.hints = backend, space, hints
         self.show_hints, self.retrieval_history = show_hints, retrieval_history
+        self.item_tokens, self.titles = item_tokens, titles
         self.renderer = PromptRenderer(backend, PromptConfig(max_history=history))
         labels, ids = label_tokens(backend)
         n = min(max_per_pass, len(labels))
@@ -53,14 +61,40 @@ class RankerPrompter:
         views = [dataclasses.replace(r.item_view(h), rating=None) for h in (list(history)[-keep:] if keep else [])]
         cands = [r.item_view(c, label=self.labels[k]) for k, c in enumerate(candidates)]
         shown = list(hints) if self.show_hints else [""] * len(candidates)
-        out = r.fit(TEMPLATE, views, candidates=cands, labels=self.labels[: len(candidates)], hints=shown)
+        slot = SLOT if self.item_tokens is not None else ""
+        out = r.fit(TEMPLATE, views, candidates=cands, labels=self.labels[: len(candidates)], hints=shown,
+                    slot=slot, titles=self.titles)
         return out.text, out.history_used
 
-    def prompt(self, ex: dict[str, Any]) -> tuple[str, list[int]]:
-        """A training example (catalogue rows) -> (prompt, label token ids): what ``tuning.generative`` trains on."""
+    @property
+    def soft(self) -> bool:
+        return self.item_tokens is not None
+
+    def soft_prompt(self, history: Sequence[Item], candidates: Sequence[Item],
+                    hints: Sequence[str]) -> tuple[SoftPrompt, int]:
+        """``(token ids, slot positions, catalogue rows of the slots)`` and how many history items it shows;
+        -1 rows (items the bundle has never seen) get the unknown-item vector."""
+        from .soft_tokens import encode
+
+        text, used = self.render(history, candidates, hints)
+        keep = self.renderer.config.max_history
+        shown = list(history)[-keep:] if keep else []
+        rows = self.space.rows(shown[len(shown) - used :] if used else []).tolist()
+        rows += self.space.rows(list(candidates)).tolist()
+        tok = self.backend.tokenizer
+        placeholder = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id  # replaced anyway
+        ids, slots = encode(tok, text, rows, placeholder)
+        return (ids, slots, rows), used
+
+    def prompt(self, ex: dict[str, Any]) -> tuple[Any, list[int]]:
+        """A training example (catalogue rows) -> (prompt, label token ids): what the training loop trains on
+        (the prompt text, or a :data:`SoftPrompt` with item tokens)."""
         items = self.space.items
-        text, _ = self.render([items[r] for r in ex["history"]], [items[r] for r in ex["candidates"]], ex["hints"])
-        return text, self.label_ids[: len(ex["candidates"])]
+        args = ([items[r] for r in ex["history"]], [items[r] for r in ex["candidates"]], ex["hints"])
+        label_ids = self.label_ids[: len(ex["candidates"])]
+        if self.soft:
+            return self.soft_prompt(*args)[0], label_ids
+        return self.render(*args)[0], label_ids
 
 
 class RankerScorer:
@@ -80,17 +114,35 @@ class RankerScorer:
             words = p.hints.words(rows, ranks) if ranks is not None else [""] * len(rows)
             n = len(request.candidates)
             chunks = [range(a, min(n, a + p.per_pass)) for a in range(0, n, p.per_pass)]
-            prompts, used = [], len(history)
+            prompts: list[Any] = []
+            used = len(history)
             for chunk in chunks:
-                text, shown = p.render(history, [request.candidates[i] for i in chunk], [words[i] for i in chunk])
-                prompts.append(text)
+                cands, hints = [request.candidates[i] for i in chunk], [words[i] for i in chunk]
+                prompt, shown = p.soft_prompt(history, cands, hints) if p.soft else p.render(history, cands, hints)
+                prompts.append(prompt)
                 used = min(used, shown)
             scores = np.zeros(n)
             if prompts:
-                lp = backend.next_token_logprobs(prompts, p.label_ids)
+                lp = self._soft_logprobs(prompts) if p.soft else backend.next_token_logprobs(prompts, p.label_ids)
                 for row, chunk in enumerate(chunks):
                     scores[list(chunk)] = np.log(np.clip(softmax_logprobs(lp[row, : len(chunk)]), 1e-12, None))
             notes = [f"ranked in {len(chunks)} passes of at most {p.per_pass} candidates"] if len(chunks) > 1 else []
             out.append(ScoreResult(scores=scores, probabilities=np.exp(scores), history_used=used, notes=notes,
                                    details={"passes": len(chunks)}))
         return out
+
+    def _soft_logprobs(self, prompts: list[SoftPrompt]) -> np.ndarray:
+        """Label log-probabilities of soft-token prompts: the projected item vectors go to the backend as
+        input embeddings at the slots (transformers: ``inputs_embeds``; vLLM: its prompt-embeddings input)."""
+        import torch
+
+        from ..backends.base import EmbedsPrompt
+
+        p = self.prompter
+        p.backend.require("prompt_embeds")
+        tokens = p.item_tokens
+        device = next(tokens.parameters()).device
+        with torch.inference_mode():
+            embeds = [EmbedsPrompt(ids, slots, tokens(torch.tensor(rows, dtype=torch.long, device=device)).float())
+                      for ids, slots, rows in prompts]
+        return p.backend.embeds_next_token_logprobs(embeds, p.label_ids)

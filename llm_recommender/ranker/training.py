@@ -11,20 +11,66 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..errors import CapabilityError
 from ..tuning.generative import TuneConfig, _Run
 
 TUNE_RECORD = "llm_rec_tune.json"
 
 
 class RankerRun(_Run):
-    """A :class:`tuning.generative._Run` whose data is handed in instead of loaded from a dataset."""
+    """A :class:`tuning.generative._Run` whose data is handed in instead of loaded from a dataset.
 
-    def prepare(self, examples: list[dict[str, Any]], valid: list[Any], make_prompter: Callable[[Any], Any]) -> None:
+    ``item_table`` (``(table, known)``, see :mod:`.soft_tokens`): train an item-token projection beside
+    the LLM (at ``tokens_lr``); ``freeze_llm``: train the projection alone (the ``projection`` method).
+    """
+
+    item_tokens: Any = None
+
+    def __init__(self, cfg: TuneConfig, log: Callable[[str], None], *, item_table: tuple[Any, Any] | None = None,
+                 freeze_llm: bool = False, tokens_lr: float = 1e-3) -> None:
+        self.item_table, self.freeze_llm, self.tokens_lr = item_table, freeze_llm, tokens_lr
+        super().__init__(cfg, log)
+        if freeze_llm:
+            self.method = "projection"
+
+    def param_groups(self, model: Any) -> list[dict[str, Any]]:
+        if self.freeze_llm:
+            model.requires_grad_(False)
+        groups = [] if self.freeze_llm else super().param_groups(model)
+        if self.item_table is not None:
+            from .soft_tokens import ItemTokens
+
+            table, known = self.item_table
+            self.item_tokens = ItemTokens(table, known, int(model.config.hidden_size), seed=self.cfg.seed)
+            self.item_tokens.to(self.accelerator.device)
+            self.accelerator.register_for_checkpointing(self.item_tokens)  # resumed with the model
+            groups.append({"params": list(self.item_tokens.parameters()), "lr": self.tokens_lr})
+        if not groups:
+            raise ValueError("nothing to train: the LLM is frozen and there are no item tokens")
+        return groups
+
+    def batch_loss(self, batch: list[dict[str, Any]]) -> Any:
+        if self.item_tokens is None:
+            return super().batch_loss(batch)
+        import torch
+
+        from .soft_tokens import last_logits
+
+        rendered = [self.prompter.prompt(ex) for ex in batch]
+        device = self.accelerator.device
+        logits = last_logits(self.model, self.item_tokens, [p for p, _ in rendered], self.tokenizer.pad_token_id,
+                             device).float()
+        losses = [torch.nn.functional.cross_entropy(logits[r, lab].unsqueeze(0), torch.tensor([ex["target"]],
+                                                                                               device=device))
+                  for r, ((_, lab), ex) in enumerate(zip(rendered, batch))]
+        return torch.stack(losses).mean()
+
+    def prepare(self, examples: list[dict[str, Any]], valid: list[Any],
+                make_prompter: Callable[[Any, Any], Any]) -> None:
         from ..backends.configs import TransformersConfig
         from ..backends.transformers_backend import TransformersBackend
         from .scorer import RankerScorer
@@ -32,7 +78,7 @@ class RankerRun(_Run):
         backend = TransformersBackend(TransformersConfig(model=self.path, threads=self.cfg.threads),
                                       model=self.accelerator.unwrap_model(self.model), tokenizer=self.tokenizer)
         self.examples = examples
-        self.prompter = make_prompter(backend)
+        self.prompter = make_prompter(backend, self.item_tokens)
         self.valid = valid
         self.scorer = RankerScorer(self.prompter)
 
@@ -51,22 +97,27 @@ class RankerRun(_Run):
         self.save_model(self.out / "model")
 
     def save_model(self, folder: Path) -> None:
-        if self.method != "lora":
-            return super().save_model(folder)  # merged full weights: a plain transformers folder
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.accelerator.unwrap_model(self.model).save_pretrained(str(tmp))  # the adapter alone
-        self.tokenizer.save_pretrained(str(tmp))
+        """The best weights: merged full weights (a plain transformers folder), the LoRA adapter alone, or
+        nothing of the LLM (``projection``: it is the base model); the item tokens beside them."""
+        from ..files import atomic_folder
+        from .soft_tokens import TOKENS_FILE
+
         record = self.state | {"config": self.cfg.model_dump(mode="json")}
-        (tmp / TUNE_RECORD).write_text(json.dumps(record, indent=2))
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        with atomic_folder(folder) as tmp:
+            if not self.freeze_llm:
+                self.accelerator.unwrap_model(self.model).save_pretrained(str(tmp))  # LoRA: the adapter alone
+            self.tokenizer.save_pretrained(str(tmp))
+            if self.item_tokens is not None:
+                self.item_tokens.save(tmp / TOKENS_FILE)
+            (tmp / TUNE_RECORD).write_text(json.dumps(record, indent=2))
 
 
 def train_ranker(cfg: TuneConfig, examples: list[dict[str, Any]], valid: list[Any],
-                 make_prompter: Callable[[Any], Any], log: Callable[[str], None]) -> dict[str, Any]:
+                 make_prompter: Callable[[Any, Any], Any], log: Callable[[str], None], *,
+                 item_table: tuple[Any, Any] | None = None, freeze_llm: bool = False,
+                 tokens_lr: float = 1e-3) -> dict[str, Any]:
     """Train (or resume) in ``cfg.out``; the best weights end in ``cfg.out / "model"``. Returns the run's state."""
-    run = RankerRun(cfg, log)
+    run = RankerRun(cfg, log, item_table=item_table, freeze_llm=freeze_llm, tokens_lr=tokens_lr)
     run.prepare(examples, valid, make_prompter)
     run.start_or_resume()
     stop = run.train()
@@ -77,13 +128,26 @@ def train_ranker(cfg: TuneConfig, examples: list[dict[str, Any]], valid: list[An
     return state
 
 
-def load_tuned(folder: Path, base_model: str, *, dtype: str = "auto", threads: int | None = None) -> Any:
-    """A transformers backend over the tuned weights in ``folder`` (an adapter is merged into ``base_model``)."""
+def load_tuned(folder: Path, base_model: str, *, dtype: str = "auto", threads: int | None = None,
+               engine: str = "transformers", vllm: dict[str, Any] | None = None, prompt_embeds: bool = False) -> Any:
+    """A backend over the tuned weights in ``folder``: merged full weights (a model folder), an adapter merged
+    into ``base_model`` (transformers only), or ``base_model`` itself (the projection method: no LLM weights)."""
     from ..backends.configs import TransformersConfig
     from ..backends.transformers_backend import TransformersBackend
 
-    if not (folder / "adapter_config.json").is_file():
-        return TransformersBackend(TransformersConfig(model=str(folder), dtype=dtype, threads=threads))  # pyright: ignore[reportArgumentType]
+    adapter = (folder / "adapter_config.json").is_file()
+    weights = str(folder) if (folder / "config.json").is_file() else base_model
+    if engine == "vllm":
+        from ..backends.configs import VLLMConfig
+        from ..backends.vllm_backend import VLLMBackend
+
+        if adapter:
+            raise CapabilityError("the llm_ranker's LoRA adapter is not served on vLLM yet: use backend "
+                                  "transformers, or fit with method full", param="components.llm_ranker.backend")
+        config = VLLMConfig.model_validate({**(vllm or {}), "model": weights, "dtype": dtype})
+        return VLLMBackend(config, **({"enable_prompt_embeds": True} if prompt_embeds else {}))
+    if not adapter:
+        return TransformersBackend(TransformersConfig(model=weights, dtype=dtype, threads=threads))  # pyright: ignore[reportArgumentType]
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer

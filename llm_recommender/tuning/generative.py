@@ -208,12 +208,15 @@ class _Run:
         self.accelerator = Accelerator(mixed_precision=self.mp, cpu=not cuda)
         self.path, self.tokenizer, model, self.method, self.n_params = _load_model(cfg)
         self.lr = cfg.lr or (1e-4 if self.method == "full" else 1e-3)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=self.lr,
-                                      weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(self.param_groups(model), lr=self.lr, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)) * max(0.1, 1 - s / cfg.steps)
         )
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+
+    def param_groups(self, model: Any) -> list[dict[str, Any]]:
+        """What the optimiser trains (a subclass may add modules trained beside the LLM, or freeze it)."""
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
     # ---- data preparation -------------------------------------------------------------
     def prepare_data(self, examples: list[dict[str, Any]] | None) -> None:
@@ -255,16 +258,20 @@ class _Run:
         """One optimiser step on the next batch (examples cycle in their shuffled order); returns the loss."""
         cfg, k = self.cfg, self.state["step"]
         batch = [self.examples[(k * cfg.batch_size + j) % len(self.examples)] for j in range(cfg.batch_size)]
-        rendered = [self.prompter.prompt(ex) for ex in batch]
         with self.accelerator.autocast():
-            loss = _batch_loss(self.model, self.tokenizer, [p for p, _ in rendered], [lab for _, lab in rendered],
-                               [ex["target"] for ex in batch], self.accelerator.device)
+            loss = self.batch_loss(batch)
         self.accelerator.backward(loss)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad()
         self.state["step"] += 1
         return float(loss.detach())
+
+    def batch_loss(self, batch: list[dict[str, Any]]) -> Any:
+        """The mean cross-entropy of the targets' labels over the batch's prompts (a subclass may prompt otherwise)."""
+        rendered = [self.prompter.prompt(ex) for ex in batch]
+        return _batch_loss(self.model, self.tokenizer, [p for p, _ in rendered], [lab for _, lab in rendered],
+                           [ex["target"] for ex in batch], self.accelerator.device)
 
     def train(self) -> str | None:
         """Steps until ``cfg.steps``, validating every ``eval_every``; returns why it stopped early, if it did."""

@@ -19,6 +19,7 @@ OPTIONAL = {
     "llm_recommender.scorers.learned._net": "torch",
     "llm_recommender.scorers.learned._training": "torch",
     "llm_recommender.scorers.learned.sequence_model": "torch",
+    "llm_recommender.ranker.soft_tokens": "torch",
     "llm_recommender.constrained_vllm": "vllm",
     "llm_recommender.backends.vllm_backend": "vllm",
     "llm_recommender.server.app": "fastapi",

@@ -1,0 +1,163 @@
+"""Soft item tokens (LLaRA / A-LLMRec): one prompt position per item whose input embedding is
+``proj(e_i)``, ``e_i`` the item's vector from a collaborative model fitted on the training sequences.
+
+The table ``e`` is fitted ONCE, on the fit's training sequences, and saved with the component:
+training and serving read the same basis, so the learned projection means the same thing in
+both. ``proj`` is a 2-layer MLP (e_dim -> LLM hidden size) trained with the ranker; items with no
+row in the table (never seen in training, or unknown to the collaborative model) get one learned
+"unknown item" vector instead.
+
+A prompt marks each slot with :data:`SLOT` (a control character, which untrusted item text can
+never carry: ``prompts.quote_untrusted`` strips control characters). :func:`encode` tokenizes the
+text between the slots and puts one placeholder id at each slot; :func:`last_logits` embeds the
+ids, replaces the placeholder rows with the items' projected vectors and runs the model on
+``inputs_embeds``. Training and scoring both go through these two functions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch  # the [torch] extra: imported by the ranker only when item tokens are on
+from torch import nn
+
+from ..errors import BundleError
+from ..scorers.component import TrainingData
+from ..scorers.item_space import ItemSpace
+from .component import ItemTokenSource
+from .scorer import SLOT
+
+# in a subfolder of the model folder: vLLM loads every top-level *.safetensors there as model weights
+TOKENS_FILE = "item_tokens/item_tokens.safetensors"
+
+
+def fit_item_table(source: ItemTokenSource, space: ItemSpace, data: TrainingData,
+                   config: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(table, known)``: one row per catalogue item from ``source`` fitted on ``data``, and which rows
+    carry a trained vector (items in the training sequences that the model has a vector for)."""
+    from ..scorers import scorer_class
+
+    if source == "none":
+        raise ValueError("no item table for item_tokens='none'")
+    seen = np.zeros(len(space), dtype=bool)
+    for seq in data.sequences:
+        seen[np.asarray(seq, dtype=np.int64)] = True
+    cls: Any = scorer_class(source, param="components.llm_ranker.item_tokens")  # a Component: (space, config)
+    comp = cls(space, config).fit(TrainingData(space, data.sequences, seed=data.seed))
+    if source == "als":
+        model = comp.model
+        factors = np.asarray(model.item_factors, dtype=np.float32)
+        index = model._item_index  # item id -> factor row (items of the training interactions)
+        table = np.zeros((len(space), factors.shape[1]), dtype=np.float32)
+        known = np.zeros(len(space), dtype=bool)
+        for r, item in enumerate(space.items):
+            j = index.get(item.id)
+            if j is not None:
+                table[r], known[r] = factors[j], True
+        return table, known & seen
+    net = comp.model.net
+    ids = torch.arange(1, len(space) + 1)
+    with torch.no_grad():
+        vectors = net.item_vectors[1:] if net.items.use_text else None
+        h, _ = net.items(ids, vectors)
+    return h.float().numpy().astype(np.float32), seen
+
+
+class ItemTokens(nn.Module):
+    """The item table (a frozen buffer), which of its rows are known, the projection and the unknown vector."""
+
+    table: torch.Tensor
+    known: torch.Tensor
+
+    def __init__(self, table: np.ndarray, known: np.ndarray, hidden: int, seed: int = 0) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        e_dim = table.shape[1]
+        t = torch.as_tensor(np.asarray(table, dtype=np.float32))
+        k = torch.as_tensor(np.asarray(known, dtype=bool))
+        # standardised on the known rows, so the projection starts at the same scale whatever the model's
+        mean = t[k].mean(0) if k.any() else torch.zeros(e_dim)
+        std = t[k].std(0).clamp(min=1e-6) if int(k.sum()) > 1 else torch.ones(e_dim)
+        self.register_buffer("table", ((t - mean) / std).contiguous())
+        self.register_buffer("known", k)
+        first, second = nn.Linear(e_dim, hidden), nn.Linear(hidden, hidden)
+        self.proj = nn.Sequential(first, nn.GELU(), second)
+        # seeded; the output starts small (the soft tokens near zero) so the untrained slots barely move the LLM
+        for layer, scale in ((first, 1.0), (second, 0.02)):
+            with torch.no_grad():
+                layer.weight.normal_(0.0, scale * layer.in_features ** -0.5, generator=gen)
+                layer.bias.zero_()
+        self.unknown = nn.Parameter(torch.randn(hidden, generator=gen) * 0.02)
+
+    @property
+    def hidden(self) -> int:
+        return int(self.unknown.shape[0])
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        """``rows``: catalogue rows (-1: not in the catalogue) -> (len(rows), hidden)."""
+        safe = rows.clamp(min=0)
+        known = (rows >= 0) & self.known[safe]
+        out = self.proj(self.table[safe])
+        return torch.where(known.unsqueeze(-1), out, self.unknown.to(out.dtype).expand_as(out))
+
+    def save(self, path: Path) -> None:
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        tensors["known"] = tensors["known"].to(torch.uint8)
+        save_file(tensors, str(path), metadata={"format": "llm_ranker item tokens",
+                                                "shape": json.dumps([int(self.table.shape[1]), self.hidden])})
+
+    @classmethod
+    def load(cls, path: Path) -> ItemTokens:
+        from safetensors.torch import load_file
+
+        if not path.is_file():
+            raise BundleError(f"{path} is missing: the ranker was trained with item tokens", param="components")
+        tensors = load_file(str(path))
+        module = cls(tensors["table"].numpy(), tensors["known"].numpy().astype(bool),
+                     int(tensors["unknown"].shape[0]))
+        tensors["known"] = tensors["known"].to(torch.bool)
+        module.load_state_dict(tensors)
+        return module.eval()
+
+
+
+def encode(tokenizer: Any, text: str, rows: list[int], placeholder: int) -> tuple[list[int], list[int]]:
+    """``(ids, slot positions)`` of ``text`` whose :data:`SLOT` marks are the items ``rows``, in order."""
+    parts = text.split(SLOT)
+    if len(parts) - 1 != len(rows):
+        raise ValueError(f"{len(parts) - 1} item slots in the prompt for {len(rows)} items")
+    ids: list[int] = []
+    slots: list[int] = []
+    for k, part in enumerate(parts):
+        if part:
+            ids += list(tokenizer(part, add_special_tokens=False)["input_ids"])
+        if k < len(rows):
+            slots.append(len(ids))
+            ids.append(placeholder)
+    return ids, slots
+
+
+def last_logits(model: Any, tokens: ItemTokens, batch: list[tuple[list[int], list[int], list[int]]], pad_id: int,
+                device: Any) -> torch.Tensor:
+    """Last-position logits of each prompt ``(ids, slot positions, slot rows)``, one padded pass (left padding)."""
+    from ..backends.kit import mask_positions, padded_batch
+
+    ids, mask = padded_batch([b[0] for b in batch], pad_id)
+    embed = model.get_input_embeddings()
+    x = embed(ids.to(device)).clone()
+    width = ids.shape[1]
+    bi = torch.tensor([r for r, b in enumerate(batch) for _ in b[1]], dtype=torch.long, device=device)
+    pi = torch.tensor([width - len(b[0]) + p for b in batch for p in b[1]], dtype=torch.long, device=device)
+    rows = torch.tensor([row for b in batch for row in b[2]], dtype=torch.long, device=device)
+    if len(rows):
+        x[bi, pi] = tokens(rows).to(x.dtype)
+    padded = bool((mask == 0).any())
+    out = model(inputs_embeds=x, attention_mask=mask.to(device) if padded else None,
+                position_ids=mask_positions(mask).to(device) if padded else None, use_cache=False, logits_to_keep=1)
+    return out.logits[:, -1, :]

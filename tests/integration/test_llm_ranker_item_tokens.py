@@ -1,0 +1,223 @@
+"""Soft item tokens in the ``llm_ranker`` (LLaRA / A-LLMRec) on the tiny random model: one slot per item
+whose input embedding is the projected collaborative vector; the same table at training and serving;
+saved (safetensors) and reloaded with identical scores; the projection-only method; unseen items."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))
+from test_llm_ranker_tiny import _config, _training_data
+from test_representation import write_tiny_dataset
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def tiny_data_dir(tmp_path_factory):
+    return write_tiny_dataset(tmp_path_factory.mktemp("ranker-tokens-data"))
+
+
+def _fit(tiny_model_dir, data, work, **over):
+    from llm_recommender.scorers import scorer_class
+
+    cls = scorer_class("llm_ranker")
+    return cls, cls(data.space, _config(tiny_model_dir, work, **over)).fit(data)  # type: ignore[call-arg]
+
+
+def test_item_tokens_train_save_and_reload_with_identical_scores(tiny_model_dir, tiny_data_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from llm_recommender.ranker.soft_tokens import TOKENS_FILE, fit_item_table
+
+    data, _ = _training_data(tiny_data_dir)
+    cls, comp = _fit(tiny_model_dir, data, tmp_path / "work", item_tokens="als", tokens_lr=1e-2)
+    requests = [c.request for c in data.validation]
+    before = comp.score_many(requests)
+    assert before[0].details["passes"] == 2  # 25 candidates: two passes of at most 20, as with text prompts
+    comp.save(tmp_path / "saved")
+    saved = tmp_path / "saved" / "model"
+    assert (saved / "config.json").is_file() and (saved / TOKENS_FILE).is_file()
+    # the saved table is the one fitted on the fit's training sequences (standardised), not refitted at serving
+    table, known = fit_item_table("als", data.space, data)
+    tensors = load_file(str(saved / TOKENS_FILE))
+    std = (table[known] - table[known].mean(0)) / table[known].std(0, ddof=1)
+    np.testing.assert_allclose(tensors["table"].numpy()[known], std, rtol=1e-4, atol=1e-4)
+    # the projection trained: it moved from its seeded start
+    from llm_recommender.ranker.soft_tokens import ItemTokens
+
+    start = ItemTokens(table, known, int(tensors["unknown"].shape[0]), seed=0)
+    assert not torch.equal(start.proj[2].weight, tensors["proj.2.weight"])
+    again = cls.load(tmp_path / "saved", data.space).score_many(requests)
+    for a, b in zip(before, again):
+        np.testing.assert_array_equal(a.scores, b.scores)
+    assert comp.describe()["item_tokens"] == "als"
+
+
+def test_the_scores_read_the_item_tokens(tiny_model_dir, tiny_data_dir, tmp_path):
+    """Swapping two candidates' table rows (nothing else) changes their scores: the slots carry the vectors."""
+    data, _ = _training_data(tiny_data_dir, n_valid=3, n_candidates=8)
+    _, comp = _fit(tiny_model_dir, data, tmp_path / "work", item_tokens="als", steps=1, titles=False, hints=False)
+    request = data.validation[0].request
+    before = comp.score_many([request])[0].scores
+    tokens = comp._ranker().prompter.item_tokens
+    rows = data.space.rows(request.candidates)
+    a, b = int(rows[0]), int(rows[1])
+    with __import__("torch").no_grad():
+        tokens.table[[a, b]] = tokens.table[[b, a]].clone()
+        tokens.known[[a, b]] = tokens.known[[b, a]].clone()
+    after = comp.score_many([request])[0].scores
+    assert not np.allclose(before, after)
+
+
+def test_projection_trains_the_projection_alone_and_saves_no_llm_weights(tiny_model_dir, tiny_data_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from llm_recommender.ranker.soft_tokens import TOKENS_FILE
+
+    data, _ = _training_data(tiny_data_dir, n_valid=3, n_candidates=8)
+    cls, comp = _fit(tiny_model_dir, data, tmp_path / "work", item_tokens="sequence", method="projection",
+                     titles=False, item_tokens_config={"model": {"epochs": 1}})
+    assert comp.describe()["learning_curve"]["method"] == "projection"
+    comp.save(tmp_path / "saved")
+    saved = tmp_path / "saved" / "model"
+    assert (saved / TOKENS_FILE).is_file()
+    assert not (saved / "model.safetensors").exists() and not (saved / "adapter_config.json").exists()
+    # the LLM checkpointed by the run is the untouched base model
+    base = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
+    ckpt = load_file(str(tmp_path / "work" / "checkpoint" / "model.safetensors"))
+    common = [k for k in ckpt if k in base]
+    assert common and all(np.array_equal(ckpt[k].numpy(), base[k].numpy()) for k in common)
+    requests = [c.request for c in data.validation]
+    before = comp.score_many(requests)
+    again = cls.load(tmp_path / "saved", data.space).score_many(requests)
+    for a, b in zip(before, again):
+        np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def test_unseen_items_get_the_learned_unknown_vector(tiny_model_dir, tiny_data_dir, tmp_path):
+    import torch
+
+    from llm_recommender.protocol import Item
+    from llm_recommender.ranker.soft_tokens import ItemTokens
+
+    table = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    known = np.array([True, True, False, True, True])
+    tokens = ItemTokens(table, known, hidden=8, seed=0)
+    out = tokens(torch.tensor([0, 2, -1, 4])).detach()
+    np.testing.assert_array_equal(out[1].numpy(), tokens.unknown.detach().numpy())
+    np.testing.assert_array_equal(out[2].numpy(), tokens.unknown.detach().numpy())
+    assert not torch.equal(out[0], out[1]) and not torch.equal(out[0], out[3])
+
+    data, _ = _training_data(tiny_data_dir, n_valid=2, n_candidates=6)
+    _, comp = _fit(tiny_model_dir, data, tmp_path / "work", item_tokens="als", steps=1, hints=False)
+    request = data.validation[0].request
+    new = Item(id="never-seen", title="A Film Nobody Rated")
+    res = comp.score_many([request.model_copy(update={"candidates": [*request.candidates[:3], new]})])[0]
+    assert np.isfinite(res.scores).all() and len(res.scores) == 4
+
+
+def test_a_slot_per_item_in_the_prompt(tiny_model_dir, tiny_data_dir, tmp_path):
+    """Each history item and candidate has exactly one placeholder position, at its rows, in prompt order."""
+    data, _ = _training_data(tiny_data_dir, n_valid=2, n_candidates=6)
+    _, comp = _fit(tiny_model_dir, data, tmp_path / "work", item_tokens="als", steps=1)
+    prompter = comp._ranker().prompter
+    request = data.validation[0].request
+    history = prompter.renderer.chronological(request.history)
+    (ids, slots, rows), used = prompter.soft_prompt(history, request.candidates[:5], [""] * 5)
+    assert used == min(4, len(history)) and len(slots) == used + 5
+    assert rows == [*data.space.rows(history[-used:]).tolist(), *data.space.rows(request.candidates[:5]).tolist()]
+    pad = prompter.backend.tokenizer.pad_token_id
+    assert all(ids[p] == pad for p in slots) and slots == sorted(slots)
+
+
+def test_titles_off_needs_item_tokens():
+    from llm_recommender.ranker.component import LLMRankerConfig
+
+    with pytest.raises(ValueError, match="item_tokens"):
+        LLMRankerConfig(titles=False)
+    with pytest.raises(ValueError, match="item_tokens"):
+        LLMRankerConfig(method="projection")
+    cfg = LLMRankerConfig(item_tokens="als", titles=False, method="projection")
+    assert LLMRankerConfig.model_validate(json.loads(cfg.model_dump_json())) == cfg
+
+
+def test_resume_with_item_tokens_gives_the_same_projection(tiny_model_dir, tiny_data_dir, tmp_path, monkeypatch):
+    """The projection is checkpointed with the model: an interrupted run resumes to the same weights."""
+    from llm_recommender.tuning.generative import _Run
+
+    data, _ = _training_data(tiny_data_dir, n_valid=3, n_candidates=8)
+    over = {"item_tokens": "als", "tokens_lr": 1e-2, "patience": 10}
+    _fit(tiny_model_dir, data, tmp_path / "straight", **over)
+    original = _Run.train_step
+    crashed: list[bool] = []
+
+    def interrupted(self):  # dies once, after the checkpoint at step 2
+        if self.state["step"] == 2 and not crashed:
+            crashed.append(True)
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(_Run, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tiny_model_dir, data, tmp_path / "resumed", **over)
+    _fit(tiny_model_dir, data, tmp_path / "resumed", **over)
+    import torch
+
+    # the last checkpoint's projection (the best weights could be step 0's, equal whatever happened)
+    a = torch.load(tmp_path / "straight" / "checkpoint" / "custom_checkpoint_0.pkl", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "checkpoint" / "custom_checkpoint_0.pkl", weights_only=True)
+    assert a.keys() == b.keys() and "proj.2.weight" in a
+    for k in a:
+        np.testing.assert_array_equal(a[k].numpy(), b[k].numpy())
+
+
+def test_the_item_table_sees_no_validation_or_test_target(tiny_model_dir, tmp_path, monkeypatch):
+    """Through ``fit_bundle``: the collaborative model behind the item tokens is fitted on the training split alone."""
+    from llm_recommender.bundle.fit import FitConfig, fit_bundle
+    from llm_recommender.data import load_dataset
+    from llm_recommender.data.splits import leave_one_out
+    from llm_recommender.ranker import soft_tokens
+
+    seen = {}
+    real_fit = soft_tokens.fit_item_table
+
+    def recording(source, space, data, config=None):
+        seen["sequences"] = [s.tolist() for s in data.sequences]
+        return real_fit(source, space, data, config)
+
+    monkeypatch.setattr(soft_tokens, "fit_item_table", recording)
+    monkeypatch.setenv("LLM_REC_CACHE_DIR", str(tmp_path / "cache"))
+    data_dir = write_tiny_dataset(tmp_path / "data")
+    cfg = FitConfig(dataset="generic", data_dir=data_dir, model=str(tiny_model_dir), progress=False,
+                    components=["popularity", "llm_ranker"], valid_users=10,
+                    component_config={"llm_ranker": _config(tiny_model_dir, tmp_path / "work", steps=1,
+                                                            item_tokens="als")})
+    fit_bundle(cfg, tmp_path / "bundle", log=lambda m: None)
+    ds = load_dataset("generic", data_dir)
+    splits = leave_one_out(ds)
+    index = {iid: k for k, iid in enumerate(ds.item_ids)}
+    expected = [[index[x.item_id] for x in s.before("valid")] for s in splits.values()]
+    assert seen["sequences"] == [e for e in expected if e]
+
+
+def test_lora_with_item_tokens_saves_the_adapter_and_the_projection(tiny_model_dir, tiny_data_dir, tmp_path):
+    from llm_recommender.ranker.soft_tokens import TOKENS_FILE
+
+    data, _ = _training_data(tiny_data_dir, n_valid=3, n_candidates=8)
+    cls, comp = _fit(tiny_model_dir, data, tmp_path / "work", item_tokens="als", method="lora", steps=2)
+    comp.save(tmp_path / "saved")
+    saved = tmp_path / "saved" / "model"
+    assert (saved / "adapter_config.json").is_file() and (saved / TOKENS_FILE).is_file()
+    requests = [c.request for c in data.validation]
+    before = comp.score_many(requests)
+    again = cls.load(tmp_path / "saved", data.space).score_many(requests)
+    for a, b in zip(before, again):
+        np.testing.assert_allclose(a.scores, b.scores, rtol=0, atol=1e-6)
