@@ -44,6 +44,7 @@ from .hints import CollaborativeHints
 ItemTokenSource = Literal["none", "sequence", "als"]
 
 CURVE_FILE = "learning_curve.json"
+ITEM_MODEL_DIR = "item_model"  # the sequence component behind cf_scores
 # settings that do not change what a resumed run computes (a run may be resumed with more steps or time)
 _RESUME_NEUTRAL = {"work_dir", "progress", "max_minutes", "steps", "threads", "resume", "dtype", "backend", "vllm"}
 
@@ -74,6 +75,10 @@ class LLMRankerConfig(ComponentConfig):
         "projection; none: text alone")
     item_tokens_config: dict[str, Any] | None = Field(default=None, description="config of the item-token model")
     tokens_lr: float = Field(default=1e-3, gt=0, description="learning rate of the item-token projection")
+    cf_scores: bool = Field(default=False, description="each candidate's soft token also carries the item model's "
+                            "score for this history (z-scored over the pass), LlamaRec's retriever signal as a vector; "
+                            "the item model is then fitted without each user's last `tail` items; needs "
+                            "item_tokens=sequence")
     titles: bool = Field(default=True, description="show the titles (False: item tokens and labels only, a much "
                          "shorter prompt; needs item_tokens)")
     retriever: str = Field(default="als", description="the component whose catalogue ranking gives hints and hard negatives")
@@ -96,6 +101,8 @@ class LLMRankerConfig(ComponentConfig):
 
     @model_validator(mode="after")
     def _needs_item_tokens(self) -> LLMRankerConfig:
+        if self.cf_scores and self.item_tokens != "sequence":
+            raise ValueError("cf_scores reads the sequence model's scores: it needs item_tokens=sequence")
         if self.item_tokens == "none":
             if not self.titles:
                 raise ValueError("titles=false leaves nothing to rank by: it needs item_tokens (sequence or als)")
@@ -124,6 +131,7 @@ class LLMRankerComponent(Component):
     model_dir: Path
     examples: list[dict[str, Any]]
     _scorer: Any = None
+    _item_model: Any = None  # the sequence component behind cf_scores (saved in item_model/)
 
     # ---- training -------------------------------------------------------------------------
     def fit(self, data: TrainingData) -> LLMRankerComponent:
@@ -146,9 +154,15 @@ class LLMRankerComponent(Component):
         threads = cfg.threads or _torch_threads()
         item_table = None
         if cfg.item_tokens != "none":
-            from .soft_tokens import fit_item_table
+            from .soft_tokens import fit_item_model, fit_item_table
 
-            item_table = fit_item_table(cfg.item_tokens, self.space, data, cfg.item_tokens_config)
+            item_data = data
+            if cfg.cf_scores:  # the examples' targets must be unseen by the model whose scores the prompt shows
+                item_data = TrainingData(self.space, [s for s in split_tails(data.sequences, cfg.tail) if len(s)],
+                                         seed=data.seed)
+            self._item_model = fit_item_model(cfg.item_tokens, self.space, item_data, cfg.item_tokens_config)
+            table, known = fit_item_table(cfg.item_tokens, self.space, item_data, comp=self._item_model)
+            item_table = (table, known, 1 if cfg.cf_scores else 0)
             log(f"llm_ranker: item tokens from {cfg.item_tokens} ({item_table[0].shape[1]}-d, "
                 f"{int(item_table[1].sum())} of {len(self.space)} items known)")
         method = "full" if cfg.method == "projection" else cfg.method
@@ -194,7 +208,13 @@ class LLMRankerComponent(Component):
         cfg = self.config
         return lambda backend, item_tokens=None: RankerPrompter(
             backend, self.space, hints, history=cfg.history, max_per_pass=cfg.candidates, show_hints=cfg.hints,
-            retrieval_history=cfg.retrieval_history, item_tokens=item_tokens, titles=cfg.titles)
+            retrieval_history=cfg.retrieval_history, item_tokens=item_tokens, titles=cfg.titles,
+            item_scores=self._item_scores if cfg.cf_scores else None)
+
+    def _item_scores(self, history_rows: np.ndarray, candidate_rows: np.ndarray) -> np.ndarray:
+        """The item model's logits of ``candidate_rows`` after ``history_rows`` (the slots' CF scores)."""
+        assert self._item_model is not None
+        return self._item_model.model.score([history_rows], [candidate_rows])[0]
 
     # ---- scoring --------------------------------------------------------------------------
     def _ranker(self) -> Any:
@@ -233,12 +253,20 @@ class LLMRankerComponent(Component):
             shutil.rmtree(target, ignore_errors=True)
             shutil.copytree(self.model_dir, target, ignore=shutil.ignore_patterns("*.tmp"))
         self.hints.save(folder / "hints")
+        if self.config.cf_scores and self._item_model is not None:
+            self._item_model.save(folder / ITEM_MODEL_DIR)
         (folder / CURVE_FILE).write_text(json.dumps(self.curve, indent=1) + "\n")
 
     def load_state(self, folder: Path) -> None:
         self.model_dir = folder / "model"
         self.hints = CollaborativeHints.load(folder / "hints", self.space)
         self.curve = json.loads((folder / CURVE_FILE).read_text())
+        self._item_model = None
+        if self.config.cf_scores:
+            from ..scorers import scorer_class
+
+            item_cls: Any = scorer_class(self.config.item_tokens)  # a Component (sequence)
+            self._item_model = item_cls.load(folder / ITEM_MODEL_DIR, self.space)
         self._scorer = None
 
 

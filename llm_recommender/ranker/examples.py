@@ -64,6 +64,7 @@ def build_examples(
             examples.append({
                 "user": u, "t": t,
                 "history": [int(r) for r in seq[max(0, t - history) : t]],
+                "cf_history": [int(r) for r in past],  # what the item model reads (cf_scores)
                 "candidates": rows.tolist(),
                 "hints": hints.words(rows, ranks),
                 "target": int(np.flatnonzero(order == 0)[0]),

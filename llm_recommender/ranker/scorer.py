@@ -27,7 +27,7 @@ from .hints import CollaborativeHints
 SLOT = "\x00"  # the item-token mark (see soft_tokens: a control character item text never carries)
 
 TEMPLATE = "llm_ranker.j2"
-SoftPrompt = tuple[list[int], list[int], list[int]]  # token ids, slot positions, catalogue rows of the slots
+SoftPrompt = tuple  # (token ids, slot positions, catalogue rows of the slots[, CF score of each slot])
 
 
 class RankerPrompter:
@@ -36,12 +36,14 @@ class RankerPrompter:
 
     def __init__(self, backend: Any, space: ItemSpace, hints: CollaborativeHints, *, history: int,
                  max_per_pass: int, show_hints: bool, retrieval_history: int, item_tokens: Any = None,
-                 titles: bool = True) -> None:
+                 titles: bool = True, item_scores: Any = None) -> None:
         from ..prompts import PromptConfig, PromptRenderer
 
         self.backend, self.space, self.hints = backend, space, hints
         self.show_hints, self.retrieval_history = show_hints, retrieval_history
         self.item_tokens, self.titles = item_tokens, titles
+        # (history rows, candidate rows) -> item-model logits per candidate: the slots' CF scores (or None)
+        self.item_scores = item_scores
         self.renderer = PromptRenderer(backend, PromptConfig(max_history=history))
         labels, ids = label_tokens(backend)
         n = min(max_per_pass, len(labels))
@@ -71,7 +73,7 @@ class RankerPrompter:
         return self.item_tokens is not None
 
     def soft_prompt(self, history: Sequence[Item], candidates: Sequence[Item],
-                    hints: Sequence[str]) -> tuple[SoftPrompt, int]:
+                    hints: Sequence[str], cf_history: Sequence[Item] | None = None) -> tuple[SoftPrompt, int]:
         """``(token ids, slot positions, catalogue rows of the slots)`` and how many history items it shows;
         -1 rows (items the bundle has never seen) get the unknown-item vector."""
         from .soft_tokens import encode
@@ -80,11 +82,16 @@ class RankerPrompter:
         keep = self.renderer.config.max_history
         shown = list(history)[-keep:] if keep else []
         rows = self.space.rows(shown[len(shown) - used :] if used else []).tolist()
-        rows += self.space.rows(list(candidates)).tolist()
+        cand_rows = self.space.rows(list(candidates))
+        n_hist = len(rows)
+        rows += cand_rows.tolist()
         tok = self.backend.tokenizer
         placeholder = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id  # replaced anyway
         ids, slots = encode(tok, text, rows, placeholder)
-        return (ids, slots, rows), used
+        if self.item_scores is None:
+            return (ids, slots, rows), used
+        past = self.space.rows(list(cf_history if cf_history is not None else history)[-self.retrieval_history :])
+        return (ids, slots, rows, [0.0] * n_hist + cf_zscores(self.item_scores, past, cand_rows)), used
 
     def prompt(self, ex: dict[str, Any]) -> tuple[Any, list[int]]:
         """A training example (catalogue rows) -> (prompt, label token ids): what the training loop trains on
@@ -93,7 +100,8 @@ class RankerPrompter:
         args = ([items[r] for r in ex["history"]], [items[r] for r in ex["candidates"]], ex["hints"])
         label_ids = self.label_ids[: len(ex["candidates"])]
         if self.soft:
-            return self.soft_prompt(*args)[0], label_ids
+            past = [items[r] for r in ex.get("cf_history", ex["history"])]
+            return self.soft_prompt(*args, cf_history=past)[0], label_ids
         return self.render(*args)[0], label_ids
 
 
@@ -143,6 +151,27 @@ class RankerScorer:
         tokens = p.item_tokens
         device = next(tokens.parameters()).device
         with torch.inference_mode():
-            embeds = [EmbedsPrompt(ids, slots, tokens(torch.tensor(rows, dtype=torch.long, device=device)).float())
-                      for ids, slots, rows in prompts]
+            embeds = [EmbedsPrompt(pr[0], pr[1], tokens(torch.tensor(pr[2], dtype=torch.long, device=device),
+                                                        _slot_scores(pr, device)).float())
+                      for pr in prompts]
         return p.backend.embeds_next_token_logprobs(embeds, p.label_ids)
+
+
+def _slot_scores(prompt: SoftPrompt, device: Any) -> Any:
+    """The slots' CF scores of a soft prompt (its 4th element, with cf_scores), as a tensor; else None."""
+    import torch
+
+    return torch.tensor(prompt[3], dtype=torch.float32, device=device) if len(prompt) > 3 else None
+
+
+def cf_zscores(item_scores: Any, history_rows: np.ndarray, candidate_rows: np.ndarray) -> list[float]:
+    """The item model's scores of the candidates for this history, z-scored over them (0 where the model
+    knows nothing: a candidate outside the catalogue, or all scores equal)."""
+    hist = history_rows[history_rows >= 0]
+    known = candidate_rows >= 0
+    raw = np.zeros(len(candidate_rows))
+    if known.any():
+        raw[known] = np.asarray(item_scores(hist, candidate_rows[known]), dtype=float)
+        raw[~known] = raw[known].min()
+    sd = raw.std()
+    return ((raw - raw.mean()) / sd).tolist() if sd > 1e-9 else [0.0] * len(raw)

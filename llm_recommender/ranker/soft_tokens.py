@@ -12,6 +12,12 @@ never carry: ``prompts.quote_untrusted`` strips control characters). :func:`enco
 text between the slots and puts one placeholder id at each slot; :func:`last_logits` embeds the
 ids, replaces the placeholder rows with the items' projected vectors and runs the model on
 ``inputs_embeds``. Training and scoring both go through these two functions.
+
+``cf_scores`` (LlamaRec's retriever signal, as a vector): each candidate slot's input also carries the
+item model's score for this history, z-scored over the pass's candidates, so the LLM can read the
+collaborative ranking beside each item. Then the item model is fitted on the training sequences less
+each user's last ``tail`` items (the examples' targets): at training time it has never seen the item an
+example asks for, as at serving time, and the same model serves.
 """
 
 from __future__ import annotations
@@ -34,19 +40,25 @@ from .scorer import SLOT
 TOKENS_FILE = "item_tokens/item_tokens.safetensors"
 
 
-def fit_item_table(source: ItemTokenSource, space: ItemSpace, data: TrainingData,
-                   config: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(table, known)``: one row per catalogue item from ``source`` fitted on ``data``, and which rows
-    carry a trained vector (items in the training sequences that the model has a vector for)."""
+def fit_item_model(source: ItemTokenSource, space: ItemSpace, data: TrainingData,
+                   config: dict[str, Any] | None = None) -> Any:
+    """The collaborative component (``sequence`` or ``als``) behind the item tokens, fitted on ``data``."""
     from ..scorers import scorer_class
 
     if source == "none":
-        raise ValueError("no item table for item_tokens='none'")
+        raise ValueError("no item model for item_tokens='none'")
+    cls: Any = scorer_class(source, param="components.llm_ranker.item_tokens")  # a Component: (space, config)
+    return cls(space, config).fit(TrainingData(space, data.sequences, seed=data.seed))
+
+
+def fit_item_table(source: ItemTokenSource, space: ItemSpace, data: TrainingData,
+                   config: dict[str, Any] | None = None, comp: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(table, known)``: one row per catalogue item from ``source`` fitted on ``data`` (or the fitted
+    ``comp``), and which rows carry a trained vector (items in the training sequences that it has a vector for)."""
     seen = np.zeros(len(space), dtype=bool)
     for seq in data.sequences:
         seen[np.asarray(seq, dtype=np.int64)] = True
-    cls: Any = scorer_class(source, param="components.llm_ranker.item_tokens")  # a Component: (space, config)
-    comp = cls(space, config).fit(TrainingData(space, data.sequences, seed=data.seed))
+    comp = comp if comp is not None else fit_item_model(source, space, data, config)
     if source == "als":
         model = comp.model
         factors = np.asarray(model.item_factors, dtype=np.float32)
@@ -72,9 +84,10 @@ class ItemTokens(nn.Module):
     table: torch.Tensor
     known: torch.Tensor
 
-    def __init__(self, table: np.ndarray, known: np.ndarray, hidden: int, seed: int = 0) -> None:
+    def __init__(self, table: np.ndarray, known: np.ndarray, hidden: int, seed: int = 0, score_dim: int = 0) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
+        self.score_dim = score_dim  # 1: each slot's input also carries its item-model score (0 for history slots)
         e_dim = table.shape[1]
         t = torch.as_tensor(np.asarray(table, dtype=np.float32))
         k = torch.as_tensor(np.asarray(known, dtype=bool))
@@ -83,7 +96,7 @@ class ItemTokens(nn.Module):
         std = t[k].std(0).clamp(min=1e-6) if int(k.sum()) > 1 else torch.ones(e_dim)
         self.register_buffer("table", ((t - mean) / std).contiguous())
         self.register_buffer("known", k)
-        first, second = nn.Linear(e_dim, hidden), nn.Linear(hidden, hidden)
+        first, second = nn.Linear(e_dim + score_dim, hidden), nn.Linear(hidden, hidden)
         self.proj = nn.Sequential(first, nn.GELU(), second)
         # seeded; the output starts small (the soft tokens near zero) so the untrained slots barely move the LLM
         for layer, scale in ((first, 1.0), (second, 0.02)):
@@ -96,11 +109,16 @@ class ItemTokens(nn.Module):
     def hidden(self) -> int:
         return int(self.unknown.shape[0])
 
-    def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        """``rows``: catalogue rows (-1: not in the catalogue) -> (len(rows), hidden)."""
+    def forward(self, rows: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
+        """``rows``: catalogue rows (-1: not in the catalogue) -> (len(rows), hidden); ``scores``: one
+        item-model score per row when the module was built with ``score_dim=1``."""
         safe = rows.clamp(min=0)
         known = (rows >= 0) & self.known[safe]
-        out = self.proj(self.table[safe])
+        x = self.table[safe]
+        if self.score_dim:
+            s = scores if scores is not None else torch.zeros(len(rows), device=x.device)
+            x = torch.cat([x, s.to(x.dtype).reshape(-1, 1)], dim=1)
+        out = self.proj(x)
         return torch.where(known.unsqueeze(-1), out, self.unknown.to(out.dtype).expand_as(out))
 
     def save(self, path: Path) -> None:
@@ -119,8 +137,9 @@ class ItemTokens(nn.Module):
         if not path.is_file():
             raise BundleError(f"{path} is missing: the ranker was trained with item tokens", param="components")
         tensors = load_file(str(path))
+        score_dim = int(tensors["proj.0.weight"].shape[1] - tensors["table"].shape[1])
         module = cls(tensors["table"].numpy(), tensors["known"].numpy().astype(bool),
-                     int(tensors["unknown"].shape[0]))
+                     int(tensors["unknown"].shape[0]), score_dim=score_dim)
         tensors["known"] = tensors["known"].to(torch.bool)
         module.load_state_dict(tensors)
         return module.eval()
@@ -143,9 +162,9 @@ def encode(tokenizer: Any, text: str, rows: list[int], placeholder: int) -> tupl
     return ids, slots
 
 
-def last_logits(model: Any, tokens: ItemTokens, batch: list[tuple[list[int], list[int], list[int]]], pad_id: int,
-                device: Any) -> torch.Tensor:
-    """Last-position logits of each prompt ``(ids, slot positions, slot rows)``, one padded pass (left padding)."""
+def last_logits(model: Any, tokens: ItemTokens, batch: list[Any], pad_id: int, device: Any) -> torch.Tensor:
+    """Last-position logits of each prompt ``(ids, slot positions, slot rows[, slot scores])``, one padded
+    pass (left padding)."""
     from ..backends.kit import mask_positions, padded_batch
 
     ids, mask = padded_batch([b[0] for b in batch], pad_id)
@@ -155,8 +174,10 @@ def last_logits(model: Any, tokens: ItemTokens, batch: list[tuple[list[int], lis
     bi = torch.tensor([r for r, b in enumerate(batch) for _ in b[1]], dtype=torch.long, device=device)
     pi = torch.tensor([width - len(b[0]) + p for b in batch for p in b[1]], dtype=torch.long, device=device)
     rows = torch.tensor([row for b in batch for row in b[2]], dtype=torch.long, device=device)
+    scores = (torch.tensor([v for b in batch for v in b[3]], dtype=torch.float32, device=device)
+              if all(len(b) > 3 for b in batch) else None)
     if len(rows):
-        x[bi, pi] = tokens(rows).to(x.dtype)
+        x[bi, pi] = tokens(rows, scores).to(x.dtype)
     padded = bool((mask == 0).any())
     out = model(inputs_embeds=x, attention_mask=mask.to(device) if padded else None,
                 position_ids=mask_positions(mask).to(device) if padded else None, use_cache=False, logits_to_keep=1)

@@ -30,7 +30,7 @@ class RankerRun(_Run):
 
     item_tokens: Any = None
 
-    def __init__(self, cfg: TuneConfig, log: Callable[[str], None], *, item_table: tuple[Any, Any] | None = None,
+    def __init__(self, cfg: TuneConfig, log: Callable[[str], None], *, item_table: tuple[Any, ...] | None = None,
                  freeze_llm: bool = False, tokens_lr: float = 1e-3) -> None:
         self.item_table, self.freeze_llm, self.tokens_lr = item_table, freeze_llm, tokens_lr
         super().__init__(cfg, log)
@@ -44,8 +44,9 @@ class RankerRun(_Run):
         if self.item_table is not None:
             from .soft_tokens import ItemTokens
 
-            table, known = self.item_table
-            self.item_tokens = ItemTokens(table, known, int(model.config.hidden_size), seed=self.cfg.seed)
+            table, known, *rest = self.item_table  # (table, known[, score_dim])
+            self.item_tokens = ItemTokens(table, known, int(model.config.hidden_size), seed=self.cfg.seed,
+                                          score_dim=rest[0] if rest else 0)
             self.item_tokens.to(self.accelerator.device)
             self.accelerator.register_for_checkpointing(self.item_tokens)  # resumed with the model
             groups.append({"params": list(self.item_tokens.parameters()), "lr": self.tokens_lr})
@@ -114,7 +115,7 @@ class RankerRun(_Run):
 
 def train_ranker(cfg: TuneConfig, examples: list[dict[str, Any]], valid: list[Any],
                  make_prompter: Callable[[Any, Any], Any], log: Callable[[str], None], *,
-                 item_table: tuple[Any, Any] | None = None, freeze_llm: bool = False,
+                 item_table: tuple[Any, ...] | None = None, freeze_llm: bool = False,
                  tokens_lr: float = 1e-3) -> dict[str, Any]:
     """Train (or resume) in ``cfg.out``; the best weights end in ``cfg.out / "model"``. Returns the run's state."""
     run = RankerRun(cfg, log, item_table=item_table, freeze_llm=freeze_llm, tokens_lr=tokens_lr)

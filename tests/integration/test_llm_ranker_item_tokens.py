@@ -187,13 +187,13 @@ def test_the_item_table_sees_no_validation_or_test_target(tiny_model_dir, tmp_pa
     from llm_recommender.ranker import soft_tokens
 
     seen = {}
-    real_fit = soft_tokens.fit_item_table
+    real_fit = soft_tokens.fit_item_model
 
     def recording(source, space, data, config=None):
         seen["sequences"] = [s.tolist() for s in data.sequences]
         return real_fit(source, space, data, config)
 
-    monkeypatch.setattr(soft_tokens, "fit_item_table", recording)
+    monkeypatch.setattr(soft_tokens, "fit_item_model", recording)
     monkeypatch.setenv("LLM_REC_CACHE_DIR", str(tmp_path / "cache"))
     data_dir = write_tiny_dataset(tmp_path / "data")
     cfg = FitConfig(dataset="generic", data_dir=data_dir, model=str(tiny_model_dir), progress=False,
@@ -221,3 +221,47 @@ def test_lora_with_item_tokens_saves_the_adapter_and_the_projection(tiny_model_d
     again = cls.load(tmp_path / "saved", data.space).score_many(requests)
     for a, b in zip(before, again):
         np.testing.assert_allclose(a.scores, b.scores, rtol=0, atol=1e-6)
+
+
+def test_cf_scores_ride_on_the_slots_from_a_model_that_never_saw_the_examples_targets(tiny_model_dir, tiny_data_dir,
+                                                                                     tmp_path):
+    """cf_scores: each candidate slot carries the item model's z-scored score; the item model is fitted on the
+    sequences less each user's last ``tail`` items (the examples' targets); it is saved and reloads identically."""
+    from llm_recommender.ranker.examples import split_tails
+    from llm_recommender.ranker.scorer import cf_zscores
+
+    data, _ = _training_data(tiny_data_dir, n_valid=4, n_candidates=8)
+    cfg = {"item_tokens": "sequence", "cf_scores": True, "titles": False, "hints": False, "tail": 2, "steps": 2,
+           "item_tokens_config": {"model": {"epochs": 2, "patience": None}}}
+    cls, comp = _fit(tiny_model_dir, data, tmp_path / "work", **cfg)
+    # the item model learned from the prefixes only: its fitted windows exclude every example's target position
+    record = comp._item_model.model.record
+    prefix_items = sum(max(0, len(s) - 2) for s in data.sequences)
+    assert record["n_windows"] >= 1 and prefix_items < sum(len(s) for s in data.sequences)
+    assert all(ex["t"] >= len(s) - 2 for ex in comp.examples for s in [data.sequences[ex["user"]]])
+    prompter = comp._ranker().prompter
+    request = data.validation[0].request
+    prompt, _ = prompter.soft_prompt(request.history, request.candidates, [""] * len(request.candidates))
+    ids, slots, rows, feats = prompt
+    n_cand = len(request.candidates)
+    assert len(feats) == len(rows) == len(slots) and not any(feats[: len(rows) - n_cand])  # history slots: 0
+    cand = np.asarray(feats[-n_cand:])
+    assert abs(cand.mean()) < 1e-9 and abs(cand.std() - 1) < 1e-6  # z-scored over the pass
+    want = cf_zscores(comp._item_scores, data.space.rows(request.history), data.space.rows(request.candidates))
+    np.testing.assert_allclose(cand, want)
+    before = comp.score_many([request])[0].scores
+    comp.save(tmp_path / "saved")
+    again = cls.load(tmp_path / "saved", data.space)
+    np.testing.assert_array_equal(before, again.score_many([request])[0].scores)
+    # the slots read the scores: flipping their sign changes the ranking scores
+    flipped = again._ranker().prompter
+    flipped.item_scores = lambda h, c: -comp._item_scores(h, c)
+    assert not np.allclose(before, again.score_many([request])[0].scores)
+    assert split_tails(data.sequences, 2)[0].tolist() == data.sequences[0][:-2].tolist()
+
+
+def test_cf_scores_need_the_sequence_item_tokens(tiny_model_dir, tmp_path):
+    from llm_recommender.ranker.component import LLMRankerConfig
+
+    with pytest.raises(ValueError, match="cf_scores"):
+        LLMRankerConfig(**_config(tiny_model_dir, tmp_path, item_tokens="als", cf_scores=True))
