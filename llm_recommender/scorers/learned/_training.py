@@ -37,9 +37,11 @@ def _loss(net: Any, cfg: Any, inp: torch.Tensor, tgt: torch.Tensor, vectors: tor
     table, bias = net.items(torch.arange(n_rows), vectors, keep)
     states = net.encoder(table[inp], inp > 0)
     pos = tgt > 0
-    s, t = states[pos], tgt[pos]
+    s, t = states[pos], tgt[pos]  # the softmax below sees real target positions only, never padding
     if cfg.loss == "full_softmax":
-        logits = s @ table[1:].T + bias[1:]
+        logits = s @ table[1:].T
+        if net.items.bias is not None or not cfg.trim:  # without item bias, bias is zeros: skip a pass over logits
+            logits = logits + bias[1:]
         return F.cross_entropy(logits.float(), t - 1)
     neg = torch.randint(1, n_rows, (cfg.n_negatives,))
     pos_logit = (s * table[t]).sum(-1, keepdim=True) + bias[t].unsqueeze(-1)
@@ -47,6 +49,25 @@ def _loss(net: Any, cfg: Any, inp: torch.Tensor, tgt: torch.Tensor, vectors: tor
     neg_logit = neg_logit.masked_fill(neg.unsqueeze(0) == t.unsqueeze(1), float("-inf"))  # accidental hits
     logits = torch.cat([pos_logit, neg_logit], 1).float()
     return F.cross_entropy(logits, torch.zeros(len(t), dtype=torch.long))
+
+
+def batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, *, bucket: bool) -> list[np.ndarray]:
+    """One epoch's batches of window indices, in a seeded random order.
+
+    With ``bucket``, the shuffled windows are cut into pools of 32 batches, each pool is
+    sorted by window length and cut into batches, and the batch order is shuffled again:
+    batches hold windows of similar length (narrow after trimming) and stay random.
+    """
+    order = rng.permutation(len(lengths))
+    if not bucket:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    pool = 32 * batch_size
+    out = []
+    for p in range(0, len(order), pool):
+        chunk = order[p : p + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        out += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [out[k] for k in rng.permutation(len(out))]
 
 
 def train(
@@ -72,16 +93,20 @@ def train(
         state = _resume(checkpoint, identity, net, opt)
     vectors = net.item_vectors if cfg.use_text else None
     inp_all, tgt_all = torch.from_numpy(inputs), torch.from_numpy(targets)
+    lengths = np.maximum((inputs > 0).sum(1), 1)
     bar = _bar(progress, cfg.epochs, state["epoch"])
     while state["epoch"] < cfg.epochs and not (cfg.patience and valid_fn and state["bad"] >= cfg.patience):
         epoch, t0 = state["epoch"], time.perf_counter()
         net.train()
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(inputs))
         total, steps = 0.0, 0
-        for start in range(0, len(order), cfg.batch_size):
-            b = torch.from_numpy(order[start : start + cfg.batch_size])
+        for idx in batches(lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch]), bucket=cfg.bucket):
+            b = torch.from_numpy(idx)
+            inp, tgt = inp_all[b], tgt_all[b]
+            if cfg.trim:  # windows are left-padded and right-aligned: drop the all-padding columns on the left
+                width = int(lengths[idx].max())
+                inp, tgt = inp[:, -width:], tgt[:, -width:]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = _loss(net, cfg, inp_all[b], tgt_all[b], vectors)
+                loss = _loss(net, cfg, inp, tgt, vectors)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

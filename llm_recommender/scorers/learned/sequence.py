@@ -19,9 +19,14 @@ from ..fused import ndcg10
 
 
 class SequenceComponentConfig(ComponentConfig):
-    text: str = "auto"  # item vectors the text path reads: llm | minilm | none | auto (llm, else minilm, else none)
+    # item vectors the text path reads: llm | minilm | none | auto (llm, else minilm, else none) |
+    # choose (a short trial of auto's vectors and of none, scored on validation; the winner is trained fully)
+    text: str = "auto"
     model: dict[str, Any] = {"epochs": 30, "patience": 3, "id_dropout": 0.1}
     valid_cases: int = 300  # validation cases scored after each epoch for early stopping
+    choice_epochs: int = 3  # text=choose: epochs per trial at most
+    choice_budget_s: float = 600.0  # text=choose: seconds for all trials; a trial stops after the epoch that spends its share
+    text_choice: dict[str, Any] | None = None  # text=choose: set by fit (chosen, runner-up, each trial's NDCG@10)
 
 
 class SequenceComponent(Component):
@@ -34,7 +39,7 @@ class SequenceComponent(Component):
 
     def _text(self) -> str | None:
         kind = self.config.text
-        if kind == "auto":
+        if kind in ("auto", "choose"):
             kind = next((k for k in ("llm", "minilm") if k in self.space.vectors), "none")
         return None if kind == "none" else kind
 
@@ -55,11 +60,46 @@ class SequenceComponent(Component):
 
             valid_fn = validate
 
+        sequences = [s.tolist() for s in data.sequences]
+        choice = None
+        if self.config.text == "choose" and text is not None and valid_fn is not None:
+            text, choice = self._choose(text, sequences, cfg, valid_fn)
+            cfg = cfg.model_copy(update={"use_text": text is not None})
         vectors = self.space.vectors[text] if text else None
-        self.model = SequenceModel.fit([s.tolist() for s in data.sequences], len(self.space), vectors, cfg,
-                                       valid_fn=valid_fn, progress=True)
-        self.config = self.config.model_copy(update={"text": text or "none"})
+        self.config = self.config.model_copy(update={"text": text or "none", "text_choice": choice})
+        self.model = SequenceModel.fit(sequences, len(self.space), vectors, cfg, valid_fn=valid_fn, progress=True)
+        if choice is not None:
+            self.model.record["text_choice"] = choice
         return self
+
+    def _choose(self, text: str, sequences: list[list[int]], cfg: Any, valid_fn: Callable[[Any], float]):
+        """Train each option (``text`` vectors, none) for a few epochs within the budget; the better validation wins."""
+        import tempfile
+        import time
+
+        from .sequence_model import SequenceModel
+
+        options: list[str | None] = [text, None]
+        share = self.config.choice_budget_s / len(options)
+        trials: dict[str, dict[str, Any]] = {}
+        for kind in options:
+            trial_cfg = cfg.model_copy(update={"use_text": kind is not None, "patience": None})
+            vectors = self.space.vectors[kind] if kind else None
+            self.config = self.config.model_copy(update={"text": kind or "none"})  # how validation scores it
+            t0, epochs, model = time.perf_counter(), 0, None
+            with tempfile.TemporaryDirectory() as ckpt:  # one epoch per call, resumed from the checkpoint
+                while epochs < self.config.choice_epochs and (epochs == 0 or time.perf_counter() - t0 < share):
+                    epochs += 1
+                    model = SequenceModel.fit(sequences, len(self.space), vectors,
+                                              trial_cfg.model_copy(update={"epochs": epochs}), valid_fn=valid_fn,
+                                              progress=False, checkpoint_dir=ckpt)
+            assert model is not None
+            trials[kind or "none"] = {"valid_ndcg@10": round(float(model.record["best_valid"]), 4), "epochs": epochs,
+                                      "seconds": round(time.perf_counter() - t0, 1)}
+        self.config = self.config.model_copy(update={"text": "choose"})
+        ranked = sorted(trials, key=lambda k: -trials[k]["valid_ndcg@10"])  # stable: a tie keeps the text option
+        chosen = ranked[0]
+        return (None if chosen == "none" else chosen), {"chosen": chosen, "runner_up": ranked[1], "trials": trials}
 
     def score_many(self, requests):  # type: ignore[no-untyped-def]
         text = self._text()

@@ -67,7 +67,12 @@ class SequenceModelConfig(BaseModel):
     loss: Literal["full_softmax", "sampled"] = "full_softmax"
     n_negatives: int = Field(default=256, ge=1)
     seed: int = 0
-    bf16: bool = Field(default=False, description="bf16 autocast in training (measured slower here: see results.md)")
+    bf16: bool = Field(default=False, description="bf16 autocast in training (measured: docs/fit-at-scale.md)")
+    trim: bool = Field(default=True, description="run each batch only as wide as its longest window (same result, "
+                       "less padding); False is the reference path")
+    bucket: bool = Field(default=False, description="group windows of similar length into batches (seeded), so "
+                         "trimmed batches are narrow; changes which windows share a batch (off: it cost ML-100K "
+                         "validation NDCG@10, see docs/fit-at-scale.md)")
     patience: int | None = Field(default=5, ge=1, description="epochs without a better valid_fn before stopping")
 
     @model_validator(mode="after")

@@ -1,0 +1,64 @@
+"""The sequence component's text=choose: a short trial with text vectors and without, the winner trained fully."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from llm_recommender.scorers.learned.sequence import SequenceComponent
+from llm_recommender.testing import sample_requests, tiny_catalogue
+
+SMALL = {"epochs": 2, "patience": None, "dim": 16, "layers": 1, "max_len": 8}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def data_with_validation():
+    space, data = tiny_catalogue()
+    data.validation = [SimpleNamespace(request=r, ground_truth_index=0) for r in sample_requests()]
+    return space, data
+
+
+def test_choose_trains_both_options_and_records_the_winner_and_the_runner_up(tmp_path):
+    space, data = data_with_validation()
+    comp = SequenceComponent(space, {"text": "choose", "model": SMALL, "choice_epochs": 2}).fit(data)
+    choice = comp.config.text_choice
+    assert choice is not None and set(choice["trials"]) == {"minilm", "none"}
+    assert {choice["chosen"], choice["runner_up"]} == {"minilm", "none"}
+    trials = choice["trials"]
+    assert trials[choice["chosen"]]["valid_ndcg@10"] >= trials[choice["runner_up"]]["valid_ndcg@10"]
+    assert all(t["epochs"] == 2 for t in trials.values())
+    assert comp.config.text == choice["chosen"]  # the fitted model is the winner's kind
+    assert comp.model.config.use_text == (choice["chosen"] != "none")
+    assert comp.model.record["text_choice"] == choice
+    dumped = json.loads(comp.config.model_dump_json())  # what bundle.json's component record holds
+    assert dumped["text_choice"] == choice
+    comp.save_state(tmp_path)
+    loaded = SequenceComponent(space, comp.config)
+    loaded.load_state(tmp_path)
+    a, b = comp.score_many(sample_requests()), loaded.score_many(sample_requests())
+    assert all(np.array_equal(x.scores, y.scores) for x, y in zip(a, b))
+
+
+def test_choose_stops_trials_at_the_time_budget():
+    space, data = data_with_validation()
+    comp = SequenceComponent(space, {"text": "choose", "model": SMALL, "choice_epochs": 5, "choice_budget_s": 0.0})
+    comp.fit(data)
+    assert comp.config.text_choice is not None
+    assert all(t["epochs"] == 1 for t in comp.config.text_choice["trials"].values())  # one epoch each, then out of time
+
+
+def test_auto_does_not_run_trials():
+    space, data = data_with_validation()
+    comp = SequenceComponent(space, {"text": "auto", "model": SMALL}).fit(data)
+    assert comp.config.text == "minilm" and comp.config.text_choice is None
