@@ -36,7 +36,7 @@ def ray_cluster(address: str | None, *, num_cpus: int | None = None, who: str = 
         watchdog = _local_cluster_watchdog(address, who)
         try:
             ray.init(address=address, include_dashboard=False, logging_level="warning",  # pyright: ignore[reportArgumentType]  (ray takes names too)
-                     log_to_driver=True, **({"num_cpus": num_cpus} if address is None and num_cpus else {}))
+                     log_to_driver=True, num_cpus=num_cpus if address is None else None)
         finally:
             if watchdog is not None:  # the cluster's processes have the mark; later children of the driver must not
                 os.environ.pop(ray_cleanup.OWNER_ENV, None)

@@ -102,10 +102,11 @@ class RayHiddenStates:
 
     def hidden_state_identity(self) -> dict[str, Any]:
         """The model as a worker loads it (dtype included: a GPU worker's may differ from the driver's)."""
-        if self._identity is None:
+        identity = self._identity
+        if identity is None:
             task = self.ray.remote(max_retries=RETRIES, **self._remote())(_identity)
-            self._identity = self.ray.get(task.remote(self.config.model_dump()))
-        return self._identity
+            identity = self._identity = self.ray.get(task.remote(self.config.model_dump()))
+        return identity
 
     def hidden_states(self, texts: Sequence[str], *, layers: Sequence[int], pooling: str = "mean") -> list[np.ndarray]:
         texts = list(texts)
@@ -152,8 +153,8 @@ class RayHiddenStates:
             now = time.perf_counter()
             if now - last > 5 or done == len(todo):
                 last = now
-                self.log(f"fit: item vectors on Ray: {done}/{len(todo)} ({done / (now - start):.1f} items/s, "
-                         f"{self.workers} workers)")
+                self.log(f"fit: item vectors on Ray: {done}/{len(todo)} ({done / (now - start):.1f} items/s "
+                         f"since the {self.workers} workers were requested, their start-up included)")
         self.computed += done
 
     # ---- the parts: what an interrupted run already received ------------------------------------------------
@@ -184,19 +185,19 @@ class RayHiddenStates:
 
 def ray_item_vectors(ray: Any, model: str, items: Sequence[Item], *, workers: int, cpus_per_worker: float = 1.0,
                      gpus_per_worker: float = 0.0, batch_size: int = BATCH_SIZE,
-                     on_batch: Callable[[list[str]], None] | None = None,
+                     on_batch: Callable[[list[str]], None] | None = None, cache: bool | Path = True,
                      log: Callable[[str], None] = lambda msg: None) -> tuple[np.ndarray, ItemEncoder, RayHiddenStates]:
     """The LLM item vectors of ``items`` (in their order) computed on the Ray cluster ``ray`` is connected to.
 
     Returns the vectors, the driver's encoder (its fingerprint, layer, pooling and dim go into the bundle) and the
     stand-in backend (how many texts it computed or resumed). Workers run torch on ``max(1, int(cpus_per_worker))``
-    threads."""
+    threads. ``cache``: the representation cache's root folder (True: the default one; False: none, and no parts)."""
     config = TransformersConfig(model=model, threads=max(1, int(cpus_per_worker)))
     remote = RayHiddenStates(ray, config, workers=workers, cpus_per_worker=cpus_per_worker,
                              gpus_per_worker=gpus_per_worker, batch_size=batch_size, on_batch=on_batch, log=log)
-    encoder = ItemEncoder.from_backend(remote, PromptRenderer(remote), batch_size=_ONE_CHUNK)  # pyright: ignore[reportArgumentType]  (a stand-in: the encoder needs hidden states only)
-    assert encoder.cache_path is not None
-    remote.parts_dir = encoder.cache_path.parent / PARTS
+    encoder = ItemEncoder.from_backend(remote, PromptRenderer(remote), batch_size=_ONE_CHUNK, cache=cache)  # pyright: ignore[reportArgumentType]  (a stand-in: the encoder needs hidden states only)
+    if encoder.cache_path is not None:
+        remote.parts_dir = encoder.cache_path.parent / PARTS
     vectors = encoder.encode_items(items)
     remote.drop_parts()  # the representation cache holds them now
     return vectors, encoder, remote
