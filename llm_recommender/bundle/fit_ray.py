@@ -55,11 +55,12 @@ class _EncodeActor:
         self.layers, self.pooling, self.on_batch = layers, pooling, on_batch
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        texts = [str(t) for t in batch["text"]]
+        """One row in (a forward batch: its catalogue indices and texts), one row per item out."""
+        texts = [str(t) for t in batch["text"][0]]
         if self.on_batch is not None:
             self.on_batch(texts)  # a test seam: a worker killed mid-batch, an interrupted fit
         vecs = self.backend.hidden_states(texts, layers=self.layers, pooling=self.pooling)[0]
-        return {"index": np.asarray(batch["index"], dtype=np.int64), "vector": np.asarray(vecs, dtype=np.float32)}
+        return {"index": np.asarray(batch["index"][0], dtype=np.int64), "vector": np.asarray(vecs, dtype=np.float32)}
 
 
 def _identity(backend_config: dict[str, Any]) -> dict[str, Any]:
@@ -123,18 +124,18 @@ class RayHiddenStates:
         ray = self.ray
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # ours counts items
-        import pyarrow as pa  # comes with ray[data]
-
-        # One block per batch: from_items would split the rows evenly over the blocks, and Ray Data would then cut
-        # batches of other compositions than the single-process fit's (padding makes that a numeric difference).
+        # One row per forward batch (its indices and texts): the batches are the single-process fit's whatever blocks
+        # Ray Data forms (it splits rows evenly over blocks and bundles blocks, and padding makes a batch's
+        # composition a numeric difference). from_items builds the blocks in the driver: no tasks before the actors.
         n = self.batch_size
-        ds = ray.data.from_arrow([pa.table({"index": [i for i, _ in todo[k:k + n]], "text": [t for _, t in todo[k:k + n]]})
-                                  for k in range(0, len(todo), n)])
+        rows = [{"index": [i for i, _ in todo[k:k + n]], "text": [t for _, t in todo[k:k + n]]}
+                for k in range(0, len(todo), n)]
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         vectors = ds.map_batches(
             _EncodeActor,
             fn_constructor_kwargs={"backend_config": self.config.model_dump(), "layers": layers, "pooling": pooling,
                                    "identity": self.hidden_state_identity(), "on_batch": self.on_batch},
-            batch_size=self.batch_size,
+            batch_size=1,  # one forward batch
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=self.workers, max_tasks_in_flight_per_actor=1),
             num_cpus=self.cpus,

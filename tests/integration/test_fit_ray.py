@@ -89,6 +89,9 @@ def test_ray_fit_gives_the_single_process_vectors_and_bundle(ray_module, tiny_mo
     assert (mb.model_fingerprint, mb.representation, mb.templates) == (ma.model_fingerprint, ma.representation,
                                                                       ma.templates)
     assert mb.fit["config"]["ray_address"] == "local"
+    # the bar: validation NDCG@10 within 0.01 of the single-process fit (here the vectors are the same)
+    for key in ("fused_ndcg@10_in_sample", "fused_ndcg@10_cv"):
+        assert abs(mb.validation[key] - ma.validation[key]) <= 0.01
 
     def item(i):
         return {"id": str(i), "title": f"Space adventure {i}" if i % 2 else f"Love story {i}"}
@@ -154,3 +157,19 @@ def test_an_interrupted_run_resumes_from_the_batches_it_received(local_ray, tiny
     assert remote.resumed == kept and remote.computed == 70 - kept
     np.testing.assert_allclose(vectors, expected, atol=1e-5)
     assert not list(fresh_cache.glob("representations/*/ray-parts"))
+
+
+def test_cli_ray_options_reach_the_fit_which_says_when_nothing_runs_on_ray(data_dir, tmp_path, fresh_cache):
+    from typer.testing import CliRunner
+
+    from llm_recommender.bundle import read_manifest
+    from llm_recommender.cli import app
+
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(app, ["fit", "-o", str(out), "--dataset", "generic", "--data-dir", str(data_dir),
+                                      "--components", "popularity", "--valid-users", "20", "--ray-address", "local",
+                                      "--ray-workers", "3", "--ray-cpus-per-worker", "2"])
+    assert result.exit_code == 0, result.output
+    assert "no component needs LLM item vectors" in result.output
+    config = read_manifest(out).fit["config"]
+    assert (config["ray_address"], config["ray_workers"], config["ray_cpus_per_worker"]) == ("local", 3, 2.0)
