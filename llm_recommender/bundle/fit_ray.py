@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..backends.configs import TransformersConfig
+from ..errors import CapabilityError
 from ..files import atomic_write
 from ..prompts import PromptRenderer
 from ..protocol import Item
@@ -96,7 +97,8 @@ class RayHiddenStates:
         return self.config.model
 
     def require(self, capability: str) -> None:
-        assert capability == "hidden_states"
+        if capability != "hidden_states":
+            raise CapabilityError(f"the Ray workers provide hidden states only, not {capability}", param="backend")
 
     def _remote(self) -> dict[str, Any]:
         return {"num_cpus": self.cpus, **({"num_gpus": self.gpus} if self.gpus else {})}
