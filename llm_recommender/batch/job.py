@@ -7,7 +7,6 @@ pool of actors, each building its ``Recommender`` once) or a plain in-process lo
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -17,10 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import InvalidRequestError, RecommenderError
+from ..errors import RecommenderError
 from ..protocol import Item
 from ..recommender import Recommender
-from . import ray_cleanup
+from .cluster import ray_cluster
 from .rows import error_dict, error_row, ok_row, to_request, user_key
 from .store import Format, prepare_output, read_catalog, read_rows, write_part
 
@@ -200,23 +199,8 @@ def run_batch(config: BatchConfig, spec: RecommenderSpec | None = None) -> Batch
 
 def _run_ray(config: BatchConfig, spec: RecommenderSpec, catalog: list[Item] | None,
              todo: list[dict[str, Any]], progress: _Progress) -> None:
-    try:
-        import ray
-        import ray.data
-    except ModuleNotFoundError:
-        raise InvalidRequestError("Ray is not installed: pip install 'llm-recommender[batch]', or use --no-ray",
-                                  param="use_ray") from None
-    started_here = not ray.is_initialized()
-    watchdog = None
-    if started_here:
-        watchdog = _local_cluster_watchdog(config)
-        try:
-            ray.init(address=config.address, include_dashboard=False, logging_level="warning",  # pyright: ignore[reportArgumentType]  (ray takes names too)
-                     log_to_driver=True)
-        finally:
-            if watchdog is not None:  # the cluster's processes have the mark; later children of the driver must not
-                os.environ.pop(ray_cleanup.OWNER_ENV, None)
-    try:
+    with ray_cluster(config.address, who="batch", param="use_ray",
+                     missing="Ray is not installed: pip install 'llm-recommender[batch]', or use --no-ray") as ray:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # ours counts users, not blocks
         # Without threads set, each worker's torch would use all cores and the workers would fight for them.
@@ -236,37 +220,3 @@ def _run_ray(config: BatchConfig, spec: RecommenderSpec, catalog: list[Item] | N
         )
         for batch in ranked.iter_batches(batch_size=None, batch_format="numpy"):
             progress.update([bool(ok) for ok in batch["ok"]])
-    finally:
-        if started_here:
-            ray.shutdown()
-        if watchdog is not None and watchdog.stdin is not None:
-            watchdog.stdin.close()  # the watchdog ends whatever the shutdown left, then exits
-
-
-def ray_registry() -> Path:
-    """Where watchdogs record the processes of the local clusters they watch (see :mod:`.ray_cleanup`)."""
-    from ..model_store import cache_dir
-
-    return cache_dir() / "ray-drivers"
-
-
-def cleanup_ray() -> list[int]:
-    """End what is left of the local Ray clusters of batch drivers that were killed; the pids ended."""
-    return ray_cleanup.cleanup(ray_registry())
-
-
-def _local_cluster_watchdog(config: BatchConfig) -> Any:
-    """For a local cluster this driver starts: end the leftovers of killed drivers, mark this cluster, watch it.
-
-    See :mod:`.ray_cleanup`: after a ``kill -9`` of this driver its cluster goes away within seconds."""
-    if config.address is not None or os.environ.get("RAY_ADDRESS") or os.environ.get(ray_cleanup.OWNER_ENV):
-        return None  # joining a cluster (or inside one): not ours to end
-    try:
-        ended = cleanup_ray()
-        token = ray_cleanup.owner_token()
-    except ImportError:  # pragma: no cover - psutil comes with the batch extra
-        return None
-    if ended:
-        print(f"batch: ended {len(ended)} Ray process(es) left by a killed batch driver", file=sys.stderr, flush=True)
-    os.environ[ray_cleanup.OWNER_ENV] = token
-    return ray_cleanup.start_watchdog(token, ray_registry())

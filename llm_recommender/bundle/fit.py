@@ -16,6 +16,7 @@ Steps (each logged with its wall time):
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -69,6 +70,12 @@ class FitConfig(BaseModel):
     command: str | None = None
     item_words: str | None = Field(default=None, description="movie | product | book | item | 'noun/verb': what reasons "
                                    "call the items (default: what the dataset's loader records; generic: neutral)")
+    ray_address: str | None = Field(default=None, description="None: one process; 'local': a local Ray cluster of "
+                                    "ray_workers CPUs; else the address of a Ray cluster to join. On Ray: the LLM item "
+                                    "vectors (see docs/fit-on-ray.md)")
+    ray_workers: int = Field(default=2, ge=1, description="Ray actors computing item vectors, each loading the LLM once")
+    ray_cpus_per_worker: float = Field(default=1.0, gt=0, description="CPUs per actor (its torch threads: at least 1)")
+    ray_gpus_per_worker: float = Field(default=0.0, ge=0, description="GPUs per actor (0: CPU workers)")
 
     @field_validator("components", mode="before")
     @classmethod
@@ -128,9 +135,17 @@ def fit_bundle(
     vectors_t = time.perf_counter()
     vectors = {v for name in config.components for v in component_class(name).vectors}
     needs_llm = "llm" in vectors
-    if needs_llm:
+    if config.ray_address is not None and not needs_llm:
+        log("fit: no component needs LLM item vectors, the one step that runs on Ray: fitting in this process")
+    if needs_llm and config.ray_address is not None:
+        if backend is not None:
+            raise InvalidRequestError("a backend object cannot go to Ray workers: they load config.model; "
+                                      "leave ray_address unset to fit with this backend", param="ray_address")
+        space.vectors["llm"], encoder = _ray_llm_vectors(config, space, log)
+    elif needs_llm:
         encoder = _llm_encoder(config, backend, space)
         space.vectors["llm"] = encoder.encode_items(space.items)
+    if needs_llm:
         manifest.model_fingerprint = encoder.model_fingerprint()
         manifest.representation = {"layer": encoder.layer, "pooling": encoder.pooling, "dim": encoder.dim}
         manifest.templates = template_hashes(REPRESENTATION_TEMPLATES)
@@ -215,6 +230,26 @@ def _llm_encoder(config: FitConfig, backend: Any, space: ItemSpace) -> Any:
             f"item representations need a backend with hidden states (transformers), not {backend.name!r}",
             param="backend")
     return ItemEncoder.from_backend(backend, PromptRenderer(backend), batch_size=32)
+
+
+def _ray_llm_vectors(config: FitConfig, space: ItemSpace, log: Callable[[str], None]) -> tuple[np.ndarray, Any]:
+    """The item-representation step on Ray Data (see :mod:`.fit_ray`); the cluster lives for this step only."""
+    from ..batch.cluster import ray_cluster  # Ray is optional (the [batch] extra); batch imports the Recommender
+    from .fit_ray import ray_item_vectors
+
+    local = config.ray_address == "local"
+    cpus = math.ceil(config.ray_workers * config.ray_cpus_per_worker) if local else None
+    with ray_cluster(None if local else config.ray_address, num_cpus=cpus, who="fit",
+                     missing="Ray is not installed: pip install 'llm-recommender[batch]', or leave out --ray-address",
+                     param="ray_address") as ray:
+        log(f"fit: LLM item vectors on Ray Data, {config.ray_workers} workers"
+            + (f" on a local cluster of {cpus} CPUs" if local else ""))
+        vectors, encoder, remote = ray_item_vectors(
+            ray, config.model, space.items, workers=config.ray_workers, cpus_per_worker=config.ray_cpus_per_worker,
+            gpus_per_worker=config.ray_gpus_per_worker, log=log)
+    log(f"fit: item vectors on Ray: {remote.computed} computed, {remote.resumed} from an interrupted run, "
+        f"{len(space) - remote.computed - remote.resumed} from the representation cache")
+    return vectors, encoder
 
 
 def _fingerprint(ds: Any) -> str:
