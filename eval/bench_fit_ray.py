@@ -25,12 +25,12 @@ import numpy as np
 
 from llm_recommender.backends.configs import TransformersConfig
 from llm_recommender.backends.transformers_backend import TransformersBackend
-from llm_recommender.batch.cluster import ray_cluster
 from llm_recommender.bundle.fit_ray import ray_item_vectors
 from llm_recommender.data import load_dataset
 from llm_recommender.model_store import DEFAULT_MODEL
 from llm_recommender.prompts import PromptRenderer
 from llm_recommender.provenance import git_commit
+from llm_recommender.ray_cluster import ray_cluster
 from llm_recommender.scorers.learned.encoder import ItemEncoder
 
 

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import RecommenderError
 from ..protocol import Item
+from ..ray_cluster import ray_cluster
 from ..recommender import Recommender
-from .cluster import ray_cluster
 from .rows import error_dict, error_row, ok_row, to_request, user_key
 from .store import Format, prepare_output, read_catalog, read_rows, write_part
 

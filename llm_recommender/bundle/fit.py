@@ -234,7 +234,7 @@ def _llm_encoder(config: FitConfig, backend: Any, space: ItemSpace) -> Any:
 
 def _ray_llm_vectors(config: FitConfig, space: ItemSpace, log: Callable[[str], None]) -> tuple[np.ndarray, Any]:
     """The item-representation step on Ray Data (see :mod:`.fit_ray`); the cluster lives for this step only."""
-    from ..batch.cluster import ray_cluster  # Ray is optional (the [batch] extra); batch imports the Recommender
+    from ..ray_cluster import ray_cluster  # Ray is optional (the [batch] extra)
     from .fit_ray import ray_item_vectors
 
     local = config.ray_address == "local"

@@ -39,7 +39,7 @@ def batch(
     from ..settings import Settings
 
     if cleanup:
-        from ..batch.cluster import cleanup_ray
+        from ..ray_cluster import cleanup_ray
 
         ended = cleanup_ray()
         typer.echo(f"ended {len(ended)} Ray process(es) left by killed batch drivers" + (f": {', '.join(map(str, ended))}" if ended else ""))
