@@ -79,6 +79,9 @@ class LLMRankerConfig(ComponentConfig):
                             "score for this history (z-scored over the pass), LlamaRec's retriever signal as a vector; "
                             "the item model is then fitted without each user's last `tail` items; needs "
                             "item_tokens=sequence")
+    slot_labels: bool = Field(default=False, description="each candidate's soft token also carries a learned "
+                              "vector of its label (started from the LLM's embedding of the letter), so the label to "
+                              "answer sits in the same position as the item's signal; needs item_tokens")
     titles: bool = Field(default=True, description="show the titles (False: item tokens and labels only, a much "
                          "shorter prompt; needs item_tokens)")
     retriever: str = Field(default="als", description="the component whose catalogue ranking gives hints and hard negatives")
@@ -101,6 +104,8 @@ class LLMRankerConfig(ComponentConfig):
 
     @model_validator(mode="after")
     def _needs_item_tokens(self) -> LLMRankerConfig:
+        if self.slot_labels and self.item_tokens == "none":
+            raise ValueError("slot_labels rides on the item tokens: it needs item_tokens (sequence or als)")
         if self.cf_scores and self.item_tokens != "sequence":
             raise ValueError("cf_scores reads the sequence model's scores: it needs item_tokens=sequence")
         if self.item_tokens == "none":
@@ -162,7 +167,7 @@ class LLMRankerComponent(Component):
                                          seed=data.seed)
             self._item_model = fit_item_model(cfg.item_tokens, self.space, item_data, cfg.item_tokens_config)
             table, known = fit_item_table(cfg.item_tokens, self.space, item_data, comp=self._item_model)
-            item_table = (table, known, 1 if cfg.cf_scores else 0)
+            item_table = (table, known, 1 if cfg.cf_scores else 0, cfg.slot_labels)
             log(f"llm_ranker: item tokens from {cfg.item_tokens} ({item_table[0].shape[1]}-d, "
                 f"{int(item_table[1].sum())} of {len(self.space)} items known)")
         method = "full" if cfg.method == "projection" else cfg.method
@@ -209,7 +214,7 @@ class LLMRankerComponent(Component):
         return lambda backend, item_tokens=None: RankerPrompter(
             backend, self.space, hints, history=cfg.history, max_per_pass=cfg.candidates, show_hints=cfg.hints,
             retrieval_history=cfg.retrieval_history, item_tokens=item_tokens, titles=cfg.titles,
-            item_scores=self._item_scores if cfg.cf_scores else None)
+            item_scores=self._item_scores if cfg.cf_scores else None, slot_labels=cfg.slot_labels)
 
     def _item_scores(self, history_rows: np.ndarray, candidate_rows: np.ndarray) -> np.ndarray:
         """The item model's logits of ``candidate_rows`` after ``history_rows`` (the slots' CF scores)."""

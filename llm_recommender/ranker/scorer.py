@@ -27,7 +27,7 @@ from .hints import CollaborativeHints
 SLOT = "\x00"  # the item-token mark (see soft_tokens: a control character item text never carries)
 
 TEMPLATE = "llm_ranker.j2"
-SoftPrompt = tuple  # (token ids, slot positions, catalogue rows of the slots[, CF score of each slot])
+SoftPrompt = tuple  # (token ids, slot positions, catalogue rows of the slots[, CF score, label index of each slot])
 
 
 class RankerPrompter:
@@ -36,7 +36,7 @@ class RankerPrompter:
 
     def __init__(self, backend: Any, space: ItemSpace, hints: CollaborativeHints, *, history: int,
                  max_per_pass: int, show_hints: bool, retrieval_history: int, item_tokens: Any = None,
-                 titles: bool = True, item_scores: Any = None) -> None:
+                 titles: bool = True, item_scores: Any = None, slot_labels: bool = False) -> None:
         from ..prompts import PromptConfig, PromptRenderer
 
         self.backend, self.space, self.hints = backend, space, hints
@@ -44,6 +44,7 @@ class RankerPrompter:
         self.item_tokens, self.titles = item_tokens, titles
         # (history rows, candidate rows) -> item-model logits per candidate: the slots' CF scores (or None)
         self.item_scores = item_scores
+        self.slot_labels = slot_labels  # candidate slots also carry their label's vector (ItemTokens.labels)
         self.renderer = PromptRenderer(backend, PromptConfig(max_history=history))
         labels, ids = label_tokens(backend)
         n = min(max_per_pass, len(labels))
@@ -88,10 +89,14 @@ class RankerPrompter:
         tok = self.backend.tokenizer
         placeholder = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id  # replaced anyway
         ids, slots = encode(tok, text, rows, placeholder)
-        if self.item_scores is None:
+        if self.item_scores is None and not self.slot_labels:
             return (ids, slots, rows), used
-        past = self.space.rows(list(cf_history if cf_history is not None else history)[-self.retrieval_history :])
-        return (ids, slots, rows, [0.0] * n_hist + cf_zscores(self.item_scores, past, cand_rows)), used
+        scores = [0.0] * len(rows)
+        if self.item_scores is not None:
+            past = self.space.rows(list(cf_history if cf_history is not None else history)[-self.retrieval_history :])
+            scores = [0.0] * n_hist + cf_zscores(self.item_scores, past, cand_rows)
+        labels = [-1] * n_hist + (list(range(len(cand_rows))) if self.slot_labels else [-1] * len(cand_rows))
+        return (ids, slots, rows, scores, labels), used
 
     def prompt(self, ex: dict[str, Any]) -> tuple[Any, list[int]]:
         """A training example (catalogue rows) -> (prompt, label token ids): what the training loop trains on
@@ -152,7 +157,7 @@ class RankerScorer:
         device = next(tokens.parameters()).device
         with torch.inference_mode():
             embeds = [EmbedsPrompt(pr[0], pr[1], tokens(torch.tensor(pr[2], dtype=torch.long, device=device),
-                                                        _slot_scores(pr, device)).float())
+                                                        _slot_scores(pr, device), _slot_labels(pr, device)).float())
                       for pr in prompts]
         return p.backend.embeds_next_token_logprobs(embeds, p.label_ids)
 
@@ -162,6 +167,13 @@ def _slot_scores(prompt: SoftPrompt, device: Any) -> Any:
     import torch
 
     return torch.tensor(prompt[3], dtype=torch.float32, device=device) if len(prompt) > 3 else None
+
+
+def _slot_labels(prompt: SoftPrompt, device: Any) -> Any:
+    """The slots' label indices of a soft prompt (its 5th element; -1 for history slots), as a tensor; else None."""
+    import torch
+
+    return torch.tensor(prompt[4], dtype=torch.long, device=device) if len(prompt) > 4 else None
 
 
 def cf_zscores(item_scores: Any, history_rows: np.ndarray, candidate_rows: np.ndarray) -> list[float]:

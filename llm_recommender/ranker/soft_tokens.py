@@ -84,7 +84,8 @@ class ItemTokens(nn.Module):
     table: torch.Tensor
     known: torch.Tensor
 
-    def __init__(self, table: np.ndarray, known: np.ndarray, hidden: int, seed: int = 0, score_dim: int = 0) -> None:
+    def __init__(self, table: np.ndarray, known: np.ndarray, hidden: int, seed: int = 0, score_dim: int = 0,
+                 label_init: np.ndarray | None = None) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
         self.score_dim = score_dim  # 1: each slot's input also carries its item-model score (0 for history slots)
@@ -104,12 +105,17 @@ class ItemTokens(nn.Module):
                 layer.weight.normal_(0.0, scale * layer.in_features ** -0.5, generator=gen)
                 layer.bias.zero_()
         self.unknown = nn.Parameter(torch.randn(hidden, generator=gen) * 0.02)
+        # slot_labels: each candidate slot also carries its label's vector (started from the LLM's own embedding
+        # of that letter), so "which label goes with the best slot" is one attention hop, not two
+        self.labels = (nn.Parameter(torch.as_tensor(np.asarray(label_init, dtype=np.float32)).clone())
+                       if label_init is not None else None)
 
     @property
     def hidden(self) -> int:
         return int(self.unknown.shape[0])
 
-    def forward(self, rows: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, rows: torch.Tensor, scores: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
         """``rows``: catalogue rows (-1: not in the catalogue) -> (len(rows), hidden); ``scores``: one
         item-model score per row when the module was built with ``score_dim=1``."""
         safe = rows.clamp(min=0)
@@ -119,7 +125,11 @@ class ItemTokens(nn.Module):
             s = scores if scores is not None else torch.zeros(len(rows), device=x.device)
             x = torch.cat([x, s.to(x.dtype).reshape(-1, 1)], dim=1)
         out = self.proj(x)
-        return torch.where(known.unsqueeze(-1), out, self.unknown.to(out.dtype).expand_as(out))
+        out = torch.where(known.unsqueeze(-1), out, self.unknown.to(out.dtype).expand_as(out))
+        if self.labels is not None and labels is not None:  # -1: a history slot, no label
+            has = (labels >= 0).unsqueeze(-1)
+            out = out + torch.where(has, self.labels[labels.clamp(min=0)].to(out.dtype), torch.zeros_like(out))
+        return out
 
     def save(self, path: Path) -> None:
         from safetensors.torch import save_file
@@ -138,8 +148,9 @@ class ItemTokens(nn.Module):
             raise BundleError(f"{path} is missing: the ranker was trained with item tokens", param="components")
         tensors = load_file(str(path))
         score_dim = int(tensors["proj.0.weight"].shape[1] - tensors["table"].shape[1])
+        labels = tensors["labels"].numpy() if "labels" in tensors else None
         module = cls(tensors["table"].numpy(), tensors["known"].numpy().astype(bool),
-                     int(tensors["unknown"].shape[0]), score_dim=score_dim)
+                     int(tensors["unknown"].shape[0]), score_dim=score_dim, label_init=labels)
         tensors["known"] = tensors["known"].to(torch.bool)
         module.load_state_dict(tensors)
         return module.eval()
@@ -163,8 +174,8 @@ def encode(tokenizer: Any, text: str, rows: list[int], placeholder: int) -> tupl
 
 
 def last_logits(model: Any, tokens: ItemTokens, batch: list[Any], pad_id: int, device: Any) -> torch.Tensor:
-    """Last-position logits of each prompt ``(ids, slot positions, slot rows[, slot scores])``, one padded
-    pass (left padding)."""
+    """Last-position logits of each prompt ``(ids, slot positions, slot rows[, slot scores[, slot label
+    indices]])``, one padded pass (left padding)."""
     from ..backends.kit import mask_positions, padded_batch
 
     ids, mask = padded_batch([b[0] for b in batch], pad_id)
@@ -176,9 +187,23 @@ def last_logits(model: Any, tokens: ItemTokens, batch: list[Any], pad_id: int, d
     rows = torch.tensor([row for b in batch for row in b[2]], dtype=torch.long, device=device)
     scores = (torch.tensor([v for b in batch for v in b[3]], dtype=torch.float32, device=device)
               if all(len(b) > 3 for b in batch) else None)
+    labels = (torch.tensor([v for b in batch for v in b[4]], dtype=torch.long, device=device)
+              if all(len(b) > 4 for b in batch) else None)
     if len(rows):
-        x[bi, pi] = tokens(rows, scores).to(x.dtype)
+        x[bi, pi] = tokens(rows, scores, labels).to(x.dtype)
     padded = bool((mask == 0).any())
     out = model(inputs_embeds=x, attention_mask=mask.to(device) if padded else None,
                 position_ids=mask_positions(mask).to(device) if padded else None, use_cache=False, logits_to_keep=1)
     return out.logits[:, -1, :]
+
+
+def label_vectors(model: Any, tokenizer: Any, n: int) -> np.ndarray:
+    """The LLM's input embeddings of the first ``n`` labels ``A``, ``B``, ... (single tokens, as the
+    verbalizer's): where the slot_labels vectors start."""
+    from ..scorers.llm.verbalizer import LABEL_ALPHABET
+
+    ids = [tokenizer(letter, add_special_tokens=False)["input_ids"] for letter in LABEL_ALPHABET[:n]]
+    if any(len(i) != 1 for i in ids):
+        raise ValueError("the tokenizer has no single-token labels for slot_labels")
+    with torch.no_grad():
+        return model.get_input_embeddings().weight[[i[0] for i in ids]].float().cpu().numpy()

@@ -42,11 +42,13 @@ class RankerRun(_Run):
             model.requires_grad_(False)
         groups = [] if self.freeze_llm else super().param_groups(model)
         if self.item_table is not None:
-            from .soft_tokens import ItemTokens
+            from .soft_tokens import ItemTokens, label_vectors
 
-            table, known, *rest = self.item_table  # (table, known[, score_dim])
+            table, known, *rest = self.item_table  # (table, known[, score_dim[, slot_labels]])
+            score_dim = rest[0] if rest else 0
+            labels = label_vectors(model, self.tokenizer, self.cfg.candidates) if len(rest) > 1 and rest[1] else None
             self.item_tokens = ItemTokens(table, known, int(model.config.hidden_size), seed=self.cfg.seed,
-                                          score_dim=rest[0] if rest else 0)
+                                          score_dim=score_dim, label_init=labels)
             self.item_tokens.to(self.accelerator.device)
             self.accelerator.register_for_checkpointing(self.item_tokens)  # resumed with the model
             groups.append({"params": list(self.item_tokens.parameters()), "lr": self.tokens_lr})

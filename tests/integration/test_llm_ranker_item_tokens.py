@@ -242,7 +242,8 @@ def test_cf_scores_ride_on_the_slots_from_a_model_that_never_saw_the_examples_ta
     prompter = comp._ranker().prompter
     request = data.validation[0].request
     prompt, _ = prompter.soft_prompt(request.history, request.candidates, [""] * len(request.candidates))
-    ids, slots, rows, feats = prompt
+    ids, slots, rows, feats, labels = prompt
+    assert set(labels) == {-1}  # no slot_labels: no slot carries a label vector
     n_cand = len(request.candidates)
     assert len(feats) == len(rows) == len(slots) and not any(feats[: len(rows) - n_cand])  # history slots: 0
     cand = np.asarray(feats[-n_cand:])
@@ -265,3 +266,33 @@ def test_cf_scores_need_the_sequence_item_tokens(tiny_model_dir, tmp_path):
 
     with pytest.raises(ValueError, match="cf_scores"):
         LLMRankerConfig(**_config(tiny_model_dir, tmp_path, item_tokens="als", cf_scores=True))
+
+
+def test_slot_labels_start_from_the_letters_embeddings_and_reload_identically(tiny_model_dir, tiny_data_dir,
+                                                                              tmp_path):
+    """slot_labels: each candidate slot also carries its label's vector (history slots none); the vectors start
+    from the LLM's embeddings of A, B, ... and are saved with the projection."""
+    import torch
+
+    from llm_recommender.ranker.soft_tokens import label_vectors
+
+    data, _ = _training_data(tiny_data_dir, n_valid=3, n_candidates=8)
+    cls, comp = _fit(tiny_model_dir, data, tmp_path / "work", item_tokens="als", slot_labels=True, titles=False,
+                     hints=False, steps=0 + 2)
+    prompter = comp._ranker().prompter
+    request = data.validation[0].request
+    (ids, slots, rows, scores, labels), _ = prompter.soft_prompt(request.history, request.candidates,
+                                                                 [""] * len(request.candidates))
+    n = len(request.candidates)
+    assert labels[-n:] == list(range(n)) and set(labels[:-n]) <= {-1} and not any(scores)
+    tokens = prompter.item_tokens
+    start = label_vectors(prompter.backend.model, prompter.backend.tokenizer, tokens.labels.shape[0])
+    assert tokens.labels.shape[1] == tokens.hidden and not np.allclose(start, 0)
+    # the label vectors are what the slots add: removing them changes the scores
+    before = comp.score_many([request])[0].scores
+    comp.save(tmp_path / "saved")
+    again = cls.load(tmp_path / "saved", data.space)
+    np.testing.assert_array_equal(before, again.score_many([request])[0].scores)
+    with torch.no_grad():
+        again._ranker().prompter.item_tokens.labels.zero_()
+    assert not np.allclose(before, again.score_many([request])[0].scores)
