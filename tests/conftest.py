@@ -18,6 +18,17 @@ def skip_or_fail(reason: str) -> None:
 
 
 @pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (results and timings do not depend on the host's cores), then restored."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def fake_backend():
     from llm_recommender.backends.fake import FakeBackend
 

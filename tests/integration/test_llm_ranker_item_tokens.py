@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))
-from test_llm_ranker_tiny import _config, _training_data
+from test_llm_ranker_tiny import _config, _training_data, crash_once_after_step
 from test_representation import write_tiny_dataset
 
 pytestmark = pytest.mark.integration
@@ -151,21 +151,10 @@ def test_titles_off_needs_item_tokens():
 
 def test_resume_with_item_tokens_gives_the_same_projection(tiny_model_dir, tiny_data_dir, tmp_path, monkeypatch):
     """The projection is checkpointed with the model: an interrupted run resumes to the same weights."""
-    from llm_recommender.tuning.generative import _Run
-
     data, _ = _training_data(tiny_data_dir, n_valid=3, n_candidates=8)
     over = {"item_tokens": "als", "tokens_lr": 1e-2, "patience": 10}
     _fit(tiny_model_dir, data, tmp_path / "straight", **over)
-    original = _Run.train_step
-    crashed: list[bool] = []
-
-    def interrupted(self):  # dies once, after the checkpoint at step 2
-        if self.state["step"] == 2 and not crashed:
-            crashed.append(True)
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(_Run, "train_step", interrupted)
+    crash_once_after_step(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         _fit(tiny_model_dir, data, tmp_path / "resumed", **over)
     _fit(tiny_model_dir, data, tmp_path / "resumed", **over)

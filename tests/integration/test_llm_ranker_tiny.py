@@ -32,6 +32,23 @@ def _training_data(data_dir, n_valid=6, n_candidates=25):
     return TrainingData(space=space, sequences=sequences, seed=0, validation=valid), splits
 
 
+def crash_once_after_step(monkeypatch, step: int) -> None:
+    """The next training run dies once (KeyboardInterrupt) at the start of step ``step + 1``, after the
+    checkpoint at ``step``: what an interrupted fit leaves behind."""
+    from llm_recommender.tuning.generative import _Run
+
+    original = _Run.train_step
+    crashed: list[bool] = []
+
+    def interrupted(self):
+        if self.state["step"] == step and not crashed:
+            crashed.append(True)
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(_Run, "train_step", interrupted)
+
+
 def _config(model_dir, work, **over):
     return {"model": str(model_dir) if model_dir else None, "method": "full", "steps": 4, "batch_size": 2, "eval_every": 2, "eval_users": 6,
             "patience": 10, "lr": 1e-3, "tail": 2, "history": 4, "dtype": "float32", "threads": 1,
@@ -135,23 +152,12 @@ def test_resume_after_interruption_gives_the_same_weights(tiny_model_dir, tiny_d
     from safetensors.numpy import load_file
 
     from llm_recommender.scorers import scorer_class
-    from llm_recommender.tuning.generative import _Run
 
     data, _ = _training_data(tiny_data_dir, n_valid=3, n_candidates=8)
     cls = scorer_class("llm_ranker")
     cls(data.space, _config(tiny_model_dir, tmp_path / "straight")).fit(data)
 
-    original = _Run.train_step
-
-    crashed: list[bool] = []
-
-    def interrupted(self):  # dies once, after the checkpoint at step 2, at the start of step 3
-        if self.state["step"] == 2 and not crashed:
-            crashed.append(True)
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(_Run, "train_step", interrupted)
+    crash_once_after_step(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         cls(data.space, _config(tiny_model_dir, tmp_path / "resumed")).fit(data)
     cls(data.space, _config(tiny_model_dir, tmp_path / "resumed")).fit(data)

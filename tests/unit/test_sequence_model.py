@@ -14,12 +14,7 @@ from llm_recommender.scorers.learned.sequence_model import SequenceModel, Sequen
 N_ITEMS, TEXT_DIM = 20, 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cyclic(n_users: int, seed: int) -> list[list[int]]:

@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 
 from llm_recommender.scorers.learned.sequence import SequenceComponent
 from llm_recommender.testing import sample_requests, tiny_catalogue
@@ -15,12 +14,7 @@ from llm_recommender.testing import sample_requests, tiny_catalogue
 SMALL = {"epochs": 2, "patience": None, "dim": 16, "layers": 1, "max_len": 8}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def data_with_validation():
