@@ -157,23 +157,18 @@ class RankerScorer:
         device = next(tokens.parameters()).device
         with torch.inference_mode():
             embeds = [EmbedsPrompt(pr[0], pr[1], tokens(torch.tensor(pr[2], dtype=torch.long, device=device),
-                                                        _slot_scores(pr, device), _slot_labels(pr, device)).float())
+                                                        _slot_field(pr, 3, torch.float32, device),
+                                                        _slot_field(pr, 4, torch.long, device)).float())
                       for pr in prompts]
         return p.backend.embeds_next_token_logprobs(embeds, p.label_ids)
 
 
-def _slot_scores(prompt: SoftPrompt, device: Any) -> Any:
-    """The slots' CF scores of a soft prompt (its 4th element, with cf_scores), as a tensor; else None."""
+def _slot_field(prompt: SoftPrompt, index: int, dtype: Any, device: Any) -> Any:
+    """Field ``index`` of a soft prompt as a tensor (3: the slots' CF scores, 4: their label indices, -1 for
+    history slots), or None when the prompt has no such field (the option is off)."""
     import torch
 
-    return torch.tensor(prompt[3], dtype=torch.float32, device=device) if len(prompt) > 3 else None
-
-
-def _slot_labels(prompt: SoftPrompt, device: Any) -> Any:
-    """The slots' label indices of a soft prompt (its 5th element; -1 for history slots), as a tensor; else None."""
-    import torch
-
-    return torch.tensor(prompt[4], dtype=torch.long, device=device) if len(prompt) > 4 else None
+    return torch.tensor(prompt[index], dtype=dtype, device=device) if len(prompt) > index else None
 
 
 def cf_zscores(item_scores: Any, history_rows: np.ndarray, candidate_rows: np.ndarray) -> list[float]:
