@@ -62,7 +62,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--variants", default="cf_scores+slot_labels,cf_scores,item_tokens_only",
-                    help="comma-separated: cf_scores+slot_labels | cf_scores | item_tokens_only")
+                    help="comma-separated: cf_scores+slot_labels | cf_scores | item_tokens_only | "
+                    "cf_scores+readout_slot | readout_slot")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--tokens-lr", type=float, default=1e-2)
+    ap.add_argument("--eval-every", type=int, default=25)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -86,9 +90,11 @@ def main() -> None:
     results = {}
     for variant in args.variants.split(","):
         flags = {"cf_scores+slot_labels": {"cf_scores": True, "slot_labels": True},
+                 "cf_scores+readout_slot": {"cf_scores": True, "readout": "slot"},
+                 "readout_slot": {"readout": "slot"},
                  "cf_scores": {"cf_scores": True}, "item_tokens_only": {}}[variant]
-        cfg = {"model": str(model), "method": "full", "steps": args.steps, "batch_size": 8, "eval_every": 25,
-               "eval_users": 40, "patience": 100, "lr": 1e-3, "tokens_lr": 1e-2, "tail": 5, "history": 5,
+        cfg = {"model": str(model), "method": "full", "steps": args.steps, "batch_size": 8, "eval_every": args.eval_every,
+               "eval_users": 40, "patience": 100, "lr": args.lr, "tokens_lr": args.tokens_lr, "tail": 5, "history": 5,
                "hard_negatives": 0, "dtype": "float32", "threads": 1, "titles": False, "hints": False,
                "item_tokens": "sequence", "item_tokens_config": {"text": "none", "model": {"epochs": 80, "lr": 0.005, "dropout": 0.0}},
                "work_dir": str(tmp / f"work-{variant}"), "progress": False, "max_minutes": None, **flags}

@@ -232,6 +232,14 @@ class Backend(Configurable, abc.ABC):
         self.require("prompt_embeds")
         raise NotImplementedError
 
+    def embeds_following_logprobs(self, prompts: Sequence[EmbedsPrompt], at: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """For each prompt (as in :meth:`embeds_next_token_logprobs`), the log-probability of the prompt's own
+        token at ``k + 1`` given the prompt up to ``k``, for each position ``k`` of ``at`` (the ranker's
+        slot readout: one score per candidate from one pass). Backends with ``supports_prompt_embeds``."""
+        self.require("prompt_embeds")
+        raise CapabilityError(f"backend {self.name!r} cannot read log-probabilities inside a prompt; "
+                              "use the transformers backend", param="backend")
+
     def hidden_state_identity(self) -> dict[str, Any]:
         """``num_layers``, ``hidden_size`` and what vectors depend on (config, dtype, a weights sample)."""
         self.require("hidden_states")

@@ -82,6 +82,11 @@ class LLMRankerConfig(ComponentConfig):
     slot_labels: bool = Field(default=False, description="each candidate's soft token also carries a learned "
                               "vector of its label (started from the LLM's embedding of the letter), so the label to "
                               "answer sits in the same position as the item's signal; needs item_tokens")
+    readout: Literal["label", "slot"] = Field(
+        default="label", description="label: the verbalizer (the candidates' label tokens at the last position, "
+        "LlamaRec); slot: each candidate's soft token goes last on its line and the log-probability of the word "
+        "after it is its score (one pass too; the item's signal is read where it enters, no attention hop to "
+        "learn; needs item_tokens; transformers backend)")
     titles: bool = Field(default=True, description="show the titles (False: item tokens and labels only, a much "
                          "shorter prompt; needs item_tokens)")
     retriever: str = Field(default="als", description="the component whose catalogue ranking gives hints and hard negatives")
@@ -106,6 +111,11 @@ class LLMRankerConfig(ComponentConfig):
     def _needs_item_tokens(self) -> LLMRankerConfig:
         if self.slot_labels and self.item_tokens == "none":
             raise ValueError("slot_labels rides on the item tokens: it needs item_tokens (sequence or als)")
+        if self.readout == "slot" and self.item_tokens == "none":
+            raise ValueError("readout slot reads each candidate's soft token: it needs item_tokens (sequence or als)")
+        if self.readout == "slot" and self.backend != "transformers":
+            raise ValueError("readout slot scores on the transformers backend (the vLLM engine returns log-probs "
+                             "of the last position only here)")
         if self.cf_scores and self.item_tokens != "sequence":
             raise ValueError("cf_scores reads the sequence model's scores: it needs item_tokens=sequence")
         if self.item_tokens == "none":
@@ -214,7 +224,8 @@ class LLMRankerComponent(Component):
         return lambda backend, item_tokens=None: RankerPrompter(
             backend, self.space, hints, history=cfg.history, max_per_pass=cfg.candidates, show_hints=cfg.hints,
             retrieval_history=cfg.retrieval_history, item_tokens=item_tokens, titles=cfg.titles,
-            item_scores=self._item_scores if cfg.cf_scores else None, slot_labels=cfg.slot_labels)
+            item_scores=self._item_scores if cfg.cf_scores else None, slot_labels=cfg.slot_labels,
+            readout=cfg.readout)
 
     def _item_scores(self, history_rows: np.ndarray, candidate_rows: np.ndarray) -> np.ndarray:
         """The item model's logits of ``candidate_rows`` after ``history_rows`` (the slots' CF scores)."""
@@ -249,7 +260,7 @@ class LLMRankerComponent(Component):
 
     def describe(self) -> dict[str, Any]:
         return {"learning_curve": self.curve, "retriever": self.hints.retriever.name, "hints": self.config.hints,
-                "item_tokens": self.config.item_tokens, "titles": self.config.titles}
+                "item_tokens": self.config.item_tokens, "titles": self.config.titles, "readout": self.config.readout}
 
     # ---- files ----------------------------------------------------------------------------
     def save_state(self, folder: Path) -> None:

@@ -25,6 +25,8 @@ from ..scorers.llm.verbalizer import label_tokens
 from .hints import CollaborativeHints
 
 SLOT = "\x00"  # the item-token mark (see soft_tokens: a control character item text never carries)
+# readout "slot": the word after each candidate's soft token; its log-probability there is the candidate's score
+READOUT_MARK = " yes"
 
 TEMPLATE = "llm_ranker.j2"
 SoftPrompt = tuple  # (token ids, slot positions, catalogue rows of the slots[, CF score, label index of each slot])
@@ -36,7 +38,8 @@ class RankerPrompter:
 
     def __init__(self, backend: Any, space: ItemSpace, hints: CollaborativeHints, *, history: int,
                  max_per_pass: int, show_hints: bool, retrieval_history: int, item_tokens: Any = None,
-                 titles: bool = True, item_scores: Any = None, slot_labels: bool = False) -> None:
+                 titles: bool = True, item_scores: Any = None, slot_labels: bool = False,
+                 readout: str = "label") -> None:
         from ..prompts import PromptConfig, PromptRenderer
 
         self.backend, self.space, self.hints = backend, space, hints
@@ -45,6 +48,9 @@ class RankerPrompter:
         # (history rows, candidate rows) -> item-model logits per candidate: the slots' CF scores (or None)
         self.item_scores = item_scores
         self.slot_labels = slot_labels  # candidate slots also carry their label's vector (ItemTokens.labels)
+        # label: the candidates' label tokens at the last position (the verbalizer); slot: the mark's
+        # log-probability right after each candidate's soft token (one score per candidate, same pass)
+        self.readout = readout
         self.renderer = PromptRenderer(backend, PromptConfig(max_history=history))
         labels, ids = label_tokens(backend)
         n = min(max_per_pass, len(labels))
@@ -66,7 +72,7 @@ class RankerPrompter:
         shown = list(hints) if self.show_hints else [""] * len(candidates)
         slot = SLOT if self.item_tokens is not None else ""
         out = r.fit(TEMPLATE, views, candidates=cands, labels=self.labels[: len(candidates)], hints=shown,
-                    slot=slot, titles=self.titles)
+                    slot=slot, titles=self.titles, mark=READOUT_MARK if self.readout == "slot" else "")
         return out.text, out.history_used
 
     @property
@@ -136,7 +142,7 @@ class RankerScorer:
                 used = min(used, shown)
             scores = np.zeros(n)
             if prompts:
-                lp = self._soft_logprobs(prompts) if p.soft else backend.next_token_logprobs(prompts, p.label_ids)
+                lp = self._soft_logprobs(prompts, [len(c) for c in chunks]) if p.soft else backend.next_token_logprobs(prompts, p.label_ids)
                 for row, chunk in enumerate(chunks):
                     scores[list(chunk)] = np.log(np.clip(softmax_logprobs(lp[row, : len(chunk)]), 1e-12, None))
             notes = [f"ranked in {len(chunks)} passes of at most {p.per_pass} candidates"] if len(chunks) > 1 else []
@@ -144,9 +150,10 @@ class RankerScorer:
                                    details={"passes": len(chunks)}))
         return out
 
-    def _soft_logprobs(self, prompts: list[SoftPrompt]) -> np.ndarray:
-        """Label log-probabilities of soft-token prompts: the projected item vectors go to the backend as
-        input embeddings at the slots (transformers: ``inputs_embeds``; vLLM: its prompt-embeddings input)."""
+    def _soft_logprobs(self, prompts: list[SoftPrompt], counts: list[int]) -> np.ndarray:
+        """Label log-probabilities of soft-token prompts (``counts``: candidates in each): the projected item
+        vectors go to the backend as input embeddings at the slots (transformers: ``inputs_embeds``; vLLM: its
+        prompt-embeddings input). Slot readout: each candidate's mark log-probability, -inf past ``counts``."""
         import torch
 
         from ..backends.base import EmbedsPrompt
@@ -160,7 +167,14 @@ class RankerScorer:
                                                         _slot_field(pr, 3, torch.float32, device),
                                                         _slot_field(pr, 4, torch.long, device)).float())
                       for pr in prompts]
-        return p.backend.embeds_next_token_logprobs(embeds, p.label_ids)
+        if p.readout == "label":
+            return p.backend.embeds_next_token_logprobs(embeds, p.label_ids)
+        # slot readout: the candidates' slots are the prompt's last ones (one per candidate of the pass)
+        out = np.full((len(prompts), p.per_pass), -np.inf)
+        at = [pr[1][len(pr[1]) - n:] for pr, n in zip(prompts, counts)]
+        for r, lp in enumerate(p.backend.embeds_following_logprobs(embeds, at)):
+            out[r, : len(lp)] = lp
+        return out
 
 
 def _slot_field(prompt: SoftPrompt, index: int, dtype: Any, device: Any) -> Any:

@@ -176,7 +176,42 @@ def encode(tokenizer: Any, text: str, rows: list[int], placeholder: int) -> tupl
 def last_logits(model: Any, tokens: ItemTokens, batch: list[Any], pad_id: int, device: Any) -> torch.Tensor:
     """Last-position logits of each prompt ``(ids, slot positions, slot rows[, slot scores[, slot label
     indices]])``, one padded pass (left padding)."""
-    from ..backends.kit import mask_positions, padded_batch
+    x, mask, padded = _embedded(model, tokens, batch, pad_id, device)
+    out = model(inputs_embeds=x, attention_mask=mask.to(device) if padded else None,
+                position_ids=_positions(mask, padded, device), use_cache=False, logits_to_keep=1)
+    return out.logits[:, -1, :]
+
+
+def following_logprobs(model: Any, tokens: ItemTokens, batch: list[Any], pad_id: int, device: Any,
+                       n_read: list[int]) -> list[torch.Tensor]:
+    """The slot readout: for each prompt, the log-probabilities of the token that follows each of its last
+    ``n_read[r]`` slots (the candidates'), given the prompt up to that slot; one padded pass. The same numbers
+    as the backends' ``embeds_following_logprobs`` at serving time."""
+    x, mask, padded = _embedded(model, tokens, batch, pad_id, device)
+    hidden = model.get_decoder()(inputs_embeds=x, attention_mask=mask.to(device) if padded else None,
+                                 position_ids=_positions(mask, padded, device), use_cache=False).last_hidden_state
+    width = x.shape[1]
+    read = [b[1][len(b[1]) - n:] for b, n in zip(batch, n_read)]  # the candidates' slot positions, unpadded
+    rows = torch.tensor([r for r, ks in enumerate(read) for _ in ks], dtype=torch.long, device=device)
+    cols = torch.tensor([width - len(b[0]) + k for b, ks in zip(batch, read) for k in ks], dtype=torch.long,
+                        device=device)
+    following = torch.tensor([b[0][k + 1] for b, ks in zip(batch, read) for k in ks], dtype=torch.long, device=device)
+    logits = model.get_output_embeddings()(hidden[rows, cols]).float()
+    lp = torch.log_softmax(logits, dim=-1).gather(1, following.unsqueeze(1))[:, 0]
+    return list(lp.split(list(n_read)))
+
+
+def _positions(mask: torch.Tensor, padded: bool, device: Any) -> torch.Tensor | None:
+    from ..backends.kit import mask_positions
+
+    return mask_positions(mask).to(device) if padded else None
+
+
+def _embedded(model: Any, tokens: ItemTokens, batch: list[Any], pad_id: int,
+              device: Any) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Input embeddings of the left-padded batch with the slots' projected item vectors, its mask, and
+    whether any row is padded."""
+    from ..backends.kit import padded_batch
 
     ids, mask = padded_batch([b[0] for b in batch], pad_id)
     embed = model.get_input_embeddings()
@@ -191,10 +226,7 @@ def last_logits(model: Any, tokens: ItemTokens, batch: list[Any], pad_id: int, d
               if all(len(b) > 4 for b in batch) else None)
     if len(rows):
         x[bi, pi] = tokens(rows, scores, labels).to(x.dtype)
-    padded = bool((mask == 0).any())
-    out = model(inputs_embeds=x, attention_mask=mask.to(device) if padded else None,
-                position_ids=mask_positions(mask).to(device) if padded else None, use_cache=False, logits_to_keep=1)
-    return out.logits[:, -1, :]
+    return x, mask, bool((mask == 0).any())
 
 
 def label_vectors(model: Any, tokenizer: Any, n: int) -> np.ndarray:

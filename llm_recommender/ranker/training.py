@@ -61,12 +61,18 @@ class RankerRun(_Run):
             return super().batch_loss(batch)
         import torch
 
-        from .soft_tokens import last_logits
+        from .soft_tokens import following_logprobs, last_logits
 
         rendered = [self.prompter.prompt(ex) for ex in batch]
         device = self.accelerator.device
-        logits = last_logits(self.model, self.item_tokens, [p for p, _ in rendered], self.tokenizer.pad_token_id,
-                             device).float()
+        prompts, pad = [p for p, _ in rendered], self.tokenizer.pad_token_id
+        if self.prompter.readout == "slot":  # one score per candidate: the mark's log-prob after its soft token
+            scores = following_logprobs(self.model, self.item_tokens, prompts, pad, device,
+                                        [len(ex["candidates"]) for ex in batch])
+            return torch.stack([torch.nn.functional.cross_entropy(sc.unsqueeze(0), torch.tensor([ex["target"]],
+                                                                                                 device=device))
+                                for sc, ex in zip(scores, batch)]).mean()
+        logits = last_logits(self.model, self.item_tokens, prompts, pad, device).float()
         losses = [torch.nn.functional.cross_entropy(logits[r, lab].unsqueeze(0), torch.tensor([ex["target"]],
                                                                                                device=device))
                   for r, ((_, lab), ex) in enumerate(zip(rendered, batch))]
