@@ -86,7 +86,7 @@ class LLMRankerConfig(ComponentConfig):
         default="label", description="label: the verbalizer (the candidates' label tokens at the last position, "
         "LlamaRec); slot: each candidate's soft token goes last on its line and the log-probability of the word "
         "after it is its score (one pass too; the item's signal is read where it enters, no attention hop to "
-        "learn; needs item_tokens; transformers backend)")
+        "learn; needs item_tokens; on vLLM through its prompt log-probs)")
     titles: bool = Field(default=True, description="show the titles (False: item tokens and labels only, a much "
                          "shorter prompt; needs item_tokens)")
     retriever: str = Field(default="als", description="the component whose catalogue ranking gives hints and hard negatives")
@@ -113,9 +113,6 @@ class LLMRankerConfig(ComponentConfig):
             raise ValueError("slot_labels rides on the item tokens: it needs item_tokens (sequence or als)")
         if self.readout == "slot" and self.item_tokens == "none":
             raise ValueError("readout slot reads each candidate's soft token: it needs item_tokens (sequence or als)")
-        if self.readout == "slot" and self.backend != "transformers":
-            raise ValueError("readout slot scores on the transformers backend (the vLLM engine returns log-probs "
-                             "of the last position only here)")
         if self.cf_scores and self.item_tokens != "sequence":
             raise ValueError("cf_scores reads the sequence model's scores: it needs item_tokens=sequence")
         if self.item_tokens == "none":

@@ -19,13 +19,17 @@ from test_representation import write_tiny_dataset
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_item_token_scores_match_between_transformers_and_vllm(tiny_vllm_model_dir, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("readout", ["label", "slot"])
+def test_item_token_scores_match_between_transformers_and_vllm(tiny_vllm_model_dir, tmp_path, readout):  # noqa: F811
+    """label: the last position's label log-probs; slot: the engine's prompt log-probs after each candidate's
+    soft token (prompt_logprobs)."""
     require_vllm()
     from llm_recommender.scorers import scorer_class
 
     data, _ = _training_data(write_tiny_dataset(tmp_path / "data"), n_valid=6, n_candidates=12)
     cls = scorer_class("llm_ranker")
-    config = _config(tiny_vllm_model_dir, tmp_path / "work", item_tokens="als", tokens_lr=1e-2, steps=2)
+    config = _config(tiny_vllm_model_dir, tmp_path / "work", item_tokens="als", tokens_lr=1e-2, steps=2,
+                     readout=readout)
     comp = cls(data.space, config).fit(data)  # type: ignore[call-arg]
     comp.save(tmp_path / "saved")
     requests = [c.request for c in data.validation]
