@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--variants", default="cf_scores+slot_labels,cf_scores,item_tokens_only",
                     help="comma-separated: cf_scores+slot_labels | cf_scores | item_tokens_only | "
                     "cf_scores+readout_slot | readout_slot")
+    ap.add_argument("--model", choices=["tiny", "default"], default="tiny",
+                    help="tiny: a random 2-layer Llama (the plumbing check); default: the embedded SmolLM2-135M")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--tokens-lr", type=float, default=1e-2)
     ap.add_argument("--eval-every", type=int, default=25)
@@ -81,7 +83,12 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="ranker-probe-"))
     data_dir = write_successor_dataset(tmp / "data")
-    model = tiny_model(tmp / "model")
+    if args.model == "tiny":
+        model = tiny_model(tmp / "model")
+    else:
+        from llm_recommender.model_store import ensure_converted
+
+        model = ensure_converted()
     ds = load_dataset("generic", data_dir)
     splits = leave_one_out(ds)
     space = ItemSpace([ds.item(i) for i in ds.item_ids])
@@ -108,7 +115,7 @@ def main() -> None:
         print(variant, results[variant], file=sys.stderr, flush=True)
     report = {"command": " ".join(["python", *sys.argv]), "cpu": platform.processor() or platform.machine(),
               "dataset": "successor walk: 60 users x 20 items over 50 items, next = last + 1 (mod 50)",
-              "model": "tiny random Llama (2 layers, hidden 64)", "results": results}
+              "model": "tiny random Llama (2 layers, hidden 64)" if args.model == "tiny" else str(model), "results": results}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -232,13 +232,19 @@ class Backend(Configurable, abc.ABC):
         self.require("prompt_embeds")
         raise NotImplementedError
 
-    def embeds_following_logprobs(self, prompts: Sequence[EmbedsPrompt], at: Sequence[Sequence[int]]) -> list[np.ndarray]:
-        """For each prompt (as in :meth:`embeds_next_token_logprobs`), the log-probability of the prompt's own
-        token at ``k + 1`` given the prompt up to ``k``, for each position ``k`` of ``at`` (the ranker's
-        slot readout: one score per candidate from one pass). Backends with ``supports_prompt_embeds``."""
+    def embeds_logprobs_at(self, prompts: Sequence[EmbedsPrompt], at: Sequence[Sequence[int]],
+                           token_ids: Sequence[int]) -> list[np.ndarray]:
+        """For each prompt (as in :meth:`embeds_next_token_logprobs`) and each position ``k`` of its ``at``, the
+        next-token log-probabilities of ``token_ids`` given the prompt up to ``k``: ``(len(at[r]),
+        len(token_ids))`` (the ranker's slot readout). Here: one prompt per position, cut after it (a causal
+        LM's numbers are the same); backends that read every position in one pass override it."""
         self.require("prompt_embeds")
-        raise CapabilityError(f"backend {self.name!r} cannot read log-probabilities inside a prompt; "
-                              "use the transformers backend", param="backend")
+        cut = [EmbedsPrompt(p.ids[: k + 1], [q for q in p.positions if q <= k],
+                            p.vectors[[i for i, q in enumerate(p.positions) if q <= k]])
+               for p, ks in zip(prompts, at) for k in ks]
+        flat = self.embeds_next_token_logprobs(cut, token_ids) if cut else np.zeros((0, len(token_ids)))
+        ends = np.cumsum([len(ks) for ks in at])[:-1]
+        return list(np.split(flat, ends)) if len(at) else []
 
     def hidden_state_identity(self) -> dict[str, Any]:
         """``num_layers``, ``hidden_size`` and what vectors depend on (config, dtype, a weights sample)."""

@@ -172,7 +172,8 @@ class TransformersBackend(TokenizerMixin, Backend):
                 out.append(self._last_logprobs(logits, token_ids))
         return np.concatenate(out, axis=0) if out else np.zeros((0, len(token_ids)))
 
-    def embeds_following_logprobs(self, prompts: Sequence[EmbedsPrompt], at: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    def embeds_logprobs_at(self, prompts: Sequence[EmbedsPrompt], at: Sequence[Sequence[int]],
+                           token_ids: Sequence[int]) -> list[np.ndarray]:
         """One unpadded pass per prompt; the log-softmax of the LM head at the positions ``at`` only."""
         torch = self._torch
         embed = self.model.get_input_embeddings()
@@ -184,8 +185,7 @@ class TransformersBackend(TokenizerMixin, Backend):
                     x[0, list(p.positions)] = p.vectors.to(device=self.device, dtype=x.dtype)
                 hidden = self.model.get_decoder()(inputs_embeds=x, use_cache=False).last_hidden_state[0]
                 logits = self.model.get_output_embeddings()(hidden[list(ks)]).float()
-                following = torch.tensor([p.ids[k + 1] for k in ks], dtype=torch.long, device=self.device)
-                lp = torch.log_softmax(logits, dim=-1).gather(1, following.unsqueeze(1))[:, 0]
+                lp = torch.log_softmax(logits, dim=-1)[:, list(token_ids)]
                 self.stats.add(prompt_tokens=len(p.ids), forward_passes=1)
                 out.append(lp.cpu().numpy().astype(np.float64))
         return out

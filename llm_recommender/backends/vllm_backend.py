@@ -225,20 +225,6 @@ class VLLMBackend(TokenIdBackend):
             inputs.append({"prompt_embeds": rows, "prompt_token_ids": list(p.ids), "prompt_is_token_ids": marked})
         return inputs
 
-    def embeds_following_logprobs(self, prompts: Sequence[EmbedsPrompt], at: Sequence[Sequence[int]]) -> list[np.ndarray]:
-        """The engine's prompt log-probabilities (``prompt_logprobs=0``: each prompt token's own) at ``k + 1``."""
-        inputs = self._embeds_inputs(prompts)
-        params = self._SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        out = []
-        for p, ks, res in zip(prompts, at, self._run_inputs(inputs, params, sum(len(p.ids) for p in prompts))):
-            given = res.prompt_logprobs
-            try:
-                out.append(np.array([given[k + 1][p.ids[k + 1]].logprob for k in ks], dtype=np.float64))
-            except (KeyError, IndexError, TypeError) as exc:  # never guess a missing log-prob
-                raise BackendError(f"vLLM returned no prompt log-prob at a readout position ({exc!r})",
-                                   param="backend") from None
-        return out
-
     def _score_ids(self, prompts: list[Any], token_ids: Sequence[int], n_tokens: int | None = None) -> np.ndarray:
         """``prompts``: token id lists, or engine inputs (dicts) with ``n_tokens`` given."""
         ids = [int(t) for t in token_ids]

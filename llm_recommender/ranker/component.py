@@ -84,9 +84,9 @@ class LLMRankerConfig(ComponentConfig):
                               "answer sits in the same position as the item's signal; needs item_tokens")
     readout: Literal["label", "slot"] = Field(
         default="label", description="label: the verbalizer (the candidates' label tokens at the last position, "
-        "LlamaRec); slot: each candidate's soft token goes last on its line and the log-probability of the word "
-        "after it is its score (one pass too; the item's signal is read where it enters, no attention hop to "
-        "learn; needs item_tokens; on vLLM through its prompt log-probs)")
+        "LlamaRec); slot: each candidate's soft token goes last on its line and the LLM's next-token log p(' yes') "
+        "- log p(' no') right after it is its score (one pass on transformers; the item's signal is read where it "
+        "enters, no attention hop to learn; needs item_tokens; on vLLM one cut prompt per candidate)")
     titles: bool = Field(default=True, description="show the titles (False: item tokens and labels only, a much "
                          "shorter prompt; needs item_tokens)")
     retriever: str = Field(default="als", description="the component whose catalogue ranking gives hints and hard negatives")

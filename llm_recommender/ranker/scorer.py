@@ -25,8 +25,9 @@ from ..scorers.llm.verbalizer import label_tokens
 from .hints import CollaborativeHints
 
 SLOT = "\x00"  # the item-token mark (see soft_tokens: a control character item text never carries)
-# readout "slot": the word after each candidate's soft token; its log-probability there is the candidate's score
-READOUT_MARK = " yes"
+# readout "slot": a candidate's score is log p(" yes") - log p(" no") right after its soft token (the logit
+# difference: a word shown after every candidate instead would be copied in context and its log-prob saturate)
+READOUT_WORDS = (" yes", " no")
 
 TEMPLATE = "llm_ranker.j2"
 SoftPrompt = tuple  # (token ids, slot positions, catalogue rows of the slots[, CF score, label index of each slot])
@@ -51,6 +52,7 @@ class RankerPrompter:
         # label: the candidates' label tokens at the last position (the verbalizer); slot: the mark's
         # log-probability right after each candidate's soft token (one score per candidate, same pass)
         self.readout = readout
+        self.readout_ids = readout_token_ids(backend.tokenizer) if readout == "slot" else []
         self.renderer = PromptRenderer(backend, PromptConfig(max_history=history))
         labels, ids = label_tokens(backend)
         n = min(max_per_pass, len(labels))
@@ -72,7 +74,7 @@ class RankerPrompter:
         shown = list(hints) if self.show_hints else [""] * len(candidates)
         slot = SLOT if self.item_tokens is not None else ""
         out = r.fit(TEMPLATE, views, candidates=cands, labels=self.labels[: len(candidates)], hints=shown,
-                    slot=slot, titles=self.titles, mark=READOUT_MARK if self.readout == "slot" else "")
+                    slot=slot, titles=self.titles, slot_last=self.readout == "slot")
         return out.text, out.history_used
 
     @property
@@ -153,7 +155,8 @@ class RankerScorer:
     def _soft_logprobs(self, prompts: list[SoftPrompt], counts: list[int]) -> np.ndarray:
         """Label log-probabilities of soft-token prompts (``counts``: candidates in each): the projected item
         vectors go to the backend as input embeddings at the slots (transformers: ``inputs_embeds``; vLLM: its
-        prompt-embeddings input). Slot readout: each candidate's mark log-probability, -inf past ``counts``."""
+        prompt-embeddings input). Slot readout: each candidate's yes-minus-no log-probability, -inf past
+        ``counts``."""
         import torch
 
         from ..backends.base import EmbedsPrompt
@@ -172,9 +175,18 @@ class RankerScorer:
         # slot readout: the candidates' slots are the prompt's last ones (one per candidate of the pass)
         out = np.full((len(prompts), p.per_pass), -np.inf)
         at = [pr[1][len(pr[1]) - n:] for pr, n in zip(prompts, counts)]
-        for r, lp in enumerate(p.backend.embeds_following_logprobs(embeds, at)):
-            out[r, : len(lp)] = lp
+        for r, lp in enumerate(p.backend.embeds_logprobs_at(embeds, at, p.readout_ids)):
+            out[r, : len(lp)] = lp[:, 0] - lp[:, 1]
         return out
+
+
+def readout_token_ids(tokenizer: Any) -> list[int]:
+    """The single-token ids of :data:`READOUT_WORDS` (the slot readout's yes and no)."""
+    ids = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in READOUT_WORDS]
+    if any(len(i) != 1 for i in ids):
+        raise InvalidRequestError(f"the tokenizer splits {READOUT_WORDS} into several tokens: the slot readout "
+                                  "needs single tokens; use readout label", param="readout")
+    return [i[0] for i in ids]
 
 
 def _slot_field(prompt: SoftPrompt, index: int, dtype: Any, device: Any) -> Any:

@@ -182,11 +182,11 @@ def last_logits(model: Any, tokens: ItemTokens, batch: list[Any], pad_id: int, d
     return out.logits[:, -1, :]
 
 
-def following_logprobs(model: Any, tokens: ItemTokens, batch: list[Any], pad_id: int, device: Any,
-                       n_read: list[int]) -> list[torch.Tensor]:
-    """The slot readout: for each prompt, the log-probabilities of the token that follows each of its last
-    ``n_read[r]`` slots (the candidates'), given the prompt up to that slot; one padded pass. The same numbers
-    as the backends' ``embeds_following_logprobs`` at serving time."""
+def slot_logprobs(model: Any, tokens: ItemTokens, batch: list[Any], pad_id: int, device: Any,
+                  n_read: list[int], token_ids: list[int]) -> list[torch.Tensor]:
+    """The slot readout: for each prompt, the next-token log-probabilities of ``token_ids`` right after each of
+    its last ``n_read[r]`` slots (the candidates'), ``(n_read[r], len(token_ids))``; one padded pass. The same
+    numbers as the backends' ``embeds_logprobs_at`` at serving time."""
     x, mask, padded = _embedded(model, tokens, batch, pad_id, device)
     hidden = model.get_decoder()(inputs_embeds=x, attention_mask=mask.to(device) if padded else None,
                                  position_ids=_positions(mask, padded, device), use_cache=False).last_hidden_state
@@ -195,9 +195,8 @@ def following_logprobs(model: Any, tokens: ItemTokens, batch: list[Any], pad_id:
     rows = torch.tensor([r for r, ks in enumerate(read) for _ in ks], dtype=torch.long, device=device)
     cols = torch.tensor([width - len(b[0]) + k for b, ks in zip(batch, read) for k in ks], dtype=torch.long,
                         device=device)
-    following = torch.tensor([b[0][k + 1] for b, ks in zip(batch, read) for k in ks], dtype=torch.long, device=device)
     logits = model.get_output_embeddings()(hidden[rows, cols]).float()
-    lp = torch.log_softmax(logits, dim=-1).gather(1, following.unsqueeze(1))[:, 0]
+    lp = torch.log_softmax(logits, dim=-1)[:, list(token_ids)]
     return list(lp.split(list(n_read)))
 
 

@@ -61,17 +61,17 @@ class RankerRun(_Run):
             return super().batch_loss(batch)
         import torch
 
-        from .soft_tokens import following_logprobs, last_logits
+        from .soft_tokens import last_logits, slot_logprobs
 
         rendered = [self.prompter.prompt(ex) for ex in batch]
         device = self.accelerator.device
         prompts, pad = [p for p, _ in rendered], self.tokenizer.pad_token_id
-        if self.prompter.readout == "slot":  # one score per candidate: the mark's log-prob after its soft token
-            scores = following_logprobs(self.model, self.item_tokens, prompts, pad, device,
-                                        [len(ex["candidates"]) for ex in batch])
-            return torch.stack([torch.nn.functional.cross_entropy(sc.unsqueeze(0), torch.tensor([ex["target"]],
-                                                                                                 device=device))
-                                for sc, ex in zip(scores, batch)]).mean()
+        if self.prompter.readout == "slot":  # one score per candidate: log p(yes) - log p(no) after its soft token
+            at = slot_logprobs(self.model, self.item_tokens, prompts, pad, device,
+                               [len(ex["candidates"]) for ex in batch], self.prompter.readout_ids)
+            return torch.stack([torch.nn.functional.cross_entropy((lp[:, 0] - lp[:, 1]).unsqueeze(0),
+                                                                  torch.tensor([ex["target"]], device=device))
+                                for lp, ex in zip(at, batch)]).mean()
         logits = last_logits(self.model, self.item_tokens, prompts, pad, device).float()
         losses = [torch.nn.functional.cross_entropy(logits[r, lab].unsqueeze(0), torch.tensor([ex["target"]],
                                                                                                device=device))

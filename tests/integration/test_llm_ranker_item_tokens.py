@@ -289,34 +289,41 @@ def test_slot_labels_start_from_the_letters_embeddings_and_reload_identically(ti
 
 def test_readout_slot_trains_on_the_numbers_it_serves_and_reloads_identically(tiny_model_dir, tiny_data_dir,
                                                                                tmp_path):
-    """readout slot: each candidate's score is the log-prob of the mark word right after its soft token. The
-    training path (one left-padded batch) and the serving path (the backend, one prompt per pass) give the same
-    numbers; 25 candidates run in two passes; the saved component reloads with identical scores."""
+    """readout slot: each candidate's score is log p(" yes") - log p(" no") right after its soft token, the last
+    thing on its line. The training path (one left-padded batch), the transformers backend (one pass per prompt)
+    and the generic path (one cut prompt per candidate, what vLLM runs) give the same numbers; 25 candidates
+    run in two passes; the saved component reloads with identical scores."""
     import torch
 
-    from llm_recommender.ranker.scorer import READOUT_MARK
-    from llm_recommender.ranker.soft_tokens import following_logprobs
+    from llm_recommender.backends.base import Backend, EmbedsPrompt
+    from llm_recommender.ranker.soft_tokens import slot_logprobs
 
     data, _ = _training_data(tiny_data_dir)
     cls, comp = _fit(tiny_model_dir, data, tmp_path / "work", item_tokens="als", readout="slot", tokens_lr=1e-2)
     prompter = comp._ranker().prompter
     backend = prompter.backend
-    mark = backend.tokenizer(READOUT_MARK, add_special_tokens=False)["input_ids"]
+    tok = backend.tokenizer
+    assert [tok.decode([i]) for i in prompter.readout_ids] == [" yes", " no"]
     requests = [c.request for c in data.validation]
-    # each candidate's slot is followed by the mark; the history slots are not
     cut = [requests[0].candidates[:20], requests[1].candidates[:7]]
     prompts = [prompter.soft_prompt(r.history, c, [""] * len(c))[0] for r, c in zip(requests, cut)]
-    for pr, c in zip(prompts, cut):
-        ids, slots = pr[0], pr[1]
-        assert [ids[k + 1] for k in slots[-len(c):]] == [mark[0]] * len(c)
-        assert all(ids[k + 1] != mark[0] for k in slots[: -len(c)])
+    for pr, c in zip(prompts, cut):  # each candidate's slot ends its line
+        assert all(tok.decode(pr[0][k + 1 : k + 2]).startswith("\n") for k in pr[1][-len(c):])
     with torch.no_grad():  # the training path: both prompts in one padded pass
-        trained = following_logprobs(backend.model, prompter.item_tokens, prompts, backend.tokenizer.pad_token_id,
-                                     "cpu", [20, 7])
+        trained = slot_logprobs(backend.model, prompter.item_tokens, prompts, tok.pad_token_id, "cpu", [20, 7],
+                                prompter.readout_ids)
     served = comp._ranker()._soft_logprobs(prompts, [20, 7])
-    np.testing.assert_allclose(served[0], trained[0].numpy(), atol=1e-4)
-    np.testing.assert_allclose(served[1, :7], trained[1].numpy(), atol=1e-4)
+    np.testing.assert_allclose(served[0], (trained[0][:, 0] - trained[0][:, 1]).numpy(), atol=1e-4)
+    np.testing.assert_allclose(served[1, :7], (trained[1][:, 0] - trained[1][:, 1]).numpy(), atol=1e-4)
     assert np.isneginf(served[1, 7:]).all()
+    tokens = prompter.item_tokens
+    with torch.no_grad():
+        embeds = [EmbedsPrompt(pr[0], pr[1], tokens(torch.tensor(pr[2]))) for pr in prompts]
+    at = [pr[1][-len(c):] for pr, c in zip(prompts, cut)]
+    generic = Backend.embeds_logprobs_at(backend, embeds, at, prompter.readout_ids)  # the base class's cut prompts
+    one_pass = backend.embeds_logprobs_at(embeds, at, prompter.readout_ids)
+    for g, o in zip(generic, one_pass):
+        np.testing.assert_allclose(g, o, atol=1e-4)
     before = comp.score_many(requests)
     assert before[0].details["passes"] == 2 and np.isfinite(before[0].scores).all()
     comp.save(tmp_path / "saved")
