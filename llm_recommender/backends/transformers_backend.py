@@ -164,9 +164,7 @@ class TransformersBackend(TokenizerMixin, Backend):
         out = []
         with torch.inference_mode():
             for p in prompts:
-                x = embed(torch.tensor([p.ids], dtype=torch.long, device=self.device)).clone()
-                if p.positions:
-                    x[0, list(p.positions)] = p.vectors.to(device=self.device, dtype=x.dtype)
+                x = self._embeds_input(embed, p)
                 logits = self.model(inputs_embeds=x, use_cache=False, logits_to_keep=1).logits[:, -1, :]
                 self.stats.add(prompt_tokens=len(p.ids), forward_passes=1)
                 out.append(self._last_logprobs(logits, token_ids))
@@ -180,15 +178,20 @@ class TransformersBackend(TokenizerMixin, Backend):
         out = []
         with torch.inference_mode():
             for p, ks in zip(prompts, at):
-                x = embed(torch.tensor([p.ids], dtype=torch.long, device=self.device)).clone()
-                if p.positions:
-                    x[0, list(p.positions)] = p.vectors.to(device=self.device, dtype=x.dtype)
+                x = self._embeds_input(embed, p)
                 hidden = self.model.get_decoder()(inputs_embeds=x, use_cache=False).last_hidden_state[0]
                 logits = self.model.get_output_embeddings()(hidden[list(ks)]).float()
                 lp = torch.log_softmax(logits, dim=-1)[:, list(token_ids)]
                 self.stats.add(prompt_tokens=len(p.ids), forward_passes=1)
                 out.append(lp.cpu().numpy().astype(np.float64))
         return out
+
+    def _embeds_input(self, embed: Any, p: EmbedsPrompt) -> Any:
+        """``(1, len(p.ids), hidden)`` input embeddings of ``p``: its tokens', with ``p.vectors`` at ``p.positions``."""
+        x = embed(self._torch.tensor([p.ids], dtype=self._torch.long, device=self.device)).clone()
+        if p.positions:
+            x[0, list(p.positions)] = p.vectors.to(device=self.device, dtype=x.dtype)
+        return x
 
     def prefix_next_token_logprobs(self, prefix: str, suffixes: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
         prefix_ids = self.encode(prefix)

@@ -176,10 +176,8 @@ def encode(tokenizer: Any, text: str, rows: list[int], placeholder: int) -> tupl
 def last_logits(model: Any, tokens: ItemTokens, batch: list[Any], pad_id: int, device: Any) -> torch.Tensor:
     """Last-position logits of each prompt ``(ids, slot positions, slot rows[, slot scores[, slot label
     indices]])``, one padded pass (left padding)."""
-    x, mask, padded = _embedded(model, tokens, batch, pad_id, device)
-    out = model(inputs_embeds=x, attention_mask=mask.to(device) if padded else None,
-                position_ids=_positions(mask, padded, device), use_cache=False, logits_to_keep=1)
-    return out.logits[:, -1, :]
+    x, padding = _embedded(model, tokens, batch, pad_id, device)
+    return model(inputs_embeds=x, **padding, use_cache=False, logits_to_keep=1).logits[:, -1, :]
 
 
 def slot_logprobs(model: Any, tokens: ItemTokens, batch: list[Any], pad_id: int, device: Any,
@@ -187,9 +185,8 @@ def slot_logprobs(model: Any, tokens: ItemTokens, batch: list[Any], pad_id: int,
     """The slot readout: for each prompt, the next-token log-probabilities of ``token_ids`` right after each of
     its last ``n_read[r]`` slots (the candidates'), ``(n_read[r], len(token_ids))``; one padded pass. The same
     numbers as the backends' ``embeds_logprobs_at`` at serving time."""
-    x, mask, padded = _embedded(model, tokens, batch, pad_id, device)
-    hidden = model.get_decoder()(inputs_embeds=x, attention_mask=mask.to(device) if padded else None,
-                                 position_ids=_positions(mask, padded, device), use_cache=False).last_hidden_state
+    x, padding = _embedded(model, tokens, batch, pad_id, device)
+    hidden = model.get_decoder()(inputs_embeds=x, **padding, use_cache=False).last_hidden_state
     width = x.shape[1]
     read = [b[1][len(b[1]) - n:] for b, n in zip(batch, n_read)]  # the candidates' slot positions, unpadded
     rows = torch.tensor([r for r, ks in enumerate(read) for _ in ks], dtype=torch.long, device=device)
@@ -200,17 +197,11 @@ def slot_logprobs(model: Any, tokens: ItemTokens, batch: list[Any], pad_id: int,
     return list(lp.split(list(n_read)))
 
 
-def _positions(mask: torch.Tensor, padded: bool, device: Any) -> torch.Tensor | None:
-    from ..backends.kit import mask_positions
-
-    return mask_positions(mask).to(device) if padded else None
-
-
 def _embedded(model: Any, tokens: ItemTokens, batch: list[Any], pad_id: int,
-              device: Any) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Input embeddings of the left-padded batch with the slots' projected item vectors, its mask, and
-    whether any row is padded."""
-    from ..backends.kit import padded_batch
+              device: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Input embeddings of the left-padded batch with the slots' projected item vectors, and the model's
+    padding arguments (attention mask and positions; none when no row is padded)."""
+    from ..backends.kit import mask_positions, padded_batch
 
     ids, mask = padded_batch([b[0] for b in batch], pad_id)
     embed = model.get_input_embeddings()
@@ -225,7 +216,9 @@ def _embedded(model: Any, tokens: ItemTokens, batch: list[Any], pad_id: int,
               if all(len(b) > 4 for b in batch) else None)
     if len(rows):
         x[bi, pi] = tokens(rows, scores, labels).to(x.dtype)
-    return x, mask, bool((mask == 0).any())
+    if not bool((mask == 0).any()):
+        return x, {"attention_mask": None, "position_ids": None}
+    return x, {"attention_mask": mask.to(device), "position_ids": mask_positions(mask).to(device)}
 
 
 def label_vectors(model: Any, tokenizer: Any, n: int) -> np.ndarray:
