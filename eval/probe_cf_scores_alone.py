@@ -52,13 +52,14 @@ def main() -> None:
     examples = build_examples(seqs, hints, tail=5, history=10, retrieval_history=50, candidates=20, hard=0,
                               hard_pool=50, seed=0)
 
-    def score(h: np.ndarray, c: np.ndarray) -> np.ndarray:
-        return item.model.score([h], [c])[0]
+    def score(history: list, candidates: list) -> np.ndarray:
+        return item.score_items([history], [candidates])[0]
 
-    train = [ndcg10(cf_zscores(score, np.array(ex["cf_history"][-50:]), np.array(ex["candidates"])), ex["target"])
-             for ex in examples[:400]]
-    val = [ndcg10(cf_zscores(score, space.rows(PromptRenderer.chronological(c.request.history)[-50:]),
-                             space.rows(list(c.request.candidates))), c.ground_truth_index) for c in valid]
+    items = space.items
+    train = [ndcg10(cf_zscores(score, [items[r] for r in ex["cf_history"][-50:]],
+                               [items[r] for r in ex["candidates"]]), ex["target"]) for ex in examples[:400]]
+    val = [ndcg10(cf_zscores(score, PromptRenderer.chronological(c.request.history)[-50:], list(c.request.candidates)),
+                  c.ground_truth_index) for c in valid]
     print(f"z alone NDCG@10: training examples {np.mean(train):.4f} (400), validation {np.mean(val):.4f} ({len(val)})")
 
 

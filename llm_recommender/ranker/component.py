@@ -35,7 +35,7 @@ from pydantic import Field, model_validator
 
 from ..configurable import ComponentConfig
 from ..model_store import DEFAULT_MODEL
-from ..protocol import RankRequest
+from ..protocol import Item, RankRequest
 from ..scorers.base import ScoreResult
 from ..scorers.component import Component, TrainingData
 from .examples import build_examples, split_tails
@@ -87,6 +87,10 @@ class LLMRankerConfig(ComponentConfig):
         "LlamaRec); slot: each candidate's soft token goes last on its line and the LLM's next-token log p(' yes') "
         "- log p(' no') right after it is its score (one pass on transformers; the item's signal is read where it "
         "enters, no attention hop to learn; needs item_tokens; on vLLM one cut prompt per candidate)")
+    cold_dropout: float = Field(default=0.0, ge=0, lt=1, description="training: this share of the candidates "
+                                "(drawn per example, seeded) is shown as items the bundle never saw: the unknown "
+                                "item's token with the CF score kept, as a cold item is served (with cf_scores from "
+                                "a text-backed item model, the score comes from its text path)")
     titles: bool = Field(default=True, description="show the titles (False: item tokens and labels only, a much "
                          "shorter prompt; needs item_tokens)")
     retriever: str = Field(default="als", description="the component whose catalogue ranking gives hints and hard negatives")
@@ -115,6 +119,8 @@ class LLMRankerConfig(ComponentConfig):
             raise ValueError("readout slot reads each candidate's soft token: it needs item_tokens (sequence or als)")
         if self.cf_scores and self.item_tokens != "sequence":
             raise ValueError("cf_scores reads the sequence model's scores: it needs item_tokens=sequence")
+        if self.cold_dropout and self.item_tokens == "none":
+            raise ValueError("cold_dropout hides item tokens: it needs item_tokens (sequence or als)")
         if self.item_tokens == "none":
             if not self.titles:
                 raise ValueError("titles=false leaves nothing to rank by: it needs item_tokens (sequence or als)")
@@ -222,12 +228,13 @@ class LLMRankerComponent(Component):
             backend, self.space, hints, history=cfg.history, max_per_pass=cfg.candidates, show_hints=cfg.hints,
             retrieval_history=cfg.retrieval_history, item_tokens=item_tokens, titles=cfg.titles,
             item_scores=self._item_scores if cfg.cf_scores else None, slot_labels=cfg.slot_labels,
-            readout=cfg.readout)
+            readout=cfg.readout, cold_dropout=cfg.cold_dropout)
 
-    def _item_scores(self, history_rows: np.ndarray, candidate_rows: np.ndarray) -> np.ndarray:
-        """The item model's logits of ``candidate_rows`` after ``history_rows`` (the slots' CF scores)."""
+    def _item_scores(self, history: list[Item], candidates: list[Item]) -> np.ndarray:
+        """The item model's logits of ``candidates`` after ``history`` (the slots' CF scores); items it has not
+        seen through its text path when it has one."""
         assert self._item_model is not None
-        return self._item_model.model.score([history_rows], [candidate_rows])[0]
+        return self._item_model.score_items([history], [candidates])[0]
 
     # ---- scoring --------------------------------------------------------------------------
     def _ranker(self) -> Any:

@@ -12,6 +12,7 @@ trained on exactly the prompts it scores.
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,18 +41,19 @@ class RankerPrompter:
     def __init__(self, backend: Any, space: ItemSpace, hints: CollaborativeHints, *, history: int,
                  max_per_pass: int, show_hints: bool, retrieval_history: int, item_tokens: Any = None,
                  titles: bool = True, item_scores: Any = None, slot_labels: bool = False,
-                 readout: str = "label") -> None:
+                 readout: str = "label", cold_dropout: float = 0.0) -> None:
         from ..prompts import PromptConfig, PromptRenderer
 
         self.backend, self.space, self.hints = backend, space, hints
         self.show_hints, self.retrieval_history = show_hints, retrieval_history
         self.item_tokens, self.titles = item_tokens, titles
-        # (history rows, candidate rows) -> item-model logits per candidate: the slots' CF scores (or None)
+        # (history items, candidate items) -> item-model logits per candidate: the slots' CF scores (or None)
         self.item_scores = item_scores
         self.slot_labels = slot_labels  # candidate slots also carry their label's vector (ItemTokens.labels)
         # label: the candidates' label tokens at the last position (the verbalizer); slot: the mark's
         # log-probability right after each candidate's soft token (one score per candidate, same pass)
         self.readout = readout
+        self.cold_dropout = cold_dropout  # training: share of candidates shown as items the bundle never saw
         self.readout_ids = readout_token_ids(backend.tokenizer) if readout == "slot" else []
         self.renderer = PromptRenderer(backend, PromptConfig(max_history=history))
         labels, ids = label_tokens(backend)
@@ -101,8 +103,8 @@ class RankerPrompter:
             return (ids, slots, rows), used
         scores = [0.0] * len(rows)
         if self.item_scores is not None:
-            past = self.space.rows(list(cf_history if cf_history is not None else history)[-self.retrieval_history :])
-            scores = [0.0] * n_hist + cf_zscores(self.item_scores, past, cand_rows)
+            past = list(cf_history if cf_history is not None else history)[-self.retrieval_history :]
+            scores = [0.0] * n_hist + cf_zscores(self.item_scores, past, candidates)
         labels = [-1] * n_hist + (list(range(len(cand_rows))) if self.slot_labels else [-1] * len(cand_rows))
         return (ids, slots, rows, scores, labels), used
 
@@ -114,7 +116,9 @@ class RankerPrompter:
         label_ids = self.label_ids[: len(ex["candidates"])]
         if self.soft:
             past = [items[r] for r in ex.get("cf_history", ex["history"])]
-            return self.soft_prompt(*args, cf_history=past)[0], label_ids
+            prompt = self.soft_prompt(*args, cf_history=past)[0]
+            return (_cold_dropped(prompt, len(ex["candidates"]), self.cold_dropout, ex) if self.cold_dropout
+                    else prompt), label_ids
         return self.render(*args)[0], label_ids
 
 
@@ -180,6 +184,19 @@ class RankerScorer:
         return out
 
 
+def _cold_dropped(prompt: SoftPrompt, n_cand: int, share: float, ex: dict[str, Any]) -> SoftPrompt:
+    """``prompt`` with a seeded ``share`` of its candidate slots shown as items with no vector (row -1), their
+    CF scores kept: how a cold item is served. The draw depends on the example alone, so a resumed run
+    trains on the same prompts."""
+    seed = zlib.crc32(np.asarray([ex["target"], *ex["candidates"], *ex["history"]], dtype=np.int64).tobytes())
+    drop = np.random.default_rng(seed).random(n_cand) < share
+    rows = list(prompt[2])
+    first = len(rows) - n_cand
+    for k in np.flatnonzero(drop):
+        rows[first + int(k)] = -1
+    return (prompt[0], prompt[1], rows, *prompt[3:])
+
+
 def readout_token_ids(tokenizer: Any) -> list[int]:
     """The single-token ids of :data:`READOUT_WORDS` (the slot readout's yes and no)."""
     ids = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in READOUT_WORDS]
@@ -197,14 +214,10 @@ def _slot_field(prompt: SoftPrompt, index: int, dtype: Any, device: Any) -> Any:
     return torch.tensor(prompt[index], dtype=dtype, device=device) if len(prompt) > index else None
 
 
-def cf_zscores(item_scores: Any, history_rows: np.ndarray, candidate_rows: np.ndarray) -> list[float]:
-    """The item model's scores of the candidates for this history, z-scored over them (0 where the model
-    knows nothing: a candidate outside the catalogue, or all scores equal)."""
-    hist = history_rows[history_rows >= 0]
-    known = candidate_rows >= 0
-    raw = np.zeros(len(candidate_rows))
-    if known.any():
-        raw[known] = np.asarray(item_scores(hist, candidate_rows[known]), dtype=float)
-        raw[~known] = raw[known].min()
+def cf_zscores(item_scores: Any, history: Sequence[Item], candidates: Sequence[Item]) -> list[float]:
+    """The item model's scores of the candidates after this history, z-scored over them (0 where they are all
+    equal). Items it has not seen are scored as that model scores them: through their text vectors when it
+    has a text path (cold items), lowest when it is ID-only."""
+    raw = np.asarray(item_scores(list(history), list(candidates)), dtype=float)
     sd = raw.std()
     return ((raw - raw.mean()) / sd).tolist() if sd > 1e-9 else [0.0] * len(raw)

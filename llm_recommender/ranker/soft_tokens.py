@@ -4,8 +4,8 @@
 The table ``e`` is fitted ONCE, on the fit's training sequences, and saved with the component:
 training and serving read the same basis, so the learned projection means the same thing in
 both. ``proj`` is a 2-layer MLP (e_dim -> LLM hidden size) trained with the ranker; items with no
-row in the table (never seen in training, or unknown to the collaborative model) get one learned
-"unknown item" vector instead.
+row in the table (never seen in training, or unknown to the collaborative model) enter as the
+average item plus one learned "unknown item" vector; their CF score (below) still goes through.
 
 A prompt marks each slot with :data:`SLOT` (a control character, which untrusted item text can
 never carry: ``prompts.quote_untrusted`` strips control characters). :func:`encode` tokenizes the
@@ -117,15 +117,18 @@ class ItemTokens(nn.Module):
     def forward(self, rows: torch.Tensor, scores: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None) -> torch.Tensor:
         """``rows``: catalogue rows (-1: not in the catalogue) -> (len(rows), hidden); ``scores``: one
-        item-model score per row when the module was built with ``score_dim=1``."""
+        item-model score per row when the module was built with ``score_dim=1``. An item with no vector (not
+        in the catalogue, or unknown to the item model) enters as the average item plus the learned unknown
+        vector; its score still goes through (a cold item's score comes from the item model's text path)."""
         safe = rows.clamp(min=0)
-        known = (rows >= 0) & self.known[safe]
-        x = self.table[safe]
+        known = ((rows >= 0) & self.known[safe]).unsqueeze(-1)
+        x = torch.where(known, self.table[safe], torch.zeros((), dtype=self.table.dtype, device=rows.device))
         if self.score_dim:
             s = scores if scores is not None else torch.zeros(len(rows), device=x.device)
             x = torch.cat([x, s.to(x.dtype).reshape(-1, 1)], dim=1)
         out = self.proj(x)
-        out = torch.where(known.unsqueeze(-1), out, self.unknown.to(out.dtype).expand_as(out))
+        out = out + torch.where(known, torch.zeros((), dtype=out.dtype, device=out.device),
+                                self.unknown.to(out.dtype))
         if self.labels is not None and labels is not None:  # -1: a history slot, no label
             has = (labels >= 0).unsqueeze(-1)
             out = out + torch.where(has, self.labels[labels.clamp(min=0)].to(out.dtype), torch.zeros_like(out))

@@ -112,9 +112,17 @@ def test_unseen_items_get_the_learned_unknown_vector(tiny_model_dir, tiny_data_d
     known = np.array([True, True, False, True, True])
     tokens = ItemTokens(table, known, hidden=8, seed=0)
     out = tokens(torch.tensor([0, 2, -1, 4])).detach()
-    np.testing.assert_array_equal(out[1].numpy(), tokens.unknown.detach().numpy())
-    np.testing.assert_array_equal(out[2].numpy(), tokens.unknown.detach().numpy())
+    # an item with no vector: the average item (0 in the standardised table) plus the unknown vector
+    average = tokens.proj(torch.zeros(1, 3))[0].detach()
+    np.testing.assert_allclose(out[1].numpy(), (average + tokens.unknown).detach().numpy(), rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(out[1].numpy(), out[2].numpy())
     assert not torch.equal(out[0], out[1]) and not torch.equal(out[0], out[3])
+    # with CF scores on the slots, an unknown item's score still goes through (a cold item is ranked by it)
+    scored = ItemTokens(table, known, hidden=8, seed=0, score_dim=1)
+    with torch.no_grad():
+        scored.proj[2].weight.normal_()  # the seeded start is near zero; any trained projection reads the score
+        a, b = scored(torch.tensor([-1, -1]), torch.tensor([1.0, -1.0]))
+    assert not torch.allclose(a, b)
 
     data, _ = _training_data(tiny_data_dir, n_valid=2, n_candidates=6)
     _, comp = _fit(tiny_model_dir, data, tmp_path / "work", item_tokens="als", steps=1, hints=False)
@@ -237,7 +245,7 @@ def test_cf_scores_ride_on_the_slots_from_a_model_that_never_saw_the_examples_ta
     assert len(feats) == len(rows) == len(slots) and not any(feats[: len(rows) - n_cand])  # history slots: 0
     cand = np.asarray(feats[-n_cand:])
     assert abs(cand.mean()) < 1e-9 and abs(cand.std() - 1) < 1e-6  # z-scored over the pass
-    want = cf_zscores(comp._item_scores, data.space.rows(request.history), data.space.rows(request.candidates))
+    want = cf_zscores(comp._item_scores, request.history, request.candidates)
     np.testing.assert_allclose(cand, want)
     before = comp.score_many([request])[0].scores
     comp.save(tmp_path / "saved")
@@ -338,3 +346,63 @@ def test_readout_slot_needs_item_tokens(tiny_model_dir, tmp_path):
 
     with pytest.raises(ValueError, match="readout"):
         LLMRankerConfig(**_config(tiny_model_dir, tmp_path, readout="slot"))
+
+
+def test_cold_candidates_are_ranked_by_the_text_path_of_the_item_model(tiny_model_dir, tiny_data_dir, tmp_path):
+    """cf_scores with a text-backed item model (the tiny LLM's item vectors): candidates the bundle never saw
+    get their item-model score from their text, so the slots differ; an ID-only item model has nothing to go
+    on for them and their slots are all alike."""
+    from llm_recommender.backends import backend_class
+    from llm_recommender.backends.transformers_backend import TransformersConfig
+    from llm_recommender.prompts import PromptRenderer
+    from llm_recommender.protocol import Item
+    from llm_recommender.scorers.learned.encoder import ItemEncoder
+
+    data, _ = _training_data(tiny_data_dir, n_valid=3, n_candidates=6)
+    backend = backend_class("transformers")(TransformersConfig(model=str(tiny_model_dir)))
+    encoder = ItemEncoder.from_backend(backend, PromptRenderer(backend), batch_size=32)
+    data.space.vectors["llm"] = encoder.encode_items(data.space.items)
+    data.space.set_encoder("llm", lambda: encoder.encode_items)
+    cold = [Item(id=f"cold-{k}", title=t) for k, t in enumerate(["A Quiet Harbour", "Space Pirates III",
+                                                                  "The Last Waltz", "Robots at Noon"])]
+    request = data.validation[0].request.model_copy(update={"candidates": cold})
+    z_of = {}
+    for text in ("llm", "none"):
+        cfg = {"item_tokens": "sequence", "cf_scores": True, "titles": False, "hints": False, "tail": 2, "steps": 1,
+               "readout": "slot", "item_tokens_config": {"text": text, "model": {"epochs": 2, "patience": None}}}
+        _, comp = _fit(tiny_model_dir, data, tmp_path / text, **cfg)
+        prompt, _ = comp._ranker().prompter.soft_prompt(request.history, cold, [""] * len(cold))
+        assert prompt[2][-len(cold):] == [-1] * len(cold)  # not in the catalogue: no table row
+        z_of[text] = np.asarray(prompt[3][-len(cold):])
+        scores = comp.score_many([request])[0].scores
+        assert np.isfinite(scores).all()
+        if text == "llm":  # the scores follow the text-path z-scores through the unknown slots
+            assert z_of[text].std() > 0.5
+        else:  # every cold slot is the same input (only its position in the prompt differs)
+            assert not z_of[text].any()
+    assert z_of["llm"].std() > 0.5
+
+
+def test_cold_dropout_shows_a_seeded_share_of_training_candidates_as_unknown(tiny_model_dir, tiny_data_dir, tmp_path):
+    """cold_dropout: in training prompts (only), a share of the candidates' rows become -1 with their CF score
+    kept; the same example draws the same candidates every time; validation and serving prompts keep them."""
+    data, _ = _training_data(tiny_data_dir, n_valid=3, n_candidates=8)
+    cfg = {"item_tokens": "sequence", "cf_scores": True, "titles": False, "hints": False, "tail": 2, "steps": 1,
+           "readout": "slot", "cold_dropout": 0.5, "item_tokens_config": {"text": "none", "model": {"epochs": 2}}}
+    _, comp = _fit(tiny_model_dir, data, tmp_path / "work", **cfg)
+    prompter = comp._ranker().prompter
+    dropped = kept = 0
+    for ex in comp.examples[:10]:
+        (ids, slots, rows, scores, _), _ = prompter.prompt(ex)
+        again = prompter.prompt(ex)[0]
+        assert again[2] == rows  # seeded by the example
+        n = len(ex["candidates"])
+        full = prompter.soft_prompt([data.space.items[r] for r in ex["history"]],
+                                    [data.space.items[r] for r in ex["candidates"]], ex["hints"],
+                                    cf_history=[data.space.items[r] for r in ex["cf_history"]])[0]
+        assert rows[:-n] == full[2][:-n] and scores == full[3]  # history rows and every CF score kept
+        assert all(r in (-1, f) for r, f in zip(rows[-n:], full[2][-n:]))
+        dropped += sum(r == -1 for r in rows[-n:])
+        kept += sum(r >= 0 for r in rows[-n:])
+        assert -1 not in full[2]
+    assert dropped > 0 and kept > 0

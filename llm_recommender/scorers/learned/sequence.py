@@ -6,13 +6,14 @@ load one, so the registry lists ``sequence`` where torch is not installed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ...configurable import ComponentConfig
+from ...protocol import Item
 from ..base import ScoreResult
 from ..component import Component, TrainingData
 from ..fused import ndcg10
@@ -102,23 +103,31 @@ class SequenceComponent(Component):
         return (None if chosen == "none" else chosen), {"chosen": chosen, "runner_up": ranked[1], "trials": trials}
 
     def score_many(self, requests):  # type: ignore[no-untyped-def]
+        scores = self.score_items([r.history for r in requests], [r.candidates for r in requests])
+        return [ScoreResult(scores=s, probabilities=self.probabilities(s), history_used=len(r.history))
+                for r, s in zip(requests, scores)]
+
+    def score_items(self, histories: list[Sequence[Item]], candidates: list[Sequence[Item]]) -> list[np.ndarray]:
+        """The logits of each candidate list after its history, one padded pass. Items the bundle has not seen
+        go in through their text vectors; an ID-only model knows nothing of them: they score lowest and the
+        history skips them."""
         text = self._text()
-        hist = [self.space.rows(r.history) for r in requests]
-        cand = [self.space.rows(r.candidates) for r in requests]
+        hist = [self.space.rows(h) for h in histories]
+        cand = [self.space.rows(c) for c in candidates]
         hv = cv = None
         if text is not None:
-            hv = [self.space.vectors_for(text, r.history, h) if (h < 0).any() else None for r, h in zip(requests, hist)]
-            cv = [self.space.vectors_for(text, r.candidates, c) if (c < 0).any() else None
-                  for r, c in zip(requests, cand)]
-        if text is None:  # an ID-only model knows nothing of unseen items: they score lowest, history skips them
+            hv = [self.space.vectors_for(text, items, h) if (h < 0).any() else None for items, h in zip(histories, hist)]
+            cv = [self.space.vectors_for(text, items, c) if (c < 0).any() else None
+                  for items, c in zip(candidates, cand)]
+        if text is None:
             hist = [h[h >= 0] for h in hist]
         logits = self.model.score(hist, [np.where(c >= 0, c, 0) if text is None else c for c in cand], cv, hv)
         out = []
-        for r, c, s in zip(requests, cand, logits):
+        for c, s in zip(cand, logits):
             s = np.asarray(s, dtype=float)
             if text is None:
                 s = np.where(c >= 0, s, s.min() - 1.0 if len(s) else 0.0)
-            out.append(ScoreResult(scores=s, probabilities=self.probabilities(s), history_used=len(r.history)))
+            out.append(s)
         return out
 
     def score_rows(self, request, history, candidates):  # type: ignore[no-untyped-def]
