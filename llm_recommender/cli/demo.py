@@ -71,7 +71,8 @@ def demo(
     target_title = ds.item(case.target_item_id).title
     in_top = any(it.id == case.target_item_id for it in response.items)
     console.print(f"held-out movie: {target_title} — {'in' if in_top else 'not in'} the top {top_k}. "
-                  f"{elapsed * 1000:.0f} ms; model loaded: {rec.backend_name != 'none'}.")
+                  f"{elapsed * 1000:.0f} ms.")
+    console.print(llm_part(rec.bundle.describe()["components"], rec.backend_name, rec.model_name), highlight=False)
     for note in response.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     console.print(f"bundle: {path}\nin Python: Recommender.load(demo_bundle()) loads it "
@@ -84,3 +85,19 @@ def _carried(item) -> str:  # type: ignore[no-untyped-def]
         return ""
     parts = sorted(ev.contributions.items(), key=lambda kv: -abs(kv[1]))[:3]
     return ", ".join(f"{k} {v:+.2f}" for k, v in parts)
+
+
+def llm_part(components: list[str], backend: str, model: str) -> str:
+    """One true sentence on what the LLM did for this answer."""
+    ranked = "llm_ranker" in components
+    if ranked:
+        head = ("The LLM ranked: llm_ranker (a fine-tuned copy of the LLM) is one of this bundle's components; "
+                "'what carried it' shows its share of each score.")
+    else:
+        head = (f"The LLM did not rank: this bundle ranks with {', '.join(components)}, and no LLM runs for it. "
+                "The trained LLM ranker is not in the demo: on ML-100K it ranks below the sequence model and the "
+                "fusion drops it (docs/llm-ranker.md).")
+    if backend != "none":
+        return (f"{head} {model} ({backend}) was asked to phrase the reasons; one that does not hold is replaced "
+                "by the evidence reason.")
+    return f"{head} --reasons llm asks {model} to phrase the reasons."

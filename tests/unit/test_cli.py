@@ -192,3 +192,15 @@ def test_fit_help_documents_the_generic_format():
     for word in ("--dataset generic", "interactions.csv", "items.csv", "user_id", "item_id", "title", "timestamp",
                  "rating", "genres", "docs/data.md"):
         assert word in out, word
+
+
+def test_the_demo_says_what_the_llm_did():
+    """The demo's last lines say whether an LLM ranked (it used to print 'model loaded: False')."""
+    from llm_recommender.cli.demo import llm_part
+
+    plain = llm_part(["popularity", "sequence"], "none", "smollm2-135m")
+    assert plain.startswith("The LLM did not rank: this bundle ranks with popularity, sequence")
+    assert "--reasons llm asks smollm2-135m" in plain
+    ranked = llm_part(["als", "llm_ranker"], "none", "m")
+    assert ranked.startswith("The LLM ranked: llm_ranker") and "did not rank" not in ranked
+    assert "was asked to phrase the reasons" in llm_part(["als"], "transformers", "m")
