@@ -1,0 +1,112 @@
+"""The trained ``llm_ranker`` served as trained: the same bundle component scored by the transformers backend
+and by the vLLM CPU engine (soft item tokens through its prompt-embeddings input), on the same test requests.
+
+Reports the share of requests whose top-1 agrees (issue 28's goal: >= 95% of 50), the largest score gap, and
+the seconds per 20-candidate request (p50, p95) of each engine, one request at a time as a user sends them.
+
+    python eval/bench_ranker_engines.py --bundle OUT/bundle --dataset ml-100k --data-dir DIR --requests 50 \\
+        --out eval/results/llm-ranker-readout/engines.json
+
+The vLLM engine runs in its own process (``in_process: false``, the faster one on these CPUs) unless
+``--in-process``. Timings include nothing but ``score_many`` of one request; record the CPU beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _time(comp: Any, requests: list[Any]) -> tuple[list[np.ndarray], list[float]]:
+    scores, seconds = [], []
+    for request in requests:
+        t0 = time.perf_counter()
+        scores.append(np.asarray(comp.score_many([request])[0].scores, dtype=float))
+        seconds.append(time.perf_counter() - t0)
+    return scores, seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", required=True, help="a fitted bundle folder with an llm_ranker component")
+    ap.add_argument("--dataset", default="ml-100k")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--requests", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", default="test", choices=["valid", "test"])
+    ap.add_argument("--in-process", action="store_true", help="the vLLM engine in this process (slower here)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads of the transformers backend")
+    ap.add_argument("--dtype", default="auto", help="both engines' dtype (auto: bf16 where the CPU has bf16 "
+                    "instructions or AMX, as served; float32 for a parity check without bf16 rounding)")
+    ap.add_argument("--out", default=None, help="write the figures as JSON here")
+    args = ap.parse_args()
+
+    from llm_recommender.bundle.bundle import Bundle
+    from llm_recommender.data import load_dataset
+    from llm_recommender.data.splits import leave_one_out, llmrank_cases
+
+    bundle = Bundle.load(args.bundle)
+    if "llm_ranker" not in bundle.components:
+        sys.exit(f"{args.bundle} has no llm_ranker component")
+    ds = load_dataset(args.dataset, args.data_dir)
+    cases = llmrank_cases(ds, split=args.split, n_users=args.requests, seed=args.seed, splits=leave_one_out(ds))
+    requests = [c.request for c in cases]
+    folder = Path(args.bundle) / "components" / "llm_ranker"
+    on_hf = bundle.components["llm_ranker"]
+    on_hf.config = on_hf.config.model_copy(update={"threads": args.threads, "dtype": args.dtype})
+    print(f"{len(requests)} {args.split} requests of {len(requests[0].candidates)} candidates; transformers ...",
+          flush=True)
+    on_hf.score_many(requests[:1])  # loads the model; warm-up (not timed)
+    hf_scores, hf_s = _time(on_hf, requests)
+    served = type(on_hf)(bundle.space, {**on_hf.config.model_dump(), "backend": "vllm",  # type: ignore[call-arg]
+                                        "dtype": args.dtype,
+                                        "vllm": {"in_process": bool(args.in_process)}})
+    served.load_state(folder)
+    print("vLLM engine ...", flush=True)
+    ranker = served._ranker()  # starts the engine (not timed)
+    try:
+        vllm_dtype = ranker.prompter.backend.dtype_name
+        served.score_many(requests[:1])  # warm-up (not timed)
+        vl_scores, vl_s = _time(served, requests)
+    finally:
+        ranker.prompter.backend.close()
+    agree = [int(np.argmax(a)) == int(np.argmax(b)) for a, b in zip(hf_scores, vl_scores)]
+    gap = max(float(np.max(np.abs(a - b))) for a, b in zip(hf_scores, vl_scores))
+    out = {
+        "bundle": str(args.bundle), "dataset": args.dataset, "split": args.split, "requests": len(requests),
+        "candidates": len(requests[0].candidates), "seed": args.seed,
+        "top1_agreement": round(float(np.mean(agree)), 4), "max_abs_score_gap": round(gap, 5),
+        "seconds_per_request": {
+            name: {"p50": round(float(np.percentile(s, 50)), 3), "p95": round(float(np.percentile(s, 95)), 3),
+                   "mean": round(float(np.mean(s)), 3)}
+            for name, s in (("transformers", hf_s), ("vllm", vl_s))
+        },
+        "vllm_in_process": bool(args.in_process), "dtype": {"transformers": on_hf._ranker().prompter.backend.dtype_name,
+                                                           "vllm": vllm_dtype}, "cpu": _cpu(), "command": " ".join(["python", *sys.argv]),
+    }
+    text = json.dumps(out, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
