@@ -61,7 +61,8 @@ class LLMRankerConfig(ComponentConfig):
     warmup_steps: int = Field(default=10, ge=0)
     steps: int = Field(default=300, ge=1)
     batch_size: int = Field(default=4, ge=1)
-    max_minutes: float | None = Field(default=30.0, gt=0, description="time budget of the training (model load included)")
+    max_minutes: float | None = Field(default=30.0, gt=0, description="time budget of the training (model load included); a resumed run counts the minutes it had "
+                               "trained before")
     history: int = Field(default=10, ge=0, description="history items shown in a prompt (the most recent)")
     retrieval_history: int = Field(default=50, ge=1, description="history items the retriever folds in")
     candidates: int = Field(default=20, ge=2, le=26, description="candidates per training prompt and per scoring pass")

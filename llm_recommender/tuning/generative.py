@@ -65,7 +65,8 @@ class TuneConfig(BaseModel):
     eval_every: int = Field(default=50, ge=1)
     eval_users: int = Field(default=30, ge=1)
     patience: int = Field(default=3, ge=1)
-    max_minutes: float | None = Field(default=None, gt=0)
+    max_minutes: float | None = Field(default=None, gt=0, description="time budget of the whole training: this "
+                                      "process (model load included) plus what a resumed run had already trained")
     resume: bool = True
     threads: int = Field(default=1, ge=1)
     seed: int = 0
@@ -299,7 +300,9 @@ class _Run:
                 self.checkpoint()
                 if state["bad_evals"] >= cfg.patience:
                     stop = f"early stop: {cfg.patience} validations without improvement"
-            if stop is None and cfg.max_minutes and (time.perf_counter() - self.t_start) / 60 > cfg.max_minutes:
+            # the budget covers the whole training: a resumed run counts the minutes trained before it
+            spent = base_seconds + time.perf_counter() - self.t_start
+            if stop is None and cfg.max_minutes and spent / 60 > cfg.max_minutes:
                 stop = f"time limit of {cfg.max_minutes} min"
                 if state["validations"][-1]["step"] != state["step"]:
                     self.record_validation(self.validate())  # the last steps count too

@@ -171,6 +171,25 @@ def test_resume_after_interruption_gives_the_same_weights(tiny_model_dir, tiny_d
     assert log == [0, 2, 4]
 
 
+def test_a_resumed_run_counts_the_minutes_it_trained_before(tiny_model_dir, tiny_data_dir, tmp_path, monkeypatch):
+    """max_minutes is the budget of the whole training: a run resumed from a checkpoint that already spent it
+    stops after one step ("time limit"), instead of starting a fresh budget."""
+    from llm_recommender.scorers import scorer_class
+
+    data, _ = _training_data(tiny_data_dir)
+    cls = scorer_class("llm_ranker")
+    crash_once_after_step(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        cls(data.space, _config(tiny_model_dir, tmp_path / "run", steps=8)).fit(data)
+    state_file = tmp_path / "run" / "checkpoint" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    assert state["step"] == 2
+    state["train_seconds"] = 3600.0  # an hour already trained
+    state_file.write_text(json.dumps(state))
+    comp = cls(data.space, _config(tiny_model_dir, tmp_path / "run", steps=8, max_minutes=30)).fit(data)
+    assert comp.curve["steps_done"] == 3 and "time limit" in comp.curve["stopped"]
+
+
 def test_the_fusion_drops_a_useless_ranker_and_the_bundle_reloads_it(tiny_model_dir, tmp_path, monkeypatch,
                                                                       sample_request):
     """An untrained (random) LLM ranker adds nothing: the fusion's ordinary selection drops it and says why."""
