@@ -30,6 +30,7 @@ import math
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...errors import InvalidRequestError
+from ...errors import InvalidRequestError, RecommenderError
 from ..component import RayTraining
 from ._training import (
     _loss,
@@ -63,7 +64,7 @@ MAX_FAILURES = 2  # worker-group restarts Ray Train allows before the fit fails
 class LossNet(nn.Module):
     """The training loss as a module's ``forward``: what DDP wraps, so that backward syncs the gradients."""
 
-    def __init__(self, net: nn.Module, cfg: Any) -> None:
+    def __init__(self, net: Any, cfg: Any) -> None:  # net: a SequenceNet
         super().__init__()
         self.net, self.cfg = net, cfg
 
@@ -139,7 +140,13 @@ def train_on_ray(
                                        failure_config=train.FailureConfig(max_failures=MAX_FAILURES),
                                        checkpoint_config=train.CheckpointConfig(num_to_keep=1)),
         )
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except train.TrainingFailedError as exc:
+            raise RecommenderError(
+                f"the sequence model's training on Ray Train failed ({MAX_FAILURES} restarts allowed): {exc}. "
+                f"Its checkpoints are in {storage / name}: run the same fit again to resume after the last one",
+                param="ray_address") from exc
     seconds = time.perf_counter() - t0
     if result.checkpoint is None:  # pragma: no cover - every run reports one (see worker_loop)
         raise RuntimeError(f"the Ray Train run {storage / name} ended without a checkpoint")
@@ -189,7 +196,9 @@ def worker_loop(config: dict[str, Any]) -> None:
     if opt_state is not None:
         opt.load_state_dict(opt_state)
 
-    inp_all, tgt_all = torch.from_numpy(np.array(inputs)), torch.from_numpy(np.array(targets))  # writable copies
+    with warnings.catch_warnings():  # read-only arrays from the object store, shared by the workers of a node:
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")  # never written to
+        inp_all, tgt_all = torch.from_numpy(inputs), torch.from_numpy(targets)
     lengths = np.maximum((inputs > 0).sum(1), 1)
     has_valid = valid_fn is not None
     ran = 0
