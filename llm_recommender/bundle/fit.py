@@ -137,6 +137,10 @@ def fit_bundle(
     vectors = {v for name in config.components for v in component_class(name).vectors}
     needs_llm = "llm" in vectors
     on_ray = [n for n in config.components if component_class(n).trains_on_ray]
+    if config.ray_address is not None and on_ray:
+        from ..scorers.learned._ray_training import require_ray_train  # torch: the component needs it anyway
+
+        require_ray_train()  # before any step runs
     if config.ray_address is not None and not needs_llm and not on_ray:
         log(f"fit: no component needs LLM item vectors or trains on Ray Train ({', '.join(_ray_trained())}): "
             "fitting in this process")

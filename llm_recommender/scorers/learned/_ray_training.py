@@ -95,7 +95,8 @@ def _storage(settings: RayTraining) -> Path:
     return cache_dir() / "ray-train"
 
 
-def _ray_train() -> Any:
+def require_ray_train() -> Any:
+    """``ray.train``, or the typed error that says how to install it."""
     missing = "Ray Train is not installed: pip install 'llm-recommender[batch]', or leave out --ray-address"
     try:
         import ray.train
@@ -117,7 +118,7 @@ def train_on_ray(
     """Train ``model`` on Ray Train (see the module's doc); returns the training record, ``ray`` included."""
     from ...ray_cluster import ray_cluster
 
-    train = _ray_train()
+    train = require_ray_train()
     from ray.train.torch import TorchTrainer
 
     ident = identity(model, fingerprint, valid_fn is not None)
@@ -149,7 +150,7 @@ def train_on_ray(
                 param="ray_address") from exc
     seconds = time.perf_counter() - t0
     if result.checkpoint is None:  # pragma: no cover - every run reports one (see worker_loop)
-        raise RuntimeError(f"the Ray Train run {storage / name} ended without a checkpoint")
+        raise RecommenderError(f"the Ray Train run {storage / name} ended without a checkpoint", param="ray_address")
     with result.checkpoint.as_directory() as folder:
         blob = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     state = blob["state"]
