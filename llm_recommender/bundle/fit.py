@@ -38,7 +38,7 @@ from ..prompts import PromptRenderer
 from ..provenance import git_commit
 from ..scorers import scorer_class, scorer_names
 from ..scorers.baselines.embedding import DEFAULT_TEXT_ENCODER, text_vectors
-from ..scorers.component import Component, TrainingData
+from ..scorers.component import Component, RayTraining, TrainingData
 from ..scorers.fused import LLM_KIND, Fusion, ndcg10, reference_rows, score_with_reference, select_components
 from ..scorers.item_space import ItemSpace
 from ..scorers.learned.encoder import ItemEncoder
@@ -72,10 +72,11 @@ class FitConfig(BaseModel):
                                    "call the items (default: what the dataset's loader records; generic: neutral)")
     ray_address: str | None = Field(default=None, description="None: one process; 'local': a local Ray cluster of "
                                     "ray_workers CPUs; else the address of a Ray cluster to join. On Ray: the LLM item "
-                                    "vectors (see docs/fit-on-ray.md)")
-    ray_workers: int = Field(default=2, ge=1, description="Ray actors computing item vectors, each loading the LLM once")
-    ray_cpus_per_worker: float = Field(default=1.0, gt=0, description="CPUs per actor (its torch threads: at least 1)")
-    ray_gpus_per_worker: float = Field(default=0.0, ge=0, description="GPUs per actor (0: CPU workers)")
+                                    "vectors (Ray Data) and the sequence model (Ray Train; see docs/fit-on-ray.md)")
+    ray_workers: int = Field(default=2, ge=1, description="Ray actors computing item vectors, each loading the LLM once; "
+                             "Ray Train workers of the sequence model")
+    ray_cpus_per_worker: float = Field(default=1.0, gt=0, description="CPUs per worker (its torch threads: at least 1)")
+    ray_gpus_per_worker: float = Field(default=0.0, ge=0, description="GPUs per worker (0: CPU workers)")
 
     @field_validator("components", mode="before")
     @classmethod
@@ -135,8 +136,14 @@ def fit_bundle(
     vectors_t = time.perf_counter()
     vectors = {v for name in config.components for v in component_class(name).vectors}
     needs_llm = "llm" in vectors
-    if config.ray_address is not None and not needs_llm:
-        log("fit: no component needs LLM item vectors, the one step that runs on Ray: fitting in this process")
+    on_ray = [n for n in config.components if component_class(n).trains_on_ray]
+    if config.ray_address is not None and on_ray:
+        from ..scorers.learned._ray_training import require_ray_train  # torch: the component needs it anyway
+
+        require_ray_train()  # before any step runs
+    if config.ray_address is not None and not needs_llm and not on_ray:
+        log(f"fit: no component needs LLM item vectors or trains on Ray Train ({', '.join(_ray_trained())}): "
+            "fitting in this process")
     if needs_llm and config.ray_address is not None:
         if backend is not None:
             raise InvalidRequestError("a backend object cannot go to Ray workers: they load config.model; "
@@ -164,6 +171,9 @@ def fit_bundle(
     labels = [np.asarray(c.labels, dtype=float) for c in valid_cases]
     gt = [c.ground_truth_index for c in valid_cases]
     data.validation = valid_cases  # for early stopping only; never training examples
+    if config.ray_address is not None and on_ray:
+        data.ray = RayTraining(address=config.ray_address, workers=config.ray_workers,
+                               cpus_per_worker=config.ray_cpus_per_worker, gpus_per_worker=config.ray_gpus_per_worker)
 
     ref_rows = reference_rows(len(space), config.seed)
     reference = [space.items[r] for r in ref_rows]
@@ -173,6 +183,10 @@ def fit_bundle(
     for name in config.components:
         cls = component_class(name)
         t0 = time.perf_counter()
+        if data.ray is not None and cls.trains_on_ray:
+            log(f"fit: {name}: training on Ray Train, {config.ray_workers} workers"
+                + (f" on a local cluster of {math.ceil(config.ray_workers * config.ray_cpus_per_worker)} CPUs"
+                   if config.ray_address == "local" else ""))
         comp = cls(space, config.component_config.get(name)).fit(data)
         fit_s = time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -181,7 +195,7 @@ def fit_bundle(
         fitted[name] = comp
         alone = ndcg10(results[name], gt)
         records[name] = ComponentRecord(name=name, kind=cls.kind, config=comp.config.model_dump(mode="json"),
-                                        fit_seconds=round(fit_s, 2),
+                                        fit_seconds=round(fit_s, 2), ray_train=comp.ray_train,
                                         validation={"ndcg@10": round(alone, 4), "seconds_per_request": round(score_s, 5)})
         log(f"fit: {name}: fitted in {fit_s:.1f} s, validation NDCG@10 alone {alone:.4f} ({score_s * 1e3:.1f} ms/request)")
 
@@ -251,6 +265,10 @@ def _ray_llm_vectors(config: FitConfig, space: ItemSpace, log: Callable[[str], N
     log(f"fit: item vectors on Ray: {remote.computed} computed, {remote.resumed} from an interrupted run, "
         f"{len(space) - remote.computed - remote.resumed} from the representation cache")
     return vectors, encoder
+
+
+def _ray_trained() -> list[str]:
+    return [n for n in available_components(scorer_names()) if component_class(n).trains_on_ray]
 
 
 def _fingerprint(ds: Any) -> str:

@@ -61,6 +61,8 @@ class ComponentRecord(BaseModel):
     fit_seconds: float | None = None
     marginal_gain: float | None = Field(default=None, description="validation NDCG@10 lost when this component is removed")
     validation: dict[str, float] = Field(default_factory=dict, description="the component alone on validation")
+    ray_train: dict[str, Any] | None = Field(default=None, description="set when it trained on Ray Train: workers, "
+                                             "epochs, seconds, the epochs a restarted run resumed after")
 
 
 class BundleManifest(BaseModel):

@@ -40,10 +40,10 @@ def fit_command(
     threads: ThreadsOpt = None,
     item_words: Annotated[str | None, typer.Option(help="What reasons call the items: movie | product | book | item | 'noun/verb' (default: the dataset's own; generic: item).")] = None,
     config: Annotated[str | None, typer.Option(help='JSON of per-component configs, e.g. \'{"sequence": {"model": {"epochs": 10}}}\'.')] = None,
-    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Compute the LLM item vectors on Ray Data: 'local' starts a local Ray cluster (--ray-workers x --ray-cpus-per-worker CPUs) for this step and stops it after; an address (host:6379, or auto) joins that running cluster. Everything else, the sequence model included, runs in this process. Needs the [batch] extra. See docs/fit-on-ray.md. [default: no Ray, one process]", show_default=False)] = None,
-    ray_workers: Annotated[int, typer.Option("--ray-workers", min=1, help="Ray actors computing item vectors; each loads the LLM once.")] = 2,
-    ray_cpus_per_worker: Annotated[float, typer.Option("--ray-cpus-per-worker", min=0.01, help="CPUs each Ray actor reserves; its torch threads (at least 1).")] = 1.0,
-    ray_gpus_per_worker: Annotated[float, typer.Option("--ray-gpus-per-worker", min=0.0, help="GPUs each Ray actor reserves (0: CPU workers).")] = 0.0,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Compute the LLM item vectors on Ray Data and train the sequence model data-parallel on Ray Train: 'local' starts a local Ray cluster (--ray-workers x --ray-cpus-per-worker CPUs) for each of these steps and stops it after; an address (host:6379, or auto) joins that running cluster. Everything else runs in this process. Needs the [batch] extra. See docs/fit-on-ray.md. [default: no Ray, one process]", show_default=False)] = None,
+    ray_workers: Annotated[int, typer.Option("--ray-workers", min=1, help="Ray actors computing item vectors (each loads the LLM once); Ray Train workers of the sequence model.")] = 2,
+    ray_cpus_per_worker: Annotated[float, typer.Option("--ray-cpus-per-worker", min=0.01, help="CPUs each Ray worker reserves; its torch threads (at least 1).")] = 1.0,
+    ray_gpus_per_worker: Annotated[float, typer.Option("--ray-gpus-per-worker", min=0.0, help="GPUs each Ray worker reserves (0: CPU workers).")] = 0.0,
 ) -> None:
     """Fit a recommender on the training split (no validation or test target is seen) and write BUNDLE.
 

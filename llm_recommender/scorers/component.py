@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +25,23 @@ from .base import Scorer, ScoreResult
 from .item_space import ItemSpace
 
 CONFIG_FILE = "config.json"
+
+
+@dataclass(frozen=True)
+class RayTraining:
+    """Where a component that can train data-parallel does so: a Ray cluster (``llm-rec fit --ray-address``).
+
+    ``address``: ``local`` starts a local cluster of ``workers x cpus_per_worker`` CPUs for the training (stopped
+    after it); anything else is passed to ``ray.init``. ``storage``: the folder Ray Train keeps checkpoints in (a run
+    resumes from there); None: ``<cache>/ray-train``. On a multi-node cluster it must be storage every node reaches.
+    ``on_epoch(epoch, rank)``: a test seam, called on every worker after each epoch's report."""
+
+    address: str
+    workers: int = 2
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    storage: Path | None = None
+    on_epoch: Callable[[int, int], None] | None = None
 
 
 @dataclass
@@ -41,6 +58,7 @@ class TrainingData:
     seed: int = 0
     validation: list[Any] = field(default_factory=list)  # EvalCases of validation targets: early stopping only
     model: str | None = None  # the bundle's LLM (the fit's --model), for components that fine-tune or run it
+    ray: RayTraining | None = None  # components that can train on Ray Train do so there (the sequence model)
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """(user code, item row) per training interaction."""
@@ -58,6 +76,8 @@ class Component(Scorer):
     needs_fit = True
     side = "item"
     vectors: ClassVar[tuple[str, ...]] = ()  # the ItemSpace vectors it needs (``llm``, ``minilm``): the fit makes them
+    trains_on_ray: ClassVar[bool] = False  # fit() trains on Ray Train when TrainingData.ray is set
+    ray_train: dict[str, Any] | None = None  # after such a fit: how it trained there (bundle.json records it)
 
     def __init__(self, space: ItemSpace, config: ComponentConfig | dict[str, Any] | None = None, **kwargs: Any):
         self.space = space

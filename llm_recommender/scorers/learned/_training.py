@@ -30,11 +30,12 @@ log = logging.getLogger(__name__)
 
 def _loss(net: Any, cfg: Any, inp: torch.Tensor, tgt: torch.Tensor, vectors: torch.Tensor | None) -> torch.Tensor:
     n_rows = net.item_vectors.shape[0]  # n_items + 1
+    dev = inp.device  # the CPU in one process; a Ray Train worker's GPU draws the same kinds of numbers there
     keep = None
     if cfg.use_id_embedding and cfg.id_dropout > 0:
-        keep = (torch.rand(n_rows) >= cfg.id_dropout).float()
+        keep = (torch.rand(n_rows, device=dev) >= cfg.id_dropout).float()
     # Every catalogue item's h_i once per step: inputs and outputs share it (as in SASRec).
-    table, bias = net.items(torch.arange(n_rows), vectors, keep)
+    table, bias = net.items(torch.arange(n_rows, device=dev), vectors, keep)
     states = net.encoder(table[inp], inp > 0)
     pos = tgt > 0
     s, t = states[pos], tgt[pos]  # the softmax below sees real target positions only, never padding
@@ -43,12 +44,49 @@ def _loss(net: Any, cfg: Any, inp: torch.Tensor, tgt: torch.Tensor, vectors: tor
         if net.items.bias is not None or not cfg.trim:  # without item bias, bias is zeros: skip a pass over logits
             logits = logits + bias[1:]
         return F.cross_entropy(logits.float(), t - 1)
-    neg = torch.randint(1, n_rows, (cfg.n_negatives,))
+    neg = torch.randint(1, n_rows, (cfg.n_negatives,), device=dev)
     pos_logit = (s * table[t]).sum(-1, keepdim=True) + bias[t].unsqueeze(-1)
     neg_logit = s @ table[neg].T + bias[neg]
     neg_logit = neg_logit.masked_fill(neg.unsqueeze(0) == t.unsqueeze(1), float("-inf"))  # accidental hits
     logits = torch.cat([pos_logit, neg_logit], 1).float()
-    return F.cross_entropy(logits, torch.zeros(len(t), dtype=torch.long))
+    return F.cross_entropy(logits, torch.zeros(len(t), dtype=torch.long, device=dev))
+
+
+def window_batch(inp_all: torch.Tensor, tgt_all: torch.Tensor, lengths: np.ndarray, idx: np.ndarray,
+                 cfg: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (input, target) rows ``idx``; with ``trim`` only as wide as their longest window."""
+    b = torch.from_numpy(idx)
+    inp, tgt = inp_all[b], tgt_all[b]
+    if cfg.trim:  # windows are left-padded and right-aligned: drop the all-padding columns on the left
+        width = int(lengths[idx].max())
+        inp, tgt = inp[:, -width:], tgt[:, -width:]
+    return inp, tgt
+
+
+def identity(model: SequenceModel, fingerprint: str, has_valid_fn: bool) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the settings (less epochs and patience) and the data."""
+    return {
+        "config": model.config.model_dump(exclude={"epochs", "patience"}),
+        "n_items": model.n_items,
+        "data": fingerprint,
+        "valid_fn": has_valid_fn,
+    }
+
+
+def stopped(cfg: Any, state: dict[str, Any], has_valid_fn: bool) -> bool:
+    return state["epoch"] >= cfg.epochs or bool(cfg.patience and has_valid_fn and state["bad"] >= cfg.patience)
+
+
+def new_state() -> dict[str, Any]:
+    return {"epoch": 0, "best": None, "best_state": None, "bad": 0, "history": [], "seconds": 0.0}
+
+
+def update_best(state: dict[str, Any], score: float, epoch: int, best_state: Callable[[], Any]) -> None:
+    """After epoch ``epoch`` (0-based) scored ``score`` on validation: keep the best weights, count bad epochs."""
+    if state["best"] is None or score > state["best"]:
+        state.update(best=score, best_state=best_state(), bad=0, best_epoch=epoch + 1)
+    else:
+        state["bad"] += 1
 
 
 def batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, *, bucket: bool) -> list[np.ndarray]:
@@ -82,29 +120,20 @@ def train(
 ) -> dict[str, Any]:
     cfg, net = model.config, model.net
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state = {"epoch": 0, "best": None, "best_state": None, "bad": 0, "history": [], "seconds": 0.0}
-    identity = {
-        "config": cfg.model_dump(exclude={"epochs", "patience"}),
-        "n_items": model.n_items,
-        "data": fingerprint,
-        "valid_fn": valid_fn is not None,
-    }
+    state = new_state()
+    ident = identity(model, fingerprint, valid_fn is not None)
     if checkpoint is not None and checkpoint.is_file():
-        state = _resume(checkpoint, identity, net, opt)
+        state = _resume(checkpoint, ident, net, opt)
     vectors = net.item_vectors if cfg.use_text else None
     inp_all, tgt_all = torch.from_numpy(inputs), torch.from_numpy(targets)
     lengths = np.maximum((inputs > 0).sum(1), 1)
     bar = _bar(progress, cfg.epochs, state["epoch"])
-    while state["epoch"] < cfg.epochs and not (cfg.patience and valid_fn and state["bad"] >= cfg.patience):
+    while not stopped(cfg, state, valid_fn is not None):
         epoch, t0 = state["epoch"], time.perf_counter()
         net.train()
         total, steps = 0.0, 0
         for idx in batches(lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch]), bucket=cfg.bucket):
-            b = torch.from_numpy(idx)
-            inp, tgt = inp_all[b], tgt_all[b]
-            if cfg.trim:  # windows are left-padded and right-aligned: drop the all-padding columns on the left
-                width = int(lengths[idx].max())
-                inp, tgt = inp[:, -width:], tgt[:, -width:]
+            inp, tgt = window_batch(inp_all, tgt_all, lengths, idx, cfg)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss = _loss(net, cfg, inp, tgt, vectors)
             opt.zero_grad(set_to_none=True)
@@ -117,10 +146,7 @@ def train(
         if valid_fn is not None:
             score = float(valid_fn(model))
             entry["valid"] = score
-            if state["best"] is None or score > state["best"]:
-                state.update(best=score, best_state=model.state_copy(), bad=0, best_epoch=epoch + 1)
-            else:
-                state["bad"] += 1
+            update_best(state, score, epoch, model.state_copy)
         state["seconds"] += time.perf_counter() - t0
         entry["seconds"] = round(state["seconds"], 3)
         state["history"].append(entry)
@@ -130,18 +156,22 @@ def train(
             bar.update(1)
             bar.set_postfix({k: round(v, 4) for k, v in entry.items() if k in ("loss", "valid")})
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, identity, state, net, opt)
+            _save_checkpoint(checkpoint, ident, state, net, opt)
     if bar is not None:
         bar.close()
     if state["best_state"] is not None:
         net.load_state_dict(state["best_state"])
     net.eval()
+    return record(state, len(inputs))
+
+
+def record(state: dict[str, Any], n_windows: int) -> dict[str, Any]:
     return {
         "epochs_run": state["epoch"],
         "best_epoch": state.get("best_epoch"),
         "best_valid": state["best"],
         "fit_seconds": round(state["seconds"], 3),
-        "n_windows": len(inputs),
+        "n_windows": n_windows,
         "history": state["history"],
     }
 

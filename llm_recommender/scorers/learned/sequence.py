@@ -37,6 +37,7 @@ class SequenceComponent(Component):
     kind = "learned"
     config_class = SequenceComponentConfig
     config: SequenceComponentConfig
+    trains_on_ray = True  # the final training; text=choose's short trials stay in the driver
 
     def _text(self) -> str | None:
         kind = self.config.text
@@ -68,7 +69,9 @@ class SequenceComponent(Component):
             cfg = cfg.model_copy(update={"use_text": text is not None})
         vectors = self.space.vectors[text] if text else None
         self.config = self.config.model_copy(update={"text": text or "none", "text_choice": choice})
-        self.model = SequenceModel.fit(sequences, len(self.space), vectors, cfg, valid_fn=valid_fn, progress=True)
+        self.model = SequenceModel.fit(sequences, len(self.space), vectors, cfg, valid_fn=valid_fn, progress=True,
+                                       ray=data.ray)
+        self.ray_train = self.model.record.get("ray")
         if choice is not None:
             self.model.record["text_choice"] = choice
         return self

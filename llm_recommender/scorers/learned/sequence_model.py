@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from ...errors import InvalidRequestError, ModelLoadError
 from ...files import atomic_write
+from ..component import RayTraining
 from ._net import SequenceNet
 from ._training import train
 
@@ -111,6 +112,7 @@ class SequenceModel:
         valid_fn: Callable[[SequenceModel], float] | None = None,
         progress: bool = True,
         checkpoint_dir: str | Path | None = None,
+        ray: RayTraining | None = None,
     ) -> SequenceModel:
         """Train on ``sequences`` (per user, item indices ``0..n_items-1``, oldest first).
 
@@ -118,8 +120,13 @@ class SequenceModel:
         epoch's weights are kept and training stops after ``patience`` epochs without a gain.
         With ``checkpoint_dir`` the state is saved after every epoch and a later call with
         the same data and settings (``epochs``/``patience`` may differ) resumes from it.
+        With ``ray`` it trains data-parallel on Ray Train instead (see :mod:`._ray_training`; its checkpoints live
+        in Ray Train's storage, so ``checkpoint_dir`` must be None) and ``record["ray"]`` says how.
         """
         config = config or SequenceModelConfig()
+        if ray is not None and checkpoint_dir is not None:
+            raise InvalidRequestError("on Ray Train the checkpoints are Ray Train's: leave checkpoint_dir unset",
+                                      param="checkpoint_dir")
         if n_items < 1:
             raise InvalidRequestError("n_items must be at least 1", param="n_items")
         vectors = _check_item_vectors(item_vectors, n_items, config.use_text)
@@ -135,6 +142,11 @@ class SequenceModel:
                 net.items.text_std.copy_(t.std(0).clamp_min(1e-6))
         model = cls(net, config, n_items)
         fingerprint = hashlib.sha256(inputs.tobytes() + targets.tobytes() + vectors.tobytes()).hexdigest()[:16]
+        if ray is not None:
+            from ._ray_training import train_on_ray  # Ray is optional (the [batch] extra)
+
+            model.record = train_on_ray(model, inputs, targets, valid_fn=valid_fn, fingerprint=fingerprint, settings=ray)
+            return model
         model.record = train(
             model,
             inputs,
