@@ -46,6 +46,7 @@ from ._training import (
     batches,
     identity,
     new_state,
+    optimizer_step,
     record,
     stopped,
     update_best,
@@ -212,12 +213,7 @@ def worker_loop(config: dict[str, Any]) -> None:
             inp, tgt = window_batch(inp_all, tgt_all, lengths, rank_rows(idx, rank, world), cfg)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss = loss_net(inp.to(device), tgt.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
-            total, steps = total + loss.item(), steps + 1
+            total, steps = total + optimizer_step(opt, net, loss, cfg.grad_clip), steps + 1
         sums = torch.tensor([total, steps, 0.0], dtype=torch.float64, device=device)
         if rank == 0 and has_valid:
             sums[2] = float(valid_fn(_cpu_model(model, device)))

@@ -52,6 +52,16 @@ def _loss(net: Any, cfg: Any, inp: torch.Tensor, tgt: torch.Tensor, vectors: tor
     return F.cross_entropy(logits, torch.zeros(len(t), dtype=torch.long, device=dev))
 
 
+def optimizer_step(opt: Any, net: Any, loss: torch.Tensor, grad_clip: float | None) -> float:
+    """One optimiser step on ``loss``, the gradients of ``net`` clipped to ``grad_clip`` when set; the loss."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    opt.step()
+    return loss.item()
+
+
 def window_batch(inp_all: torch.Tensor, tgt_all: torch.Tensor, lengths: np.ndarray, idx: np.ndarray,
                  cfg: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """The (input, target) rows ``idx``; with ``trim`` only as wide as their longest window."""
@@ -136,12 +146,7 @@ def train(
             inp, tgt = window_batch(inp_all, tgt_all, lengths, idx, cfg)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss = _loss(net, cfg, inp, tgt, vectors)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
-            total, steps = total + loss.item(), steps + 1
+            total, steps = total + optimizer_step(opt, net, loss, cfg.grad_clip), steps + 1
         entry: dict[str, Any] = {"epoch": epoch + 1, "loss": total / max(steps, 1)}
         if valid_fn is not None:
             score = float(valid_fn(model))
