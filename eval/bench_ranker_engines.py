@@ -14,24 +14,13 @@ The vLLM engine runs in its own process (``in_process: false``, the faster one o
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from _results import cpu_name, print_and_write  # eval/_results.py (the script's folder is on the path)
 
 
 def _time(comp: Any, requests: list[Any]) -> tuple[list[np.ndarray], list[float]]:
@@ -99,13 +88,9 @@ def main() -> None:
             for name, s in (("transformers", hf_s), ("vllm", vl_s))
         },
         "vllm_in_process": bool(args.in_process), "dtype": {"transformers": on_hf._ranker().prompter.backend.dtype_name,
-                                                           "vllm": vllm_dtype}, "cpu": _cpu(), "command": " ".join(["python", *sys.argv]),
+                                                           "vllm": vllm_dtype}, "cpu": cpu_name(), "command": " ".join(["python", *sys.argv]),
     }
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    print_and_write(out, args.out)
 
 
 if __name__ == "__main__":

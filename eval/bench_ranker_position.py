@@ -18,12 +18,11 @@ A benchmark, not a test.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from _results import cpu_name, print_and_write  # eval/_results.py (the script's folder is on the path)
 
 
 def position_r2(ranks: np.ndarray) -> float:
@@ -86,13 +85,9 @@ def main() -> None:
         "position_r2": round(r2, 4), "no_effect_r2_p95": round(float(np.percentile(null, 95)), 4),
         "no_effect_r2_mean": round(float(np.mean(null)), 4),
         "users_constant_rank": int(sum(len(set(row.tolist())) == 1 for row in ranks)),
-        "seconds": round(seconds, 1), "requests": len(cases) * n, "command": " ".join(["python", *sys.argv]),
+        "seconds": round(seconds, 1), "requests": len(cases) * n, "cpu": cpu_name(), "command": " ".join(["python", *sys.argv]),
     }
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    print_and_write(out, args.out)
 
 
 if __name__ == "__main__":
