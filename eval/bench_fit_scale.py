@@ -37,6 +37,7 @@ PATHS = {  # name -> SequenceModelConfig changes
     "trim": {"trim": True, "bucket": False},
     "trim+bucket": {"trim": True, "bucket": True},
     "trim+bucket+bf16": {"trim": True, "bucket": True, "bf16": True},
+    "trim+bf16": {"trim": True, "bucket": False, "bf16": True},
     "trim+bucket+sampled1024": {"trim": True, "bucket": True, "loss": "sampled", "n_negatives": 1024},
 }
 
@@ -232,9 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--valid-users", type=int, default=2000, help="validation cases drawn (as llm-rec fit)")
     ap.add_argument("--valid-cases", type=int, default=300, help="of which scored per epoch for early stopping")
     ap.add_argument("--bundle", action="store_true", help="also run llm_recommender.bundle.fit with the default "
-                    "components (needs the embedded LLM and MiniLM)")
+                    "components, the sequence model on the first of --paths (needs the embedded LLM and MiniLM)")
     ap.add_argument("--data-root", type=Path, default=Path("/tmp/fit-scale-data"), help="where synthetic data is kept")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default="{}", help="JSON of SequenceModelConfig settings laid over every path, e.g. "
+                    "'{\"lr\": 3e-3, \"lr_schedule\": \"cosine\"}'")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
     ap.add_argument("--name", default="fit-scale", help="results file stem under eval/results/fit-scale/")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -244,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(bundle_child(job) if job["kind"] == "bundle" else child(job)))
         return 0
 
+    try:
+        overrides = json.loads(args.model)
+    except json.JSONDecodeError as exc:
+        ap.error(f"--model is not JSON: {exc}")
+    if not isinstance(overrides, dict):
+        ap.error("--model must be a JSON object")
     sizes = [float(s) for s in args.sizes.split(",") if s] + ([1e7] if args.with_10m else [])
     threads = [int(t) for t in args.threads.split(",") if t]
     fit_paths = [p for p in args.paths.split(",") if p]
@@ -263,9 +272,9 @@ def main(argv: list[str] | None = None) -> int:
                 "valid_cases": args.valid_cases, "profile_steps": args.profile_steps}
         jobs = [("steps", p, t) for t in threads for p in filter(None, args.step_paths.split(","))]
         jobs += [("fit", p, t) for t in threads for p in fit_paths]
-        jobs += [("bundle", "trim+bucket", t) for t in threads] if args.bundle else []
+        jobs += [("bundle", fit_paths[0] if fit_paths else "trim", t) for t in threads] if args.bundle else []
         for kind, path, t in jobs:
-            job = base | {"kind": kind, "threads": t, "model": PATHS[path] | {"epochs": args.epochs}}
+            job = base | {"kind": kind, "threads": t, "model": PATHS[path] | {"epochs": args.epochs} | overrides}
             res = run_child(job, args.timeout)
             per.append({"kind": kind, "path": path, "threads": t, "result": res})
             print(f"{size:g} {kind} {path} threads={t}: "

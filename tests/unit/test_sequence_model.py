@@ -201,3 +201,33 @@ def test_bad_fit_input_names_the_param(vectors):
     with pytest.raises(InvalidRequestError) as err:
         SequenceModel.fit(cyclic(5, 0), N_ITEMS, None, small(epochs=1), progress=False)
     assert err.value.param == "item_vectors"
+
+
+def test_cosine_schedule_warms_up_peaks_and_decays_to_zero_as_a_function_of_the_step():
+    from llm_recommender.scorers.learned._training import set_lr
+
+    cfg = small(lr_schedule="cosine", warmup=0.1, epochs=10, lr=1e-2)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+
+    def lr_at(epoch: int, step: int) -> float:
+        set_lr(opt, cfg, epoch, step, n_steps=10)  # 100 steps in all, 10 of warm-up
+        return opt.param_groups[0]["lr"]
+
+    assert lr_at(0, 0) == pytest.approx(1e-3)  # 1/10 of the way up
+    assert lr_at(0, 9) == pytest.approx(1e-2 * 0.5 * (1 + np.cos(np.pi * 0.09)))  # warm-up done, barely decayed
+    assert lr_at(5, 0) == pytest.approx(5e-3)  # half way: half the peak
+    assert lr_at(9, 9) < 1e-5
+    assert lr_at(3, 4) == lr_at(3, 4)  # a pure function of the position: a resumed fit follows the same curve
+    before = lr_at(5, 0)
+    set_lr(opt, small(lr=1e-2), 5, 0, 10)  # constant: the optimiser's rate is left as it is
+    assert opt.param_groups[0]["lr"] == before
+
+
+def test_cosine_fit_learns_and_refuses_a_checkpoint_of_another_length(vectors, tmp_path):
+    seqs = cyclic(80, 0)
+    cfg = small(lr_schedule="cosine", epochs=12)
+    model = SequenceModel.fit(seqs, N_ITEMS, vectors, cfg, progress=False, checkpoint_dir=tmp_path)
+    assert next_item_accuracy(model, seqs) > 0.5  # chance is 1/20
+    with pytest.raises(InvalidRequestError) as err:  # the schedule's horizon is the epoch count: never mixed
+        SequenceModel.fit(seqs, N_ITEMS, vectors, cfg.model_copy(update={"epochs": 20}), checkpoint_dir=tmp_path)
+    assert err.value.param == "checkpoint_dir"

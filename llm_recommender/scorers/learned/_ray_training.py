@@ -48,6 +48,7 @@ from ._training import (
     new_state,
     optimizer_step,
     record,
+    set_lr,
     stopped,
     update_best,
     window_batch,
@@ -209,7 +210,9 @@ def worker_loop(config: dict[str, Any]) -> None:
         torch.manual_seed(int(np.random.default_rng([cfg.seed, epoch, rank]).integers(2**62)))
         loss_net.train()
         total, steps = 0.0, 0
-        for idx in batches(lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch]), bucket=cfg.bucket):
+        epoch_batches = batches(lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch]), bucket=cfg.bucket)
+        for k, idx in enumerate(epoch_batches):
+            set_lr(opt, cfg, epoch, k, len(epoch_batches))
             inp, tgt = window_batch(inp_all, tgt_all, lengths, rank_rows(idx, rank, world), cfg)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss = loss_net(inp.to(device), tgt.to(device))

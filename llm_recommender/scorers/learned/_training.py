@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +63,19 @@ def optimizer_step(opt: Any, net: Any, loss: torch.Tensor, grad_clip: float | No
     return loss.item()
 
 
+def set_lr(opt: Any, cfg: Any, epoch: int, step: int, n_steps: int) -> None:
+    """Set the learning rate of step ``step`` (of ``n_steps``) in epoch ``epoch``: a pure function of the position,
+    so a resumed fit follows the same schedule. ``constant`` leaves ``cfg.lr`` alone."""
+    if cfg.lr_schedule == "constant":
+        return
+    total = max(cfg.epochs * n_steps, 1)
+    t = min(epoch * n_steps + step, total)
+    warm = max(int(cfg.warmup * total), 1)
+    factor = min(1.0, (t + 1) / warm) * 0.5 * (1.0 + math.cos(math.pi * t / total))
+    for group in opt.param_groups:
+        group["lr"] = cfg.lr * factor
+
+
 def window_batch(inp_all: torch.Tensor, tgt_all: torch.Tensor, lengths: np.ndarray, idx: np.ndarray,
                  cfg: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """The (input, target) rows ``idx``; with ``trim`` only as wide as their longest window."""
@@ -74,9 +88,11 @@ def window_batch(inp_all: torch.Tensor, tgt_all: torch.Tensor, lengths: np.ndarr
 
 
 def identity(model: SequenceModel, fingerprint: str, has_valid_fn: bool) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed: the settings (less epochs and patience) and the data."""
+    """What a checkpoint must match to be resumed: the settings (less patience, and less epochs unless a schedule
+    depends on them) and the data."""
+    exclude = {"epochs", "patience"} if model.config.lr_schedule == "constant" else {"patience"}
     return {
-        "config": model.config.model_dump(exclude={"epochs", "patience"}),
+        "config": model.config.model_dump(exclude=exclude),
         "n_items": model.n_items,
         "data": fingerprint,
         "valid_fn": has_valid_fn,
@@ -142,7 +158,9 @@ def train(
         epoch, t0 = state["epoch"], time.perf_counter()
         net.train()
         total, steps = 0.0, 0
-        for idx in batches(lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch]), bucket=cfg.bucket):
+        epoch_batches = batches(lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch]), bucket=cfg.bucket)
+        for k, idx in enumerate(epoch_batches):
+            set_lr(opt, cfg, epoch, k, len(epoch_batches))
             inp, tgt = window_batch(inp_all, tgt_all, lengths, idx, cfg)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss = _loss(net, cfg, inp, tgt, vectors)

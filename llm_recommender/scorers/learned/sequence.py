@@ -87,7 +87,8 @@ class SequenceComponent(Component):
         share = self.config.choice_budget_s / len(options)
         trials: dict[str, dict[str, Any]] = {}
         for kind in options:
-            trial_cfg = cfg.model_copy(update={"use_text": kind is not None, "patience": None})
+            # one epoch per call, resumed: a constant rate (a cosine schedule's horizon would move with each call)
+            trial_cfg = cfg.model_copy(update={"use_text": kind is not None, "patience": None, "lr_schedule": "constant"})
             vectors = self.space.vectors[kind] if kind else None
             self.config = self.config.model_copy(update={"text": kind or "none"})  # how validation scores it
             t0, epochs, model = time.perf_counter(), 0, None

@@ -63,6 +63,10 @@ class SequenceModelConfig(BaseModel):
     epochs: int = Field(default=50, ge=1)
     batch_size: int = Field(default=128, ge=1)
     lr: float = Field(default=1e-3, gt=0.0)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        default="constant", description="cosine: a linear warm-up over `warmup` of the steps, then cosine decay to 0 "
+        "at the end of `epochs` (so `epochs` is the planned length; early stopping can still end it sooner)")
+    warmup: float = Field(default=0.05, ge=0.0, lt=1.0, description="cosine: share of the steps spent warming up")
     weight_decay: float = Field(default=0.0, ge=0.0)
     grad_clip: float | None = Field(default=1.0, gt=0.0)
     loss: Literal["full_softmax", "sampled"] = "full_softmax"
