@@ -41,12 +41,12 @@ class Bundle:
         self.components = components
         self.fusion = fusion
         reference = [space.items[r] for r in fusion.reference]
-        self.fused = FusedScorer(dict(components), fusion, reference)
+        self.fused = FusedScorer(dict(components), fusion, reference, rows=space.rows)
         # Two stages when the fusion runs the LLM: retrieval over the catalogue uses the fusion without
         # the LLM components' terms, and the whole fusion reranks what it retrieved (LlamaRec's pattern).
         llm = [c for c in fusion.components if components[c].kind == LLM_KIND]
         cheap = [c for c in fusion.components if c not in llm]
-        self.retriever = (FusedScorer({c: components[c] for c in cheap}, fusion.without(llm), reference)
+        self.retriever = (FusedScorer({c: components[c] for c in cheap}, fusion.without(llm), reference, rows=space.rows)
                           if llm and cheap else self.fused)
 
     @classmethod

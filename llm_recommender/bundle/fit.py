@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..backends import backend_class
 from ..backends.configs import TransformersConfig
 from ..data import load_dataset
-from ..data.splits import leave_one_out, llmrank_cases
+from ..data.splits import cold_start_cases, leave_one_out, llmrank_cases
 from ..data.words import parse_item_words
 from ..errors import InvalidRequestError
 from ..files import atomic_folder
@@ -39,7 +39,15 @@ from ..provenance import git_commit
 from ..scorers import scorer_class, scorer_names
 from ..scorers.baselines.embedding import DEFAULT_TEXT_ENCODER, text_vectors
 from ..scorers.component import Component, RayTraining, TrainingData
-from ..scorers.fused import LLM_KIND, Fusion, ndcg10, reference_rows, score_with_reference, select_components
+from ..scorers.fused import (
+    LLM_KIND,
+    Fusion,
+    cold_flags,
+    ndcg10,
+    reference_rows,
+    score_with_reference,
+    select_components,
+)
 from ..scorers.item_space import ItemSpace
 from ..scorers.learned.encoder import ItemEncoder
 from .bundle import REPRESENTATION_TEMPLATES, template_hashes
@@ -65,6 +73,8 @@ class FitConfig(BaseModel):
     l2: float = Field(default=1.0, gt=0)
     seed: int = 0
     cold_items: list[str] = Field(default_factory=list, description="items kept out of training (cold-start)")
+    case_fusion: bool = Field(default=True, description="with cold_items: fit the fusion on cold validation cases too, "
+                              "with a cold flag per candidate (a case-aware fusion); False: warm cases only, as before")
     threads: int | None = None
     progress: bool = True
     command: str | None = None
@@ -95,6 +105,22 @@ def component_class(name: str) -> type[Component]:
         raise InvalidRequestError(f"{name!r} is not a fitted component; components: "
                                   f"{', '.join(available_components(scorer_names()))}", param="components")
     return cls
+
+
+def _cold_validation(config: FitConfig, ds: Any, splits: Any, space: ItemSpace, data: TrainingData, n_valid: int,
+                     log: Callable[[str], None]) -> tuple[list[int] | None, list[Any]]:
+    """With cold items and ``case_fusion``: the catalogue rows no component trains on, and cold validation cases
+    (each user's cold item before its test one, among cold candidates: :func:`cold_start_cases`)."""
+    if not (config.cold_items and config.case_fusion) or len(config.cold_items) < config.n_candidates:
+        return None, []
+    trained = np.zeros(len(space), dtype=bool)
+    for seq in data.sequences:
+        trained[seq] = True
+    cases = cold_start_cases(ds, split="valid", n_users=n_valid, n_candidates=config.n_candidates, seed=config.seed,
+                             history_len=config.max_history, splits=splits, cold=frozenset(config.cold_items))
+    log(f"fit: case-aware fusion: {len(cases)} cold validation cases beside the warm ones, "
+        f"{int((~trained).sum())} items never seen in training")
+    return np.flatnonzero(~trained).tolist(), cases
 
 
 def fit_bundle(
@@ -167,10 +193,14 @@ def fit_bundle(
     n_valid = min(config.valid_users or len(splits), len(splits))
     valid_cases = llmrank_cases(ds, split="valid", n_users=n_valid, n_candidates=config.n_candidates,
                                 seed=config.seed, history_len=config.max_history, splits=splits)
-    requests = [c.request for c in valid_cases]
-    labels = [np.asarray(c.labels, dtype=float) for c in valid_cases]
-    gt = [c.ground_truth_index for c in valid_cases]
     data.validation = valid_cases  # for early stopping only; never training examples
+    # case-aware fusion: cold validation cases (targets and candidates kept out of training) beside the warm ones
+    untrained, cold_cases = _cold_validation(config, ds, splits, space, data, n_valid, log)
+    requests = [c.request for c in valid_cases + cold_cases]
+    labels = [np.asarray(c.labels, dtype=float) for c in valid_cases + cold_cases]
+    gt = [c.ground_truth_index for c in valid_cases + cold_cases]
+    flags = None if untrained is None else [cold_flags(untrained, space.rows(r.candidates)) for r in requests]
+    n_warm = len(valid_cases)
     if config.ray_address is not None and on_ray:
         data.ray = RayTraining(address=config.ray_address, workers=config.ray_workers,
                                cpus_per_worker=config.ray_cpus_per_worker, gpus_per_worker=config.ray_gpus_per_worker)
@@ -193,16 +223,20 @@ def fit_bundle(
         results[name] = score_with_reference(comp, requests, reference)
         score_s = (time.perf_counter() - t1) / max(1, len(requests))
         fitted[name] = comp
-        alone = ndcg10(results[name], gt)
+        alone = ndcg10(results[name][:n_warm], gt[:n_warm])
+        validation = {"ndcg@10": round(alone, 4), "seconds_per_request": round(score_s, 5)}
+        if cold_cases:
+            validation["cold_ndcg@10"] = round(ndcg10(results[name][n_warm:], gt[n_warm:]), 4)
         records[name] = ComponentRecord(name=name, kind=cls.kind, config=comp.config.model_dump(mode="json"),
-                                        fit_seconds=round(fit_s, 2), ray_train=comp.ray_train,
-                                        validation={"ndcg@10": round(alone, 4), "seconds_per_request": round(score_s, 5)})
-        log(f"fit: {name}: fitted in {fit_s:.1f} s, validation NDCG@10 alone {alone:.4f} ({score_s * 1e3:.1f} ms/request)")
+                                        fit_seconds=round(fit_s, 2), ray_train=comp.ray_train, validation=validation)
+        log(f"fit: {name}: fitted in {fit_s:.1f} s, validation NDCG@10 alone {alone:.4f}"
+            + (f" (cold cases {validation['cold_ndcg@10']:.4f})" if cold_cases else "")
+            + f" ({score_s * 1e3:.1f} ms/request)")
 
     # a component that runs the LLM for every request must also beat the noise of a small validation set
     costly = [n for n in fitted if fitted[n].kind == LLM_KIND]
     sel = select_components(results, labels, list(fitted), min_gain=config.min_gain, l2=config.l2,
-                            seed=config.seed, log=log, costly=costly)
+                            seed=config.seed, log=log, costly=costly, cold=flags)
     kept, cv = sel.kept, sel.cv
     for name, rec in records.items():
         gain, need = sel.gains.get(name, 0.0), sel.required(name, config.min_gain)
@@ -214,12 +248,15 @@ def fit_bundle(
             noise = f"; an LLM component must also beat one standard error, {sel.errors[name]:.4f}" if name in costly else ""
             # gain: cross-validated NDCG@10 of the fusion with it minus without it
             rec.reason = f"with it the cross-validated NDCG@10 changes by {gain:+.4f}, below the {need:.4f} required{noise}"
-    fusion = Fusion.fit(results, labels, kept, l2=config.l2, reference=ref_rows)
-    fused = fusion.combine({c: results[c] for c in kept})
+    fusion = Fusion.fit(results, labels, kept, l2=config.l2, reference=ref_rows, cold=flags, untrained=untrained)
+    fused = fusion.combine({c: results[c] for c in kept}, flags)
     manifest.components = list(records.values())
     manifest.fusion = {"components": kept, "l2": config.l2, "coefficients": fusion.coefficients()}
-    manifest.validation = {"users": len(valid_cases), "fused_ndcg@10_in_sample": round(ndcg10(fused, gt), 4),
+    manifest.validation = {"users": len(valid_cases), "fused_ndcg@10_in_sample": round(ndcg10(fused[:n_warm], gt[:n_warm]), 4),
                            "fused_ndcg@10_cv": round(cv, 4)}
+    if cold_cases:  # the CV figure above is over warm and cold cases together
+        manifest.validation |= {"cold_users": len(cold_cases), "case_aware_fusion": True,
+                                "fused_cold_ndcg@10_in_sample": round(ndcg10(fused[n_warm:], gt[n_warm:]), 4)}
     manifest.dataset = {"name": ds.name, "items": len(space), "users": len(splits), "fingerprint": _fingerprint(ds),
                         "cold_items": len(cold)}
     manifest.fit = {"command": config.command or " ".join(sys.argv), "config": config.model_dump(mode="json"),

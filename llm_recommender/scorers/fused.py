@@ -6,6 +6,12 @@ L2-penalised logistic regression on the *validation* targets' candidate rows onl
 (label 1 = the held-out item, 0 = the sampled negatives), so its sigmoid is already a
 calibrated probability; no second calibrator is stacked on top.
 
+Case-aware (a fit with cold items, ``--protocol cold-start``): the fusion is also fitted on
+cold validation cases, and ``x`` gains a ``cold`` flag per candidate (an item no component
+saw in training) and, per component, its score times that flag. So one fusion can weight
+the text path for cold candidates and the collaborative components for warm ones, and
+calibrate each.
+
 Component selection (:func:`select_components`) is backward elimination on user-grouped
 K-fold cross-validated NDCG@10 over the validation cases: a component stays only if
 removing it costs at least ``min_gain`` (an LLM component: also one standard error of its per-user
@@ -15,7 +21,7 @@ gain); each component's marginal gain and that error are recorded.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +41,7 @@ LLM_KIND = "llm"  # Component.kind of components that run the LLM for every requ
 
 
 REFERENCE_ITEMS = 64
+COLD = "cold"  # case feature of a case-aware fusion: 1 for a candidate no component saw in training
 
 
 def reference_rows(n_items: int, seed: int, k: int = REFERENCE_ITEMS) -> list[int]:
@@ -66,31 +73,57 @@ def score_with_reference(scorer: Scorer, requests: list[RankRequest], reference:
     return out
 
 
-def request_features(results: Mapping[str, ScoreResult], names: Sequence[str]) -> FeatureSet:
+def request_features(results: Mapping[str, ScoreResult], names: Sequence[str],
+                     cold: np.ndarray | None = None) -> FeatureSet:
+    """One request's fusion features; with ``cold`` (flags per candidate) also the case features."""
     fs = FeatureSet()
+    per_component = {}
     for name in names:
         res = results[name]
         s = np.asarray(res.scores, dtype=float)
         fs.add(name, s)
+        per_component[name] = s
         if "reference" in res.details:
             mean, sd = res.details["reference"]
-            fs.add(f"{name}:z", (s - mean) / sd if sd > 1e-12 else np.zeros_like(s))
+            per_component[name] = (s - mean) / sd if sd > 1e-12 else np.zeros_like(s)
+            fs.add(f"{name}:z", per_component[name])
+    if cold is not None:
+        flags = np.asarray(cold, dtype=float)
+        fs.add(COLD, flags)
+        for name in names:
+            fs.add(f"{name}:cold", per_component[name] * flags)
     return fs
+
+
+def cold_flags(untrained: Sequence[int], rows: np.ndarray) -> np.ndarray:
+    """1.0 for candidates (catalogue ``rows``, -1 = not in the catalogue) that no component saw in training."""
+    rows = np.asarray(rows)
+    return ((rows < 0) | np.isin(rows, np.asarray(untrained, dtype=np.int64))).astype(float)
 
 
 class Fusion:
     def __init__(self, components: Sequence[str], model: FeatureLogisticCalibrator,
-                 reference: Sequence[int] = ()) -> None:
+                 reference: Sequence[int] = (), untrained: Sequence[int] | None = None) -> None:
         self.components = list(components)
         self.model = model
         self.reference = list(reference)  # catalogue rows of the reference items
+        # case-aware when set: catalogue rows no component saw in training (they, and unknown items, are cold)
+        self.untrained = None if untrained is None else sorted(int(r) for r in untrained)
 
-    def combine(self, results: Mapping[str, list[ScoreResult]]) -> list[ScoreResult]:
+    @property
+    def case_aware(self) -> bool:
+        return self.untrained is not None
+
+    def combine(self, results: Mapping[str, list[ScoreResult]],
+                cold: Sequence[np.ndarray] | None = None) -> list[ScoreResult]:
+        """Fused results; a case-aware fusion needs ``cold``, the flags of each request's candidates."""
         n = len(next(iter(results.values())))
+        if self.case_aware and cold is None:
+            raise ValueError("a case-aware fusion needs the cold flags of the candidates")
         out = []
         for k in range(n):
             parts = {c: results[c][k] for c in self.components}
-            fs = request_features(parts, self.components)
+            fs = request_features(parts, self.components, cold[k] if self.case_aware and cold is not None else None)
             logit = self.model.decision_function(fs)
             out.append(
                 ScoreResult(
@@ -113,17 +146,19 @@ class Fusion:
         params = self.model.params()
         feats = [f for f in params["features"] if f["name"].split(":")[0] not in set(drop)]
         model = FeatureLogisticCalibrator(feats, bias=params["bias"], l2=params["l2"])
-        return Fusion([c for c in self.components if c not in set(drop)], model, self.reference)
+        return Fusion([c for c in self.components if c not in set(drop)], model, self.reference, self.untrained)
 
     def contributions(self, fs: FeatureSet) -> dict[str, list[float]]:
-        """theta_k * x_k (standardised) per component, summed over its features, per candidate."""
+        """theta_k * x_k (standardised) per component, summed over its features, per candidate (the ``cold``
+        flag's own term belongs to no component and is left out)."""
         out: dict[str, np.ndarray] = {}
         start = 0
         X = fs.matrix(self.model.names, self.model.dims)
         terms = (X - self.model.mean) / self.model.scale * self.model.theta
         for name, dim in zip(self.model.names, self.model.dims):
             comp = name.split(":")[0]
-            out[comp] = out.get(comp, 0.0) + terms[:, start : start + dim].sum(axis=1)
+            if comp in self.components:
+                out[comp] = out.get(comp, 0.0) + terms[:, start : start + dim].sum(axis=1)
             start += dim
         return {c: v.tolist() for c, v in out.items()}
 
@@ -132,17 +167,22 @@ class Fusion:
     def fit(
         cls, results: Mapping[str, list[ScoreResult]], labels: Sequence[np.ndarray], components: Sequence[str],
         *, l2: float = 1.0, rows: Sequence[int] | np.ndarray | None = None, reference: Sequence[int] = (),
+        cold: Sequence[np.ndarray] | None = None, untrained: Sequence[int] | None = None,
     ) -> Fusion:
+        """Fit on validation ``rows``; with ``cold`` (flags per case) a case-aware fusion whose ``untrained``
+        catalogue rows mark cold candidates when it serves."""
         rows = list(range(len(labels))) if rows is None else list(rows)
-        feats = [request_features({c: results[c][k] for c in components}, components) for k in rows]
+        feats = [request_features({c: results[c][k] for c in components}, components,
+                                  None if cold is None else cold[k]) for k in rows]
         y = np.concatenate([np.asarray(labels[k], dtype=float) for k in rows])
-        return cls(components, FeatureLogisticCalibrator.fit(FeatureSet.concat(feats), y, l2=l2), reference)
+        untrained = (untrained if untrained is not None else []) if cold is not None else None
+        return cls(components, FeatureLogisticCalibrator.fit(FeatureSet.concat(feats), y, l2=l2), reference, untrained)
 
     # ---- files --------------------------------------------------------------------------
     def save(self, folder: Path) -> None:
         (folder / FUSION_FILE).write_text(
-            json.dumps({"components": self.components, "reference": self.reference, "model": self.model.params()},
-                       indent=1) + "\n"
+            json.dumps({"components": self.components, "reference": self.reference, "model": self.model.params()}
+                       | ({"untrained": self.untrained} if self.untrained is not None else {}), indent=1) + "\n"
         )
 
     @classmethod
@@ -150,7 +190,7 @@ class Fusion:
         data = json.loads((folder / FUSION_FILE).read_text())
         m = data["model"]
         model = FeatureLogisticCalibrator(m["features"], bias=m["bias"], l2=m["l2"])
-        return cls(data["components"], model, data.get("reference", []))
+        return cls(data["components"], model, data.get("reference", []), data.get("untrained"))
 
     def coefficients(self) -> dict[str, list[float]]:
         return self.model.coefficients()
@@ -172,17 +212,24 @@ class FusedScorer(Scorer):
     config_class = FusedConfig
     config: FusedConfig
 
-    def __init__(self, components: Mapping[str, Scorer], fusion: Fusion, reference: Sequence[Item] = ()) -> None:
+    def __init__(self, components: Mapping[str, Scorer], fusion: Fusion, reference: Sequence[Item] = (),
+                 rows: Callable[[Sequence[Item]], np.ndarray] | None = None) -> None:
         self.components = dict(components)
         self.fusion = fusion
         self.reference = list(reference)
+        self.rows = rows  # items -> catalogue rows (-1: unknown); a case-aware fusion needs it
+        if fusion.case_aware and rows is None:
+            raise ValueError("a case-aware fusion needs the catalogue rows of the candidates")
         self.config = FusedConfig(components=fusion.components, l2=fusion.model.l2)
 
     def score_many(self, requests: list[RankRequest]) -> list[ScoreResult]:
         if not requests:
             return []
         results = {c: score_with_reference(self.components[c], requests, self.reference) for c in self.fusion.components}
-        return self.fusion.combine(results)
+        cold = None
+        if self.fusion.untrained is not None and self.rows is not None:
+            cold = [cold_flags(self.fusion.untrained, self.rows(r.candidates)) for r in requests]
+        return self.fusion.combine(results, cold)
 
 
 def ndcg10(results: Sequence[ScoreResult], gt: Sequence[int]) -> float:
@@ -191,7 +238,7 @@ def ndcg10(results: Sequence[ScoreResult], gt: Sequence[int]) -> float:
 
 def cv_case_ndcg(
     results: Mapping[str, list[ScoreResult]], labels: Sequence[np.ndarray], components: Sequence[str],
-    *, folds: int = 5, l2: float = 1.0, seed: int = 0,
+    *, folds: int = 5, l2: float = 1.0, seed: int = 0, cold: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
     """User-grouped K-fold NDCG@10 of the fusion of ``components``, one value per case (one case per user)."""
     n = len(labels)
@@ -203,8 +250,9 @@ def cv_case_ndcg(
         test = np.flatnonzero(fold_of == f)
         if not len(test):
             continue
-        fusion = Fusion.fit(results, labels, components, l2=l2, rows=train)
-        combined = fusion.combine({c: [results[c][k] for k in test] for c in components})
+        fusion = Fusion.fit(results, labels, components, l2=l2, rows=train, cold=cold)
+        combined = fusion.combine({c: [results[c][k] for k in test] for c in components},
+                                  None if cold is None else [cold[k] for k in test])
         for r, k in zip(combined, test):
             out[k] = ranking_metrics([target_rank(r.scores, gt[k])])["ndcg@10"]
     return out
@@ -212,10 +260,10 @@ def cv_case_ndcg(
 
 def cv_ndcg(
     results: Mapping[str, list[ScoreResult]], labels: Sequence[np.ndarray], components: Sequence[str],
-    *, folds: int = 5, l2: float = 1.0, seed: int = 0,
+    *, folds: int = 5, l2: float = 1.0, seed: int = 0, cold: Sequence[np.ndarray] | None = None,
 ) -> float:
     """User-grouped K-fold NDCG@10 of the fusion of ``components`` (the mean of :func:`cv_case_ndcg`)."""
-    return float(cv_case_ndcg(results, labels, components, folds=folds, l2=l2, seed=seed).mean())
+    return float(cv_case_ndcg(results, labels, components, folds=folds, l2=l2, seed=seed, cold=cold).mean())
 
 
 @dataclass
@@ -236,6 +284,7 @@ class Selection:
 def select_components(
     results: Mapping[str, list[ScoreResult]], labels: Sequence[np.ndarray], candidates: Sequence[str],
     *, min_gain: float = 0.002, l2: float = 1.0, seed: int = 0, log: Any = None, costly: Sequence[str] = (),
+    cold: Sequence[np.ndarray] | None = None,
 ) -> Selection:
     """Backward elimination on cross-validated NDCG@10.
 
@@ -245,11 +294,12 @@ def select_components(
     gain within the noise does not pay for an LLM pass.
     """
     sel = Selection(kept=list(candidates), gains={}, errors={}, cv=0.0, costly=tuple(costly))
-    base = cv_case_ndcg(results, labels, sel.kept, l2=l2, seed=seed)
+    base = cv_case_ndcg(results, labels, sel.kept, l2=l2, seed=seed, cold=cold)
     n = len(labels)
     while len(sel.kept) > 1:
         for c in sel.kept:
-            diff = base - cv_case_ndcg(results, labels, [k for k in sel.kept if k != c], l2=l2, seed=seed)
+            diff = base - cv_case_ndcg(results, labels, [k for k in sel.kept if k != c], l2=l2, seed=seed,
+                                       cold=cold)
             sel.gains[c] = float(diff.mean())
             sel.errors[c] = float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
         if log:
@@ -259,6 +309,6 @@ def select_components(
         if sel.gains[weakest] >= sel.required(weakest, min_gain):
             break
         sel.kept.remove(weakest)
-        base = cv_case_ndcg(results, labels, sel.kept, l2=l2, seed=seed)
+        base = cv_case_ndcg(results, labels, sel.kept, l2=l2, seed=seed, cold=cold)
     sel.cv = float(base.mean())
     return sel
