@@ -116,8 +116,9 @@ def _cold_validation(config: FitConfig, ds: Any, splits: Any, space: ItemSpace, 
     trained = np.zeros(len(space), dtype=bool)
     for seq in data.sequences:
         trained[seq] = True
-    cases = cold_start_cases(ds, split="valid", n_users=n_valid, n_candidates=config.n_candidates, seed=config.seed,
+    cases = cold_start_cases(ds, split="valid", n_users=None, n_candidates=config.n_candidates, seed=config.seed,
                              history_len=config.max_history, splits=splits, cold=frozenset(config.cold_items))
+    cases = cases[:n_valid]  # every eligible user (those with two cold items) up to the warm cases' number
     log(f"fit: case-aware fusion: {len(cases)} cold validation cases beside the warm ones, "
         f"{int((~trained).sum())} items never seen in training")
     return np.flatnonzero(~trained).tolist(), cases

@@ -21,8 +21,8 @@ def fitted(tmp_path_factory):
     ds = load_dataset("ml-latest-small", cache=False)
     cold = sorted(cold_start_items(ds, 0.1, 0))
 
-    def fit(case: bool):
-        cfg = FitConfig(dataset="ml-latest-small", components=["popularity", "embedding"], valid_users=300,
+    def fit(case: bool):  # valid_users: the default, more than the users with cold items
+        cfg = FitConfig(dataset="ml-latest-small", components=["popularity", "embedding"],
                         cold_items=cold, case_fusion=case, min_gain=-1.0, progress=False)
         return fit_bundle(cfg, root / f"case-{case}", text_encoder=hash_encoder, log=lambda m: None)
 
