@@ -24,7 +24,7 @@ def cyclic(n_users: int, seed: int, lo: int = 3, hi: int = 12) -> list[list[int]
 
 def small(**kw) -> SequenceModelConfig:
     base = {"dim": 16, "layers": 1, "heads": 2, "max_len": 8, "dropout": 0.0, "batch_size": 16, "lr": 1e-2,
-            "epochs": 10, "patience": None}
+            "epochs": 10, "patience": None, "lr_schedule": "constant", "bf16": False}
     return SequenceModelConfig(**(base | kw))
 
 

@@ -38,6 +38,8 @@ def small(**kw) -> SequenceModelConfig:
         "lr": 1e-2,
         "epochs": 12,
         "patience": None,
+        "lr_schedule": "constant",  # these tests change epochs between resumed calls; the schedule has its own tests
+        "bf16": False,
     }
     return SequenceModelConfig(**(base | kw))
 
@@ -231,3 +233,20 @@ def test_cosine_fit_learns_and_refuses_a_checkpoint_of_another_length(vectors, t
     with pytest.raises(InvalidRequestError) as err:  # the schedule's horizon is the epoch count: never mixed
         SequenceModel.fit(seqs, N_ITEMS, vectors, cfg.model_copy(update={"epochs": 20}), checkpoint_dir=tmp_path)
     assert err.value.param == "checkpoint_dir"
+
+
+def test_planned_steps_shorten_the_epochs_of_a_large_dataset_only():
+    from llm_recommender.scorers.learned.sequence_model import planned_epochs
+
+    cfg = SequenceModelConfig(epochs=30, steps=1000, batch_size=128)
+    assert planned_epochs(cfg, 2_200) == 30  # ML-100K-size: 18 batches an epoch, 1,000 steps would be 56 epochs
+    assert planned_epochs(cfg, 22_548) == 6  # ML-1M-size: 177 batches an epoch
+    assert planned_epochs(cfg, 225_000) == 2  # 10M: never fewer than 2
+    assert planned_epochs(cfg.model_copy(update={"steps": None}), 225_000) == 30
+
+
+def test_a_fit_records_the_epochs_it_planned_and_resolves_bf16(vectors):
+    seqs = cyclic(80, 0)  # 80 windows: 5 batches of 16, so 10 planned steps are 2 epochs
+    model = SequenceModel.fit(seqs, N_ITEMS, vectors, small(steps=10, epochs=12, bf16="auto"), progress=False)
+    assert model.config.epochs == 2 and model.record["epochs_run"] == 2
+    assert model.config.bf16 in (True, False)  # "auto" became what this CPU has
