@@ -214,7 +214,7 @@ def worker_loop(config: dict[str, Any]) -> None:
         for k, idx in enumerate(epoch_batches):
             set_lr(opt, cfg, epoch, k, len(epoch_batches))
             inp, tgt = window_batch(inp_all, tgt_all, lengths, rank_rows(idx, rank, world), cfg)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 is True):
                 loss = loss_net(inp.to(device), tgt.to(device))
             total, steps = total + optimizer_step(opt, net, loss, cfg.grad_clip), steps + 1
         sums = torch.tensor([total, steps, 0.0], dtype=torch.float64, device=device)

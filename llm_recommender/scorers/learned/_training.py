@@ -162,7 +162,7 @@ def train(
         for k, idx in enumerate(epoch_batches):
             set_lr(opt, cfg, epoch, k, len(epoch_batches))
             inp, tgt = window_batch(inp_all, tgt_all, lengths, idx, cfg)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16 is True):
                 loss = _loss(net, cfg, inp, tgt, vectors)
             total, steps = total + optimizer_step(opt, net, loss, cfg.grad_clip), steps + 1
         entry: dict[str, Any] = {"epoch": epoch + 1, "loss": total / max(steps, 1)}
