@@ -108,9 +108,10 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
     if job["kind"] == "steps":
         from llm_recommender.scorers.learned._net import SequenceNet
         from llm_recommender.scorers.learned._training import _loss, batches
-        from llm_recommender.scorers.learned.sequence_model import SequenceModelConfig, _training_windows
+        from llm_recommender.scorers.learned.sequence_model import SequenceModelConfig, _training_windows, cpu_has_bf16
 
         cfg = SequenceModelConfig(**{**model_cfg, "use_text": False, "seed": job["seed"]})
+        cfg = cfg.model_copy(update={"bf16": cpu_has_bf16() if cfg.bf16 == "auto" else cfg.bf16})
         inputs, targets = _training_windows([s.tolist() for s in data.sequences], len(data.space), cfg)
         lengths = np.maximum((inputs > 0).sum(1), 1)
         torch.manual_seed(cfg.seed)
@@ -127,7 +128,7 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
             if cfg.trim:
                 w = int(lengths[idx].max())
                 inp, tgt = inp[:, -w:], tgt[:, -w:]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16 is True):
                 loss = _loss(net, cfg, inp, tgt, None)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -137,7 +138,7 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
                 times.append(time.perf_counter() - t)
                 widths.append(inp.shape[1])
         ms = 1e3 * float(np.mean(times))
-        out |= {"windows": len(inputs), "batches_per_epoch": len(all_b), "steps_timed": len(times),
+        out |= {"bf16": cfg.bf16, "windows": len(inputs), "batches_per_epoch": len(all_b), "steps_timed": len(times),
                 "ms_per_step": round(ms, 1), "mean_width": round(float(np.mean(widths)), 1),
                 "epoch_seconds_estimate": round(ms * len(all_b) / 1e3, 1)}
     else:
