@@ -237,7 +237,8 @@ def fit_bundle(
     # a component that runs the LLM for every request must also beat the noise of a small validation set
     costly = [n for n in fitted if fitted[n].kind == LLM_KIND]
     sel = select_components(results, labels, list(fitted), min_gain=config.min_gain, l2=config.l2,
-                            seed=config.seed, log=log, costly=costly, cold=flags)
+                            seed=config.seed, log=log, costly=costly, cold=flags,
+                            groups=[c.user_id for c in valid_cases + cold_cases] if cold_cases else None)
     kept, cv = sel.kept, sel.cv
     for name, rec in records.items():
         gain, need = sel.gains.get(name, 0.0), sel.required(name, config.min_gain)

@@ -239,10 +239,17 @@ def ndcg10(results: Sequence[ScoreResult], gt: Sequence[int]) -> float:
 def cv_case_ndcg(
     results: Mapping[str, list[ScoreResult]], labels: Sequence[np.ndarray], components: Sequence[str],
     *, folds: int = 5, l2: float = 1.0, seed: int = 0, cold: Sequence[np.ndarray] | None = None,
+    groups: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """User-grouped K-fold NDCG@10 of the fusion of ``components``, one value per case (one case per user)."""
+    """User-grouped K-fold NDCG@10 of the fusion of ``components``, one value per case. Without ``groups`` each
+    case is its own user; with them (a user's warm and cold case) a user's cases share a fold."""
     n = len(labels)
-    fold_of = np.random.default_rng(seed).permutation(n) % folds
+    if groups is None:
+        fold_of = np.random.default_rng(seed).permutation(n) % folds
+    else:
+        users = sorted(set(groups))
+        user_fold = dict(zip(users, np.random.default_rng(seed).permutation(len(users)) % folds))
+        fold_of = np.array([user_fold[g] for g in groups])
     gt = [int(np.argmax(lab)) for lab in labels]
     out = np.zeros(n)
     for f in range(folds):
@@ -261,9 +268,11 @@ def cv_case_ndcg(
 def cv_ndcg(
     results: Mapping[str, list[ScoreResult]], labels: Sequence[np.ndarray], components: Sequence[str],
     *, folds: int = 5, l2: float = 1.0, seed: int = 0, cold: Sequence[np.ndarray] | None = None,
+    groups: Sequence[str] | None = None,
 ) -> float:
     """User-grouped K-fold NDCG@10 of the fusion of ``components`` (the mean of :func:`cv_case_ndcg`)."""
-    return float(cv_case_ndcg(results, labels, components, folds=folds, l2=l2, seed=seed, cold=cold).mean())
+    return float(cv_case_ndcg(results, labels, components, folds=folds, l2=l2, seed=seed, cold=cold,
+                              groups=groups).mean())
 
 
 @dataclass
@@ -284,7 +293,7 @@ class Selection:
 def select_components(
     results: Mapping[str, list[ScoreResult]], labels: Sequence[np.ndarray], candidates: Sequence[str],
     *, min_gain: float = 0.002, l2: float = 1.0, seed: int = 0, log: Any = None, costly: Sequence[str] = (),
-    cold: Sequence[np.ndarray] | None = None,
+    cold: Sequence[np.ndarray] | None = None, groups: Sequence[str] | None = None,
 ) -> Selection:
     """Backward elimination on cross-validated NDCG@10.
 
@@ -294,14 +303,16 @@ def select_components(
     gain within the noise does not pay for an LLM pass.
     """
     sel = Selection(kept=list(candidates), gains={}, errors={}, cv=0.0, costly=tuple(costly))
-    base = cv_case_ndcg(results, labels, sel.kept, l2=l2, seed=seed, cold=cold)
-    n = len(labels)
+    base = cv_case_ndcg(results, labels, sel.kept, l2=l2, seed=seed, cold=cold, groups=groups)
+    user_of = None if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
     while len(sel.kept) > 1:
         for c in sel.kept:
             diff = base - cv_case_ndcg(results, labels, [k for k in sel.kept if k != c], l2=l2, seed=seed,
-                                       cold=cold)
+                                       cold=cold, groups=groups)
             sel.gains[c] = float(diff.mean())
-            sel.errors[c] = float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
+            per_user = diff if user_of is None else np.bincount(user_of, diff) / np.bincount(user_of)
+            n = len(per_user)  # the standard error counts users: a user's warm and cold case are not independent
+            sel.errors[c] = float(per_user.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
         if log:
             log("fusion: marginal gains " + ", ".join(f"{c} {sel.gains[c]:+.4f} (± {sel.errors[c]:.4f})"
                                                        for c in sel.kept))
@@ -309,6 +320,6 @@ def select_components(
         if sel.gains[weakest] >= sel.required(weakest, min_gain):
             break
         sel.kept.remove(weakest)
-        base = cv_case_ndcg(results, labels, sel.kept, l2=l2, seed=seed, cold=cold)
+        base = cv_case_ndcg(results, labels, sel.kept, l2=l2, seed=seed, cold=cold, groups=groups)
     sel.cv = float(base.mean())
     return sel

@@ -64,3 +64,30 @@ def test_the_case_aware_bundle_records_its_cold_cases_and_round_trips(fitted):
 
 def test_unknown_items_are_cold_and_trained_ones_are_not():
     np.testing.assert_array_equal(cold_flags([3, 7], np.array([-1, 3, 5, 7, 0])), [1.0, 1.0, 0.0, 1.0, 0.0])
+
+
+def test_a_users_warm_and_cold_cases_share_a_cross_validation_fold(monkeypatch):
+    import llm_recommender.scorers.fused as fused
+    from llm_recommender.scorers.base import ScoreResult
+
+    rng = np.random.default_rng(0)
+    n = 40
+    results = {"a": [ScoreResult(scores=rng.normal(size=5), probabilities=np.full(5, 0.5), history_used=3)
+                     for _ in range(n)]}
+    labels = [np.eye(5)[k % 5] for k in range(n)]
+    groups = [f"u{k // 2}" for k in range(n)]  # cases 2k and 2k + 1 are one user's (a warm and a cold case)
+    folds: list[set[int]] = []
+    real_fit = fused.Fusion.fit
+
+    def spy(results, labels, components, **kw):  # records which cases each fold trains on
+        folds.append(set(kw["rows"]))
+        return real_fit(results, labels, components, **kw)
+
+    monkeypatch.setattr(fused.Fusion, "fit", spy)
+    fused.cv_case_ndcg(results, labels, ["a"], groups=groups)
+    assert len(folds) == 5
+    for train in folds:
+        assert all((2 * u in train) == (2 * u + 1 in train) for u in range(n // 2))
+    folds.clear()
+    fused.cv_case_ndcg(results, labels, ["a"])  # without groups each case is its own user: some pairs split
+    assert any((2 * u in train) != (2 * u + 1 in train) for train in folds for u in range(n // 2))
