@@ -108,10 +108,10 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
     if job["kind"] == "steps":
         from llm_recommender.scorers.learned._net import SequenceNet
         from llm_recommender.scorers.learned._training import _loss, batches
-        from llm_recommender.scorers.learned.sequence_model import SequenceModelConfig, _training_windows, cpu_has_bf16
+        from llm_recommender.scorers.learned.sequence_model import SequenceModelConfig, _training_windows, resolve_bf16
 
         cfg = SequenceModelConfig(**{**model_cfg, "use_text": False, "seed": job["seed"]})
-        cfg = cfg.model_copy(update={"bf16": cpu_has_bf16() if cfg.bf16 == "auto" else cfg.bf16})
+        cfg = cfg.model_copy(update={"bf16": resolve_bf16(cfg.bf16)})
         inputs, targets = _training_windows([s.tolist() for s in data.sequences], len(data.space), cfg)
         lengths = np.maximum((inputs > 0).sum(1), 1)
         torch.manual_seed(cfg.seed)

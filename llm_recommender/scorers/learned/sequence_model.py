@@ -104,6 +104,11 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def resolve_bf16(value: bool | str) -> bool:
+    """A config's ``bf16`` as the fit uses it: ``auto`` is what this CPU has (:func:`cpu_has_bf16`)."""
+    return cpu_has_bf16() if value == "auto" else bool(value)
+
+
 def planned_epochs(config: SequenceModelConfig, n_windows: int) -> int:
     """The epochs a fit trains: ``epochs``, or with ``steps`` fewer when an epoch has many batches (at least 2)."""
     if config.steps is None:
@@ -146,7 +151,8 @@ class SequenceModel:
         ``valid_fn(model) -> float`` (higher is better) runs after every epoch; the best
         epoch's weights are kept and training stops after ``patience`` epochs without a gain.
         With ``checkpoint_dir`` the state is saved after every epoch and a later call with
-        the same data and settings (``epochs``/``patience`` may differ) resumes from it.
+        the same data and settings resumes from it (``patience`` may differ, and ``epochs`` too with a
+        constant learning rate; a cosine schedule's length is part of the settings).
         With ``ray`` it trains data-parallel on Ray Train instead (see :mod:`._ray_training`; its checkpoints live
         in Ray Train's storage, so ``checkpoint_dir`` must be None) and ``record["ray"]`` says how.
         """
@@ -158,7 +164,7 @@ class SequenceModel:
             raise InvalidRequestError("n_items must be at least 1", param="n_items")
         vectors = _check_item_vectors(item_vectors, n_items, config.use_text)
         config = config.model_copy(update={"text_dim": vectors.shape[1] if config.use_text else 0,
-                                           "bf16": cpu_has_bf16() if config.bf16 == "auto" else config.bf16})
+                                           "bf16": resolve_bf16(config.bf16)})
         inputs, targets = _training_windows(sequences, n_items, config)
         config = config.model_copy(update={"epochs": planned_epochs(config, len(inputs))})
         torch.manual_seed(config.seed)
