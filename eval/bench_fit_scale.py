@@ -41,6 +41,8 @@ PATHS = {  # name -> SequenceModelConfig changes
     "trim+bucket": {"trim": True, "bucket": True, "bf16": False},
     "trim+bucket+bf16": {"trim": True, "bucket": True, "bf16": True},
     "trim+bf16": {"trim": True, "bucket": False, "bf16": True},
+    "full-softmax": {"loss": "full_softmax"},  # the defaults with the full softmax at any catalogue size
+    "sampled-logq": {"loss": "sampled_logq"},  # the defaults with 2,048 frequency-drawn negatives, log-Q corrected
     "trim+bucket+sampled1024": {"trim": True, "bucket": True, "loss": "sampled", "n_negatives": 1024, "bf16": False},
 }
 
@@ -107,12 +109,18 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
                            "items": len(data.space)}
     if job["kind"] == "steps":
         from llm_recommender.scorers.learned._net import SequenceNet
-        from llm_recommender.scorers.learned._training import _loss, batches
-        from llm_recommender.scorers.learned.sequence_model import SequenceModelConfig, _training_windows, resolve_bf16
+        from llm_recommender.scorers.learned._training import _loss, batches, sampling_log_q
+        from llm_recommender.scorers.learned.sequence_model import (
+            SequenceModelConfig,
+            _training_windows,
+            resolve_bf16,
+            resolve_loss,
+        )
 
         cfg = SequenceModelConfig(**{**model_cfg, "use_text": False, "seed": job["seed"]})
-        cfg = cfg.model_copy(update={"bf16": resolve_bf16(cfg.bf16)})
+        cfg = cfg.model_copy(update={"bf16": resolve_bf16(cfg.bf16), "loss": resolve_loss(cfg, len(data.space))})
         inputs, targets = _training_windows([s.tolist() for s in data.sequences], len(data.space), cfg)
+        log_q = sampling_log_q(targets, len(data.space) + 1) if cfg.loss == "sampled_logq" else None
         lengths = np.maximum((inputs > 0).sum(1), 1)
         torch.manual_seed(cfg.seed)
         net = SequenceNet(len(data.space), 0, cfg)
@@ -129,7 +137,7 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
                 w = int(lengths[idx].max())
                 inp, tgt = inp[:, -w:], tgt[:, -w:]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16 is True):
-                loss = _loss(net, cfg, inp, tgt, None)
+                loss = _loss(net, cfg, inp, tgt, None, log_q)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -138,7 +146,7 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
                 times.append(time.perf_counter() - t)
                 widths.append(inp.shape[1])
         ms = 1e3 * float(np.mean(times))
-        out |= {"bf16": cfg.bf16, "windows": len(inputs), "batches_per_epoch": len(all_b), "steps_timed": len(times),
+        out |= {"bf16": cfg.bf16, "loss": cfg.loss, "windows": len(inputs), "batches_per_epoch": len(all_b), "steps_timed": len(times),
                 "ms_per_step": round(ms, 1), "mean_width": round(float(np.mean(widths)), 1),
                 "epoch_seconds_estimate": round(ms * len(all_b) / 1e3, 1)}
     else:

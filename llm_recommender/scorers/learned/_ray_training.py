@@ -48,6 +48,7 @@ from ._training import (
     new_state,
     optimizer_step,
     record,
+    sampling_log_q,
     set_lr,
     stopped,
     update_best,
@@ -66,13 +67,13 @@ MAX_FAILURES = 2  # worker-group restarts Ray Train allows before the fit fails
 class LossNet(nn.Module):
     """The training loss as a module's ``forward``: what DDP wraps, so that backward syncs the gradients."""
 
-    def __init__(self, net: Any, cfg: Any) -> None:  # net: a SequenceNet
+    def __init__(self, net: Any, cfg: Any, log_q: torch.Tensor | None = None) -> None:  # net: a SequenceNet
         super().__init__()
-        self.net, self.cfg = net, cfg
+        self.net, self.cfg, self.log_q = net, cfg, log_q
 
     def forward(self, inp: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         vectors = self.net.item_vectors if self.cfg.use_text else None
-        return _loss(self.net, self.cfg, inp, tgt, vectors)
+        return _loss(self.net, self.cfg, inp, tgt, vectors, self.log_q)
 
 
 def rank_rows(idx: np.ndarray, rank: int, world: int) -> np.ndarray:
@@ -194,7 +195,8 @@ def worker_loop(config: dict[str, Any]) -> None:
         opt_state, state = blob["opt"], blob["state"]
         state["resumed"].append(state["epoch"])
         log.info("sequence model on Ray Train: rank %d resumes after epoch %d", rank, state["epoch"])
-    loss_net = ray.train.torch.prepare_model(LossNet(net, cfg), parallel_strategy_kwargs=_ddp_kwargs())
+    log_q = sampling_log_q(targets, net.item_vectors.shape[0]) if cfg.loss == "sampled_logq" else None
+    loss_net = ray.train.torch.prepare_model(LossNet(net, cfg, log_q), parallel_strategy_kwargs=_ddp_kwargs())
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if opt_state is not None:
         opt.load_state_dict(opt_state)

@@ -29,25 +29,51 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _loss(net: Any, cfg: Any, inp: torch.Tensor, tgt: torch.Tensor, vectors: torch.Tensor | None) -> torch.Tensor:
+def sampling_log_q(targets: np.ndarray | torch.Tensor, n_rows: int) -> torch.Tensor:
+    """log Q(j) of the ``sampled_logq`` loss: the negatives' distribution is the training targets' frequency (plus
+    one, so every item can be drawn), row 0 (padding) never. Popular items, the hard negatives, are drawn often, and
+    the loss subtracts log Q from each logit so that the sampled softmax estimates the full one (Bengio & Senecal;
+    Yi et al. 2019, "sampling-bias-corrected" retrieval)."""
+    t = torch.as_tensor(np.asarray(targets)).flatten()
+    counts = torch.bincount(t[t > 0], minlength=n_rows).double() + 1.0
+    counts[0] = 0.0
+    return (counts / counts.sum()).log().float()
+
+
+def _loss(net: Any, cfg: Any, inp: torch.Tensor, tgt: torch.Tensor, vectors: torch.Tensor | None,
+          log_q: torch.Tensor | None = None) -> torch.Tensor:
     n_rows = net.item_vectors.shape[0]  # n_items + 1
     dev = inp.device  # the CPU in one process; a Ray Train worker's GPU draws the same kinds of numbers there
     keep = None
     if cfg.use_id_embedding and cfg.id_dropout > 0:
         keep = (torch.rand(n_rows, device=dev) >= cfg.id_dropout).float()
-    # Every catalogue item's h_i once per step: inputs and outputs share it (as in SASRec).
-    table, bias = net.items(torch.arange(n_rows, device=dev), vectors, keep)
-    states = net.encoder(table[inp], inp > 0)
     pos = tgt > 0
-    s, t = states[pos], tgt[pos]  # the softmax below sees real target positions only, never padding
     if cfg.loss == "full_softmax":
+        # Every catalogue item's h_i once per step: inputs and outputs share it (as in SASRec).
+        table, bias = net.items(torch.arange(n_rows, device=dev), vectors, keep)
+        states = net.encoder(table[inp], inp > 0)
+        s, t = states[pos], tgt[pos]  # the softmax below sees real target positions only, never padding
         logits = s @ table[1:].T
         if net.items.bias is not None or not cfg.trim:  # without item bias, bias is zeros: skip a pass over logits
             logits = logits + bias[1:]
         return F.cross_entropy(logits.float(), t - 1)
-    neg = torch.randint(1, n_rows, (cfg.n_negatives,), device=dev)
-    pos_logit = (s * table[t]).sum(-1, keepdim=True) + bias[t].unsqueeze(-1)
-    neg_logit = s @ table[neg].T + bias[neg]
+    # Sampled: n_negatives rows shared by the batch, and h_i of only the rows this step touches.
+    if cfg.loss == "sampled_logq":
+        assert log_q is not None, "sampled_logq needs sampling_log_q(targets)"
+        neg = torch.multinomial(log_q.exp().to(dev), cfg.n_negatives, replacement=True)
+    else:  # uniform: log Q is one constant, which a softmax ignores
+        neg = torch.randint(1, n_rows, (cfg.n_negatives,), device=dev)
+    rows, local = torch.unique(torch.cat([inp.flatten(), tgt[pos], neg]), return_inverse=True)
+    table, bias = net.items(rows, vectors[rows] if vectors is not None else None, keep)
+    n_inp, n_tgt = inp.numel(), int(pos.sum())
+    states = net.encoder(table[local[:n_inp].view_as(inp)], inp > 0)
+    s, t = states[pos], tgt[pos]
+    t_loc, n_loc = local[n_inp : n_inp + n_tgt], local[n_inp + n_tgt :]
+    pos_logit = (s * table[t_loc]).sum(-1, keepdim=True) + bias[t_loc].unsqueeze(-1)
+    neg_logit = s @ table[n_loc].T + bias[n_loc]
+    if log_q is not None:
+        lq = log_q.to(dev)
+        pos_logit, neg_logit = pos_logit - lq[t].unsqueeze(-1), neg_logit - lq[neg]
     neg_logit = neg_logit.masked_fill(neg.unsqueeze(0) == t.unsqueeze(1), float("-inf"))  # accidental hits
     logits = torch.cat([pos_logit, neg_logit], 1).float()
     return F.cross_entropy(logits, torch.zeros(len(t), dtype=torch.long, device=dev))
@@ -152,6 +178,7 @@ def train(
         state = _resume(checkpoint, ident, net, opt)
     vectors = net.item_vectors if cfg.use_text else None
     inp_all, tgt_all = torch.from_numpy(inputs), torch.from_numpy(targets)
+    log_q = sampling_log_q(targets, net.item_vectors.shape[0]) if cfg.loss == "sampled_logq" else None
     lengths = np.maximum((inputs > 0).sum(1), 1)
     bar = _bar(progress, cfg.epochs, state["epoch"])
     while not stopped(cfg, state, valid_fn is not None):
@@ -163,7 +190,7 @@ def train(
             set_lr(opt, cfg, epoch, k, len(epoch_batches))
             inp, tgt = window_batch(inp_all, tgt_all, lengths, idx, cfg)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16 is True):
-                loss = _loss(net, cfg, inp, tgt, vectors)
+                loss = _loss(net, cfg, inp, tgt, vectors, log_q)
             total, steps = total + optimizer_step(opt, net, loss, cfg.grad_clip), steps + 1
         entry: dict[str, Any] = {"epoch": epoch + 1, "loss": total / max(steps, 1)}
         if valid_fn is not None:

@@ -73,8 +73,12 @@ class SequenceModelConfig(BaseModel):
                               "and a small one up to `epochs`; None: `epochs` (measured: docs/fit-at-scale.md)")
     weight_decay: float = Field(default=0.0, ge=0.0)
     grad_clip: float | None = Field(default=1.0, gt=0.0)
-    loss: Literal["full_softmax", "sampled"] = "full_softmax"
-    n_negatives: int = Field(default=256, ge=1)
+    loss: Literal["auto", "full_softmax", "sampled_logq", "sampled"] = Field(
+        default="auto", description="full_softmax: every catalogue item in every step's softmax; sampled_logq: "
+        "`n_negatives` items drawn by training frequency, shared by the batch, with the log-Q correction; sampled: "
+        "uniform negatives (measured far worse); auto: full_softmax up to "
+        "20,000 items, sampled_logq above (measured: docs/fit-at-scale.md)")
+    n_negatives: int = Field(default=2048, ge=1, description="negatives per step of the sampled losses")
     seed: int = 0
     bf16: bool | Literal["auto"] = Field(default="auto", description="bf16 autocast in training; auto: where the "
                                          "CPU has bf16 units (AVX512-BF16 or AMX), measured 1.7x per step on "
@@ -107,6 +111,17 @@ def cpu_has_bf16() -> bool:
 def resolve_bf16(value: bool | str) -> bool:
     """A config's ``bf16`` as the fit uses it: ``auto`` is what this CPU has (:func:`cpu_has_bf16`)."""
     return cpu_has_bf16() if value == "auto" else bool(value)
+
+
+FULL_SOFTMAX_MAX_ITEMS = 20_000  # loss "auto": above this many items a full softmax costs hours an epoch at 10M
+
+
+def resolve_loss(config: SequenceModelConfig, n_items: int) -> str:
+    """A config's ``loss`` as the fit uses it: ``auto`` is the full softmax on catalogues of up to
+    :data:`FULL_SOFTMAX_MAX_ITEMS` items and the log-Q-corrected sampled softmax on larger ones."""
+    if config.loss != "auto":
+        return config.loss
+    return "full_softmax" if n_items <= FULL_SOFTMAX_MAX_ITEMS else "sampled_logq"
 
 
 def planned_epochs(config: SequenceModelConfig, n_windows: int) -> int:
@@ -164,7 +179,8 @@ class SequenceModel:
             raise InvalidRequestError("n_items must be at least 1", param="n_items")
         vectors = _check_item_vectors(item_vectors, n_items, config.use_text)
         config = config.model_copy(update={"text_dim": vectors.shape[1] if config.use_text else 0,
-                                           "bf16": resolve_bf16(config.bf16)})
+                                           "bf16": resolve_bf16(config.bf16),
+                                           "loss": resolve_loss(config, n_items)})
         inputs, targets = _training_windows(sequences, n_items, config)
         config = config.model_copy(update={"epochs": planned_epochs(config, len(inputs))})
         torch.manual_seed(config.seed)
