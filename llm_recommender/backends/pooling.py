@@ -54,7 +54,9 @@ def pooled_hidden_states(
     """For each layer in ``layers``, an ``(len(texts), hidden)`` float32 array of pooled states."""
     import torch  # optional: see the module docstring
 
-    enc = [tokenizer(t, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id] for t in texts]
+    # The text as the tokenizer encodes it alone, special tokens included: <bos> where the model's tokenizer adds
+    # one (Llama, Gemma: Gemma 3 reads text badly without it), nothing for SmolLM2's.
+    enc = [tokenizer(t)["input_ids"] or [tokenizer.eos_token_id] for t in texts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     ids, mask = padded_batch(enc, pad, side="right")  # right padding: positions start at 0 for every row

@@ -166,3 +166,32 @@ def test_backends_without_hidden_states_are_a_typed_error():
     with pytest.raises(CapabilityError) as err:
         ItemEncoder.from_backend(backend, PromptRenderer(backend))
     assert err.value.param == "backend" and "hidden_states" in err.value.message
+
+
+def test_item_vectors_read_text_with_the_special_tokens_its_tokenizer_adds(tiny_model_dir):
+    """A tokenizer that adds <bos> (Llama, Gemma) gets it in front of every item text; Gemma 3 reads text badly
+    without it. SmolLM2's adds nothing, so its vectors are what they were."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llm_recommender.backends.pooling import pooled_hidden_states
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
+    text = "Toy Story (1995)"
+    bare = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok(text)["input_ids"] == bare  # SmolLM2's tokenizer adds no special tokens
+
+    class AddsBos:  # the same tokenizer, configured as a Llama-style one
+        pad_token_id, eos_token_id, bos_token_id = tok.pad_token_id, tok.eos_token_id, tok.bos_token_id
+
+        def __call__(self, t: str, add_special_tokens: bool = True) -> dict:
+            ids = tok(t, add_special_tokens=False)["input_ids"]
+            return {"input_ids": ([self.bos_token_id] if add_special_tokens else []) + ids}
+
+    (with_bos,) = pooled_hidden_states(model, AddsBos(), [text], layers=[1], pooling="mean")
+    (plain,) = pooled_hidden_states(model, tok, [text], layers=[1], pooling="mean")
+    with torch.inference_mode():
+        hidden = model.base_model(input_ids=torch.tensor([[tok.bos_token_id, *bare]]), output_hidden_states=True)
+    np.testing.assert_allclose(with_bos[0], hidden.hidden_states[1][0].mean(0).numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(with_bos, plain)
