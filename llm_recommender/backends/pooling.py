@@ -62,12 +62,48 @@ def pooled_hidden_states(
     ids, mask = padded_batch(enc, pad, side="right")  # right padding: positions start at 0 for every row
     body = getattr(model, "base_model", model)  # the decoder without the LM head: its logits are not needed
     with torch.inference_mode():
-        out = body(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True, use_cache=False)
+        states = _hidden_states_up_to(body, ids.to(device), mask.to(device), max(layers))
     m = mask.to(device).unsqueeze(-1).float()
     lengths = torch.tensor([len(e) for e in enc], device=device)
     result = []
     for layer in layers:
-        h = out.hidden_states[layer].float()
+        h = states[layer].float()
         v = (h * m).sum(1) / m.sum(1) if pooling == "mean" else h[torch.arange(len(enc), device=device), lengths - 1]
         result.append(v.cpu().numpy().astype(np.float32))
     return result
+
+
+class _Enough(Exception):
+    """Raised by a forward hook once the deepest layer asked for has run."""
+
+
+def _hidden_states_up_to(body: Any, ids: Any, mask: Any, deepest: int) -> dict[int, Any]:
+    """Hidden states 0..``deepest`` (0: the embeddings; k: after k decoder layers), running no layer above
+    ``deepest``: item vectors read the middle layer by default, so this halves their cost. The top layer
+    (``deepest`` = the layer count) is the model's own last hidden state, its final norm applied, so that case
+    runs the whole model."""
+    blocks = getattr(body, "layers", None)
+    n = getattr(body.config, "num_hidden_layers", None)
+    if blocks is None or n is None or deepest >= n:  # an architecture without a ``layers`` list, or the top layer
+        out = body(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+        return dict(enumerate(out.hidden_states))
+    captured: dict[int, Any] = {}
+
+    def keep(k: int):
+        def hook(_module: Any, _args: Any, output: Any) -> None:
+            captured[k] = output[0] if isinstance(output, tuple) else output
+            if k == deepest:
+                raise _Enough
+
+        return hook
+
+    handles = [blocks[k - 1].register_forward_hook(keep(k)) for k in range(1, deepest + 1)]
+    handles.append(body.get_input_embeddings().register_forward_hook(keep(0)))
+    try:
+        body(input_ids=ids, attention_mask=mask, use_cache=False)
+    except _Enough:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return captured

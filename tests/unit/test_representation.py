@@ -195,3 +195,28 @@ def test_item_vectors_read_text_with_the_special_tokens_its_tokenizer_adds(tiny_
         hidden = model.base_model(input_ids=torch.tensor([[tok.bos_token_id, *bare]]), output_hidden_states=True)
     np.testing.assert_allclose(with_bos[0], hidden.hidden_states[1][0].mean(0).numpy(), rtol=1e-5, atol=1e-6)
     assert not np.allclose(with_bos, plain)
+
+
+@pytest.mark.parametrize("layers", [[1], [0, 1], [2], [1, 2]])
+def test_item_vectors_stop_at_the_deepest_layer_asked_for_with_the_same_states(tiny_model_dir, layers):
+    """The forward stops after the deepest requested layer (the middle one by default, half the cost) and gives
+    exactly the states of a whole forward; the top layer (2 of 2, after the final norm) runs the whole model."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llm_recommender.backends.pooling import pooled_hidden_states
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
+    texts = ["Toy Story (1995)", "Heat (1995) | Action, Crime, Thriller"]
+    ran: list[int] = []
+    spy = model.base_model.layers[1].register_forward_hook(lambda *_: ran.append(1))
+    got = pooled_hidden_states(model, tok, texts, layers=layers, pooling="last")
+    spy.remove()
+    assert bool(ran) == (max(layers) == 2)  # the second layer runs only when its output is asked for
+    for layer, vectors in zip(layers, got):
+        for text, v in zip(texts, vectors):
+            ids = torch.tensor([tok(text)["input_ids"]])
+            with torch.inference_mode():
+                full = model.base_model(input_ids=ids, output_hidden_states=True).hidden_states[layer][0, -1]
+            np.testing.assert_allclose(v, full.numpy(), rtol=1e-5, atol=1e-5)
