@@ -43,6 +43,7 @@ PATHS = {  # name -> SequenceModelConfig changes
     "trim+bf16": {"trim": True, "bucket": False, "bf16": True},
     "full-softmax": {"loss": "full_softmax"},  # the defaults with the full softmax at any catalogue size
     "sampled-logq": {"loss": "sampled_logq"},  # the defaults with 2,048 frequency-drawn negatives, log-Q corrected
+    "sampled-uniform": {"loss": "sampled"},  # the defaults with 2,048 uniform negatives, no correction needed
     "trim+bucket+sampled1024": {"trim": True, "bucket": True, "loss": "sampled", "n_negatives": 1024, "bf16": False},
 }
 

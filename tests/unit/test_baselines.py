@@ -73,6 +73,38 @@ def test_cooccurrence_without_known_history_scores_zero_with_a_note():
     assert list(res.scores) == [0.0, 0.0] and res.notes
 
 
+@pytest.mark.parametrize("normalization", ["cosine", "count"])
+def test_cooccurrence_on_a_large_catalogue_keeps_each_items_strongest_neighbours(normalization, monkeypatch):
+    """Pruned (computed in blocks of rows), each history item's row holds exactly the ``max_neighbours`` largest
+    values of the whole matrix's row, by the value it scores with; with room for every item it is the whole
+    matrix. A catalogue above LARGE_CATALOGUE items is pruned without being asked."""
+    import llm_recommender.scorers.baselines.cooccurrence as module
+
+    rng = np.random.default_rng(0)
+    n_items = 60
+    space = ItemSpace([Item(id=str(i), title=f"item {i}") for i in range(n_items)])
+    popular = 1.0 / np.arange(1, n_items + 1)
+    seqs = [rng.choice(n_items, size=int(rng.integers(2, 30)), replace=False, p=popular / popular.sum())
+            for _ in range(200)]
+    data = TrainingData(space, [np.asarray(s, dtype=np.int64) for s in seqs])
+    monkeypatch.setattr(module, "BLOCK_ITEMS", 7)  # several blocks, the last one short
+    full = CooccurrenceComponent(space, normalization=normalization).fit(data)
+    every = CooccurrenceComponent(space, normalization=normalization, max_neighbours=n_items).fit(data)
+    assert (full.C != every.C).nnz == 0
+    pruned = CooccurrenceComponent(space, normalization=normalization, max_neighbours=5).fit(data)
+    dense, kept = full.C.toarray(), pruned.C.toarray()
+    weight = dense / np.sqrt(np.maximum(np.outer(full.n, full.n), 1.0)) if normalization == "cosine" else dense
+    for h in range(n_items):
+        cut = np.sort(weight[h])[-5]
+        assert ((kept[h] > 0) <= (weight[h] >= cut)).all() and (kept[h] > 0).sum() <= 5
+        np.testing.assert_array_equal(kept[h][kept[h] > 0], dense[h][kept[h] > 0])  # the counts themselves
+        assert weight[h][kept[h] > 0].min(initial=np.inf) >= cut
+    monkeypatch.setattr(module, "LARGE_CATALOGUE", n_items - 1)
+    monkeypatch.setattr(module, "LARGE_CATALOGUE_NEIGHBOURS", 5)
+    auto = CooccurrenceComponent(space, normalization=normalization).fit(data)
+    assert (auto.C != pruned.C).nnz == 0
+
+
 # ---- embedding ----------------------------------------------------------------------------
 
 
