@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import sparse
-
 from pydantic import Field
+from scipy import sparse
 
 from ...configurable import ComponentConfig
 from ...protocol import RankRequest
@@ -60,13 +59,13 @@ class CooccurrenceComponent(Component):
         else:
             C = self._strongest(X, keep)
         C.eliminate_zeros()
-        self.C = C.astype(np.float32)
+        self.C = sparse.csr_matrix(C, dtype=np.float32)
         return self
 
     def _strongest(self, X: sparse.csr_matrix, keep: int) -> sparse.csr_matrix:
         """``X.T @ X`` without its diagonal, each row cut to its ``keep`` largest scoring values, a block of rows
         at a time (peak memory: one dense block, not the whole matrix)."""
-        XT, n_items = X.T.tocsr(), X.shape[1]
+        XT, n_items = X.T.tocsr(), len(self.space)
         rows, cols, vals = [], [], []
         for a in range(0, n_items, BLOCK_ITEMS):
             block = (XT[a : a + BLOCK_ITEMS] @ X).toarray()
