@@ -103,6 +103,7 @@ def test_cooccurrence_on_a_large_catalogue_keeps_each_items_strongest_neighbours
     monkeypatch.setattr(module, "LARGE_CATALOGUE_NEIGHBOURS", 5)
     auto = CooccurrenceComponent(space, normalization=normalization).fit(data)
     assert (auto.C != pruned.C).nnz == 0
+    assert auto.config.max_neighbours == 5 and full.config.max_neighbours is None  # what bundle.json records
 
 
 # ---- embedding ----------------------------------------------------------------------------

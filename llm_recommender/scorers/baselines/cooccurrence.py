@@ -58,6 +58,7 @@ class CooccurrenceComponent(Component):
             C.setdiag(0.0)
         else:
             C = self._strongest(X, keep)
+            self.config = self.config.model_copy(update={"max_neighbours": keep})  # bundle.json says what it kept
         C.eliminate_zeros()
         self.C = sparse.csr_matrix(C, dtype=np.float32)
         return self
