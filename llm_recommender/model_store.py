@@ -14,6 +14,7 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
@@ -63,32 +64,44 @@ def converted_dir(name: str = DEFAULT_MODEL) -> Path:
     return cache_dir() / "models" / Path(filename).stem
 
 
+def save_gguf_as_folder(gguf: Path, folder: Path, *, add_bos: bool = False) -> tuple[Any, Any]:
+    """Dequantize the GGUF file ``gguf`` and save it into ``folder`` as an fp32 safetensors model with its
+    tokenizer; return (model, tokenizer). ``add_bos``: make the tokenizer add ``<bos>``, which a tokenizer read
+    from a GGUF may not do although the model needs it (Gemma 3)."""
+    try:  # torch is optional (the [torch] extra): only converting a GGUF model needs it
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ModelLoadError(f"converting a GGUF model needs torch and transformers: {exc}") from None
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # Dequantized weights are plain tensors now: drop the GGUF quantizer so the
+    # folder saves and loads as an ordinary fp32 checkpoint.
+    model.hf_quantizer = None  # pyright: ignore[reportArgumentType]  (nn.Module.__setattr__'s stub)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config  # pyright: ignore[reportAttributeAccessIssue]  (hasattr above)
+    if add_bos:
+        tokenizer.add_bos_token = True
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return model, tokenizer
+
+
 def ensure_converted(name: str = DEFAULT_MODEL) -> Path:
     """Convert the embedded GGUF to a cached safetensors folder once; return the folder."""
     target = converted_dir(name)
     if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
         return target
     gguf = embedded_gguf(name)
-    try:  # torch is optional (the [torch] extra): only converting the embedded model needs it
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ModelLoadError(f"converting the default model needs torch and transformers: {exc}") from None
     log.warning("converting %s to a safetensors folder in %s (once, about 30 s)", gguf.name, target)
     try:
         # replace=False: a concurrent converter that finished first wins; the folder is shared with vLLM servers
         with atomic_folder(target, replace=False, mode=0o755) as tmp:
-            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-            # Dequantized weights are plain tensors now: drop the GGUF quantizer so the
-            # folder saves and loads as an ordinary fp32 checkpoint.
-            model.hf_quantizer = None  # pyright: ignore[reportArgumentType]  (nn.Module.__setattr__'s stub)
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config  # pyright: ignore[reportAttributeAccessIssue]  (hasattr above)
-            model.save_pretrained(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
+            save_gguf_as_folder(gguf, tmp)
         if not (target / "config.json").is_file():
             raise OSError(f"{target} exists but holds no converted model")
+    except ModelLoadError:  # torch or transformers missing: the message says what to install
+        raise
     except Exception as exc:
         raise ModelLoadError(f"could not convert {gguf}: {exc}") from exc
     return target

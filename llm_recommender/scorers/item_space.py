@@ -22,6 +22,10 @@ from ..protocol import Item
 
 CATALOGUE_FILE = "catalogue.jsonl"
 VECTORS_FILE = "item_vectors.safetensors"
+# Above this many items, components whose cost grows with the catalogue times itself or times the interactions
+# switch to bounded variants: the sequence model's sampled softmax, co-occurrence's pruned rows. ML-100K, ML-1M
+# and Amazon Beauty stay below it (measured: docs/fit-at-scale.md, "Past 20,000 items").
+LARGE_CATALOGUE_ITEMS = 20_000
 
 Encoder = Callable[[Sequence[Item]], np.ndarray]
 

@@ -77,7 +77,7 @@ def test_cooccurrence_without_known_history_scores_zero_with_a_note():
 def test_cooccurrence_on_a_large_catalogue_keeps_each_items_strongest_neighbours(normalization, monkeypatch):
     """Pruned (computed in blocks of rows), each history item's row holds exactly the ``max_neighbours`` largest
     values of the whole matrix's row, by the value it scores with; with room for every item it is the whole
-    matrix. A catalogue above LARGE_CATALOGUE items is pruned without being asked."""
+    matrix. A catalogue above LARGE_CATALOGUE_ITEMS items is pruned without being asked."""
     import llm_recommender.scorers.baselines.cooccurrence as module
 
     rng = np.random.default_rng(0)
@@ -99,7 +99,7 @@ def test_cooccurrence_on_a_large_catalogue_keeps_each_items_strongest_neighbours
         assert ((kept[h] > 0) <= (weight[h] >= cut)).all() and (kept[h] > 0).sum() <= 5
         np.testing.assert_array_equal(kept[h][kept[h] > 0], dense[h][kept[h] > 0])  # the counts themselves
         assert weight[h][kept[h] > 0].min(initial=np.inf) >= cut
-    monkeypatch.setattr(module, "LARGE_CATALOGUE", n_items - 1)
+    monkeypatch.setattr(module, "LARGE_CATALOGUE_ITEMS", n_items - 1)
     monkeypatch.setattr(module, "LARGE_CATALOGUE_NEIGHBOURS", 5)
     auto = CooccurrenceComponent(space, normalization=normalization).fit(data)
     assert (auto.C != pruned.C).nnz == 0

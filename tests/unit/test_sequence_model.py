@@ -253,12 +253,13 @@ def test_a_fit_records_the_epochs_it_planned_and_resolves_bf16(vectors):
 
 
 def test_loss_auto_is_the_full_softmax_on_small_catalogues_and_sampled_logq_on_large_ones(vectors):
-    from llm_recommender.scorers.learned.sequence_model import FULL_SOFTMAX_MAX_ITEMS, resolve_loss
+    from llm_recommender.scorers.item_space import LARGE_CATALOGUE_ITEMS
+    from llm_recommender.scorers.learned.sequence_model import resolve_loss
 
     cfg = SequenceModelConfig()
     assert cfg.loss == "auto"
     assert resolve_loss(cfg, 3_706) == "full_softmax"  # ML-1M
-    assert resolve_loss(cfg, FULL_SOFTMAX_MAX_ITEMS + 1) == "sampled_logq"  # the 10M set has 37,060 items
+    assert resolve_loss(cfg, LARGE_CATALOGUE_ITEMS + 1) == "sampled_logq"  # the 10M set has 37,060 items
     assert resolve_loss(cfg.model_copy(update={"loss": "sampled"}), 37_060) == "sampled"  # a stated loss stays
     model = SequenceModel.fit(cyclic(80, 0), N_ITEMS, vectors, small(loss="auto"), progress=False)
     assert model.config.loss == "full_softmax"  # what the fit resolved is what sequence.json records

@@ -22,8 +22,9 @@ from scipy import sparse
 from ...configurable import ComponentConfig
 from ...protocol import RankRequest
 from ..component import Component, TrainingData
+from ..item_space import LARGE_CATALOGUE_ITEMS
 
-LARGE_CATALOGUE, LARGE_CATALOGUE_NEIGHBOURS = 20_000, 1_000
+LARGE_CATALOGUE_NEIGHBOURS = 1_000  # co-occurrences kept per item above LARGE_CATALOGUE_ITEMS
 BLOCK_ITEMS = 512  # rows of the co-occurrence matrix computed at once when it is pruned
 
 
@@ -33,7 +34,7 @@ class CooccurrenceConfig(ComponentConfig):
     max_history: int = 50
     max_neighbours: int | None = Field(
         default=None, ge=1, description="co-occurring items kept per item, its strongest by the normalised value; "
-        f"None: all on catalogues of up to {LARGE_CATALOGUE:,} items, {LARGE_CATALOGUE_NEIGHBOURS:,} above")
+        f"None: all on catalogues of up to {LARGE_CATALOGUE_ITEMS:,} items, {LARGE_CATALOGUE_NEIGHBOURS:,} above")
 
 
 class CooccurrenceComponent(Component):
@@ -51,7 +52,7 @@ class CooccurrenceComponent(Component):
         X.data[:] = 1.0
         self.n = np.asarray(X.sum(0)).ravel().astype(np.float64)  # distinct users per item
         keep = self.config.max_neighbours
-        if keep is None and n_items > LARGE_CATALOGUE:
+        if keep is None and n_items > LARGE_CATALOGUE_ITEMS:
             keep = LARGE_CATALOGUE_NEIGHBOURS
         if keep is None or keep >= n_items - 1:
             C = (X.T @ X).tocsr()

@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from ...errors import InvalidRequestError, ModelLoadError
 from ...files import atomic_write
 from ..component import RayTraining
+from ..item_space import LARGE_CATALOGUE_ITEMS
 from ._net import SequenceNet
 from ._training import train
 
@@ -77,7 +78,7 @@ class SequenceModelConfig(BaseModel):
         default="auto", description="full_softmax: every catalogue item in every step's softmax; sampled_logq: "
         "`n_negatives` items drawn by training frequency, shared by the batch, with the log-Q correction; sampled: "
         "uniform negatives (measured far worse); auto: full_softmax up to "
-        "20,000 items, sampled_logq above (measured: docs/fit-at-scale.md)")
+        f"{LARGE_CATALOGUE_ITEMS:,} items, sampled_logq above (measured: docs/fit-at-scale.md)")
     n_negatives: int = Field(default=2048, ge=1, description="negatives per step of the sampled losses")
     seed: int = 0
     bf16: bool | Literal["auto"] = Field(default="auto", description="bf16 autocast in training; auto: where the "
@@ -113,15 +114,12 @@ def resolve_bf16(value: bool | str) -> bool:
     return cpu_has_bf16() if value == "auto" else bool(value)
 
 
-FULL_SOFTMAX_MAX_ITEMS = 20_000  # loss "auto": above this many items a full softmax costs hours an epoch at 10M
-
-
 def resolve_loss(config: SequenceModelConfig, n_items: int) -> str:
     """A config's ``loss`` as the fit uses it: ``auto`` is the full softmax on catalogues of up to
-    :data:`FULL_SOFTMAX_MAX_ITEMS` items and the log-Q-corrected sampled softmax on larger ones."""
+    :data:`~llm_recommender.scorers.item_space.LARGE_CATALOGUE_ITEMS` items and the log-Q-corrected sampled softmax on larger ones."""
     if config.loss != "auto":
         return config.loss
-    return "full_softmax" if n_items <= FULL_SOFTMAX_MAX_ITEMS else "sampled_logq"
+    return "full_softmax" if n_items <= LARGE_CATALOGUE_ITEMS else "sampled_logq"
 
 
 def planned_epochs(config: SequenceModelConfig, n_windows: int) -> int:
