@@ -58,9 +58,10 @@ def _loss(net: Any, cfg: Any, inp: torch.Tensor, tgt: torch.Tensor, vectors: tor
             logits = logits + bias[1:]
         return F.cross_entropy(logits.float(), t - 1)
     # Sampled: n_negatives rows shared by the batch, and h_i of only the rows this step touches.
+    lq = None if log_q is None else log_q.to(dev)
     if cfg.loss == "sampled_logq":
-        assert log_q is not None, "sampled_logq needs sampling_log_q(targets)"
-        neg = torch.multinomial(log_q.exp().to(dev), cfg.n_negatives, replacement=True)
+        assert lq is not None, "sampled_logq needs sampling_log_q(targets)"
+        neg = torch.multinomial(lq.exp(), cfg.n_negatives, replacement=True)
     else:  # uniform: log Q is one constant, which a softmax ignores
         neg = torch.randint(1, n_rows, (cfg.n_negatives,), device=dev)
     rows, local = torch.unique(torch.cat([inp.flatten(), tgt[pos], neg]), return_inverse=True)
@@ -71,8 +72,7 @@ def _loss(net: Any, cfg: Any, inp: torch.Tensor, tgt: torch.Tensor, vectors: tor
     t_loc, n_loc = local[n_inp : n_inp + n_tgt], local[n_inp + n_tgt :]
     pos_logit = (s * table[t_loc]).sum(-1, keepdim=True) + bias[t_loc].unsqueeze(-1)
     neg_logit = s @ table[n_loc].T + bias[n_loc]
-    if log_q is not None:
-        lq = log_q.to(dev)
+    if lq is not None:
         pos_logit, neg_logit = pos_logit - lq[t].unsqueeze(-1), neg_logit - lq[neg]
     neg_logit = neg_logit.masked_fill(neg.unsqueeze(0) == t.unsqueeze(1), float("-inf"))  # accidental hits
     logits = torch.cat([pos_logit, neg_logit], 1).float()
