@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import CapabilityError
 from ..tuning.generative import TuneConfig, _Run
 
 TUNE_RECORD = "llm_rec_tune.json"
@@ -140,7 +139,8 @@ def train_ranker(cfg: TuneConfig, examples: list[dict[str, Any]], valid: list[An
 def load_tuned(folder: Path, base_model: str, *, dtype: str = "auto", threads: int | None = None,
                engine: str = "transformers", vllm: dict[str, Any] | None = None, prompt_embeds: bool = False) -> Any:
     """A backend over the tuned weights in ``folder``: merged full weights (a model folder), an adapter merged
-    into ``base_model`` (transformers only), or ``base_model`` itself (the projection method: no LLM weights)."""
+    into ``base_model`` (on vLLM through a merged folder written once under the cache, see
+    :func:`merged_adapter_folder`), or ``base_model`` itself (the projection method: no LLM weights)."""
     from ..backends.configs import TransformersConfig
     from ..backends.transformers_backend import TransformersBackend
 
@@ -151,22 +151,50 @@ def load_tuned(folder: Path, base_model: str, *, dtype: str = "auto", threads: i
         from ..backends.vllm_backend import VLLMBackend
 
         if adapter:
-            raise CapabilityError("the llm_ranker's LoRA adapter is not served on vLLM yet: use backend "
-                                  "transformers, or fit with method full", param="components.llm_ranker.backend")
+            weights = str(merged_adapter_folder(folder, base_model))
         config = VLLMConfig.model_validate({**(vllm or {}), "model": weights, "dtype": dtype})
         return VLLMBackend(config, **({"enable_prompt_embeds": True} if prompt_embeds else {}))
     if not adapter:
         return TransformersBackend(TransformersConfig(model=weights, dtype=dtype, threads=threads))  # pyright: ignore[reportArgumentType]
     import torch
+
+    from ..backends.kit import auto_dtype
+
+    name = dtype if dtype != "auto" else auto_dtype(torch.cuda.is_available())
+    model, tokenizer = _merge_adapter(folder, base_model)
+    return TransformersBackend(TransformersConfig(model=base_model, dtype=dtype, threads=threads),  # pyright: ignore[reportArgumentType]
+                               model=model.to(getattr(torch, name)), tokenizer=tokenizer)
+
+
+def _merge_adapter(folder: Path, base_model: str) -> tuple[Any, Any]:
+    """The LoRA adapter in ``folder`` merged into ``base_model`` (fp32), and the tokenizer saved beside it."""
+    import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..backends.kit import auto_dtype
     from ..model_store import resolve_model
 
-    name = dtype if dtype != "auto" else auto_dtype(torch.cuda.is_available())
     base = AutoModelForCausalLM.from_pretrained(resolve_model(base_model), dtype=torch.float32)
-    model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload().to(getattr(torch, name))
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    return TransformersBackend(TransformersConfig(model=base_model, dtype=dtype, threads=threads),  # pyright: ignore[reportArgumentType]
-                               model=model, tokenizer=tokenizer)
+    return PeftModel.from_pretrained(base, str(folder)).merge_and_unload(), AutoTokenizer.from_pretrained(str(folder))
+
+
+def merged_adapter_folder(folder: Path, base_model: str) -> Path:
+    """A plain transformers folder of the LoRA adapter in ``folder`` merged into ``base_model``, for engines that
+    load weights from a folder (vLLM). Written once under the cache, named by a hash of the adapter's files and
+    the base model, so a changed adapter or base gets its own folder; the same merge as the transformers path."""
+    import hashlib
+
+    from ..files import atomic_folder
+    from ..model_store import cache_dir, resolve_model
+
+    digest = hashlib.sha256(resolve_model(base_model).encode())
+    for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
+        if (folder / name).is_file():
+            digest.update(name.encode() + (folder / name).read_bytes())
+    target = cache_dir() / "merged-adapters" / digest.hexdigest()[:24]
+    if not (target / "config.json").is_file():
+        model, tokenizer = _merge_adapter(folder, base_model)
+        with atomic_folder(target, replace=False) as tmp:
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+    return target
