@@ -64,7 +64,7 @@ class SequenceModelConfig(BaseModel):
     all_windows: bool = Field(default=True, description="train on every max_len window of a long sequence, not only the last")
     epochs: int = Field(default=50, ge=1)
     batch_size: int = Field(default=128, ge=1)
-    lr: float = Field(default=3e-3, gt=0.0)
+    lr: float = Field(default=6e-3, gt=0.0)
     lr_schedule: Literal["constant", "cosine"] = Field(
         default="cosine", description="cosine: a linear warm-up over `warmup` of the steps, then cosine decay to 0 "
         "at the end of `epochs` (so `epochs` is the planned length; early stopping can still end it sooner)")
