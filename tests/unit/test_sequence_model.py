@@ -265,6 +265,22 @@ def test_loss_auto_is_the_full_softmax_on_small_catalogues_and_sampled_logq_on_l
     assert model.config.loss == "full_softmax"  # what the fit resolved is what sequence.json records
 
 
+def test_lr_auto_is_higher_when_the_step_budget_cuts_the_epochs(vectors):
+    from llm_recommender.scorers.learned.sequence_model import LR_FEW_PASSES, LR_MANY_PASSES, resolve_lr
+
+    cfg = SequenceModelConfig()
+    assert cfg.lr == "auto" and LR_FEW_PASSES > LR_MANY_PASSES
+    assert resolve_lr(cfg, cfg.epochs) == LR_MANY_PASSES  # every epoch runs (ML-100K)
+    assert resolve_lr(cfg, 6) == LR_FEW_PASSES  # the steps cut 30 epochs to 6 (a 1M-interaction set)
+    assert resolve_lr(cfg.model_copy(update={"lr": 1e-3}), 6) == 1e-3  # a stated rate stays
+    # what the fit resolved is what sequence.json records: 80 users' windows in batches of 16 are 5 batches an
+    # epoch, so 10 planned steps cut 4 epochs to 2, and 1,000 do not
+    cut = SequenceModel.fit(cyclic(80, 0), N_ITEMS, vectors, small(lr="auto", epochs=4, steps=10), progress=False)
+    assert (cut.config.epochs, cut.config.lr) == (2, LR_FEW_PASSES)
+    full = SequenceModel.fit(cyclic(80, 0), N_ITEMS, vectors, small(lr="auto", epochs=4, steps=1000), progress=False)
+    assert (full.config.epochs, full.config.lr) == (4, LR_MANY_PASSES)
+
+
 def _grad_of_states(loss_name: str, log_q, n_negatives: int = 0) -> torch.Tensor:
     """The gradient of one batch's loss with respect to the encoder's states, for one loss."""
     from types import SimpleNamespace

@@ -197,7 +197,7 @@ def worker_loop(config: dict[str, Any]) -> None:
         log.info("sequence model on Ray Train: rank %d resumes after epoch %d", rank, state["epoch"])
     log_q = sampling_log_q(targets, net.item_vectors.shape[0]) if cfg.loss == "sampled_logq" else None
     loss_net = ray.train.torch.prepare_model(LossNet(net, cfg, log_q), parallel_strategy_kwargs=_ddp_kwargs())
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(net.parameters(), lr=float(cfg.lr), weight_decay=cfg.weight_decay)  # resolved by fit
     if opt_state is not None:
         opt.load_state_dict(opt_state)
 

@@ -171,7 +171,7 @@ def train(
     fingerprint: str,
 ) -> dict[str, Any]:
     cfg, net = model.config, model.net
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(net.parameters(), lr=float(cfg.lr), weight_decay=cfg.weight_decay)  # resolved by fit
     state = new_state()
     ident = identity(model, fingerprint, valid_fn is not None)
     if checkpoint is not None and checkpoint.is_file():
