@@ -33,7 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "eval" / "results" / "fit-scale"
 PATHS = {  # name -> SequenceModelConfig changes
-    "default": {},  # today's defaults: trim, cosine schedule at lr auto (6e-3 when the steps cut the epochs, else 3e-3) over a planned 1,000 steps, bf16 where the CPU has it
+    "default": {},  # today's defaults: trim, cosine schedule at lr auto (6e-3 on item IDs alone, 3e-3 with text vectors) over a planned 1,000 steps, bf16 where the CPU has it
     "previous-default": {"trim": True, "bucket": False, "bf16": False, "lr": 1e-3, "lr_schedule": "constant",
                          "steps": None},  # the defaults until 2026-12-06
     "reference": {"trim": False, "bucket": False, "bf16": False},

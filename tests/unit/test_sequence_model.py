@@ -265,20 +265,19 @@ def test_loss_auto_is_the_full_softmax_on_small_catalogues_and_sampled_logq_on_l
     assert model.config.loss == "full_softmax"  # what the fit resolved is what sequence.json records
 
 
-def test_lr_auto_is_higher_when_the_step_budget_cuts_the_epochs(vectors):
-    from llm_recommender.scorers.learned.sequence_model import LR_FEW_PASSES, LR_MANY_PASSES, resolve_lr
+def test_lr_auto_is_higher_on_item_ids_alone_than_with_text_vectors(vectors):
+    from llm_recommender.scorers.learned.sequence_model import LR_IDS_ONLY, LR_WITH_TEXT, resolve_lr
 
     cfg = SequenceModelConfig()
-    assert cfg.lr == "auto" and LR_FEW_PASSES > LR_MANY_PASSES
-    assert resolve_lr(cfg, cfg.epochs) == LR_MANY_PASSES  # every epoch runs (ML-100K)
-    assert resolve_lr(cfg, 6) == LR_FEW_PASSES  # the steps cut 30 epochs to 6 (a 1M-interaction set)
-    assert resolve_lr(cfg.model_copy(update={"lr": 1e-3}), 6) == 1e-3  # a stated rate stays
-    # what the fit resolved is what sequence.json records: 80 users' windows in batches of 16 are 5 batches an
-    # epoch, so 10 planned steps cut 4 epochs to 2, and 1,000 do not
-    cut = SequenceModel.fit(cyclic(80, 0), N_ITEMS, vectors, small(lr="auto", epochs=4, steps=10), progress=False)
-    assert (cut.config.epochs, cut.config.lr) == (2, LR_FEW_PASSES)
-    full = SequenceModel.fit(cyclic(80, 0), N_ITEMS, vectors, small(lr="auto", epochs=4, steps=1000), progress=False)
-    assert (full.config.epochs, full.config.lr) == (4, LR_MANY_PASSES)
+    assert cfg.lr == "auto" and LR_IDS_ONLY > LR_WITH_TEXT
+    assert resolve_lr(cfg) == LR_WITH_TEXT  # the default reads text vectors
+    assert resolve_lr(cfg.model_copy(update={"use_text": False})) == LR_IDS_ONLY
+    assert resolve_lr(cfg.model_copy(update={"lr": 1e-3, "use_text": False})) == 1e-3  # a stated rate stays
+    # what the fit resolved is what sequence.json records
+    ids = SequenceModel.fit(cyclic(80, 0), N_ITEMS, vectors, small(lr="auto", use_text=False), progress=False)
+    assert ids.config.lr == LR_IDS_ONLY
+    text = SequenceModel.fit(cyclic(80, 0), N_ITEMS, vectors, small(lr="auto", use_text=True), progress=False)
+    assert text.config.lr == LR_WITH_TEXT
 
 
 def _grad_of_states(loss_name: str, log_q, n_negatives: int = 0) -> torch.Tensor:

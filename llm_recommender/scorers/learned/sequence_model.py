@@ -44,10 +44,11 @@ log = logging.getLogger(__name__)
 
 FORMAT = "llm-recommender.sequence-model/1"
 WEIGHTS_FILE, CONFIG_FILE, CHECKPOINT_FILE = "sequence.safetensors", "sequence.json", "sequence-checkpoint.pt"
-# lr auto: the peak rate when `steps` cuts the planned epochs, and when every epoch runs. Measured with the default
-# components (docs/fit-at-scale.md): synthetic 1M (6 planned epochs) best validation NDCG@10 0.8301 at 6e-3 against
-# 0.8224 at 3e-3; ML-100K (all 30 epochs) 0.7174 at 6e-3 against 0.7194 at 3e-3.
-LR_FEW_PASSES, LR_MANY_PASSES = 6e-3, 3e-3
+# lr auto: the peak rate of a model on item IDs alone, and of one that reads text vectors. Measured on validation
+# NDCG@10 (docs/fit-at-scale.md): IDs alone, synthetic 1M 0.8301 at 6e-3 against 0.8224 at 3e-3, ML-100K 0.7358
+# against 0.7318; with the LLM's vectors (the default fit), synthetic 1M 0.7904 against 0.8002 and ML-100K 0.7174
+# against 0.7194: the text path wants the lower rate.
+LR_IDS_ONLY, LR_WITH_TEXT = 6e-3, 3e-3
 # Settings that may change between an interrupted fit and its resumption.
 RESUMABLE_CHANGES = {"epochs", "patience"}
 
@@ -69,8 +70,8 @@ class SequenceModelConfig(BaseModel):
     epochs: int = Field(default=50, ge=1)
     batch_size: int = Field(default=128, ge=1)
     lr: float | Literal["auto"] = Field(
-        default="auto", description=f"peak learning rate; auto: {LR_FEW_PASSES:g} when `steps` cuts the epochs (a large "
-        f"dataset, few passes over it), else {LR_MANY_PASSES:g} (measured: docs/fit-at-scale.md)")
+        default="auto", description=f"peak learning rate; auto: {LR_IDS_ONLY:g} on item IDs alone (`use_text` off), "
+        f"{LR_WITH_TEXT:g} with text vectors (measured: docs/fit-at-scale.md)")
     lr_schedule: Literal["constant", "cosine"] = Field(
         default="cosine", description="cosine: a linear warm-up over `warmup` of the steps, then cosine decay to 0 "
         "at the end of `epochs` (so `epochs` is the planned length; early stopping can still end it sooner)")
@@ -136,11 +137,11 @@ def planned_epochs(config: SequenceModelConfig, n_windows: int) -> int:
     return min(config.epochs, max(2, math.ceil(config.steps / per_epoch)))
 
 
-def resolve_lr(config: SequenceModelConfig, planned: int) -> float:
-    """A config's ``lr`` as the fit uses it, given the epochs it plans (:func:`planned_epochs`)."""
+def resolve_lr(config: SequenceModelConfig) -> float:
+    """A config's ``lr`` as the fit uses it: ``auto`` is :data:`LR_IDS_ONLY` without text vectors, else :data:`LR_WITH_TEXT`."""
     if config.lr != "auto":
         return float(config.lr)
-    return LR_FEW_PASSES if planned < config.epochs else LR_MANY_PASSES
+    return LR_WITH_TEXT if config.use_text else LR_IDS_ONLY
 
 
 def _shift(idx: np.ndarray) -> np.ndarray:
@@ -193,8 +194,7 @@ class SequenceModel:
                                            "bf16": resolve_bf16(config.bf16),
                                            "loss": resolve_loss(config, n_items)})
         inputs, targets = _training_windows(sequences, n_items, config)
-        planned = planned_epochs(config, len(inputs))
-        config = config.model_copy(update={"epochs": planned, "lr": resolve_lr(config, planned)})
+        config = config.model_copy(update={"epochs": planned_epochs(config, len(inputs)), "lr": resolve_lr(config)})
         torch.manual_seed(config.seed)
         net = SequenceNet(n_items, config.text_dim, config)
         if config.use_text:
