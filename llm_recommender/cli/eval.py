@@ -50,6 +50,7 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
     "bundle": (_opt(Path | None, "Evaluate this fitted bundle [default: fit one on the training split into OUT/bundle, reused by reruns]."), None),
     "fit_components": (_opt(str | None, "Components the run's own fit trains [default: all available]; the fit keeps those that help."), None),
     "fit_config": (_opt(str | None, 'JSON of per-component configs for the fit, e.g. \'{"sequence": {"model": {"loss": "sampled"}}}\'.'), None),
+    "fit_valid_users": (_opt(int, "Validation cases of the run's own fit: every component is scored on them and the fusion fitted on them (fewer: a faster fit where a component runs the LLM per request)."), 2000),
     "cold_share": (_opt(float, "cold-start protocol: share of the items kept out of training (seeded)."), 0.1),
     "batch_size": (_opt(int, "LLM requests per batch; each finished batch is appended to OUT/cache."), 8),
     "stop_after": (_opt(int | None, "Stop after N new LLM requests (to test resuming); rerun to continue."), None),

@@ -177,13 +177,14 @@ def test_eval_hands_every_option_to_eval_config(monkeypatch, tmp_path):
 
     monkeypatch.setattr(runner, "EvalRunner", capture)
     args = ["eval", "--users", "3", "--scorers", "popularity,random", "--position-bias", "--out", str(tmp_path),
-            "--fit-config", '{"sequence": {"model": {"epochs": 1}}}', "--calibrators", "platt", "--llm-users", "2"]
+            "--fit-config", '{"sequence": {"model": {"epochs": 1}}}', "--calibrators", "platt", "--llm-users", "2", "--fit-valid-users", "500"]
     result = CliRunner().invoke(app, args)
     assert isinstance(result.exception, Captured), result.output
     config = seen["config"]
     assert (config.users, config.scorers, config.position_bias, config.out) == (3, ["popularity", "random"], True, tmp_path)
     assert config.fit_component_config == {"sequence": {"model": {"epochs": 1}}}
     assert (config.calibrators, config.llm_users, config.n_candidates) == (["platt"], 2, 20)  # 20: the default
+    assert config.fit_valid_users == 500
     assert config.command.startswith("llm-rec ")
 
 
