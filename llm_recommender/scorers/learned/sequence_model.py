@@ -192,9 +192,9 @@ class SequenceModel:
         vectors = _check_item_vectors(item_vectors, n_items, config.use_text)
         config = config.model_copy(update={"text_dim": vectors.shape[1] if config.use_text else 0,
                                            "bf16": resolve_bf16(config.bf16),
-                                           "loss": resolve_loss(config, n_items)})
+                                           "loss": resolve_loss(config, n_items), "lr": resolve_lr(config)})
         inputs, targets = _training_windows(sequences, n_items, config)
-        config = config.model_copy(update={"epochs": planned_epochs(config, len(inputs)), "lr": resolve_lr(config)})
+        config = config.model_copy(update={"epochs": planned_epochs(config, len(inputs))})
         torch.manual_seed(config.seed)
         net = SequenceNet(n_items, config.text_dim, config)
         if config.use_text:
