@@ -43,8 +43,10 @@ from ..scorers.fused import (
     LLM_KIND,
     Fusion,
     cold_flags,
+    history_terms_gain,
     ndcg10,
     reference_rows,
+    request_shortness,
     score_with_reference,
     select_components,
 )
@@ -236,9 +238,9 @@ def fit_bundle(
 
     # a component that runs the LLM for every request must also beat the noise of a small validation set
     costly = [n for n in fitted if fitted[n].kind == LLM_KIND]
+    groups = [c.user_id for c in valid_cases + cold_cases] if cold_cases else None
     sel = select_components(results, labels, list(fitted), min_gain=config.min_gain, l2=config.l2,
-                            seed=config.seed, log=log, costly=costly, cold=flags,
-                            groups=[c.user_id for c in valid_cases + cold_cases] if cold_cases else None)
+                            seed=config.seed, log=log, costly=costly, cold=flags, groups=groups)
     kept, cv = sel.kept, sel.cv
     for name, rec in records.items():
         gain, need = sel.gains.get(name, 0.0), sel.required(name, config.min_gain)
@@ -250,10 +252,20 @@ def fit_bundle(
             noise = f"; an LLM component must also beat one standard error, {sel.errors[name]:.4f}" if name in costly else ""
             # gain: cross-validated NDCG@10 of the fusion with it minus without it
             rec.reason = f"with it the cross-validated NDCG@10 changes by {gain:+.4f}, below the {need:.4f} required{noise}"
-    fusion = Fusion.fit(results, labels, kept, l2=config.l2, reference=ref_rows, cold=flags, untrained=untrained)
-    fused = fusion.combine({c: results[c] for c in kept}, flags)
+    # history-length terms (a short history may want other weights than a long one): kept for their gain only
+    short = request_shortness(requests)
+    history = history_terms_gain(results, labels, kept, short, min_gain=config.min_gain, l2=config.l2,
+                                 seed=config.seed, cold=flags, groups=groups)
+    log(f"fusion: history-length terms {history.record(config.min_gain)['reason']}")
+    if history.kept:
+        cv += history.gain
+    short_kept = short if history.kept else None
+    fusion = Fusion.fit(results, labels, kept, l2=config.l2, reference=ref_rows, cold=flags, untrained=untrained,
+                        short=short_kept)
+    fused = fusion.combine({c: results[c] for c in kept}, flags, short_kept)
     manifest.components = list(records.values())
-    manifest.fusion = {"components": kept, "l2": config.l2, "coefficients": fusion.coefficients()}
+    manifest.fusion = {"components": kept, "l2": config.l2, "coefficients": fusion.coefficients(),
+                       "history_terms": history.record(config.min_gain)}
     manifest.validation = {"users": len(valid_cases), "fused_ndcg@10_in_sample": round(ndcg10(fused[:n_warm], gt[:n_warm]), 4),
                            "fused_ndcg@10_cv": round(cv, 4)}
     if cold_cases:  # the CV figure above is over warm and cold cases together

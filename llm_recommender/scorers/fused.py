@@ -12,6 +12,11 @@ saw in training) and, per component, its score times that flag. So one fusion ca
 the text path for cold candidates and the collaborative components for warm ones, and
 calibrate each.
 
+History-length terms: per component, its score times the request's *shortness* (``1 / sqrt(1 + h)`` for a
+history of ``h`` items), so one fusion can lean on popularity for a two-item history and on the sequence
+model for a fifty-item one. The fit adds them after choosing the components, and keeps them only if they
+raise the cross-validated NDCG@10 by ``min_gain`` and by more than the noise (:func:`history_terms_gain`).
+
 Component selection (:func:`select_components`) is backward elimination on user-grouped
 K-fold cross-validated NDCG@10 over the validation cases: a component stays only if
 removing it costs at least ``min_gain`` (an LLM component: also one standard error of its per-user
@@ -42,6 +47,16 @@ LLM_KIND = "llm"  # Component.kind of components that run the LLM for every requ
 
 REFERENCE_ITEMS = 64
 COLD = "cold"  # case feature of a case-aware fusion: 1 for a candidate no component saw in training
+SHORT = "short"  # suffix of the history-length terms: a component's score times the request's shortness
+
+
+def shortness(history_len: int) -> float:
+    """1 for an empty history, 0.5 for 3 items, 0.14 for 50: how much a request's history-length terms weigh."""
+    return 1.0 / float(np.sqrt(1.0 + max(0, history_len)))
+
+
+def request_shortness(requests: Sequence[RankRequest]) -> list[float]:
+    return [shortness(len(r.history)) for r in requests]
 
 
 def reference_rows(n_items: int, seed: int, k: int = REFERENCE_ITEMS) -> list[int]:
@@ -74,8 +89,9 @@ def score_with_reference(scorer: Scorer, requests: list[RankRequest], reference:
 
 
 def request_features(results: Mapping[str, ScoreResult], names: Sequence[str],
-                     cold: np.ndarray | None = None) -> FeatureSet:
-    """One request's fusion features; with ``cold`` (flags per candidate) also the case features."""
+                     cold: np.ndarray | None = None, short: float | None = None) -> FeatureSet:
+    """One request's fusion features; with ``cold`` (flags per candidate) also the case features, with ``short``
+    (the request's :func:`shortness`) the history-length terms."""
     fs = FeatureSet()
     per_component = {}
     for name in names:
@@ -92,6 +108,9 @@ def request_features(results: Mapping[str, ScoreResult], names: Sequence[str],
         fs.add(COLD, flags)
         for name in names:
             fs.add(f"{name}:cold", per_component[name] * flags)
+    if short is not None:
+        for name in names:
+            fs.add(f"{name}:{SHORT}", per_component[name] * short)
     return fs
 
 
@@ -103,27 +122,33 @@ def cold_flags(untrained: Sequence[int], rows: np.ndarray) -> np.ndarray:
 
 class Fusion:
     def __init__(self, components: Sequence[str], model: FeatureLogisticCalibrator,
-                 reference: Sequence[int] = (), untrained: Sequence[int] | None = None) -> None:
+                 reference: Sequence[int] = (), untrained: Sequence[int] | None = None,
+                 history_terms: bool = False) -> None:
         self.components = list(components)
         self.model = model
         self.reference = list(reference)  # catalogue rows of the reference items
         # case-aware when set: catalogue rows no component saw in training (they, and unknown items, are cold)
         self.untrained = None if untrained is None else sorted(int(r) for r in untrained)
+        self.history_terms = history_terms  # the features carry each component's score times the shortness
 
     @property
     def case_aware(self) -> bool:
         return self.untrained is not None
 
-    def combine(self, results: Mapping[str, list[ScoreResult]],
-                cold: Sequence[np.ndarray] | None = None) -> list[ScoreResult]:
-        """Fused results; a case-aware fusion needs ``cold``, the flags of each request's candidates."""
+    def combine(self, results: Mapping[str, list[ScoreResult]], cold: Sequence[np.ndarray] | None = None,
+                short: Sequence[float] | None = None) -> list[ScoreResult]:
+        """Fused results; a case-aware fusion needs ``cold``, the flags of each request's candidates, and one
+        with history terms ``short``, each request's :func:`shortness`."""
         n = len(next(iter(results.values())))
         if self.case_aware and cold is None:
             raise ValueError("a case-aware fusion needs the cold flags of the candidates")
+        if self.history_terms and short is None:
+            raise ValueError("a fusion with history-length terms needs each request's shortness")
         out = []
         for k in range(n):
             parts = {c: results[c][k] for c in self.components}
-            fs = request_features(parts, self.components, cold[k] if self.case_aware and cold is not None else None)
+            fs = request_features(parts, self.components, cold[k] if self.case_aware and cold is not None else None,
+                                  short[k] if self.history_terms and short is not None else None)
             logit = self.model.decision_function(fs)
             out.append(
                 ScoreResult(
@@ -146,11 +171,12 @@ class Fusion:
         params = self.model.params()
         feats = [f for f in params["features"] if f["name"].split(":")[0] not in set(drop)]
         model = FeatureLogisticCalibrator(feats, bias=params["bias"], l2=params["l2"])
-        return Fusion([c for c in self.components if c not in set(drop)], model, self.reference, self.untrained)
+        return Fusion([c for c in self.components if c not in set(drop)], model, self.reference, self.untrained,
+                      self.history_terms)
 
     def contributions(self, fs: FeatureSet) -> dict[str, list[float]]:
-        """theta_k * x_k (standardised) per component, summed over its features, per candidate (the ``cold``
-        flag's own term belongs to no component and is left out)."""
+        """theta_k * x_k (standardised) per component, summed over its features (history terms included), per
+        candidate (the ``cold`` flag's own term belongs to no component and is left out)."""
         out: dict[str, np.ndarray] = {}
         start = 0
         X = fs.matrix(self.model.names, self.model.dims)
@@ -168,21 +194,25 @@ class Fusion:
         cls, results: Mapping[str, list[ScoreResult]], labels: Sequence[np.ndarray], components: Sequence[str],
         *, l2: float = 1.0, rows: Sequence[int] | np.ndarray | None = None, reference: Sequence[int] = (),
         cold: Sequence[np.ndarray] | None = None, untrained: Sequence[int] | None = None,
+        short: Sequence[float] | None = None,
     ) -> Fusion:
         """Fit on validation ``rows``; with ``cold`` (flags per case) a case-aware fusion whose ``untrained``
-        catalogue rows mark cold candidates when it serves."""
+        catalogue rows mark cold candidates when it serves; with ``short`` (per case) history-length terms."""
         rows = list(range(len(labels))) if rows is None else list(rows)
         feats = [request_features({c: results[c][k] for c in components}, components,
-                                  None if cold is None else cold[k]) for k in rows]
+                                  None if cold is None else cold[k], None if short is None else short[k])
+                 for k in rows]
         y = np.concatenate([np.asarray(labels[k], dtype=float) for k in rows])
         untrained = (untrained if untrained is not None else []) if cold is not None else None
-        return cls(components, FeatureLogisticCalibrator.fit(FeatureSet.concat(feats), y, l2=l2), reference, untrained)
+        return cls(components, FeatureLogisticCalibrator.fit(FeatureSet.concat(feats), y, l2=l2), reference, untrained,
+                   history_terms=short is not None)
 
     # ---- files --------------------------------------------------------------------------
     def save(self, folder: Path) -> None:
         (folder / FUSION_FILE).write_text(
             json.dumps({"components": self.components, "reference": self.reference, "model": self.model.params()}
-                       | ({"untrained": self.untrained} if self.untrained is not None else {}), indent=1) + "\n"
+                       | ({"untrained": self.untrained} if self.untrained is not None else {})
+                       | ({"history_terms": True} if self.history_terms else {}), indent=1) + "\n"
         )
 
     @classmethod
@@ -190,7 +220,8 @@ class Fusion:
         data = json.loads((folder / FUSION_FILE).read_text())
         m = data["model"]
         model = FeatureLogisticCalibrator(m["features"], bias=m["bias"], l2=m["l2"])
-        return cls(data["components"], model, data.get("reference", []), data.get("untrained"))
+        return cls(data["components"], model, data.get("reference", []), data.get("untrained"),
+                   bool(data.get("history_terms", False)))
 
     def coefficients(self) -> dict[str, list[float]]:
         return self.model.coefficients()
@@ -229,7 +260,7 @@ class FusedScorer(Scorer):
         cold = None
         if self.fusion.untrained is not None and self.rows is not None:
             cold = [cold_flags(self.fusion.untrained, self.rows(r.candidates)) for r in requests]
-        return self.fusion.combine(results, cold)
+        return self.fusion.combine(results, cold, request_shortness(requests) if self.fusion.history_terms else None)
 
 
 def ndcg10(results: Sequence[ScoreResult], gt: Sequence[int]) -> float:
@@ -239,7 +270,7 @@ def ndcg10(results: Sequence[ScoreResult], gt: Sequence[int]) -> float:
 def cv_case_ndcg(
     results: Mapping[str, list[ScoreResult]], labels: Sequence[np.ndarray], components: Sequence[str],
     *, folds: int = 5, l2: float = 1.0, seed: int = 0, cold: Sequence[np.ndarray] | None = None,
-    groups: Sequence[str] | None = None,
+    groups: Sequence[str] | None = None, short: Sequence[float] | None = None,
 ) -> np.ndarray:
     """User-grouped K-fold NDCG@10 of the fusion of ``components``, one value per case. Without ``groups`` each
     case is its own user; with them (a user's warm and cold case) a user's cases share a fold."""
@@ -257,9 +288,10 @@ def cv_case_ndcg(
         test = np.flatnonzero(fold_of == f)
         if not len(test):
             continue
-        fusion = Fusion.fit(results, labels, components, l2=l2, rows=train, cold=cold)
+        fusion = Fusion.fit(results, labels, components, l2=l2, rows=train, cold=cold, short=short)
         combined = fusion.combine({c: [results[c][k] for k in test] for c in components},
-                                  None if cold is None else [cold[k] for k in test])
+                                  None if cold is None else [cold[k] for k in test],
+                                  None if short is None else [short[k] for k in test])
         for r, k in zip(combined, test):
             out[k] = ranking_metrics([target_rank(r.scores, gt[k])])["ndcg@10"]
     return out
@@ -304,15 +336,12 @@ def select_components(
     """
     sel = Selection(kept=list(candidates), gains={}, errors={}, cv=0.0, costly=tuple(costly))
     base = cv_case_ndcg(results, labels, sel.kept, l2=l2, seed=seed, cold=cold, groups=groups)
-    user_of = None if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
     while len(sel.kept) > 1:
         for c in sel.kept:
             diff = base - cv_case_ndcg(results, labels, [k for k in sel.kept if k != c], l2=l2, seed=seed,
                                        cold=cold, groups=groups)
             sel.gains[c] = float(diff.mean())
-            per_user = diff if user_of is None else np.bincount(user_of, diff) / np.bincount(user_of)
-            n = len(per_user)  # the standard error counts users: a user's warm and cold case are not independent
-            sel.errors[c] = float(per_user.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
+            sel.errors[c] = per_user_standard_error(diff, groups)
         if log:
             log("fusion: marginal gains " + ", ".join(f"{c} {sel.gains[c]:+.4f} (± {sel.errors[c]:.4f})"
                                                        for c in sel.kept))
@@ -323,3 +352,45 @@ def select_components(
         base = cv_case_ndcg(results, labels, sel.kept, l2=l2, seed=seed, cold=cold, groups=groups)
     sel.cv = float(base.mean())
     return sel
+
+
+@dataclass
+class HistoryTerms:
+    """Whether the fit keeps the history-length terms, and why."""
+
+    kept: bool
+    gain: float  # cross-validated NDCG@10 with the terms minus without them
+    error: float  # one standard error of that gain over the validation users
+
+    def record(self, min_gain: float) -> dict[str, Any]:
+        verdict = "kept" if self.kept else "left out"
+        return {"kept": self.kept, "gain": round(self.gain, 4), "standard_error": round(self.error, 4),
+                "reason": f"{verdict}: with them the cross-validated NDCG@10 changes by {self.gain:+.4f}; "
+                          f"{max(min_gain, self.error):.4f} required (min_gain {min_gain:.4f} and one standard "
+                          f"error, {self.error:.4f})"}
+
+
+def history_terms_gain(
+    results: Mapping[str, list[ScoreResult]], labels: Sequence[np.ndarray], components: Sequence[str],
+    short: Sequence[float], *, min_gain: float = 0.002, l2: float = 1.0, seed: int = 0,
+    cold: Sequence[np.ndarray] | None = None, groups: Sequence[str] | None = None,
+) -> HistoryTerms:
+    """Cross-validated NDCG@10 of the fusion of ``components`` with the history-length terms against without;
+    kept when the gain reaches ``min_gain`` and one standard error over the users (one more weight per
+    component: below the noise, it fits the validation set, not the users)."""
+    base = cv_case_ndcg(results, labels, components, l2=l2, seed=seed, cold=cold, groups=groups)
+    diff = cv_case_ndcg(results, labels, components, l2=l2, seed=seed, cold=cold, groups=groups, short=short) - base
+    gain, error = float(diff.mean()), per_user_standard_error(diff, groups)
+    return HistoryTerms(kept=gain >= max(min_gain, error), gain=gain, error=error)
+
+
+def per_user_standard_error(diff: np.ndarray, groups: Sequence[str] | None) -> float:
+    """One standard error of the mean of per-case ``diff``, counting users (a user's warm and cold case are not
+    independent)."""
+    if groups is None:
+        per_user = diff
+    else:
+        user_of = np.unique(np.asarray(groups), return_inverse=True)[1]
+        per_user = np.bincount(user_of, diff) / np.bincount(user_of)
+    n = len(per_user)
+    return float(per_user.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -185,6 +186,30 @@ def test_component_left_out_of_the_fusion_is_recorded(data_dir, tmp_path):
     left = [c for c in m.components if not c.kept]
     assert left and all(c.reason for c in left)
     assert set(m.fusion["components"]) == {c.name for c in m.components if c.kept}
+
+
+def test_the_fit_records_its_history_terms_decision_and_serves_what_it_kept(data_dir, tmp_path, monkeypatch):
+    import llm_recommender.bundle.fit as fit_module
+    from llm_recommender.scorers.fused import request_shortness
+
+    cfg = FitConfig(dataset="generic", data_dir=data_dir, components=["popularity", "cooccurrence"], valid_users=30)
+    terms = read_manifest(fit_bundle(cfg, tmp_path / "plain", log=lambda m: None)).fusion["history_terms"]
+    assert set(terms) == {"kept", "gain", "standard_error", "reason"} and "cross-validated NDCG@10" in terms["reason"]
+    assert json.loads((tmp_path / "plain" / "fusion.json").read_text()).get("history_terms", False) == terms["kept"]
+
+    real = fit_module.history_terms_gain  # the decision is the gain's; here it is forced to "kept"
+    monkeypatch.setattr(fit_module, "history_terms_gain", lambda *a, **k: replace(real(*a, **k), kept=True))
+    path = fit_bundle(cfg, tmp_path / "kept", log=lambda m: None)
+    assert read_manifest(path).fusion["history_terms"]["kept"]
+    bundle = Bundle.load(path)
+    assert bundle.fused.fusion.history_terms and "popularity:short" in bundle.fused.fusion.coefficients()
+    ds = load_dataset("generic", data_dir=data_dir, cache=False)
+    requests = [c.request for c in llmrank_cases(ds, split="test", n_users=8, n_candidates=10, seed=0)]
+    short = [r.model_copy(update={"history": r.history[-1:]}) for r in requests]
+    assert request_shortness(short) == [1 / np.sqrt(2)] * len(short)
+    for full, one in zip(bundle.fused.score_many(requests), bundle.fused.score_many(short)):
+        assert set(full.details["contributions"]) == set(bundle.fused.fusion.components)
+        assert np.isfinite(one.scores).all()
 
 
 # ---- conformance: each fitted component through the shared mixin (llm_recommender.testing) ---
