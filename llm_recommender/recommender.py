@@ -129,15 +129,20 @@ class Recommender:
             self.backend  # noqa: B018 - an LLM strategy by default: load the model now, fail fast
 
     @classmethod
-    def load(cls, bundle: str | Path, *, text_encoder: Any = None, **kwargs: Any) -> Recommender:
+    def load(cls, bundle: str | Path, *, text_encoder: Any = None,
+             component_config: Mapping[str, Mapping[str, Any]] | None = None, **kwargs: Any) -> Recommender:
         """A recommender serving the bundle at ``bundle`` (see ``llm-rec fit``).
+
+        ``component_config``: per component, how it scores here (see :meth:`Bundle.load`), e.g.
+        ``{"llm_ranker": {"backend": "openai", "server": {"base_url": URL}}}`` for a ranker served by
+        ``llm-rec serve-model --bundle``.
 
         ``text_encoder`` (texts -> vectors) must be given when the bundle was fitted with a
         custom one instead of MiniLM, so that items it has never seen can be embedded the same way.
         """
         given = kwargs.get("settings")
         template_dir = kwargs.get("template_dir") or (given.prompt.template_dir if given is not None else None)
-        loaded = Bundle.load(bundle, template_dir=template_dir)
+        loaded = Bundle.load(bundle, template_dir=template_dir, component_config=component_config)
         kwargs.setdefault("model", loaded.manifest.model)
         kwargs.setdefault("strategy", FUSED)
         rec = cls(bundle=loaded, **kwargs)

@@ -15,6 +15,11 @@ Scoring asks for one token with ``temperature=0`` and log-probabilities:
   if a label is missing, a :class:`CapabilityError` is raised: there is no correct
   value to fill in, so no score is guessed.
 
+Soft tokens (the trained ranker's item tokens) go as ``prompt_embeds``: the whole prompt's input embeddings,
+each token's row read here from the served weights' embedding table (so ``model`` or ``tokenizer`` must be
+the local folder the server loaded, as for ``llm-rec serve-model --bundle``), the soft rows in their slots.
+The server must run with ``--enable-prompt-embeds``; vLLM reads the tensor with ``torch.load(weights_only=True)``.
+
 Structured output is ``response_format={"type": "json_schema", ...}``; a server that
 ignores it returns free text, which the scorers' validation and re-ask then handle.
 
@@ -48,7 +53,7 @@ from ..errors import BackendError, CapabilityError, InvalidRequestError
 from ..model_store import is_alias, resolve_model
 from ..structured import ParseFailure, parse_ranking
 from ._tokenizer import TokenIdBackend, load_tokenizer
-from .base import Generation
+from .base import EmbedsPrompt, Generation
 from .configs import OpenAIConfig
 from .constrained import hf_spec
 
@@ -68,6 +73,7 @@ class OpenAIBackend(TokenIdBackend):
     config_class = OpenAIConfig
     supports_logprobs = True
     supports_json_schema = True
+    supports_prompt_embeds = True  # on a server started with --enable-prompt-embeds (else a CapabilityError)
 
     def __init__(self, config: OpenAIConfig | dict[str, Any] | None = None, *, client: Any = None,
                  api_key: SecretStr | str | None = None, **kwargs: Any) -> None:
@@ -95,6 +101,7 @@ class OpenAIBackend(TokenIdBackend):
         self.client = client or openai.OpenAI(base_url=self.base_url, api_key=key or "EMPTY",
                                               timeout=self.config.request_timeout, max_retries=0)
         self.retries_done = 0
+        self._embedding_table: Any = None  # the served weights' input embeddings, read on first use
         self._permutations_ok: bool | None = None  # asked once, on first use
         self._card = self._model_card()
         self.served_model = str(self._card["id"])
@@ -179,6 +186,10 @@ class OpenAIBackend(TokenIdBackend):
             return BackendError(f"{what}: not found (HTTP 404): {message}. Is base_url the /v1 root and the model "
                                 "served?", param="base_url")
         lowered = message.lower()
+        if "prompt_embeds" in lowered or "prompt-embeds" in lowered:
+            return CapabilityError(f"the server takes no prompt embeddings as asked (HTTP {status}): {message}. "
+                                   "Start it with `llm-rec serve-model --bundle BUNDLE` (or vLLM's "
+                                   "--enable-prompt-embeds)", param="backend")
         for word, capability in (("logprob", "log-probabilities"), ("response_format", "JSON-schema output"),
                                  ("structured", "JSON-schema output")):
             if word in lowered:
@@ -186,9 +197,17 @@ class OpenAIBackend(TokenIdBackend):
                                        param="backend")
         return BackendError(f"{what}: the server rejected the request (HTTP {status}): {message}", param="backend")
 
-    def _completions(self, prompts: list[list[int]], what: str, **kwargs: Any) -> list[Any]:
+    def _completions(self, prompts: list[list[int]], what: str, *, embeds: list[str] | None = None,
+                     **kwargs: Any) -> list[Any]:
+        """``prompts`` as token ids, or (``embeds``) base64 tensors of input embeddings, ``prompts`` their ids."""
         def call() -> list[Any]:
-            resp = self.client.completions.create(model=self.served_model, prompt=prompts, temperature=0.0, **kwargs)
+            if embeds is None:
+                resp = self.client.completions.create(model=self.served_model, prompt=prompts, temperature=0.0,
+                                                      **kwargs)
+            else:
+                body = {**kwargs.pop("extra_body", {}), "prompt_embeds": embeds}
+                resp = self.client.completions.create(model=self.served_model, prompt=None, temperature=0.0,
+                                                      extra_body=body, **kwargs)
             choices = getattr(resp, "choices", None)
             if not isinstance(choices, list) or len(choices) != len(prompts):
                 raise MalformedResponse(f"expected {len(prompts)} choices, got {type(choices).__name__}"
@@ -234,16 +253,47 @@ class OpenAIBackend(TokenIdBackend):
             )
         return [found[t] for t in ids]
 
-    def _score_ids(self, prompts: list[list[int]], token_ids: Sequence[int]) -> np.ndarray:
+    def _score_ids(self, prompts: list[list[int]], token_ids: Sequence[int],
+                   embeds: list[str] | None = None) -> np.ndarray:
         ids = [int(t) for t in token_ids]
         extra = {"logprob_token_ids": ids, "return_tokens_as_token_ids": True}
         k = min(len(ids), self.config.top_logprobs)
         bs = self.config.batch_size
-        chunks = [prompts[i : i + bs] for i in range(0, len(prompts), bs)]
-        jobs = [lambda c=c: self._completions(c, "POST /completions (scoring)", max_tokens=1, logprobs=k, extra_body=extra)
-                for c in chunks]
+        starts = range(0, len(prompts), bs)
+        jobs = [lambda i=i: self._completions(prompts[i : i + bs], "POST /completions (scoring)", max_tokens=1,
+                                              logprobs=k, extra_body=dict(extra),
+                                              embeds=None if embeds is None else embeds[i : i + bs])
+                for i in starts]
         rows = [self._label_logprobs(choice, ids) for choices in self._parallel(jobs) for choice in choices]
         return np.asarray(rows, dtype=np.float64).reshape(len(prompts), len(ids))
+
+    # ---- soft tokens (prompt embeddings) -------------------------------------------
+    def embeds_next_token_logprobs(self, prompts: Sequence[EmbedsPrompt], token_ids: Sequence[int]) -> np.ndarray:
+        """Each prompt's input embeddings (its tokens' rows of the served weights, ``vectors`` at ``positions``)
+        as ``prompt_embeds``; the label log-probabilities as for token ids."""
+        return self._score_ids([list(p.ids) for p in prompts], token_ids, [self._encoded_embeds(p) for p in prompts])
+
+    def _encoded_embeds(self, p: EmbedsPrompt) -> str:
+        import base64
+        import io
+
+        import torch
+
+        rows = self.input_embeddings(p.ids)
+        if p.positions:
+            rows[list(p.positions)] = p.vectors.detach().to("cpu", torch.float32)
+        buf = io.BytesIO()
+        torch.save(rows.contiguous(), buf)
+        return base64.b64encode(buf.getvalue()).decode("ascii")
+
+    def input_embeddings(self, ids: Sequence[int]) -> Any:
+        """``(len(ids), hidden)`` float32 input embeddings of token ``ids`` as the served model computes them: its
+        embedding table (from the local folder the server loaded), scaled where the architecture scales it."""
+        import torch
+
+        if self._embedding_table is None:
+            self._embedding_table = _input_embedding_table(self._tokenizer_source())
+        return self._embedding_table[torch.as_tensor(list(ids), dtype=torch.long)].clone()
 
     # ---- generation ---------------------------------------------------------------
     def generate_batch(
@@ -327,6 +377,31 @@ class OpenAIBackend(TokenIdBackend):
             self.client.close()
         except Exception:  # pragma: no cover
             pass
+
+
+def _input_embedding_table(folder: str) -> Any:
+    """The input embedding table of the weights in ``folder`` (float32), times the scale the architecture applies
+    to it (Gemma: sqrt(hidden)). Read from the safetensors files without loading the model."""
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if not os.path.isdir(folder):
+        raise CapabilityError(f"prompt embeddings over HTTP need the served weights' folder on this machine (for "
+                              f"their embedding table); {folder!r} is not one: set model or tokenizer to it",
+                              param="tokenizer")
+    config = AutoConfig.from_pretrained(folder)
+    with torch.device("meta"):
+        embedding = AutoModelForCausalLM.from_config(config).get_input_embeddings()
+    scale = float(config.hidden_size) ** 0.5 if hasattr(embedding, "embed_scale") else 1.0
+    for name in sorted(f for f in os.listdir(folder) if f.endswith(".safetensors")):
+        with safe_open(os.path.join(folder, name), "pt") as weights:
+            for key in weights.keys():  # noqa: SIM118 - safe_open has keys(), no __iter__
+                if key.endswith("embed_tokens.weight"):
+                    table = weights.get_tensor(key).float()
+                    return table * torch.tensor(scale, dtype=table.dtype) if scale != 1.0 else table
+    raise CapabilityError(f"no input embedding table (*embed_tokens.weight) in the safetensors of {folder}",
+                          param="tokenizer")
 
 
 def _server_message(exc: Any) -> str:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import BundleError
+from ..errors import BundleError, InvalidRequestError
 from ..prompts import builtin_template_dir
 from ..protocol import Item
 from ..scorers import FUSED, Scorer, scorer_class
@@ -50,11 +50,14 @@ class Bundle:
                           if llm and cheap else self.fused)
 
     @classmethod
-    def load(cls, folder: str | Path, *, template_dir: Path | None = None, strict: bool | None = None) -> Bundle:
+    def load(cls, folder: str | Path, *, template_dir: Path | None = None, strict: bool | None = None,
+             component_config: Mapping[str, Mapping[str, Any]] | None = None) -> Bundle:
         """Check (manifest digest, paths inside the folder, checksums) and load the bundle at ``folder``.
 
         ``strict`` (default: the ``LLM_REC_STRICT_BUNDLE`` environment variable) refuses files the
-        manifest does not list and manifests without a digest; otherwise they are warnings."""
+        manifest does not list and manifests without a digest; otherwise they are warnings.
+        ``component_config``: per component, how it scores here (its ``serving_fields``, e.g. the trained
+        ranker's ``backend`` and ``server``); what the fit learned cannot change."""
         folder = Path(folder)
         manifest = read_manifest(folder, strict=strict)
         now = template_hashes(list(manifest.templates), template_dir)
@@ -83,6 +86,11 @@ class Bundle:
         missing = [c for c in fusion.components if c not in components]
         if missing:
             raise BundleError(f"the fusion needs components not in the bundle: {', '.join(missing)}")
+        for name, update in (component_config or {}).items():
+            if name not in components:
+                raise InvalidRequestError(f"component_config names {name!r}, which this bundle does not have "
+                                          f"(it has: {', '.join(components)})", param=f"component_config.{name}")
+            components[name].configure_serving(update)
         return cls(folder, manifest, space, components, fusion)
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -79,11 +80,13 @@ class RecommenderOptions:
     calibrator: Path | None = None
     threads: int | None = None
     template_dir: Path | None = None
+    component_config: str | None = None  # JSON text; needs bundle
 
     def settings(self, *, with_strategy: bool = True) -> dict[str, Any]:
         """The set options as Recommender/Settings keyword arguments (unset ones leave the defaults)."""
         opts = asdict(self)
         del opts["bundle"]
+        opts["component_config"] = parse_component_config(self.component_config, self.bundle)
         if not with_strategy:
             del opts["strategy"]
         return recommender_kwargs(**opts)
@@ -100,12 +103,33 @@ def recommender_options(*, service: bool = False, bundle_help: str | None = None
     bundle = BundleOpt if bundle_help is None else Annotated[Path | None, typer.Option("--bundle", help=bundle_help)]
     options = {"bundle": bundle, "model": ModelOpt, "backend": ServiceBackendOpt if service else BackendOpt,
                "base_url": BaseUrlOpt, "strategy": StrategyOpt, "calibrator": CalibratorOpt, "threads": ThreadsOpt,
-               "template_dir": TemplateDirOpt}
+               "template_dir": TemplateDirOpt, "component_config": ComponentConfigOpt}
 
     def build(backend: str | None = None, **values: Any) -> RecommenderOptions:
         return RecommenderOptions(backend=service_backend(backend) if service else backend, **values)
 
     return with_options({name: (annotation, None) for name, annotation in options.items()}, into="opts", build=build)
+
+
+ComponentConfigOpt = Annotated[str | None, typer.Option(
+    "--component-config", help="With --bundle: JSON {component: {field: value}} for how a fitted component scores "
+    "here, e.g. '{\"llm_ranker\": {\"backend\": \"openai\", \"server\": {\"base_url\": URL}}}' for a ranker "
+    "served by `llm-rec serve-model --bundle`.")]
+
+
+def parse_component_config(text: str | None, bundle: Path | None) -> dict[str, Any] | None:
+    """``--component-config`` as a dict, or a typed error naming the option."""
+    if text is None:
+        return None
+    if bundle is None:
+        raise typer.BadParameter("needs --bundle (it configures a fitted component)", param_hint="--component-config")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"not JSON: {exc}", param_hint="--component-config") from None
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise typer.BadParameter('expected {"component": {"field": value}}', param_hint="--component-config")
+    return value
 
 
 def make_recommender(bundle: Path | None = None, **opts: Any) -> Any:

@@ -2,12 +2,18 @@
 
 Then, from a second terminal or process:
 ``Recommender(backend="openai", base_url="http://127.0.0.1:8000/v1")``.
+
+With ``--bundle B`` it serves the weights of B's trained ``llm_ranker`` (its fine-tuned folder, or the LoRA
+adapter merged into the base) with prompt embeddings on, and the bundle scores through it with
+``--component-config '{"llm_ranker": {"backend": "openai", "server": {"base_url": URL}}}'``.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,10 +21,13 @@ import typer
 from . import app
 from .common import ModelOpt
 
+LLM_RANKER = "llm_ranker"
+
 
 @app.command("serve-model")
 def serve_model(
     model: ModelOpt = None,
+    bundle: Annotated[Path | None, typer.Option(help="Serve this fitted bundle's trained llm_ranker (its tuned weights, prompt embeddings on) instead of --model.", exists=True, file_okay=False)] = None,
     host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless you add an API key and a firewall.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port (0: a free one).")] = 8000,
     served_model_name: Annotated[str | None, typer.Option(help="Name clients ask for (default: the --model value).")] = None,
@@ -35,10 +44,16 @@ def serve_model(
     from ..recommender import component_config
     from ..settings import Settings
 
+    if bundle is not None and model is not None:
+        raise typer.BadParameter("give --model or --bundle, not both", param_hint="--bundle")
+    extra = list(vllm_arg or [])
+    if bundle is not None:
+        model = str(_ranker_weights(bundle))
+        extra.append("--enable-prompt-embeds")  # the ranker's item tokens arrive as input embeddings
+        served_model_name = served_model_name or LLM_RANKER
     overrides = {k: v for k, v in {"model": model, "dtype": dtype, "vllm_max_model_len": max_model_len,
                                    "vllm_kv_cache_gib": kv_cache_gib}.items() if v is not None}
     settings = Settings(**overrides)
-    extra = list(vllm_arg or [])
     if api_key:
         extra += ["--api-key", api_key]
     config = component_config(settings, "vllm")
@@ -60,13 +75,14 @@ def serve_model(
         server.wait_ready(timeout)
         name = served_model_name or settings.model
         typer.echo(server.url)
-        typer.secho(
-            f"ready: model {name!r} at {server.url}\n"
-            f"  from Python: Recommender(backend=\"openai\", base_url=\"{server.url}\", model=\"{settings.model}\")\n"
-            f"  from the CLI: llm-rec rank REQUEST.json --backend openai --base-url {server.url}\n"
-            "Ctrl-C stops the server.",
-            err=True,
-        )
+        if bundle is not None:
+            use = json.dumps({LLM_RANKER: {"backend": "openai", "server": {"base_url": server.url}}})
+            hint = (f"  the bundle's ranker through it: llm-rec serve --bundle {bundle} --component-config '{use}'\n"
+                    f"  (or llm-rec rank REQUEST.json --bundle {bundle} --component-config '{use}')\n")
+        else:
+            hint = (f"  from Python: Recommender(backend=\"openai\", base_url=\"{server.url}\", model=\"{settings.model}\")\n"
+                    f"  from the CLI: llm-rec rank REQUEST.json --backend openai --base-url {server.url}\n")
+        typer.secho(f"ready: model {name!r} at {server.url}\n{hint}Ctrl-C stops the server.", err=True)
         while server.process is not None and server.process.poll() is None:
             time.sleep(1.0)
         typer.secho(f"the vLLM server exited on its own; log: {server.log_path}\n{server.log_tail(2000)}", err=True, fg="red")
@@ -79,3 +95,18 @@ def serve_model(
         if code is not None:
             typer.secho(f"vLLM server stopped (exit code {code})", err=True)
 
+
+
+def _ranker_weights(bundle: Path) -> Path:
+    """The model folder of ``bundle``'s trained llm_ranker, as the engines load it."""
+    from ..bundle import Bundle
+    from ..errors import InvalidRequestError
+    from ..model_store import DEFAULT_MODEL
+    from ..ranker.component import LLMRankerComponent
+    from ..ranker.training import servable_folder
+
+    comp = Bundle.load(bundle).components.get(LLM_RANKER)
+    if not isinstance(comp, LLMRankerComponent):
+        raise InvalidRequestError(f"the bundle {bundle} has no {LLM_RANKER} component to serve; fit one "
+                                  f"(--components ...,{LLM_RANKER}) or serve the base model with --model", param="bundle")
+    return servable_folder(comp.model_dir, comp.config.model or DEFAULT_MODEL)

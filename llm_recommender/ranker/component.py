@@ -46,7 +46,9 @@ ItemTokenSource = Literal["none", "sequence", "als"]
 CURVE_FILE = "learning_curve.json"
 ITEM_MODEL_DIR = "item_model"  # the sequence component behind cf_scores
 # settings that do not change what a resumed run computes (a run may be resumed with more steps or time)
-_RESUME_NEUTRAL = {"work_dir", "progress", "max_minutes", "steps", "threads", "resume", "dtype", "backend", "vllm"}
+SERVING_FIELDS = frozenset({"backend", "vllm", "server", "dtype", "threads"})  # where it scores, not what it learned
+_RESUME_NEUTRAL = {"work_dir", "progress", "max_minutes", "steps", "threads", "resume", "dtype", "backend", "vllm",
+                   "server"}
 
 
 class LLMRankerConfig(ComponentConfig):
@@ -100,11 +102,14 @@ class LLMRankerConfig(ComponentConfig):
     eval_users: int = Field(default=100, ge=1, description="validation cases of the learning curve (the fit's first N)")
     patience: int = Field(default=4, ge=1)
     dtype: str = Field(default="auto", description="scoring dtype (auto: bf16 on GPUs and AMX CPUs, else fp32)")
-    backend: Literal["transformers", "vllm"] = Field(
-        default="transformers", description="the engine that scores: transformers, or the vLLM engine (full "
-        "fine-tuning and projection; item tokens through its prompt-embeddings input)")
+    backend: Literal["transformers", "vllm", "openai"] = Field(
+        default="transformers", description="the engine that scores: transformers, the vLLM engine (item tokens "
+        "through its prompt-embeddings input), or openai: a server running these weights, started by "
+        "`llm-rec serve-model --bundle` (item tokens as prompt_embeds over HTTP)")
     vllm: dict[str, Any] = Field(default_factory=dict, description="vLLM engine settings (VLLMConfig: in_process, "
                                  "kv_cache_gib, max_model_len, ...)")
+    server: dict[str, Any] = Field(default_factory=dict, description="backend openai: the server (OpenAIConfig: "
+                                   "base_url, served_model, request_timeout, ...)")
     threads: int | None = Field(default=None, description="torch threads (default: the process's)")
     work_dir: str | None = Field(default=None, description="checkpoints; default: a folder in the cache keyed by "
                                  "the config and the training data, so an interrupted fit resumes")
@@ -144,6 +149,7 @@ class LLMRankerComponent(Component):
     # folder), not a strategy built on the pipeline's backend; it still runs an LLM for every request.
     config_class = LLMRankerConfig
     config: LLMRankerConfig
+    serving_fields = SERVING_FIELDS
 
     hints: CollaborativeHints
     curve: dict[str, Any]
@@ -245,6 +251,7 @@ class LLMRankerComponent(Component):
 
             backend = load_tuned(self.model_dir, self.config.model or DEFAULT_MODEL, dtype=self.config.dtype,
                                  threads=self.config.threads, engine=self.config.backend, vllm=self.config.vllm,
+                                 server=self.config.server,
                                  prompt_embeds=self.config.item_tokens != "none")
             tokens = None
             if self.config.item_tokens != "none":

@@ -137,22 +137,29 @@ def train_ranker(cfg: TuneConfig, examples: list[dict[str, Any]], valid: list[An
 
 
 def load_tuned(folder: Path, base_model: str, *, dtype: str = "auto", threads: int | None = None,
-               engine: str = "transformers", vllm: dict[str, Any] | None = None, prompt_embeds: bool = False) -> Any:
+               engine: str = "transformers", vllm: dict[str, Any] | None = None, prompt_embeds: bool = False,
+               server: dict[str, Any] | None = None) -> Any:
     """A backend over the tuned weights in ``folder``: merged full weights (a model folder), an adapter merged
     into ``base_model`` (on vLLM through a merged folder written once under the cache, see
-    :func:`merged_adapter_folder`), or ``base_model`` itself (the projection method: no LLM weights)."""
+    :func:`merged_adapter_folder`), or ``base_model`` itself (the projection method: no LLM weights). ``engine``
+    openai: a server already running those weights (``llm-rec serve-model --bundle``), at ``server``'s base_url."""
     from ..backends.configs import TransformersConfig
     from ..backends.transformers_backend import TransformersBackend
 
     adapter = (folder / "adapter_config.json").is_file()
     weights = str(folder) if (folder / "config.json").is_file() else base_model
+    if engine == "openai":
+        from ..backends.configs import OpenAIConfig
+        from ..backends.openai_backend import OpenAIBackend
+
+        local = servable_folder(folder, base_model)  # the tokenizer and input embeddings of what the server runs
+        return OpenAIBackend(OpenAIConfig.model_validate({**(server or {}), "model": str(local), "tokenizer": str(local)}))
     if engine == "vllm":
         from ..backends.configs import VLLMConfig
         from ..backends.vllm_backend import VLLMBackend
 
-        if adapter:
-            weights = str(merged_adapter_folder(folder, base_model))
-        config = VLLMConfig.model_validate({**(vllm or {}), "model": weights, "dtype": dtype})
+        config = VLLMConfig.model_validate({**(vllm or {}), "model": str(servable_folder(folder, base_model)),
+                                            "dtype": dtype})
         return VLLMBackend(config, **({"enable_prompt_embeds": True} if prompt_embeds else {}))
     if not adapter:
         return TransformersBackend(TransformersConfig(model=weights, dtype=dtype, threads=threads))  # pyright: ignore[reportArgumentType]
@@ -164,6 +171,17 @@ def load_tuned(folder: Path, base_model: str, *, dtype: str = "auto", threads: i
     model, tokenizer = _merge_adapter(folder, base_model)
     return TransformersBackend(TransformersConfig(model=base_model, dtype=dtype, threads=threads),  # pyright: ignore[reportArgumentType]
                                model=model.to(getattr(torch, name)), tokenizer=tokenizer)
+
+
+def servable_folder(folder: Path, base_model: str) -> Path:
+    """The model folder an engine or server loads for the tuned weights in ``folder``: the folder itself (full
+    fine-tuning), the adapter merged into the base (:func:`merged_adapter_folder`), or the base model (the
+    projection method)."""
+    from ..model_store import resolve_model
+
+    if (folder / "adapter_config.json").is_file():
+        return merged_adapter_folder(folder, base_model)
+    return folder if (folder / "config.json").is_file() else Path(resolve_model(base_model))
 
 
 def _merge_adapter(folder: Path, base_model: str) -> tuple[Any, Any]:

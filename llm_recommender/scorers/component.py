@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..configurable import ComponentConfig
+from ..errors import InvalidRequestError
 from ..protocol import RankRequest
 from .base import Scorer, ScoreResult
 from .item_space import ItemSpace
@@ -77,6 +78,8 @@ class Component(Scorer):
     side = "item"
     vectors: ClassVar[tuple[str, ...]] = ()  # the ItemSpace vectors it needs (``llm``, ``minilm``): the fit makes them
     trains_on_ray: ClassVar[bool] = False  # fit() trains on Ray Train when TrainingData.ray is set
+    # config fields that may change when a fitted bundle loads (where it scores, not what it learned)
+    serving_fields: ClassVar[frozenset[str]] = frozenset()
     ray_train: dict[str, Any] | None = None  # after such a fit: how it trained there (bundle.json records it)
 
     def __init__(self, space: ItemSpace, config: ComponentConfig | dict[str, Any] | None = None, **kwargs: Any):
@@ -88,6 +91,16 @@ class Component(Scorer):
         return f"components.{cls.name}"
 
     # ---- training -------------------------------------------------------------------
+    def configure_serving(self, update: Mapping[str, Any]) -> None:
+        """Change how the fitted component scores (its ``serving_fields`` only: what it learned stays)."""
+        fixed = sorted(set(update) - self.serving_fields)
+        if fixed:
+            allowed = (f"at serving time only these can change: {', '.join(sorted(self.serving_fields))}"
+                       if self.serving_fields else "none of its settings changes at serving time")
+            raise InvalidRequestError(f"{self.name}: {', '.join(fixed)} was fixed by the fit; {allowed}",
+                                      param=f"component_config.{self.name}.{fixed[0]}")
+        self.config = self.validate_config({**self.config.model_dump(), **update}, {})
+
     def fit(self, data: TrainingData) -> Component:
         return self
 

@@ -79,3 +79,39 @@ def _perturb_adapter(folder: Path) -> None:
     for k in lora_b:
         weights[k] = 0.05 * torch.randn(weights[k].shape, generator=gen, dtype=weights[k].dtype)
     save_file(weights, str(path), metadata={"format": "pt"})
+
+
+def test_item_token_scores_match_through_a_served_ranker_over_http(tiny_vllm_model_dir, tmp_path):  # noqa: F811
+    """What `llm-rec serve-model --bundle` runs (vLLM's HTTP server on the tuned weights, prompt embeddings on),
+    scored through the openai backend: the item tokens travel as prompt_embeds, the transformers scores come back."""
+    require_vllm()
+    from llm_recommender.backends.configs import VLLMConfig
+    from llm_recommender.backends.vllm_server import VLLMServer
+    from llm_recommender.ranker.training import servable_folder
+    from llm_recommender.scorers import scorer_class
+
+    data, _ = _training_data(write_tiny_dataset(tmp_path / "data"), n_valid=6, n_candidates=12)
+    cls = scorer_class("llm_ranker")
+    config = _config(tiny_vllm_model_dir, tmp_path / "work", item_tokens="als", tokens_lr=1e-2, steps=2,
+                     readout="slot", method="full")
+    comp = cls(data.space, config).fit(data)  # type: ignore[call-arg]
+    comp.save(tmp_path / "saved")
+    requests = [c.request for c in data.validation]
+    on_hf = cls.load(tmp_path / "saved", data.space).score_many(requests)
+
+    weights = servable_folder(tmp_path / "saved" / "model", str(tiny_vllm_model_dir))
+    assert weights == tmp_path / "saved" / "model"  # full fine-tuning: the component's own folder
+    server = VLLMServer(VLLMConfig(model=str(weights), dtype="float32", max_model_len=2048),
+                        served_model_name="llm_ranker", extra_args=["--enable-prompt-embeds"])
+    server.start(timeout=300)
+    try:
+        served = cls(data.space, {**config, "backend": "openai", "server": {"base_url": server.url}})  # type: ignore[call-arg]
+        served.load_state(tmp_path / "saved")
+        assert type(served._ranker().prompter.backend).__name__ == "OpenAIBackend"  # pyright: ignore[reportAttributeAccessIssue]
+        over_http = served.score_many(requests)
+    finally:
+        assert server.stop() == 0, server.log_tail()
+    for a, b in zip(on_hf, over_http):
+        assert int(np.argmax(a.scores)) == int(np.argmax(b.scores))
+        np.testing.assert_allclose(a.scores, b.scores, rtol=0, atol=1e-3)
+    assert any(not np.allclose(r.scores, r.scores[0]) for r in over_http)

@@ -151,7 +151,7 @@ def test_rank_serve_and_batch_take_the_shared_options_from_one_declaration():
     from llm_recommender.cli.common import RecommenderOptions
 
     shared = {f.name for f in dataclasses.fields(RecommenderOptions)}
-    assert len(shared) == 8
+    assert len(shared) == 9
     commands = {c.name: c for c in typer.main.get_command(app).commands.values()}  # type: ignore[attr-defined]
     for name in ("rank", "serve", "batch"):
         params = [p.name for p in commands[name].params]
