@@ -78,7 +78,8 @@ def serve_model(
         if bundle is not None:
             use = json.dumps({LLM_RANKER: {"backend": "openai", "server": {"base_url": server.url}}})
             hint = (f"  the bundle's ranker through it: llm-rec serve --bundle {bundle} --component-config '{use}'\n"
-                    f"  (or llm-rec rank REQUEST.json --bundle {bundle} --component-config '{use}')\n")
+                    f"  (or llm-rec rank REQUEST.json --bundle {bundle} --component-config '{use}'; the fused ranking "
+                    "calls the ranker only where the fit kept it, --strategy llm_ranker ranks with it alone)\n")
         else:
             hint = (f"  from Python: Recommender(backend=\"openai\", base_url=\"{server.url}\", model=\"{settings.model}\")\n"
                     f"  from the CLI: llm-rec rank REQUEST.json --backend openai --base-url {server.url}\n")
