@@ -246,6 +246,18 @@ class Recommender:
     def backend_name(self) -> str:
         return self._backend.name if self._backend is not None else "none"
 
+    def _engine_of(self, strategy: str) -> tuple[str, str]:
+        """(model, backend) that scored ``strategy``: a bundle component that carries its own LLM (the trained
+        ranker) names its own, also inside the fused ranking where the fit kept it; else the pipeline's."""
+        if self.bundle is not None:
+            names = self.bundle.fused.fusion.components if strategy == FUSED else [strategy]
+            for name in names:
+                engine: Any = getattr(self.bundle.components.get(name), "engine", None)
+                if engine is not None:
+                    pair: tuple[str, str] = engine()
+                    return pair
+        return self.model_name, self.backend_name
+
     def scorer(self, strategy: str | None = None) -> Scorer:
         """The scorer for ``strategy``: ONE lookup for bundle strategies and LLM strategies."""
         name = strategy or self.settings.strategy
@@ -411,8 +423,9 @@ class Recommender:
         if truncated:  # this request's own texts, not the batch's
             notes.append(f"{truncated} item text(s) were longer than the prompt limits and were truncated")
         usage = dict(zip(("prompt_tokens", "completion_tokens", "forward_passes"), scoring_usage))
+        model, backend = self._engine_of(strategy)
         return RankResponse(
-            items=items, strategy=strategy, model=self.model_name, backend=self.backend_name,
+            items=items, strategy=strategy, model=model, backend=backend,
             calibrator=calibrator.name, fallback_used=bool(fallbacks), fallbacks=fallbacks,
             history_used=result.history_used, history_total=len(request.history), notes=notes,
             usage=Usage(**{k: v + r for (k, v), r in zip(usage.items(), why.usage.snapshot())}))

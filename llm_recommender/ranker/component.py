@@ -264,6 +264,10 @@ class LLMRankerComponent(Component):
     def score_many(self, requests: list[RankRequest]) -> list[ScoreResult]:
         return self._ranker().score_many(requests)
 
+    def engine(self) -> tuple[str, str]:
+        """(model, backend) as a response names them: its own fine-tuned LLM, and where it scores."""
+        return f"{self.config.model or DEFAULT_MODEL} fine-tuned (llm_ranker)", self.config.backend
+
     def score_rows(self, request, history, candidates):  # type: ignore[no-untyped-def]
         raise NotImplementedError  # score_many renders prompts from the request's items
 

@@ -210,5 +210,10 @@ def test_the_fusion_drops_a_useless_ranker_and_the_bundle_reloads_it(tiny_model_
     assert (saved / "learning_curve.json").is_file()
     # the fit's --model reached the component: it fine-tuned and saved the bundle's LLM
     assert json.loads((saved / "config.json").read_text())["model"] == str(tiny_model_dir)
-    resp = Recommender.load(bundle, strategy="llm_ranker").rank_request(sample_request)
+    rec = Recommender.load(bundle, strategy="llm_ranker")
+    resp = rec.rank_request(sample_request)
     assert resp.strategy == "llm_ranker" and len(resp.items) == 3
+    # the response names the LLM that ranked: the ranker's own fine-tuned model and backend, not the pipeline's
+    assert (resp.model, resp.backend) == (f"{tiny_model_dir} fine-tuned (llm_ranker)", "transformers")
+    fused = rec.rank_request({**sample_request, "strategy": "fused"})
+    assert fused.backend == rec.backend_name  # the fusion dropped the ranker: it did not run
