@@ -204,10 +204,11 @@ class OpenAIBackend(TokenIdBackend):
             if embeds is None:
                 resp = self.client.completions.create(model=self.served_model, prompt=prompts, temperature=0.0,
                                                       **kwargs)
-            else:
-                body = {**kwargs.pop("extra_body", {}), "prompt_embeds": embeds}
+            else:  # kwargs stay as they are: a retry sends the same request
+                body = {**kwargs.get("extra_body", {}), "prompt_embeds": embeds}
+                rest = {k: v for k, v in kwargs.items() if k != "extra_body"}
                 resp = self.client.completions.create(model=self.served_model, prompt=None, temperature=0.0,
-                                                      extra_body=body, **kwargs)
+                                                      extra_body=body, **rest)
             choices = getattr(resp, "choices", None)
             if not isinstance(choices, list) or len(choices) != len(prompts):
                 raise MalformedResponse(f"expected {len(prompts)} choices, got {type(choices).__name__}"

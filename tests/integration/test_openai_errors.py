@@ -98,7 +98,7 @@ class ScriptedServer:
 
 def completion(body: dict, *, label_keys: str = "ids", drop: int | None = None, with_logprobs: bool = True) -> dict:
     """A well-formed completions reply; label log-probs decrease with the label's position."""
-    prompts = body["prompt"]
+    prompts = body.get("prompt") or body["prompt_embeds"]
     ids = body.get("logprob_token_ids") or []
     choices = []
     for i, _ in enumerate(prompts):
@@ -153,6 +153,34 @@ def test_well_formed_reply_gives_exact_label_logprobs(backend, server):
     assert sent["logprob_token_ids"] == label_ids(backend) and sent["return_tokens_as_token_ids"] is True
     assert isinstance(sent["prompt"][0], list)  # token ids, tokenized locally
     assert backend.retries_done == 0
+
+
+def test_prompt_embeddings_travel_as_tensors_and_a_retry_sends_them_again(backend, server, default_model_dir):
+    """The ranker's soft tokens over HTTP: each prompt's input embeddings (the served weights' rows, the soft
+    vectors in their slots) as a base64 tensor, with the label ids; a retried request is the same request."""
+    import base64
+    import io
+
+    import torch
+    from safetensors import safe_open
+
+    from llm_recommender.backends.base import EmbedsPrompt
+
+    with safe_open(str(default_model_dir / "model.safetensors"), "pt") as f:
+        table = f.get_tensor(next(k for k in f.keys() if k.endswith("embed_tokens.weight"))).float()  # noqa: SIM118
+    ids = backend.encode("hello there")
+    soft = torch.full((1, table.shape[1]), 0.5)
+    server.script = [(503, "overloaded")]
+    lp = backend.embeds_next_token_logprobs([EmbedsPrompt(ids, [1], soft)], label_ids(backend))
+    np.testing.assert_allclose(lp, [[-1.0, -1.5, -2.0]])
+    first, second = server.requests[-2:]
+    assert first == second and backend.retries_done == 1
+    assert second.get("prompt") is None and second["logprob_token_ids"] == label_ids(backend)
+    rows = torch.load(io.BytesIO(base64.b64decode(second["prompt_embeds"][0])), weights_only=True)
+    assert rows.shape == (len(ids), table.shape[1])
+    torch.testing.assert_close(rows[0], table[ids[0]])
+    torch.testing.assert_close(rows[2:], table[ids[2:]])
+    assert bool((rows[1] == 0.5).all())  # the soft token in its slot
 
 
 @pytest.mark.parametrize(
