@@ -20,6 +20,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +135,36 @@ def fit_bundle(
     text_encoder: Callable[[list[str]], np.ndarray] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
-    """Fit and write a bundle to ``out``; ``backend`` / ``text_encoder`` are test seams (tiny models)."""
+    """Fit and write a bundle to ``out``; ``backend`` / ``text_encoder`` are test seams (tiny models).
+
+    With ``config.ray_address`` one cluster serves every step that runs on Ray (the item vectors, the training):
+    started (or joined) here, before the first, and left after the last."""
+    with _fit_cluster(config):
+        return _fit_bundle(config, out, backend=backend, text_encoder=text_encoder, log=log)
+
+
+def _fit_cluster(config: FitConfig) -> AbstractContextManager[Any]:
+    """The Ray cluster of the whole fit when a step will run on it; nothing otherwise. The steps' own
+    ``ray_cluster`` calls then join it instead of starting and stopping a local cluster each."""
+    if config.ray_address is None:
+        return nullcontext()
+    try:
+        classes = [component_class(n) for n in config.components]
+    except InvalidRequestError:
+        return nullcontext()  # _fit_bundle raises it with the valid names
+    if not any("llm" in c.vectors or c.trains_on_ray for c in classes):
+        return nullcontext()
+    from ..ray_cluster import ray_cluster  # Ray is optional (the [batch] extra)
+
+    local = config.ray_address == "local"
+    return ray_cluster(None if local else config.ray_address,
+                       num_cpus=math.ceil(config.ray_workers * config.ray_cpus_per_worker) if local else None,
+                       who="fit", param="ray_address",
+                       missing="Ray is not installed: pip install 'llm-recommender[batch]', or leave out --ray-address")
+
+
+def _fit_bundle(config: FitConfig, out: str | Path, *, backend: Any, text_encoder: Any,
+                log: Callable[[str], None] | None) -> Path:
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     t_start = time.perf_counter()
     for name in config.components:

@@ -140,3 +140,30 @@ def test_a_worker_that_dies_after_the_first_epoch_resumes_from_its_checkpoint(lo
     scores = model.score([np.array([1, 2, 3])], [np.array([4, 5, 6])])[0]
     assert np.isfinite(scores).all()
     assert not list((tmp_path / "ray-train").glob("sequence-*"))
+
+
+def test_a_fit_with_both_ray_steps_starts_one_local_cluster(ray_module, tiny_model_dir, data_dir, tmp_path,
+                                                           monkeypatch):
+    """The item vectors (Ray Data) and the training (Ray Train) share the fit's cluster: one start, one stop."""
+    from llm_recommender.bundle import FitConfig, fit_bundle
+
+    monkeypatch.setenv("LLM_REC_CACHE_DIR", str(tmp_path / "cache"))
+    starts: list[dict] = []
+    real_init = ray_module.init
+
+    def counting_init(*args, **kwargs):
+        starts.append(kwargs)
+        return real_init(*args, **kwargs)
+
+    monkeypatch.setattr(ray_module, "init", counting_init)
+    lines: list[str] = []
+    cfg = FitConfig(dataset="generic", data_dir=data_dir, model=str(tiny_model_dir),
+                    components=["representation", "sequence"], valid_users=60, min_gain=-1.0, threads=1,
+                    progress=False, ray_address="local", ray_workers=2,
+                    component_config={"sequence": {"model": {**MODEL, "epochs": 2}, "text": "none"}})
+    fit_bundle(cfg, tmp_path / "both", log=lines.append)
+    assert any(line.startswith("fit: LLM item vectors on Ray Data, 2 workers") for line in lines), lines
+    assert "fit: sequence: training on Ray Train, 2 workers on a local cluster of 2 CPUs" in lines
+    assert len(starts) == 1, starts
+    assert starts[0]["num_cpus"] == 2
+    assert not ray_module.is_initialized()

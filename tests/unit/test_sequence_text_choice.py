@@ -1,4 +1,5 @@
-"""The sequence component's text=choose: a short trial with text vectors and without, the winner trained fully."""
+"""The sequence component's text=choose: a trial with text vectors and one without on the full fit's schedule, the
+winner going on from its trial to the end."""
 
 from __future__ import annotations
 
@@ -42,6 +43,20 @@ def test_choose_trains_both_options_and_records_the_winner_and_the_runner_up(tmp
     loaded.load_state(tmp_path)
     a, b = comp.score_many(sample_requests()), loaded.score_many(sample_requests())
     assert all(np.array_equal(x.scores, y.scores) for x, y in zip(a, b))
+
+
+def test_the_winner_goes_on_from_its_trial_as_if_fitted_alone():
+    space, data = data_with_validation()
+    model = {**SMALL, "epochs": 6}
+    comp = SequenceComponent(space, {"text": "choose", "model": model}).fit(data)  # a third of 6 epochs per trial
+    choice = comp.config.text_choice
+    assert choice is not None and choice["continued_from_trial"] is True
+    assert all(t["epochs"] == 2 for t in choice["trials"].values())
+    assert comp.model.record["epochs_run"] == 6 and len(comp.model.record["history"]) == 6
+    alone = SequenceComponent(space, {"text": choice["chosen"], "model": model}).fit(data)
+    a, b = comp.score_many(sample_requests()), alone.score_many(sample_requests())
+    assert all(np.array_equal(x.scores, y.scores) for x, y in zip(a, b))
+    assert [e["valid"] for e in comp.model.record["history"]] == [e["valid"] for e in alone.model.record["history"]]
 
 
 def test_choose_stops_trials_at_the_time_budget():

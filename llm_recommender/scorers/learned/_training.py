@@ -169,7 +169,11 @@ def train(
     progress: bool,
     checkpoint: Path | None,
     fingerprint: str,
+    pause: Callable[[int, int], bool] | None = None,
 ) -> dict[str, Any]:
+    """Train until the planned epochs or early stopping. ``pause(epochs_done, planned)``, asked after each epoch, may
+    end this call sooner; the checkpoint then holds that epoch's state, and a later call with the same settings goes
+    on from it as if never paused."""
     cfg, net = model.config, model.net
     opt = torch.optim.AdamW(net.parameters(), lr=float(cfg.lr), weight_decay=cfg.weight_decay)  # resolved by fit
     state = new_state()
@@ -207,6 +211,8 @@ def train(
             bar.set_postfix({k: round(v, 4) for k, v in entry.items() if k in ("loss", "valid")})
         if checkpoint is not None:
             _save_checkpoint(checkpoint, ident, state, net, opt)
+        if pause is not None and pause(state["epoch"], cfg.epochs):
+            break
     if bar is not None:
         bar.close()
     if state["best_state"] is not None:

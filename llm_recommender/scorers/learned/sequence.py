@@ -6,11 +6,15 @@ load one, so the registry lists ``sequence`` where torch is not installed.
 
 from __future__ import annotations
 
+import math
+import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from ...configurable import ComponentConfig
 from ...protocol import Item
@@ -25,8 +29,11 @@ class SequenceComponentConfig(ComponentConfig):
     text: str = "auto"
     model: dict[str, Any] = {"epochs": 30, "patience": 3, "id_dropout": 0.1}
     valid_cases: int = 300  # validation cases scored after each epoch for early stopping
-    choice_epochs: int = 3  # text=choose: epochs per trial at most
-    choice_budget_s: float = 600.0  # text=choose: seconds for all trials; a trial stops after the epoch that spends its share
+    # text=choose: each trial runs the full fit's schedule for choice_epochs epochs (None: choice_share of the planned
+    # epochs, at least one), or until it has spent its half of choice_budget_s; the winner goes on from its trial
+    choice_epochs: int | None = None
+    choice_share: float = Field(default=1 / 3, gt=0.0, le=1.0)
+    choice_budget_s: float = Field(default=600.0, ge=0.0)
     text_choice: dict[str, Any] | None = None  # text=choose: set by fit (chosen, runner-up, each trial's NDCG@10)
 
 
@@ -63,43 +70,47 @@ class SequenceComponent(Component):
             valid_fn = validate
 
         sequences = [s.tolist() for s in data.sequences]
-        choice = None
-        if self.config.text == "choose" and text is not None and valid_fn is not None:
-            text, choice = self._choose(text, sequences, cfg, valid_fn)
-            cfg = cfg.model_copy(update={"use_text": text is not None})
-        vectors = self.space.vectors[text] if text else None
-        self.config = self.config.model_copy(update={"text": text or "none", "text_choice": choice})
-        self.model = SequenceModel.fit(sequences, len(self.space), vectors, cfg, valid_fn=valid_fn, progress=True,
-                                       ray=data.ray)
+        choice, resume = None, None
+        with tempfile.TemporaryDirectory(prefix="sequence-choice-") as work:
+            if self.config.text == "choose" and text is not None and valid_fn is not None:
+                text, choice = self._choose(text, sequences, cfg, valid_fn, Path(work))
+                cfg = cfg.model_copy(update={"use_text": text is not None})
+                # the winner goes on from its trial's last epoch, on the same schedule (on Ray it starts over)
+                resume = Path(work) / (text or "none") if data.ray is None else None
+                choice["continued_from_trial"] = resume is not None
+            vectors = self.space.vectors[text] if text else None
+            self.config = self.config.model_copy(update={"text": text or "none", "text_choice": choice})
+            self.model = SequenceModel.fit(sequences, len(self.space), vectors, cfg, valid_fn=valid_fn, progress=True,
+                                           ray=data.ray, checkpoint_dir=resume)
         self.ray_train = self.model.record.get("ray")
         if choice is not None:
             self.model.record["text_choice"] = choice
         return self
 
-    def _choose(self, text: str, sequences: list[list[int]], cfg: Any, valid_fn: Callable[[Any], float]):
-        """Train each option (``text`` vectors, none) for a few epochs within the budget; the better validation wins."""
-        import tempfile
-        import time
-
+    def _choose(self, text: str, sequences: list[list[int]], cfg: Any, valid_fn: Callable[[Any], float],
+                work: Path) -> tuple[str | None, dict[str, Any]]:
+        """Train each option (``text`` vectors, none) on the full fit's schedule for the first part of its planned
+        epochs, within the time budget; the better validation wins. Each trial leaves a checkpoint in
+        ``work/<option>``, from which the winner's full fit goes on."""
         from .sequence_model import SequenceModel
 
         options: list[str | None] = [text, None]
         share = self.config.choice_budget_s / len(options)
         trials: dict[str, dict[str, Any]] = {}
         for kind in options:
-            # one epoch per call, resumed: a constant rate (a cosine schedule's horizon would move with each call)
-            trial_cfg = cfg.model_copy(update={"use_text": kind is not None, "patience": None, "lr_schedule": "constant"})
             vectors = self.space.vectors[kind] if kind else None
             self.config = self.config.model_copy(update={"text": kind or "none"})  # how validation scores it
-            t0, epochs, model = time.perf_counter(), 0, None
-            with tempfile.TemporaryDirectory() as ckpt:  # one epoch per call, resumed from the checkpoint
-                while epochs < self.config.choice_epochs and (epochs == 0 or time.perf_counter() - t0 < share):
-                    epochs += 1
-                    model = SequenceModel.fit(sequences, len(self.space), vectors,
-                                              trial_cfg.model_copy(update={"epochs": epochs}), valid_fn=valid_fn,
-                                              progress=False, checkpoint_dir=ckpt)
-            assert model is not None
-            trials[kind or "none"] = {"valid_ndcg@10": round(float(model.record["best_valid"]), 4), "epochs": epochs,
+            t0 = time.perf_counter()
+
+            def pause(done: int, planned: int, t0: float = t0) -> bool:
+                want = self.config.choice_epochs or max(1, math.ceil(planned * self.config.choice_share))
+                return done >= want or time.perf_counter() - t0 >= share
+
+            model = SequenceModel.fit(sequences, len(self.space), vectors,
+                                      cfg.model_copy(update={"use_text": kind is not None}), valid_fn=valid_fn,
+                                      progress=False, checkpoint_dir=work / (kind or "none"), pause=pause)
+            trials[kind or "none"] = {"valid_ndcg@10": round(float(model.record["best_valid"]), 4),
+                                      "epochs": model.record["epochs_run"],
                                       "seconds": round(time.perf_counter() - t0, 1)}
         self.config = self.config.model_copy(update={"text": "choose"})
         ranked = sorted(trials, key=lambda k: -trials[k]["valid_ndcg@10"])  # stable: a tie keeps the text option

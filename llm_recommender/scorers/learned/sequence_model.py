@@ -172,6 +172,7 @@ class SequenceModel:
         progress: bool = True,
         checkpoint_dir: str | Path | None = None,
         ray: RayTraining | None = None,
+        pause: Callable[[int, int], bool] | None = None,
     ) -> SequenceModel:
         """Train on ``sequences`` (per user, item indices ``0..n_items-1``, oldest first).
 
@@ -182,11 +183,15 @@ class SequenceModel:
         constant learning rate; a cosine schedule's length is part of the settings).
         With ``ray`` it trains data-parallel on Ray Train instead (see :mod:`._ray_training`; its checkpoints live
         in Ray Train's storage, so ``checkpoint_dir`` must be None) and ``record["ray"]`` says how.
+        ``pause(epochs_done, planned_epochs)``, asked after each epoch (not on Ray), may end the call early; with
+        ``checkpoint_dir`` a later call goes on from there on the same schedule.
         """
         config = config or SequenceModelConfig()
         if ray is not None and checkpoint_dir is not None:
             raise InvalidRequestError("on Ray Train the checkpoints are Ray Train's: leave checkpoint_dir unset",
                                       param="checkpoint_dir")
+        if ray is not None and pause is not None:
+            raise InvalidRequestError("a fit on Ray Train runs to its end: leave pause unset", param="pause")
         if n_items < 1:
             raise InvalidRequestError("n_items must be at least 1", param="n_items")
         vectors = _check_item_vectors(item_vectors, n_items, config.use_text)
@@ -218,6 +223,7 @@ class SequenceModel:
             progress=progress,
             checkpoint=Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None,
             fingerprint=fingerprint,
+            pause=pause,
         )
         return model
 
