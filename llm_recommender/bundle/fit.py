@@ -229,6 +229,7 @@ def _fit_bundle(config: FitConfig, out: str | Path, *, backend: Any, text_encode
     data.validation = valid_cases  # for early stopping only; never training examples
     # case-aware fusion: cold validation cases (targets and candidates kept out of training) beside the warm ones
     untrained, cold_cases = _cold_validation(config, ds, splits, space, data, n_valid, log)
+    data.cold_validation = cold_cases
     requests = [c.request for c in valid_cases + cold_cases]
     labels = [np.asarray(c.labels, dtype=float) for c in valid_cases + cold_cases]
     gt = [c.ground_truth_index for c in valid_cases + cold_cases]
@@ -286,7 +287,7 @@ def _fit_bundle(config: FitConfig, out: str | Path, *, backend: Any, text_encode
     short = request_shortness(requests)
     history = history_terms_gain(results, labels, kept, short, min_gain=config.min_gain, l2=config.l2,
                                  seed=config.seed, cold=flags, groups=groups)
-    log(f"fusion: history-length terms {history.record(config.min_gain)['reason']}")
+    log(f"fusion: history-length terms {history.record()['reason']}")
     if history.kept:
         cv += history.gain
     short_kept = short if history.kept else None
@@ -295,7 +296,7 @@ def _fit_bundle(config: FitConfig, out: str | Path, *, backend: Any, text_encode
     fused = fusion.combine({c: results[c] for c in kept}, flags, short_kept)
     manifest.components = list(records.values())
     manifest.fusion = {"components": kept, "l2": config.l2, "coefficients": fusion.coefficients(),
-                       "history_terms": history.record(config.min_gain)}
+                       "history_terms": history.record()}
     manifest.validation = {"users": len(valid_cases), "fused_ndcg@10_in_sample": round(ndcg10(fused[:n_warm], gt[:n_warm]), 4),
                            "fused_ndcg@10_cv": round(cv, 4)}
     if cold_cases:  # the CV figure above is over warm and cold cases together

@@ -58,6 +58,9 @@ class TrainingData:
     sequences: list[np.ndarray]
     seed: int = 0
     validation: list[Any] = field(default_factory=list)  # EvalCases of validation targets: early stopping only
+    # with cold items kept out of training: validation cases among cold candidates (what a choice between a text
+    # path and none must also weigh); empty otherwise
+    cold_validation: list[Any] = field(default_factory=list)
     model: str | None = None  # the bundle's LLM (the fit's --model), for components that fine-tune or run it
     ray: RayTraining | None = None  # components that can train on Ray Train do so there (the sequence model)
 

@@ -361,13 +361,14 @@ class HistoryTerms:
     kept: bool
     gain: float  # cross-validated NDCG@10 with the terms minus without them
     error: float  # one standard error of that gain over the validation users
+    min_gain: float  # the fit's min_gain: the gain had to reach it and the standard error
 
-    def record(self, min_gain: float) -> dict[str, Any]:
+    def record(self) -> dict[str, Any]:
         verdict = "kept" if self.kept else "left out"
         return {"kept": self.kept, "gain": round(self.gain, 4), "standard_error": round(self.error, 4),
                 "reason": f"{verdict}: with them the cross-validated NDCG@10 changes by {self.gain:+.4f}; "
-                          f"{max(min_gain, self.error):.4f} required (min_gain {min_gain:.4f} and one standard "
-                          f"error, {self.error:.4f})"}
+                          f"{max(self.min_gain, self.error):.4f} required (min_gain {self.min_gain:.4f} and one "
+                          f"standard error, {self.error:.4f})"}
 
 
 def history_terms_gain(
@@ -381,7 +382,7 @@ def history_terms_gain(
     base = cv_case_ndcg(results, labels, components, l2=l2, seed=seed, cold=cold, groups=groups)
     diff = cv_case_ndcg(results, labels, components, l2=l2, seed=seed, cold=cold, groups=groups, short=short) - base
     gain, error = float(diff.mean()), per_user_standard_error(diff, groups)
-    return HistoryTerms(kept=gain >= max(min_gain, error), gain=gain, error=error)
+    return HistoryTerms(kept=gain >= max(min_gain, error), gain=gain, error=error, min_gain=min_gain)
 
 
 def per_user_standard_error(diff: np.ndarray, groups: Sequence[str] | None) -> float:

@@ -44,7 +44,7 @@ def test_history_terms_are_kept_when_the_best_component_depends_on_the_history_l
     results, labels, short = _cases()
     terms = history_terms_gain(results, labels, ["short_expert", "long_expert"], short)
     assert terms.kept and terms.gain > 0.05 and terms.gain > 3 * terms.error, terms
-    record = terms.record(0.002)
+    record = terms.record()
     assert record["kept"] and record["reason"].startswith("kept: with them the cross-validated NDCG@10 changes by +")
 
 
@@ -53,7 +53,7 @@ def test_history_terms_are_left_out_when_the_length_says_nothing():
     terms = history_terms_gain(results, labels, ["short_expert", "long_expert"], short)
     # here the extra terms fit noise: a gain above min_gain (0.002) but within one standard error
     assert not terms.kept and terms.gain < terms.error, terms
-    assert terms.record(0.002)["reason"].startswith("left out: ")
+    assert terms.record()["reason"].startswith("left out: ")
 
 
 def test_a_fusion_with_history_terms_weights_components_by_length_and_round_trips(tmp_path):

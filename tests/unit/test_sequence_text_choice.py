@@ -59,6 +59,21 @@ def test_the_winner_goes_on_from_its_trial_as_if_fitted_alone():
     assert [e["valid"] for e in comp.model.record["history"]] == [e["valid"] for e in alone.model.record["history"]]
 
 
+def test_with_cold_cases_the_choice_weighs_them_beside_the_warm_ones():
+    space, data = data_with_validation()
+    data.cold_validation = [SimpleNamespace(request=r, ground_truth_index=len(r.candidates) - 1)
+                            for r in sample_requests()[:3]]
+    comp = SequenceComponent(space, {"text": "choose", "model": SMALL}).fit(data)
+    choice = comp.config.text_choice
+    assert choice is not None
+    for t in choice["trials"].values():
+        n_warm, n_cold = len(data.validation), len(data.cold_validation)
+        assert t["choice_ndcg@10"] == pytest.approx((t["valid_ndcg@10"] * n_warm + t["cold_ndcg@10"] * n_cold)
+                                                    / (n_warm + n_cold), abs=1e-3)
+    trials = choice["trials"]
+    assert trials[choice["chosen"]]["choice_ndcg@10"] >= trials[choice["runner_up"]]["choice_ndcg@10"]
+
+
 def test_choose_stops_trials_at_the_time_budget():
     space, data = data_with_validation()
     comp = SequenceComponent(space, {"text": "choose", "model": SMALL, "choice_epochs": 5, "choice_budget_s": 0.0})

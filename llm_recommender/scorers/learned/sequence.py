@@ -73,7 +73,8 @@ class SequenceComponent(Component):
         choice, resume = None, None
         with tempfile.TemporaryDirectory(prefix="sequence-choice-") as work:
             if self.config.text == "choose" and text is not None and valid_fn is not None:
-                text, choice = self._choose(text, sequences, cfg, valid_fn, Path(work))
+                text, choice = self._choose(text, sequences, cfg, valid_fn, Path(work), len(cases),
+                                            data.cold_validation[: self.config.valid_cases])
                 cfg = cfg.model_copy(update={"use_text": text is not None})
                 # the winner goes on from its trial's last epoch, on the same schedule (on Ray it starts over)
                 resume = Path(work) / (text or "none") if data.ray is None else None
@@ -88,10 +89,11 @@ class SequenceComponent(Component):
         return self
 
     def _choose(self, text: str, sequences: list[list[int]], cfg: Any, valid_fn: Callable[[Any], float],
-                work: Path) -> tuple[str | None, dict[str, Any]]:
+                work: Path, n_warm: int, cold_cases: list[Any]) -> tuple[str | None, dict[str, Any]]:
         """Train each option (``text`` vectors, none) on the full fit's schedule for the first part of its planned
         epochs, within the time budget; the better validation wins. Each trial leaves a checkpoint in
-        ``work/<option>``, from which the winner's full fit goes on."""
+        ``work/<option>``, from which the winner's full fit goes on. With ``cold_cases`` (cold items kept out of
+        training) the choice weighs them beside the warm cases: an ID-only model cannot rank an item it never saw."""
         from .sequence_model import SequenceModel
 
         options: list[str | None] = [text, None]
@@ -109,11 +111,19 @@ class SequenceComponent(Component):
             model = SequenceModel.fit(sequences, len(self.space), vectors,
                                       cfg.model_copy(update={"use_text": kind is not None}), valid_fn=valid_fn,
                                       progress=False, checkpoint_dir=work / (kind or "none"), pause=pause)
-            trials[kind or "none"] = {"valid_ndcg@10": round(float(model.record["best_valid"]), 4),
-                                      "epochs": model.record["epochs_run"],
-                                      "seconds": round(time.perf_counter() - t0, 1)}
+            warm = float(model.record["best_valid"])
+            trial = {"valid_ndcg@10": round(warm, 4), "epochs": model.record["epochs_run"]}
+            if cold_cases:  # the trial's best weights on the cold cases; the choice weighs every case alike
+                self.model = model
+                cold = ndcg10(self.score_many([c.request for c in cold_cases]),
+                              [c.ground_truth_index for c in cold_cases])
+                trial["cold_ndcg@10"] = round(cold, 4)
+                trial["choice_ndcg@10"] = round((warm * n_warm + cold * len(cold_cases))
+                                                / (n_warm + len(cold_cases)), 4)
+            trials[kind or "none"] = {**trial, "seconds": round(time.perf_counter() - t0, 1)}
         self.config = self.config.model_copy(update={"text": "choose"})
-        ranked = sorted(trials, key=lambda k: -trials[k]["valid_ndcg@10"])  # stable: a tie keeps the text option
+        key = "choice_ndcg@10" if cold_cases else "valid_ndcg@10"
+        ranked = sorted(trials, key=lambda k: -trials[k][key])  # stable: a tie keeps the text option
         chosen = ranked[0]
         return (None if chosen == "none" else chosen), {"chosen": chosen, "runner_up": ranked[1], "trials": trials}
 
