@@ -166,7 +166,7 @@ def train(
     targets: np.ndarray,
     *,
     valid_fn: Callable[[SequenceModel], float] | None,
-    progress: bool,
+    progress: bool | str,
     checkpoint: Path | None,
     fingerprint: str,
     pause: Callable[[int, int], bool] | None = None,
@@ -232,10 +232,11 @@ def record(state: dict[str, Any], n_windows: int) -> dict[str, Any]:
     }
 
 
-def _bar(progress: bool, total: int, initial: int) -> Any:
+def _bar(progress: bool | str, total: int, initial: int) -> Any:
     if not progress:
         return None
-    return tqdm(total=total, initial=initial, desc="sequence model", unit="epoch")
+    return tqdm(total=total, initial=initial, desc=progress if isinstance(progress, str) else "sequence model",
+                unit="epoch")
 
 
 def _save_checkpoint(path: Path, identity: dict, state: dict, net: Any, opt: Any) -> None:

@@ -81,8 +81,9 @@ class SequenceComponent(Component):
                 choice["continued_from_trial"] = resume is not None
             vectors = self.space.vectors[text] if text else None
             self.config = self.config.model_copy(update={"text": text or "none", "text_choice": choice})
-            self.model = SequenceModel.fit(sequences, len(self.space), vectors, cfg, valid_fn=valid_fn, progress=True,
-                                           ray=data.ray, checkpoint_dir=resume)
+            label = f"sequence model, chosen: text {text or 'none'}" if choice else True
+            self.model = SequenceModel.fit(sequences, len(self.space), vectors, cfg, valid_fn=valid_fn,
+                                           progress=label, ray=data.ray, checkpoint_dir=resume)
         self.ray_train = self.model.record.get("ray")
         if choice is not None:
             self.model.record["text_choice"] = choice
@@ -110,7 +111,8 @@ class SequenceComponent(Component):
 
             model = SequenceModel.fit(sequences, len(self.space), vectors,
                                       cfg.model_copy(update={"use_text": kind is not None}), valid_fn=valid_fn,
-                                      progress=False, checkpoint_dir=work / (kind or "none"), pause=pause)
+                                      progress=f"sequence model, trial: text {kind or 'none'}",
+                                      checkpoint_dir=work / (kind or "none"), pause=pause)
             warm = float(model.record["best_valid"])
             trial = {"valid_ndcg@10": round(warm, 4), "epochs": model.record["epochs_run"]}
             if cold_cases:  # the trial's best weights on the cold cases; the choice weighs every case alike

@@ -169,7 +169,7 @@ class SequenceModel:
         config: SequenceModelConfig | None = None,
         *,
         valid_fn: Callable[[SequenceModel], float] | None = None,
-        progress: bool = True,
+        progress: bool | str = True,  # a str: the progress bar's label
         checkpoint_dir: str | Path | None = None,
         ray: RayTraining | None = None,
         pause: Callable[[int, int], bool] | None = None,
