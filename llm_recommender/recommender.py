@@ -246,7 +246,7 @@ class Recommender:
     def backend_name(self) -> str:
         return self._backend.name if self._backend is not None else "none"
 
-    def _engine_of(self, strategy: str) -> tuple[str, str]:
+    def engine_of(self, strategy: str) -> tuple[str, str]:
         """(model, backend) that scored ``strategy``: a bundle component that carries its own LLM (the trained
         ranker) names its own, also inside the fused ranking where the fit kept it; else the pipeline's."""
         if self.bundle is not None:
@@ -423,7 +423,7 @@ class Recommender:
         if truncated:  # this request's own texts, not the batch's
             notes.append(f"{truncated} item text(s) were longer than the prompt limits and were truncated")
         usage = dict(zip(("prompt_tokens", "completion_tokens", "forward_passes"), scoring_usage))
-        model, backend = self._engine_of(strategy)
+        model, backend = self.engine_of(strategy)
         return RankResponse(
             items=items, strategy=strategy, model=model, backend=backend,
             calibrator=calibrator.name, fallback_used=bool(fallbacks), fallbacks=fallbacks,

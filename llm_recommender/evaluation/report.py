@@ -69,6 +69,8 @@ def write_report(results: dict[str, Any], out: Path, plots: list[str]) -> None:
     lines += [
         f"- command: `{run['command']}`",
         f"- model: {run['model'] or '-'}; backend: {run['backend'] or '-'}; git commit: {run['git_commit']}",
+        *(f"- {name} scored with its own model: {e['model']}; backend: {e['backend']}"
+          for name, e in run.get("engines", {}).items()),
         f"- run: {run['started']} -> {run['finished']} ({run['wall_seconds']} s wall, {run['new_llm_requests']} new LLM requests)",
         f"- history: up to {cfg['max_history']} items; candidates: {cfg['n_candidates']}; exclude history from negatives: {cfg['exclude_history']}; "
         f"permutations averaged in the main run: {cfg['permutations']}",

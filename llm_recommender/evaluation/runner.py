@@ -336,6 +336,9 @@ class EvalRunner:
             "users": len(self.users),
             "model": rec.model_name,
             "backend": rec.backend_name,
+            # strategies scored by another LLM than the pipeline's (a trained ranker names its own)
+            "engines": {name: {"model": m, "backend": b} for name in cfg.scorers
+                        for m, b in [rec.engine_of(name)] if (m, b) != (rec.model_name, rec.backend_name)},
             "bundle": str(rec.bundle.folder),
             "git_commit": git_commit(),
             "started": started.isoformat(timespec="seconds"),

@@ -96,8 +96,17 @@ def test_cli_writes_results_report_and_plots(data_dir, tmp_path):
     assert "likes" in res["sets"] and "verbalizer" not in res["sets"]["likes"]["scorers"]
     sweep = res["position_bias"]["verbalizer"]
     assert len(sweep["K=1"]["ndcg@10"]) == 20 and sweep["K=3"]["permutations"] == 3
+    assert run["engines"] == {}  # every strategy here ran on the pipeline's LLM
     report = (out / "report.md").read_text()
     assert "| fused |" in report and "ECE before" in report and "Listwise outputs" in report
+    assert "scored with its own model" not in report
+    # a strategy with its own LLM (a trained ranker) is named in the report's header
+    from llm_recommender.evaluation.report import write_report
+
+    res["run"]["engines"] = {"llm_ranker": {"model": "gemma fine-tuned (llm_ranker)", "backend": "transformers"}}
+    write_report(res, out, [])
+    header = (out / "report.md").read_text().split("## ")[0]
+    assert "- llm_ranker scored with its own model: gemma fine-tuned (llm_ranker); backend: transformers" in header
     assert "in fusion" in report and (out / "bundle" / "bundle.json").is_file()
     for png in ("metrics.png", "reliability_llmrank.png", "reliability_likes.png", "position_bias.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
