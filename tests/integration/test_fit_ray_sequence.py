@@ -98,8 +98,9 @@ def test_the_sequence_model_trained_on_ray_train_is_close_to_one_process_and_its
     assert sum(int(i) % 2 for i in ranked) >= 8, ranked
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def local_ray(ray_module):
+    """A cluster the test starts itself, stopped after it (the next test may need no cluster running)."""
     ray_module.init(num_cpus=2, include_dashboard=False, logging_level="warning")
     yield ray_module
     ray_module.shutdown()
@@ -148,6 +149,7 @@ def test_a_fit_with_both_ray_steps_starts_one_local_cluster(ray_module, tiny_mod
     from llm_recommender.bundle import FitConfig, fit_bundle
 
     monkeypatch.setenv("LLM_REC_CACHE_DIR", str(tmp_path / "cache"))
+    assert not ray_module.is_initialized()  # the fit must start its own
     starts: list[dict] = []
     real_init = ray_module.init
 
