@@ -154,13 +154,9 @@ def _fit_cluster(config: FitConfig) -> AbstractContextManager[Any]:
         return nullcontext()  # _fit_bundle raises it with the valid names
     if not any("llm" in c.vectors or c.trains_on_ray for c in classes):
         return nullcontext()
-    from ..ray_cluster import ray_cluster  # Ray is optional (the [batch] extra)
+    from ..ray_cluster import fit_ray_cluster  # Ray is optional (the [batch] extra)
 
-    local = config.ray_address == "local"
-    return ray_cluster(None if local else config.ray_address,
-                       num_cpus=math.ceil(config.ray_workers * config.ray_cpus_per_worker) if local else None,
-                       who="fit", param="ray_address",
-                       missing="Ray is not installed: pip install 'llm-recommender[batch]', or leave out --ray-address")
+    return fit_ray_cluster(config.ray_address, config.ray_workers, config.ray_cpus_per_worker)
 
 
 def _fit_bundle(config: FitConfig, out: str | Path, *, backend: Any, text_encoder: Any,
@@ -330,15 +326,14 @@ def _llm_encoder(config: FitConfig, backend: Any, space: ItemSpace) -> Any:
 
 
 def _ray_llm_vectors(config: FitConfig, space: ItemSpace, log: Callable[[str], None]) -> tuple[np.ndarray, Any]:
-    """The item-representation step on Ray Data (see :mod:`.fit_ray`); the cluster lives for this step only."""
-    from ..ray_cluster import ray_cluster  # Ray is optional (the [batch] extra)
+    """The item-representation step on Ray Data (see :mod:`.fit_ray`), on the fit's cluster (:func:`_fit_cluster`)."""
+    from ..ray_cluster import fit_ray_cluster  # Ray is optional (the [batch] extra)
     from .fit_ray import ray_item_vectors
 
+    assert config.ray_address is not None
     local = config.ray_address == "local"
     cpus = math.ceil(config.ray_workers * config.ray_cpus_per_worker) if local else None
-    with ray_cluster(None if local else config.ray_address, num_cpus=cpus, who="fit",
-                     missing="Ray is not installed: pip install 'llm-recommender[batch]', or leave out --ray-address",
-                     param="ray_address") as ray:
+    with fit_ray_cluster(config.ray_address, config.ray_workers, config.ray_cpus_per_worker) as ray:
         log(f"fit: LLM item vectors on Ray Data, {config.ray_workers} workers"
             + (f" on a local cluster of {cpus} CPUs" if local else ""))
         vectors, encoder, remote = ray_item_vectors(

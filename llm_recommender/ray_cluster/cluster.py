@@ -7,6 +7,7 @@ this process) is left running.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -47,6 +48,15 @@ def ray_cluster(address: str | None, *, num_cpus: int | None = None, who: str = 
             ray.shutdown()
         if watchdog is not None and watchdog.stdin is not None:
             watchdog.stdin.close()  # the watchdog ends whatever the shutdown left, then exits
+
+
+def fit_ray_cluster(address: str, workers: int, cpus_per_worker: float) -> Any:
+    """The cluster of ``llm-rec fit --ray-address``: ``local`` starts one of ``workers`` x ``cpus_per_worker``
+    CPUs (rounded up), anything else is joined. One place for the fit's Ray steps, which share it."""
+    local = address == "local"
+    return ray_cluster(None if local else address, num_cpus=math.ceil(workers * cpus_per_worker) if local else None,
+                       who="fit", param="ray_address",
+                       missing="Ray is not installed: pip install 'llm-recommender[batch]', or leave out --ray-address")
 
 
 def ray_registry() -> Path:

@@ -26,7 +26,6 @@ import hashlib
 import io
 import json
 import logging
-import math
 import shutil
 import tempfile
 import time
@@ -119,22 +118,18 @@ def train_on_ray(
     settings: RayTraining,
 ) -> dict[str, Any]:
     """Train ``model`` on Ray Train (see the module's doc); returns the training record, ``ray`` included."""
-    from ...ray_cluster import ray_cluster
+    from ...ray_cluster import fit_ray_cluster
 
     train = require_ray_train()
     from ray.train.torch import TorchTrainer
 
     ident = identity(model, fingerprint, valid_fn is not None)
     storage, name = _storage(settings), run_name(ident, settings)
-    local = settings.address == "local"
-    cpus = math.ceil(settings.workers * settings.cpus_per_worker) if local else None
     resources = {"CPU": settings.cpus_per_worker, **({"GPU": settings.gpus_per_worker} if settings.gpus_per_worker else {})}
     loop_config = {"model": model, "inputs": inputs, "targets": targets, "valid_fn": valid_fn, "identity": ident,
                    "threads": max(1, int(settings.cpus_per_worker)), "on_epoch": settings.on_epoch}
     t0 = time.perf_counter()
-    with ray_cluster(None if local else settings.address, num_cpus=cpus, who="fit",
-                     missing="Ray is not installed: pip install 'llm-recommender[batch]', or leave out --ray-address",
-                     param="ray_address"):
+    with fit_ray_cluster(settings.address, settings.workers, settings.cpus_per_worker):
         trainer = TorchTrainer(
             worker_loop,
             train_loop_config=loop_config,

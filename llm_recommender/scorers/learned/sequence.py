@@ -64,8 +64,7 @@ class SequenceComponent(Component):
             gt = [c.ground_truth_index for c in cases]
 
             def validate(model: Any) -> float:
-                self.model = model
-                return ndcg10(self.score_many(reqs), gt)
+                return self._ndcg_of(model, reqs, gt)
 
             valid_fn = validate
 
@@ -116,9 +115,7 @@ class SequenceComponent(Component):
             warm = float(model.record["best_valid"])
             trial = {"valid_ndcg@10": round(warm, 4), "epochs": model.record["epochs_run"]}
             if cold_cases:  # the trial's best weights on the cold cases; the choice weighs every case alike
-                self.model = model
-                cold = ndcg10(self.score_many([c.request for c in cold_cases]),
-                              [c.ground_truth_index for c in cold_cases])
+                cold = self._ndcg_of(model, [c.request for c in cold_cases], [c.ground_truth_index for c in cold_cases])
                 trial["cold_ndcg@10"] = round(cold, 4)
                 trial["choice_ndcg@10"] = round((warm * n_warm + cold * len(cold_cases))
                                                 / (n_warm + len(cold_cases)), 4)
@@ -128,6 +125,11 @@ class SequenceComponent(Component):
         ranked = sorted(trials, key=lambda k: -trials[k][key])  # stable: a tie keeps the text option
         chosen = ranked[0]
         return (None if chosen == "none" else chosen), {"chosen": chosen, "runner_up": ranked[1], "trials": trials}
+
+    def _ndcg_of(self, model: Any, requests: list[Any], gt: list[int]) -> float:
+        """NDCG@10 of ``model`` on validation requests, scored as this component serves it (its ``text`` setting)."""
+        self.model = model
+        return ndcg10(self.score_many(requests), gt)
 
     def score_many(self, requests):  # type: ignore[no-untyped-def]
         scores = self.score_items([r.history for r in requests], [r.candidates for r in requests])
