@@ -51,7 +51,7 @@ demo: $(STAMP)-core
 
 test: $(STAMP)-test
 	$(PY) -m llm_recommender.model_store --prepare
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25
 
 test-unit: $(STAMP)-core
 	$(PY) -m pytest -q tests/unit

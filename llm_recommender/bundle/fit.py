@@ -149,14 +149,21 @@ def _fit_cluster(config: FitConfig) -> AbstractContextManager[Any]:
     if config.ray_address is None:
         return nullcontext()
     try:
-        classes = [component_class(n) for n in config.components]
+        needs_llm, on_ray = _ray_steps(config.components)
     except InvalidRequestError:
         return nullcontext()  # _fit_bundle raises it with the valid names
-    if not any("llm" in c.vectors or c.trains_on_ray for c in classes):
+    if not needs_llm and not on_ray:
         return nullcontext()
     from ..ray_cluster import fit_ray_cluster  # Ray is optional (the [batch] extra)
 
     return fit_ray_cluster(config.ray_address, config.ray_workers, config.ray_cpus_per_worker)
+
+
+def _ray_steps(components: list[str]) -> tuple[bool, list[str]]:
+    """The fit's steps that can run on Ray: whether any component reads LLM item vectors (Ray Data), and the
+    components that train on Ray Train."""
+    classes = {n: component_class(n) for n in components}
+    return any("llm" in c.vectors for c in classes.values()), [n for n, c in classes.items() if c.trains_on_ray]
 
 
 def _fit_bundle(config: FitConfig, out: str | Path, *, backend: Any, text_encoder: Any,
@@ -190,8 +197,7 @@ def _fit_bundle(config: FitConfig, out: str | Path, *, backend: Any, text_encode
     manifest = BundleManifest(model=config.model, item_words=words.model_dump())
     vectors_t = time.perf_counter()
     vectors = {v for name in config.components for v in component_class(name).vectors}
-    needs_llm = "llm" in vectors
-    on_ray = [n for n in config.components if component_class(n).trains_on_ray]
+    needs_llm, on_ray = _ray_steps(config.components)
     if config.ray_address is not None and on_ray:
         from ..scorers.learned._ray_training import require_ray_train  # torch: the component needs it anyway
 

@@ -31,7 +31,7 @@ def serve_model(
     host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless you add an API key and a firewall.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port (0: a free one).")] = 8000,
     served_model_name: Annotated[str | None, typer.Option(help="Name clients ask for (default: the --model value).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto | float32 | bfloat16 | float16 (default: bf16 on AMX CPUs, like the transformers backend).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto | float32 | bfloat16 | float16 (default: bf16 on CPUs with AMX or AVX512-BF16, like the transformers backend).")] = None,
     max_model_len: Annotated[int | None, typer.Option(help="Context length to reserve (default: 4096, capped at the model's).")] = None,
     kv_cache_gib: Annotated[float | None, typer.Option(help="CPU build: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE) (default: 1).")] = None,
     api_key: Annotated[str | None, typer.Option(help="Require this bearer token from clients.", envvar="LLM_REC_SERVE_API_KEY")] = None,

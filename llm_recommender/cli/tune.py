@@ -1,5 +1,5 @@
 """``llm-rec tune generative``: fine-tune a generative scorer (pointwise Yes/No or verbalizer; full or LoRA),
-through accelerate (a GPU when present, bf16 autocast on AMX CPUs), from interactions before each user's
+through accelerate (a GPU when present, bf16 autocast on CPUs with AMX or AVX512-BF16), from interactions before each user's
 validation target. The representation head is fitted by ``llm-rec fit`` as a bundle component."""
 
 from __future__ import annotations

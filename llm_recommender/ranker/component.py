@@ -101,7 +101,7 @@ class LLMRankerConfig(ComponentConfig):
     eval_every: int = Field(default=25, ge=1)
     eval_users: int = Field(default=100, ge=1, description="validation cases of the learning curve (the fit's first N)")
     patience: int = Field(default=4, ge=1)
-    dtype: str = Field(default="auto", description="scoring dtype (auto: bf16 on GPUs and AMX CPUs, else fp32)")
+    dtype: str = Field(default="auto", description="scoring dtype (auto: bf16 on GPUs and on CPUs with AMX or AVX512-BF16, else fp32)")
     backend: Literal["transformers", "vllm", "openai"] = Field(
         default="transformers", description="the engine that scores: transformers, the vLLM engine (item tokens "
         "through its prompt-embeddings input), or openai: a server running these weights, started by "

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ...backends.kit import cpu_supports_bf16_fast
 from ...errors import InvalidRequestError, ModelLoadError
 from ...files import atomic_write
 from ..component import RayTraining
@@ -107,18 +108,10 @@ class SequenceModelConfig(BaseModel):
         return self
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has bf16 units (AVX512-BF16 or AMX-BF16), where bf16 autocast trains faster."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: stay in fp32
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_bf16(value: bool | str) -> bool:
-    """A config's ``bf16`` as the fit uses it: ``auto`` is what this CPU has (:func:`cpu_has_bf16`)."""
-    return cpu_has_bf16() if value == "auto" else bool(value)
+    """A config's ``bf16`` as the fit uses it: ``auto`` is whether this CPU has bf16 units (AVX512-BF16 or AMX-BF16,
+    where bf16 autocast trains faster; the same test as the backends' ``dtype: auto``)."""
+    return cpu_supports_bf16_fast() if value == "auto" else bool(value)
 
 
 def resolve_loss(config: SequenceModelConfig, n_items: int) -> str:
