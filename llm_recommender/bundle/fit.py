@@ -16,7 +16,6 @@ Steps (each logged with its wall time):
 from __future__ import annotations
 
 import hashlib
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -159,6 +158,16 @@ def _fit_cluster(config: FitConfig) -> AbstractContextManager[Any]:
     return fit_ray_cluster(config.ray_address, config.ray_workers, config.ray_cpus_per_worker)
 
 
+def _on_local_cluster(config: FitConfig) -> str:
+    """The Ray steps' log words for the cluster: "on a local cluster of N CPUs" when the fit starts one, none when
+    it joins one."""
+    if config.ray_address != "local":
+        return ""
+    from ..ray_cluster import local_cluster_cpus
+
+    return f" on a local cluster of {local_cluster_cpus(config.ray_workers, config.ray_cpus_per_worker)} CPUs"
+
+
 def _ray_steps(components: list[str]) -> tuple[bool, list[str]]:
     """The fit's steps that can run on Ray: whether any component reads LLM item vectors (Ray Data), and the
     components that train on Ray Train."""
@@ -250,9 +259,7 @@ def _fit_bundle(config: FitConfig, out: str | Path, *, backend: Any, text_encode
         cls = component_class(name)
         t0 = time.perf_counter()
         if data.ray is not None and cls.trains_on_ray:
-            log(f"fit: {name}: training on Ray Train, {config.ray_workers} workers"
-                + (f" on a local cluster of {math.ceil(config.ray_workers * config.ray_cpus_per_worker)} CPUs"
-                   if config.ray_address == "local" else ""))
+            log(f"fit: {name}: training on Ray Train, {config.ray_workers} workers{_on_local_cluster(config)}")
         comp = cls(space, config.component_config.get(name)).fit(data)
         fit_s = time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -337,11 +344,8 @@ def _ray_llm_vectors(config: FitConfig, space: ItemSpace, log: Callable[[str], N
     from .fit_ray import ray_item_vectors
 
     assert config.ray_address is not None
-    local = config.ray_address == "local"
-    cpus = math.ceil(config.ray_workers * config.ray_cpus_per_worker) if local else None
     with fit_ray_cluster(config.ray_address, config.ray_workers, config.ray_cpus_per_worker) as ray:
-        log(f"fit: LLM item vectors on Ray Data, {config.ray_workers} workers"
-            + (f" on a local cluster of {cpus} CPUs" if local else ""))
+        log(f"fit: LLM item vectors on Ray Data, {config.ray_workers} workers{_on_local_cluster(config)}")
         vectors, encoder, remote = ray_item_vectors(
             ray, config.model, space.items, workers=config.ray_workers, cpus_per_worker=config.ray_cpus_per_worker,
             gpus_per_worker=config.ray_gpus_per_worker, log=log)

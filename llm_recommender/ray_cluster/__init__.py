@@ -4,6 +4,6 @@ Shared by the two jobs that use Ray (``llm-rec batch`` and ``llm-rec fit --ray-a
 imports nothing of the pipeline, so both can use it without an import circle.
 """
 
-from .cluster import cleanup_ray, fit_ray_cluster, ray_cluster, ray_registry
+from .cluster import cleanup_ray, fit_ray_cluster, local_cluster_cpus, ray_cluster, ray_registry
 
-__all__ = ["cleanup_ray", "fit_ray_cluster", "ray_cluster", "ray_registry"]
+__all__ = ["cleanup_ray", "fit_ray_cluster", "local_cluster_cpus", "ray_cluster", "ray_registry"]

@@ -50,11 +50,18 @@ def ray_cluster(address: str | None, *, num_cpus: int | None = None, who: str = 
             watchdog.stdin.close()  # the watchdog ends whatever the shutdown left, then exits
 
 
+def local_cluster_cpus(workers: int, cpus_per_worker: float) -> int:
+    """The CPUs of the local cluster ``llm-rec fit --ray-address local`` starts: ``workers`` x ``cpus_per_worker``,
+    rounded up."""
+    return math.ceil(workers * cpus_per_worker)
+
+
 def fit_ray_cluster(address: str, workers: int, cpus_per_worker: float) -> Any:
-    """The cluster of ``llm-rec fit --ray-address``: ``local`` starts one of ``workers`` x ``cpus_per_worker``
-    CPUs (rounded up), anything else is joined. One place for the fit's Ray steps, which share it."""
+    """The cluster of ``llm-rec fit --ray-address``: ``local`` starts one of :func:`local_cluster_cpus` CPUs,
+    anything else is joined. One place for the fit's Ray steps, which share it."""
     local = address == "local"
-    return ray_cluster(None if local else address, num_cpus=math.ceil(workers * cpus_per_worker) if local else None,
+    cpus = local_cluster_cpus(workers, cpus_per_worker) if local else None
+    return ray_cluster(None if local else address, num_cpus=cpus,
                        who="fit", param="ray_address",
                        missing="Ray is not installed: pip install 'llm-recommender[batch]', or leave out --ray-address")
 
